@@ -1,0 +1,3 @@
+"""Line-side visual inspection station: core runtime."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Cameras: one adapter interface (base.Camera); simulated, replay and GenICam implementations."""

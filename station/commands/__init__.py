@@ -1,0 +1,1 @@
+"""Subcommand modules of `station` (one per area)."""

@@ -1,0 +1,179 @@
+"""The station file (station.toml): cameras, PLC, database, archive, models, inference, HMI.
+
+Validated once at start-up; unknown keys are errors. Relative paths are taken relative to
+the station file's directory. ``StationConfig.embedded()`` is the no-hardware demo setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from station.config_errors import ConfigError, load_toml_model
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulatedCameraConfig(Strict):
+    type: Literal["simulated"] = "simulated"
+    name: str = "top"
+    seed: int = 1
+    width: int = Field(default=640, ge=64)
+    height: int = Field(default=480, ge=64)
+    defect_rate: float = Field(default=0.3, ge=0, le=1, description="share of parts with a defect")
+    classes: list[str] = Field(default_factory=lambda: ["scratch", "crack", "stain"])
+
+
+class ReplayCameraConfig(Strict):
+    type: Literal["replay"] = "replay"
+    name: str = "top"
+    path: Path  # a folder of images, or a manifest CSV (image, mask, class, ...)
+    loop: bool = True
+    shuffle_seed: int | None = None
+
+
+class GenicamCameraConfig(Strict):
+    type: Literal["genicam"] = "genicam"
+    name: str = "top"
+    cti: list[Path] = Field(default_factory=list, description="GenTL producers; GENICAM_GENTL64_PATH is added")
+    device: str | int = 0  # serial number, user-defined name, or index
+    timeout_ms: int = Field(default=1000, gt=0)
+    reconnect_backoff_ms: list[int] = Field(default_factory=lambda: [200, 500, 1000, 2000, 5000])
+    num_buffers: int = Field(default=4, ge=1)
+
+
+CameraConfig = Annotated[
+    Union[SimulatedCameraConfig, ReplayCameraConfig, GenicamCameraConfig], Field(discriminator="type")
+]
+
+
+class PlcConfig(Strict):
+    enabled: bool = True
+    mode: Literal["server", "client"] = "server"
+    host: str = "127.0.0.1"  # server: bind address; client: the PLC's address
+    port: int = Field(default=5020, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    allow: list[str] = Field(default_factory=list, description="server: client IPs allowed; empty: any")
+    heartbeat_timeout_ms: int = Field(default=2000, gt=0)
+    result_buffer: int = Field(default=8, ge=1, le=64)
+    poll_period_ms: int = Field(default=10, gt=0, le=10)
+    input_base: int = Field(default=0, ge=0)
+    output_base: int = Field(default=100, ge=0)
+    reconnect_backoff_ms: list[int] = Field(default_factory=lambda: [100, 250, 500, 1000, 2000])
+
+
+class DatabaseConfig(Strict):
+    url: str = "sqlite:///var/station.db"
+    queue_size: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=200, ge=1)
+
+
+class ArchiveConfig(Strict):
+    dir: Path = Path("var/images")
+    retention_days: float = Field(default=90, gt=0)
+    max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    min_age_days: float = Field(default=7, ge=0)
+
+
+class InferenceConfig(Strict):
+    backend: Literal["auto", "onnxruntime", "rknn"] = "auto"
+    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0: all cores")
+    npu_cores: int = Field(default=3, ge=1, le=3)
+
+
+class HmiConfig(Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    session_timeout_min: int = Field(default=30, gt=0)
+    demo_autologin: bool = Field(default=False, description="demo only: open the operator view without login")
+
+
+class PipelineConfig(Strict):
+    queue_depth: int = Field(default=4, ge=1, description="parts waiting per stage before triggers are refused")
+    inference_workers: int = Field(default=1, ge=1, le=8)
+
+
+class StationConfig(Strict):
+    station_id: str = "station-1"
+    recipes_dir: Path = Path("recipes")
+    active_recipe: str
+    models_dir: Path = Path("var/models")
+    cameras: list[CameraConfig] = Field(min_length=1)
+    plc: PlcConfig = PlcConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    inference: InferenceConfig = InferenceConfig()
+    hmi: HmiConfig = HmiConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> "StationConfig":
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names repeat: {names}")
+        return self
+
+    def camera(self, name: str) -> CameraConfig:
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def resolved(self, base: Path) -> "StationConfig":
+        """Paths made absolute against ``base`` (the station file's directory)."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        cams = []
+        for c in self.cameras:
+            if isinstance(c, ReplayCameraConfig):
+                c = c.model_copy(update={"path": fix(c.path)})
+            elif isinstance(c, GenicamCameraConfig):
+                c = c.model_copy(update={"cti": [fix(p) for p in c.cti]})
+            cams.append(c)
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            url = prefix + str(fix(Path(url[len(prefix):])))
+        return self.model_copy(
+            update={
+                "recipes_dir": fix(self.recipes_dir),
+                "models_dir": fix(self.models_dir),
+                "cameras": cams,
+                "database": self.database.model_copy(update={"url": url}),
+                "archive": self.archive.model_copy(update={"dir": fix(self.archive.dir)}),
+            }
+        )
+
+    @classmethod
+    def embedded(cls, root: Path, **overrides) -> "StationConfig":
+        """The demo station: simulated camera, CPU inference, loopback Modbus, SQLite, local HMI."""
+        data = {
+            "station_id": "demo",
+            "recipes_dir": "recipes",
+            "active_recipe": "demo-part",
+            "models_dir": "var/models",
+            "cameras": [{"type": "simulated", "name": "top", "seed": 1}],
+            "plc": {"mode": "server", "host": "127.0.0.1", "port": 5020},
+            "database": {"url": "sqlite:///var/station.db"},
+            "inference": {"backend": "onnxruntime"},
+            "hmi": {"host": "127.0.0.1", "port": 8080, "demo_autologin": True},
+        }
+        data.update(overrides)
+        return cls.model_validate(data).resolved(root)
+
+
+def load_station_config(path: Path | str) -> StationConfig:
+    """Load station.toml; raises ConfigError naming file, key and reason."""
+    path = Path(path)
+    config = load_toml_model(path, StationConfig)
+    return config.resolved(path.resolve().parent)
+
+
+__all__ = ["StationConfig", "ConfigError", "load_station_config"]

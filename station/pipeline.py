@@ -1,0 +1,343 @@
+"""trigger → acquire → preprocess → analyse (segment + classify) → decide → publish.
+
+Each stage runs in its own thread(s) joined by bounded queues, so acquisition of part n+1
+overlaps analysis of part n. The publisher delivers results strictly in trigger order and
+enforces each part's time budget: a part not decided by its deadline is published as
+REJECT (timeout) and its late result is dropped. Every trigger gets exactly one verdict;
+a failure in any stage becomes a fail-safe REJECT with the stage's reason and an alarm,
+and the next part is inspected normally.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from station.alarms import AlarmBoard
+from station.camera.base import Camera
+from station.inspection import Inspection, Outcome, RejectReason, Verdict, View
+from station.recipe import LoadedRecipe
+from station.stats import StationStats
+
+log = logging.getLogger("station.pipeline")
+part_log = logging.getLogger("station.parts")
+
+
+class TriggerRefused(Exception):
+    """The station cannot take this part now (queue full, offline, no recipe). Carries a reason."""
+
+    def __init__(self, reason: RejectReason, message: str):
+        self.reason = reason
+        super().__init__(message)
+
+
+class Inspector(Protocol):
+    """The vision side of one recipe: built once per recipe, called per part."""
+
+    def preprocess(self, views: list[View]) -> list[View]: ...
+
+    def find_defects(self, views: list[View]) -> "Findings": ...
+
+    def decide(self, inspection: Inspection) -> Verdict: ...
+
+
+@dataclass
+class Findings:
+    defects: list
+    scores: dict[str, float]
+    overlay: object | None = None
+
+
+class ResultSink(Protocol):
+    """Consumes finished inspections (PLC, database, HMI). Must return quickly."""
+
+    def publish(self, inspection: Inspection) -> None: ...
+
+
+@dataclass(frozen=True)
+class ActiveRecipe:
+    loaded: LoadedRecipe
+    inspector: Inspector
+
+
+_STOP = object()
+
+
+class StageFailure(Exception):
+    def __init__(self, reason: RejectReason, detail: str):
+        self.reason = reason
+        super().__init__(detail)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cameras: dict[str, Camera],
+        build_inspector: Callable[[LoadedRecipe], Inspector],
+        alarms: AlarmBoard,
+        queue_depth: int = 4,
+        inference_workers: int = 1,
+        stats: StationStats | None = None,
+    ):
+        self.cameras = cameras
+        self.build_inspector = build_inspector
+        self.alarms = alarms
+        self.stats = stats or StationStats()
+        self.sinks: list[ResultSink] = []
+        self._recipe: ActiveRecipe | None = None
+        self._recipe_lock = threading.Lock()
+        self._seq_lock = threading.Lock()
+        self._next_seq = 1
+        self._acquire_q: queue.Queue = queue.Queue(maxsize=queue_depth)
+        self._preprocess_q: queue.Queue = queue.Queue(maxsize=queue_depth)
+        self._analyse_q: queue.Queue = queue.Queue(maxsize=queue_depth)
+        self._done_q: queue.Queue = queue.Queue()
+        self._pending: dict[int, Inspection] = {}
+        self._pending_lock = threading.Lock()
+        self._inference_workers = inference_workers
+        self._threads: list[threading.Thread] = []
+        self._running = False
+        self.offline = False
+        self.last_progress_s = time.monotonic()  # for the systemd watchdog: publisher loop is alive
+        self._published_cv = threading.Condition()
+        self._published_seq = 0
+
+    # ---- recipe -------------------------------------------------------------------------
+    @property
+    def recipe(self) -> ActiveRecipe | None:
+        return self._recipe
+
+    def load_recipe(self, loaded: LoadedRecipe) -> None:
+        """Build the inspector for ``loaded`` and switch to it for parts triggered from now on.
+
+        On failure the running recipe stays and the error propagates to the caller.
+        """
+        missing = [c.name for c in loaded.recipe.cameras if c.name not in self.cameras]
+        if missing:
+            raise ValueError(f"recipe {loaded.recipe.name}: cameras {missing} are not configured on this station")
+        inspector = self.build_inspector(loaded)
+        with self._recipe_lock:
+            self._recipe = ActiveRecipe(loaded, inspector)
+        log.info("recipe %s v%s active", loaded.recipe.name, loaded.recipe.version)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        specs = [("acquire", self._acquire_loop), ("preprocess", self._preprocess_loop)]
+        specs += [(f"analyse-{i}", self._analyse_loop) for i in range(self._inference_workers)]
+        specs.append(("publish", self._publish_loop))
+        for name, fn in specs:
+            t = threading.Thread(target=fn, name=f"pipeline-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish parts in flight (each still gets its verdict), then stop the threads."""
+        if not self._running:
+            return
+        self.wait_idle(timeout_s)
+        self._running = False
+        self._acquire_q.put(_STOP)
+        for _ in range(self._inference_workers):
+            self._analyse_q.put(_STOP)
+        self._preprocess_q.put(_STOP)
+        self._done_q.put(_STOP)
+        for t in self._threads:
+            t.join(timeout=timeout_s)
+        self._threads.clear()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self._pending_lock:
+                if not self._pending:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def wait_published(self, sequence: int, timeout_s: float) -> bool:
+        with self._published_cv:
+            return self._published_cv.wait_for(lambda: self._published_seq >= sequence, timeout_s)
+
+    # ---- trigger ------------------------------------------------------------------------
+    def trigger(self, part_id: int = 0) -> int:
+        """Accept a part; returns its inspection sequence number. Raises TriggerRefused."""
+        if not self._running:
+            raise TriggerRefused(RejectReason.SHUTDOWN, "pipeline is not running")
+        if self.offline:
+            raise TriggerRefused(RejectReason.SHUTDOWN, "station is offline")
+        active = self._recipe
+        if active is None:
+            raise TriggerRefused(RejectReason.NO_RECIPE, "no recipe loaded")
+        recipe = active.loaded.recipe
+        with self._seq_lock:
+            seq = self._next_seq
+            now = time.monotonic()
+            insp = Inspection(
+                sequence=seq,
+                part_id=part_id,
+                recipe=recipe.name,
+                recipe_version=recipe.version,
+                triggered_at_s=time.time(),
+                deadline_s=now + recipe.time_budget_ms / 1000.0,
+                recipe_hash=active.loaded.content_hash,
+            )
+            insp.scores["_t0"] = now
+            try:
+                self._acquire_q.put_nowait((insp, active))
+            except queue.Full:
+                self.stats.count_refused()
+                raise TriggerRefused(RejectReason.OVERRUN, "acquisition queue full") from None
+            self._next_seq += 1
+            with self._pending_lock:
+                self._pending[seq] = insp
+        return seq
+
+    # ---- stages -------------------------------------------------------------------------
+    def _run_stage(self, insp: Inspection, name: str, reason: RejectReason, fn: Callable[[], None]) -> None:
+        if insp.error is not None:
+            return
+        if time.monotonic() > insp.deadline_s:
+            insp.error = f"{RejectReason.TIMEOUT.value}:{name}"
+            return
+        t = time.perf_counter()
+        try:
+            fn()
+        except StageFailure as exc:
+            insp.error = f"{exc.reason.value}:{exc}"
+        except Exception as exc:
+            log.exception("part %s stage %s failed", insp.sequence, name)
+            insp.error = f"{reason.value}:{name} failed: {type(exc).__name__}: {exc}"
+        finally:
+            insp.timings_ms[name] = (time.perf_counter() - t) * 1000.0
+
+    def _acquire_loop(self) -> None:
+        while (item := self._acquire_q.get()) is not _STOP:
+            insp, active = item
+
+            def grab() -> None:
+                views = []
+                for cam in active.loaded.recipe.cameras:
+                    remaining = max(0.001, insp.deadline_s - time.monotonic())
+                    try:
+                        views.append(self.cameras[cam.name].grab(insp.part_id, timeout_s=remaining))
+                    except Exception as exc:
+                        raise StageFailure(RejectReason.CAMERA_ERROR, f"camera {cam.name}: {exc}") from exc
+                insp.views = views
+
+            self._run_stage(insp, "acquire", RejectReason.CAMERA_ERROR, grab)
+            self._preprocess_q.put(item)
+        self._preprocess_q.put(_STOP)
+
+    def _preprocess_loop(self) -> None:
+        while (item := self._preprocess_q.get()) is not _STOP:
+            insp, active = item
+
+            def prep() -> None:
+                insp.views = active.inspector.preprocess(insp.views)
+
+            self._run_stage(insp, "preprocess", RejectReason.PREPROCESS_ERROR, prep)
+            self._analyse_q.put(item)
+
+    def _analyse_loop(self) -> None:
+        while (item := self._analyse_q.get()) is not _STOP:
+            insp, active = item
+
+            def analyse() -> None:
+                findings = active.inspector.find_defects(insp.views)
+                insp.defects = list(findings.defects)
+                insp.scores.update(findings.scores)
+                insp.overlay = findings.overlay
+
+            def decide() -> None:
+                insp.verdict = active.inspector.decide(insp)
+
+            self._run_stage(insp, "analyse", RejectReason.MODEL_ERROR, analyse)
+            self._run_stage(insp, "decide", RejectReason.DECISION_ERROR, decide)
+            self._done_q.put(insp)
+
+    # ---- ordered, deadline-enforcing publication ------------------------------------------
+    def _publish_loop(self) -> None:
+        finished: dict[int, Inspection] = {}
+        next_seq = 1
+        while True:
+            self.last_progress_s = time.monotonic()
+            with self._pending_lock:
+                head = self._pending.get(next_seq)
+            if head is None and next_seq not in finished:
+                timeout = 0.05
+            else:
+                timeout = max(0.0, head.deadline_s - time.monotonic()) if head else 0.0
+            try:
+                item = self._done_q.get(timeout=min(timeout, 0.05)) if next_seq not in finished else None
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            if item is not None:
+                if item.sequence < next_seq:
+                    self.stats.count_late()
+                    log.warning("part seq %s finished after its deadline; result dropped", item.sequence)
+                else:
+                    finished[item.sequence] = item
+            # publish every head that is finished or past its deadline
+            while True:
+                with self._pending_lock:
+                    head = self._pending.get(next_seq)
+                if head is None:
+                    break
+                done = finished.pop(next_seq, None)
+                if done is None and time.monotonic() < head.deadline_s:
+                    break
+                self._finish(done if done is not None else self._timed_out(head))
+                next_seq += 1
+
+    def _timed_out(self, insp: Inspection) -> Inspection:
+        stages = ", ".join(f"{k} {v:.0f} ms" for k, v in insp.timings_ms.items()) or "no stage finished"
+        insp.error = f"{RejectReason.TIMEOUT.value}:budget exceeded ({stages})"
+        return insp
+
+    def _finish(self, insp: Inspection) -> None:
+        t0 = insp.scores.pop("_t0", None)
+        if insp.error is not None or insp.verdict is None:
+            code, _, detail = (insp.error or "decision_error:no verdict").partition(":")
+            reason = RejectReason(code) if code in RejectReason._value2member_map_ else RejectReason.DECISION_ERROR
+            insp.verdict = Verdict.failsafe(reason, detail)
+            self.alarms.raise_(f"part_failed:{reason.value}", "pipeline", f"part {insp.part_id} (seq {insp.sequence}): {insp.verdict.reason}")
+        else:
+            for key in [a.key for a in self.alarms.active() if a.key.startswith("part_failed:")]:
+                self.alarms.clear(key)
+        if t0 is not None:
+            insp.timings_ms["total"] = (time.monotonic() - t0) * 1000.0
+        with self._pending_lock:
+            self._pending.pop(insp.sequence, None)
+        self.stats.record(insp)
+        v = insp.verdict
+        part_log.info(
+            "part seq=%d id=%d recipe=%s verdict=%s reason=%r defects=%d %s",
+            insp.sequence, insp.part_id, insp.recipe, v.outcome.value, v.reason, len(insp.defects),
+            " ".join(f"{k}_ms={t:.1f}" for k, t in insp.timings_ms.items()),
+        )
+        for sink in list(self.sinks):
+            try:
+                sink.publish(insp)
+            except Exception:
+                log.exception("result sink %s failed", type(sink).__name__)
+                self.alarms.raise_(f"sink_failed:{type(sink).__name__}", "pipeline", f"{type(sink).__name__} failed to take a result")
+        with self._published_cv:
+            self._published_seq = insp.sequence
+            self._published_cv.notify_all()
+
+
+def defect_outcome(verdict: Verdict | None) -> Outcome:
+    return verdict.outcome if verdict else Outcome.REJECT
+
+
+__all__ = ["Pipeline", "Inspector", "Findings", "ResultSink", "TriggerRefused", "Sequence"]
