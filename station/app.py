@@ -1,0 +1,136 @@
+"""The Station: composes cameras, pipeline, PLC link, history writer and HMI from StationConfig.
+
+Start-up order: recipes → cameras (each failure an alarm; no camera at all is fatal) →
+active recipe and its models (failure is fatal: nothing could be inspected) → history
+writer → pipeline → PLC. Shutdown runs the other way, after parts in flight are published.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+from station.alarms import AlarmBoard
+from station.camera import Camera, make_camera
+from station.config import StationConfig
+from station.pipeline import Pipeline
+from station.recipe import LoadedRecipe, RecipeBook
+from station.stats import StationStats
+
+log = logging.getLogger("station.app")
+
+
+class StartupError(Exception):
+    """The station cannot run; the message says why (exit status 1)."""
+
+
+def choose_backend(config: StationConfig) -> tuple[str, str]:
+    """(backend, why) for the configured inference backend."""
+    wanted = config.inference.backend
+    if wanted != "auto":
+        return wanted, f"configured: {wanted}"
+    from station.inference.select import detect_npu
+
+    npu = detect_npu()
+    if npu.present:
+        return "rknn", f"auto: NPU found ({npu.reason})"
+    return "onnxruntime", f"auto: no NPU ({npu.reason}); using ONNX Runtime on the CPU"
+
+
+def build_inspector(loaded: LoadedRecipe, *, models_dir: Path, backend: str, threads: int):
+    from station.vision.inspector import build_inspector as build
+
+    return build(loaded, models_dir, backend=backend, threads=threads)
+
+
+class Station:
+    def __init__(self, config: StationConfig, *, plc: bool | None = None, history: bool = True):
+        self.config = config
+        self.alarms = AlarmBoard()
+        self.stats = StationStats()
+        self.recipes = RecipeBook(config.recipes_dir)
+        for err in self.recipes.errors:
+            self.alarms.raise_(f"recipe_invalid:{Path(err.path).name}", "recipes", str(err))
+        self.cameras: dict[str, Camera] = {c.name: make_camera(c, self.alarms) for c in config.cameras}
+        self.backend, self.backend_reason = choose_backend(config)
+        self.pipeline = Pipeline(
+            self.cameras,
+            partial(build_inspector, models_dir=config.models_dir, backend=self.backend, threads=config.inference.threads),
+            self.alarms,
+            queue_depth=config.pipeline.queue_depth,
+            inference_workers=config.pipeline.inference_workers,
+            stats=self.stats,
+        )
+        self._want_plc = config.plc.enabled if plc is None else plc
+        self._want_history = history
+        self.plc = None
+        self.history = None
+        self.started = False
+
+    @property
+    def backend_label(self) -> str:
+        return f"{self.backend} ({self.backend_reason})"
+
+    def start(self) -> None:
+        opened = 0
+        for name, cam in self.cameras.items():
+            try:
+                cam.open()
+                opened += 1
+            except Exception as exc:
+                log.error("camera %s failed to open: %s", name, exc)
+                self.alarms.raise_(f"camera_lost:{name}", "camera", f"camera {name} failed to open: {exc}")
+        if opened == 0:
+            raise StartupError("no configured camera could be opened: " + "; ".join(a.message for a in self.alarms.active()))
+        try:
+            loaded = self.recipes.get(self.config.active_recipe)
+        except KeyError as exc:
+            problems = "; ".join(str(e) for e in self.recipes.errors)
+            raise StartupError(f"{exc.args[0]}{' — ' + problems if problems else ''}") from None
+        try:
+            self.pipeline.load_recipe(loaded)
+        except Exception as exc:
+            raise StartupError(f"recipe {loaded.recipe.name} cannot be loaded: {exc}") from None
+        log.info("inference backend: %s", self.backend_label)
+        if self._want_history:
+            from db.writer import HistoryWriter
+
+            self.history = HistoryWriter(self.config.database, self.config.archive, self.alarms, self.config.station_id)
+            self.history.start()
+            self.pipeline.sinks.append(self.history)
+        self.pipeline.start()
+        if self._want_plc:
+            from station.plc.service import PlcService
+
+            self.plc = PlcService(self.config.plc, self.pipeline, self.recipes, self.alarms, self.stats)
+            self.pipeline.sinks.append(self.plc)
+            self.plc.start()
+        self.started = True
+
+    def load_recipe(self, name: str) -> LoadedRecipe:
+        """Switch recipes between parts; on failure the running recipe stays and the error is raised."""
+        self.recipes.reload()
+        loaded = self.recipes.get(name)
+        self.pipeline.load_recipe(loaded)
+        return loaded
+
+    def stop(self) -> None:
+        if self.plc is not None:
+            self.plc.stop()
+        self.pipeline.stop()
+        if self.history is not None:
+            self.history.close()
+        for cam in self.cameras.values():
+            try:
+                cam.close()
+            except Exception:
+                log.exception("camera %s failed to close", cam.name)
+        self.started = False
+
+    def __enter__(self) -> "Station":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,296 @@
+"""Core subcommands: demo, run, inspect, recipes, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from station.config import load_station_config
+from station.config_errors import ConfigError
+
+log = logging.getLogger("station.cli")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run a complete station on embedded defaults (no hardware)")
+    p.add_argument("--headless", action="store_true", help="no HMI: inspect --parts parts, print a summary, exit")
+    p.add_argument("--parts", type=int, default=50, help="parts to inspect in --headless mode (default 50)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="where var/ (database, images, models) lives")
+    p.add_argument("--recipe", default="demo-part", help="recipe to run (default demo-part)")
+    p.add_argument("--interval-ms", type=float, default=None, help="time between parts (default: as fast as inspected, 500 ms with the HMI)")
+    p.add_argument("--hmi-port", type=int, default=8080)
+    p.add_argument("--plc-port", type=int, default=5020)
+    p.add_argument("--no-plc", action="store_true", help="do not start the Modbus TCP server")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run the station from a station file")
+    p.add_argument("--config", type=Path, required=True, help="station.toml")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="inspect image files offline and print verdicts")
+    p.add_argument("--recipe", required=True, help="recipe name (in --recipes-dir) or path to a recipe file")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--overlay", type=Path, help="write overlay PNGs into this directory")
+    p.add_argument("--recipes-dir", type=Path, default=None)
+    p.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "rknn"])
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("recipes", help="list, show or check recipes")
+    rsub = p.add_subparsers(dest="action", required=True)
+    q = rsub.add_parser("list", help="recipes in the recipes directory")
+    q.add_argument("--recipes-dir", type=Path, default=None)
+    q.set_defaults(func=cmd_recipes_list)
+    q = rsub.add_parser("show", help="print a recipe as validated (defaults filled in)")
+    q.add_argument("name")
+    q.add_argument("--recipes-dir", type=Path, default=None)
+    q.set_defaults(func=cmd_recipes_show)
+    q = rsub.add_parser("check", help="validate a recipe file; exit 2 with the reason if it is bad")
+    q.add_argument("file", type=Path)
+    q.set_defaults(func=cmd_recipes_check)
+
+    p = sub.add_parser("simulate", help="write simulated part images, masks and a manifest CSV")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--defect-rate", type=float, default=0.5)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.set_defaults(func=cmd_simulate)
+
+
+# ---- demo / run --------------------------------------------------------------------------
+def _summary(results: list[dict], stats: dict, elapsed_s: float) -> dict:
+    return {
+        "parts": len(results),
+        "pass": sum(r["verdict"] == "pass" for r in results),
+        "reject": sum(r["verdict"] == "reject" for r in results),
+        "reject_reasons": stats["reject_reasons"],
+        "reject_classes": stats["reject_classes"],
+        "elapsed_s": round(elapsed_s, 3),
+        "parts_per_s": round(len(results) / elapsed_s, 3) if elapsed_s > 0 else None,
+        "latency_ms": stats["latency_ms"],
+        "verdicts": results,
+    }
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"parts {summary['parts']}  pass {summary['pass']}  reject {summary['reject']}  ({summary['parts_per_s']} parts/s)")
+    if summary["reject_reasons"]:
+        print("reject reasons: " + ", ".join(f"{k} {v}" for k, v in summary["reject_reasons"].items()))
+    print(f"{'stage':<12}{'p50 ms':>10}{'p99 ms':>10}")
+    for stage, lat in summary["latency_ms"].items():
+        print(f"{stage:<12}{lat['p50']:>10.1f}{lat['p99']:>10.1f}")
+
+
+def _pull_models(config, recipe_name: str) -> None:
+    """Make sure the recipe's models are in the models directory (local copies first)."""
+    from station.models_store import ensure_recipe_models
+
+    ensure_recipe_models(config.recipes_dir / f"{recipe_name}.toml", config.models_dir)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from station.app import Station, StartupError
+    from station.demo import Conveyor, demo_config, run_headless
+
+    config = demo_config(
+        args.root.resolve(),
+        active_recipe=args.recipe,
+        plc={"mode": "server", "host": "127.0.0.1", "port": args.plc_port, "enabled": not (args.no_plc or args.headless)},
+        hmi={"host": "127.0.0.1", "port": args.hmi_port, "demo_autologin": True, "enabled": not args.headless},
+    )
+    (args.root / "var").mkdir(parents=True, exist_ok=True)
+    _pull_models(config, args.recipe)
+    station = Station(config)
+    try:
+        station.start()
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.headless:
+            started = time.monotonic()
+            interval = (args.interval_ms or 0) / 1000.0
+            results = run_headless(station.pipeline, args.parts, interval)
+            summary = _summary(results, station.stats.snapshot(), time.monotonic() - started)
+            if station.history is not None:
+                station.history.flush(timeout=30)
+            summary["database"] = config.database.url
+            if args.json:
+                print(json.dumps(summary, indent=2))
+            else:
+                _print_summary(summary)
+            return 0
+        conveyor = None
+        if station.plc is None:
+            conveyor = Conveyor(station.pipeline, (args.interval_ms or 500) / 1000.0)
+            conveyor.start()
+        else:
+            from station.plc.simulator import PlcSimulator
+
+            conveyor = PlcSimulator(config.plc.host, config.plc.port, interval_s=(args.interval_ms or 500) / 1000.0)
+            conveyor.start()
+        from hmi.app import run as run_hmi
+
+        print(f"HMI on http://{config.hmi.host}:{config.hmi.port}  (Ctrl-C to stop)", file=sys.stderr)
+        run_hmi(station, config.hmi)  # blocks until the HMI server stops
+        conveyor.stop()
+        return 0
+    finally:
+        station.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from station.app import Station, StartupError
+
+    config = load_station_config(args.config)
+    station = Station(config)
+    try:
+        station.start()
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if config.hmi.enabled:
+            from hmi.app import run as run_hmi
+
+            run_hmi(station, config.hmi)
+        else:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            from station.watchdog import ServiceWatchdog
+
+            with ServiceWatchdog(station.pipeline) as watchdog:
+                while not stop.wait(0.5):
+                    watchdog.tick()
+        return 0
+    finally:
+        station.stop()
+
+
+# ---- inspect -------------------------------------------------------------------------------
+def _recipes_dir(arg: Path | None) -> Path:
+    from station.demo import REPO_ROOT
+
+    if arg is not None:
+        return arg
+    return Path("recipes") if Path("recipes").is_dir() else REPO_ROOT / "recipes"
+
+
+def _load_named_recipe(name: str, recipes_dir: Path | None):
+    from station.recipe import load_recipe
+
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        return load_recipe(path)
+    return load_recipe(_recipes_dir(recipes_dir) / f"{name}.toml")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from station.app import build_inspector
+    from station.camera.replay import read_image
+    from station.inspection import Inspection, View
+
+    loaded = _load_named_recipe(args.recipe, args.recipes_dir)
+    recipe = loaded.recipe
+    from station.models_store import ensure_recipe_models
+
+    ensure_recipe_models(loaded.path, args.models_dir)
+    inspector = build_inspector(loaded, models_dir=args.models_dir, backend=args.backend, threads=0)
+    if args.overlay:
+        args.overlay.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for n, path in enumerate(args.images, 1):
+        insp = Inspection(n, n, recipe.name, recipe.version, time.time(), float("inf"), recipe_hash=loaded.content_hash)
+        try:
+            t = time.perf_counter()
+            views = [View(camera=recipe.cameras[0].name, image=read_image(path), source=str(path))]
+            views = inspector.preprocess(views)
+            insp.timings_ms["preprocess"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            findings = inspector.find_defects(views)
+            insp.timings_ms["analyse"] = (time.perf_counter() - t) * 1000
+            insp.views, insp.defects, insp.overlay = views, list(findings.defects), findings.overlay
+            insp.verdict = inspector.decide(insp)
+        except Exception as exc:  # one bad image must not stop the others
+            failures += 1
+            msg = f"{path}: {type(exc).__name__}: {exc}"
+            print(json.dumps({"image": str(path), "error": msg}) if args.json else f"ERROR {msg}")
+            continue
+        row = {"image": str(path), **insp.summary()}
+        if args.overlay is not None and insp.overlay is not None:
+            out = args.overlay / f"{path.stem}_overlay.png"
+            cv2.imwrite(str(out), cv2.cvtColor(np.asarray(insp.overlay), cv2.COLOR_RGB2BGR))
+            row["overlay"] = str(out)
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{path}: {insp.verdict.outcome.value.upper()}  {insp.verdict.reason}")
+    return 1 if failures else 0
+
+
+# ---- recipes ---------------------------------------------------------------------------------
+def cmd_recipes_list(args: argparse.Namespace) -> int:
+    from station.recipe import RecipeBook
+
+    book = RecipeBook(_recipes_dir(args.recipes_dir))
+    for name, loaded in sorted(book.recipes.items()):
+        r = loaded.recipe
+        print(f"{name:<20} v{r.version:<3} plc_id {r.plc_id:<4} budget {r.time_budget_ms} ms  {r.description}")
+    for err in book.errors:
+        print(f"INVALID {err}", file=sys.stderr)
+    return 2 if book.errors else 0
+
+
+def cmd_recipes_show(args: argparse.Namespace) -> int:
+    loaded = _load_named_recipe(args.name, args.recipes_dir)
+    print(json.dumps(loaded.recipe.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_recipes_check(args: argparse.Namespace) -> int:
+    from station.recipe import load_recipe
+
+    loaded = load_recipe(args.file)  # ConfigError -> exit 2 in cli.main
+    print(f"{args.file}: ok ({loaded.recipe.name} v{loaded.recipe.version})")
+    return 0
+
+
+# ---- simulate --------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from station.camera.simulated import synthesize_part
+
+    (args.out / "images").mkdir(parents=True, exist_ok=True)
+    (args.out / "masks").mkdir(parents=True, exist_ok=True)
+    classes = ["scratch", "crack", "stain"]
+    with open(args.out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "mask", "class"])
+        for n in range(args.count):
+            part = synthesize_part(args.seed, n, args.width, args.height, args.defect_rate, classes)
+            mask = np.zeros(part.image.shape[:2], np.uint8)
+            for m in part.masks.values():
+                mask[m] = 255
+            img_rel, mask_rel = f"images/{n:05d}.png", f"masks/{n:05d}.png"
+            cv2.imwrite(str(args.out / img_rel), part.image[:, :, 0])
+            cv2.imwrite(str(args.out / mask_rel), mask)
+            writer.writerow([img_rel, mask_rel, part.truth_class])
+    print(f"wrote {args.count} parts to {args.out / 'manifest.csv'}")
+    return 0
+
+
+__all__ = ["register", "ConfigError"]

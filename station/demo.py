@@ -1,0 +1,95 @@
+"""The embedded demo: a conveyor that triggers parts, and the headless run summary."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from station.config import StationConfig
+from station.inspection import Inspection
+from station.pipeline import Pipeline, TriggerRefused
+
+log = logging.getLogger("station.demo")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo_config(root: Path, **overrides) -> StationConfig:
+    """Embedded defaults rooted at ``root`` (var/ lives there), with the repository's recipes."""
+    overrides.setdefault("recipes_dir", str(REPO_ROOT / "recipes"))
+    return StationConfig.embedded(root, **overrides)
+
+
+class Conveyor:
+    """Triggers parts into the pipeline like a line with a part every ``interval_s`` seconds.
+
+    When the station refuses a part (queue full), the conveyor waits and offers it again,
+    so a headless run inspects exactly the number of parts asked for.
+    """
+
+    def __init__(self, pipeline: Pipeline, interval_s: float = 0.0, first_part_id: int = 1):
+        self.pipeline = pipeline
+        self.interval_s = interval_s
+        self.next_part_id = first_part_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.triggered: list[int] = []
+
+    def trigger_one(self) -> int:
+        while not self._stop.is_set():
+            try:
+                seq = self.pipeline.trigger(self.next_part_id)
+            except TriggerRefused:
+                time.sleep(0.005)
+                continue
+            self.next_part_id += 1
+            self.triggered.append(seq)
+            return seq
+        raise RuntimeError("conveyor stopped")
+
+    def run(self, parts: int | None = None) -> None:
+        n = 0
+        while not self._stop.is_set() and (parts is None or n < parts):
+            started = time.monotonic()
+            self.trigger_one()
+            n += 1
+            rest = self.interval_s - (time.monotonic() - started)
+            if rest > 0:
+                self._stop.wait(rest)
+
+    def start(self, parts: int | None = None) -> None:
+        self._thread = threading.Thread(target=self.run, args=(parts,), name="conveyor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+
+class VerdictRecorder:
+    """A result sink that keeps the verdicts of a headless run, in publication order."""
+
+    def __init__(self) -> None:
+        self.inspections: list[dict] = []
+        self._lock = threading.Lock()
+
+    def publish(self, inspection: Inspection) -> None:
+        with self._lock:
+            self.inspections.append(inspection.summary())
+
+
+def run_headless(pipeline: Pipeline, parts: int, interval_s: float = 0.0, timeout_s: float = 600.0) -> list[dict]:
+    """Trigger ``parts`` parts and wait for all their verdicts; returns their summaries in order."""
+    recorder = VerdictRecorder()
+    pipeline.sinks.append(recorder)
+    conveyor = Conveyor(pipeline, interval_s)
+    try:
+        conveyor.run(parts)
+        if conveyor.triggered and not pipeline.wait_published(conveyor.triggered[-1], timeout_s):
+            raise TimeoutError(f"parts still in flight after {timeout_s:.0f} s")
+    finally:
+        pipeline.sinks.remove(recorder)
+    return recorder.inspections
