@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from station.alarms import AlarmBoard
@@ -300,9 +300,20 @@ class Pipeline:
                 next_seq += 1
 
     def _timed_out(self, insp: Inspection) -> Inspection:
-        stages = ", ".join(f"{k} {v:.0f} ms" for k, v in insp.timings_ms.items()) or "no stage finished"
-        insp.error = f"{RejectReason.TIMEOUT.value}:budget exceeded ({stages})"
-        return insp
+        """A snapshot of a part past its deadline. A worker may still be running on the original
+        and will mutate it when it finishes; sinks must only ever see this snapshot."""
+        timings = dict(insp.timings_ms)
+        stages = ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items()) or "no stage finished"
+        return replace(
+            insp,
+            views=list(insp.views),
+            defects=[],
+            verdict=None,
+            timings_ms=timings,
+            scores=dict(insp.scores),
+            overlay=None,
+            error=f"{RejectReason.TIMEOUT.value}:budget exceeded ({stages})",
+        )
 
     def _finish(self, insp: Inspection) -> None:
         t0 = insp.scores.pop("_t0", None)
