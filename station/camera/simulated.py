@@ -98,7 +98,8 @@ def synthesize_part(seed: int, n: int, width: int, height: int, defect_rate: flo
         truth = classes[int(rng.integers(len(classes)))]
         mask, level = _defect_mask(rng, truth, width, height)
         # soften the edge so the defect is not a perfect step
-        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.7)
+        core = mask.astype(np.float32)
+        soft = np.maximum(core, cv2.GaussianBlur(core, (0, 0), 0.7))
         img = img * (1 - soft) + level * soft
         masks[truth] = mask
     img = np.clip(img + rng.normal(0, 1.5, img.shape), 0, 255).astype(np.uint8)
