@@ -1,0 +1,37 @@
+# The two commands a newcomer needs:
+#   make demo   run a complete station on embedded defaults (simulated camera, CPU inference,
+#               Modbus TCP server on 127.0.0.1:5020, SQLite under ./var, HMI on http://127.0.0.1:8080)
+#   make test   run the whole test suite
+# Both bootstrap what they need first (a .venv with the package and its extras; the Debian
+# packages the tests drive, when run as root on Debian).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv system-deps bench eval clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:
+	bash tools/install-system-deps.sh
+
+demo: venv
+	$(BIN)/station demo
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/station bench --parts 50
+
+clean:
+	rm -rf $(VENV) var build *.egg-info
