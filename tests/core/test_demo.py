@@ -1,0 +1,39 @@
+"""The one-command demo, headless: 50 parts inspected end to end, 50 rows in the SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_headless_demo_reports_50_verdicts_and_stores_50_inspections(tmp_path, shared_dir):
+    env = {**os.environ, "STATION_MODEL_DIRS": str(shared_dir / "models")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "station.cli", "demo", "--headless", "--parts", "50", "--json", "--root", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["parts"] == 50 and summary["pass"] + summary["reject"] == 50
+    assert [v["sequence"] for v in summary["verdicts"]] == list(range(1, 51))
+    assert {"acquire", "preprocess", "analyse", "decide", "total"} <= set(summary["latency_ms"])
+    for stage in summary["latency_ms"].values():
+        assert 0 <= stage["p50"] <= stage["p99"]
+    # the simulated line has defective parts (30 %) and the recipe finds them: no fail-safe rejects
+    assert summary["reject"] > 0 and summary["pass"] > 0
+    assert not set(summary["reject_reasons"]) - {"defect"}, summary["reject_reasons"]
+    # one log line per part at INFO with its verdict and timings
+    part_lines = [line for line in proc.stderr.splitlines() if "station.parts" in line]
+    assert len(part_lines) == 50 and all("verdict=" in line and "total_ms=" in line for line in part_lines)
+    db = tmp_path / "var" / "station.db"
+    with sqlite3.connect(db) as conn:
+        (count,) = conn.execute("select count(*) from inspections").fetchone()
+        verdicts = dict(conn.execute("select verdict, count(*) from inspections group by verdict").fetchall())
+    assert count == 50
+    assert verdicts.get("reject", 0) == summary["reject"]
