@@ -127,4 +127,6 @@ class Inspection:
             "reason": v.reason if v else None,
             "defects": [d.to_dict() for d in self.defects],
             "timings_ms": {k: round(t, 2) for k, t in self.timings_ms.items()},
+            # ground truth, known only for simulated / replayed parts
+            "truth": [view.truth_class for view in self.views] if any(view.truth_class for view in self.views) else None,
         }

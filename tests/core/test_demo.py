@@ -28,6 +28,8 @@ def test_headless_demo_reports_50_verdicts_and_stores_50_inspections(tmp_path, s
     # the simulated line has defective parts (30 %) and the recipe finds them: no fail-safe rejects
     assert summary["reject"] > 0 and summary["pass"] > 0
     assert not set(summary["reject_reasons"]) - {"defect"}, summary["reject_reasons"]
+    agree = sum((v["truth"] == ["good"]) == (v["verdict"] == "pass") for v in summary["verdicts"])
+    assert agree >= 47, f"only {agree}/50 verdicts match the simulated ground truth"
     # one log line per part at INFO with its verdict and timings
     part_lines = [line for line in proc.stderr.splitlines() if "station.parts" in line]
     assert len(part_lines) == 50 and all("verdict=" in line and "total_ms=" in line for line in part_lines)
