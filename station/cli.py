@@ -16,6 +16,7 @@ from station.config_errors import ConfigError
 # A parser added there sets `func=callable(args) -> int` via set_defaults.
 COMMAND_MODULES = [
     "station.commands.core",  # demo, run, inspect, recipes
+    "station.commands.users",  # HMI accounts (hmi/auth.py)
 ]
 
 

@@ -1,0 +1,209 @@
+"""Login: argon2 password hashes, rate-limited failed logins, roles, session timeout.
+
+Roles are ranked: operator (view, acknowledge alarms) < engineer (history, review, recipes)
+< admin (users, station settings); a higher role may do everything a lower one may. There is
+no default password: the first admin is created with ``station users add --role admin NAME``.
+
+Failed logins are limited per user name and per client address: after ``max_failures`` within
+``window_s`` the key is locked for ``lockout_s``, doubling with every further failure up to
+``max_lockout_s``. A lock on a user name is also written to the user's row, so a restart does
+not reset it. The message never says whether the name or the password was wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from hmi.store import ROLES, HmiStore
+from db.models import utcnow
+
+ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; refuse absurd inputs before hashing
+USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+_hasher = argon2.PasswordHasher()
+
+
+class AuthError(ValueError):
+    """A refused name, password or role, with the reason for the user."""
+
+
+def allows(role: str | None, needed: str) -> bool:
+    """True if a user with ``role`` may do what needs ``needed``."""
+    return role in ROLE_RANK and ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
+def check_username(name: str) -> str:
+    name = name.strip()
+    if not 2 <= len(name) <= 64:
+        raise AuthError("user name: 2 to 64 characters")
+    if not set(name) <= USERNAME_CHARS or not name[0].isalnum():
+        raise AuthError("user name: lower-case letters, digits, '.', '_' and '-', starting with a letter or digit")
+    return name
+
+
+def check_password(password: str, username: str = "") -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AuthError(f"password: at most {MAX_PASSWORD_LENGTH} characters")
+    if username and password.lower() == username.lower():
+        raise AuthError("password: must differ from the user name")
+    if len(set(password)) < 4:
+        raise AuthError("password: too few different characters")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(unicodedata.normalize("NFC", password))
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, unicodedata.normalize("NFC", password))
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+class LoginThrottle:
+    """Failed-login counter per key (user name, client address). Times in seconds (monotonic)."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 900.0, lockout_s: float = 30.0,
+                 max_lockout_s: float = 900.0, clock=time.monotonic):
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.lockout_s = lockout_s
+        self.max_lockout_s = max_lockout_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def wait_s(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0: now)."""
+        with self._lock:
+            return max(0.0, self._locked_until.get(key, 0.0) - self.clock())
+
+    def failure(self, key: str) -> float:
+        """Count a failure; returns the lockout now in force for ``key`` (0: none)."""
+        now = self.clock()
+        with self._lock:
+            recent = [t for t in self._failures.get(key, []) if now - t < self.window_s] + [now]
+            self._failures[key] = recent
+            excess = len(recent) - self.max_failures
+            if excess < 0:
+                return 0.0
+            lock = min(self.max_lockout_s, self.lockout_s * 2**excess)
+            self._locked_until[key] = now + lock
+            return lock
+
+    def success(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+            self._locked_until.pop(key, None)
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    ok: bool
+    message: str
+    username: str = ""
+    role: str = ""
+
+
+GENERIC_FAILURE = "wrong user name or password"
+
+
+class Authenticator:
+    def __init__(self, store: HmiStore, throttle: LoginThrottle | None = None):
+        self.store = store
+        self.throttle = throttle or LoginThrottle()
+        # verify against a real hash when the user does not exist, so timing does not tell
+        self._dummy_hash = hash_password("not-a-user-password")
+
+    def login(self, username: str, password: str, client: str = "") -> LoginResult:
+        name = username.strip().lower()
+        keys = [f"user:{name}"] + ([f"client:{client}"] if client else [])
+        wait = max(self.throttle.wait_s(k) for k in keys)
+        if wait > 0:
+            return LoginResult(False, f"too many failed logins: try again in {wait:.0f} s")
+        if len(password) > MAX_PASSWORD_LENGTH:
+            return self._fail(keys, name)
+        with self.store.session() as s:
+            row = self.store.user_row(s, name)
+            now = utcnow()
+            if row is not None and row.locked_until is not None and row.locked_until > now:
+                left = (row.locked_until - now).total_seconds()
+                return LoginResult(False, f"too many failed logins: try again in {left:.0f} s")
+            good = verify_password(row.password_hash if row else self._dummy_hash, password)
+            if row is None or not good or row.disabled:
+                if row is not None:
+                    row.failed_logins += 1
+                    lock = self.throttle.failure(keys[0])
+                    if lock:
+                        row.locked_until = now + dt.timedelta(seconds=lock)
+                    for k in keys[1:]:
+                        self.throttle.failure(k)
+                    return LoginResult(False, GENERIC_FAILURE)
+                return self._fail(keys, name)
+            row.failed_logins = 0
+            row.locked_until = None
+            row.last_login_at = now
+            if argon2.PasswordHasher().check_needs_rehash(row.password_hash):
+                row.password_hash = hash_password(password)
+            role = row.role
+        for k in keys:
+            self.throttle.success(k)
+        return LoginResult(True, "", name, role)
+
+    def _fail(self, keys: list[str], name: str) -> LoginResult:
+        for k in keys:
+            self.throttle.failure(k)
+        return LoginResult(False, GENERIC_FAILURE)
+
+    def create_user(self, username: str, role: str, password: str, actor: str):
+        name = check_username(username.lower())
+        if role not in ROLES:
+            raise AuthError(f"role: one of {', '.join(ROLES)}")
+        check_password(password, name)
+        return self.store.add_user(name, role, hash_password(password), actor)
+
+    def set_password(self, username: str, password: str, actor: str):
+        check_password(password, username)
+        return self.store.update_user(username, actor, password_hash=hash_password(password))
+
+
+# ---- sessions (NiceGUI per-browser storage) -----------------------------------------------
+@dataclass(frozen=True)
+class SessionUser:
+    username: str
+    role: str
+
+
+def sign_in(storage: dict, username: str, role: str) -> None:
+    storage["auth"] = {"username": username, "role": role, "last_seen": time.time()}
+
+
+def sign_out(storage: dict) -> None:
+    storage.pop("auth", None)
+
+
+def session_user(storage: dict, timeout_s: float, *, touch: bool = True) -> SessionUser | None:
+    """The signed-in user, or None when nobody is or the session was idle longer than ``timeout_s``."""
+    auth = storage.get("auth")
+    if not isinstance(auth, dict):
+        return None
+    now = time.time()
+    if now - float(auth.get("last_seen", 0)) > timeout_s:
+        storage.pop("auth", None)
+        return None
+    if touch:
+        storage["auth"] = {**auth, "last_seen": now}
+    return SessionUser(auth["username"], auth["role"])
