@@ -1,0 +1,71 @@
+"""Database URL → SQLAlchemy engine.
+
+SQLite (the default, one station): WAL journal so readers (HMI, CLI) never block the
+writer, ``synchronous=NORMAL`` (in WAL a crash or ``kill -9`` never corrupts the file; a
+power cut can lose the last transactions, not consistency), foreign keys on, and a busy
+timeout so a briefly locked file waits instead of failing. PostgreSQL (a whole plant):
+``postgresql+psycopg://user@host/db``, with pre-ping so a restarted server is reconnected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL is malformed or names an unsupported backend."""
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for in-memory / non-SQLite URLs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, echo: bool = False) -> Engine:
+    """Engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://…``); creates a SQLite file's folder."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseUrlError(f"bad database URL {url!r}: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000.0})
+        event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise DatabaseUrlError(f"use postgresql+psycopg:// (psycopg 3), not {parsed.drivername!r}")
+        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+    raise DatabaseUrlError(f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def _sqlite_pragmas(busy_timeout_ms: int):
+    def on_connect(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA temp_store=MEMORY")
+            cur.execute("PRAGMA cache_size=-32000")  # KiB: 32 MB page cache per connection
+        finally:
+            cur.close()
+
+    return on_connect

@@ -1,0 +1,423 @@
+"""Read side of the history, for the HMI and the CLI: lists, details, yield, Pareto, export.
+
+All methods take a validated ``HistoryFilter`` (``db.filters``); values reach SQL only as
+bound parameters. A recipe, defect class or station the history has never seen is a
+``FilterError`` (so a typo is not mistaken for "no rejects"). Times are UTC-aware datetimes.
+Lists are newest first (``triggered_at`` then ``id`` descending).
+
+    q = HistoryQueries(make_engine(url))
+    page = q.page(HistoryFilter.parse(verdict="reject", since="2026-11-24T06:00"), limit=50)
+    for row in page.items: ...
+    q.page(flt, limit=50, cursor=page.next_cursor)  # keyset paging: fast at any depth
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, Integer, exists, func, select, tuple_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from db.filters import FilterError, HistoryFilter
+from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow, ReviewRow
+
+I = InspectionRow.__table__.c
+D = DefectRow.__table__.c
+
+# Inspection columns in list/export order (JSON columns are dicts).
+SUMMARY_COLUMNS = (
+    "id", "station_id", "sequence", "part_id", "triggered_at", "recipe_name", "recipe_version",
+    "outcome", "reason", "reject_reason", "plc_code", "top_class", "defect_count",
+)
+EXPORT_COLUMNS = SUMMARY_COLUMNS + (
+    "cameras", "recipe_hash", "model_hashes", "scores", "thresholds", "timings_ms", "error", "images_dropped",
+)
+DEFECT_COLUMNS = (
+    "id", "view", "class_name", "confidence", "x0", "y0", "x1", "y1", "area_px", "area_mm2",
+    "proposal_score", "zone", "mask_rle",
+)
+
+
+# ---- dialect-neutral time buckets ---------------------------------------------------------
+class epoch_bucket(FunctionElement):
+    """floor(epoch seconds of a UTC timestamp column / width): an integer bucket number."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(epoch_bucket, "sqlite")
+def _bucket_sqlite(element, compiler, **kw):
+    col, width = list(element.clauses)
+    return f"(CAST(strftime('%s', {compiler.process(col, **kw)}) AS INTEGER) / {compiler.process(width, **kw)})"
+
+
+@compiles(epoch_bucket, "postgresql")
+def _bucket_pg(element, compiler, **kw):
+    col, width = list(element.clauses)
+    # extract(epoch) of a timestamp without time zone counts it as UTC, which is how it is stored
+    return f"CAST(floor(extract(epoch from {compiler.process(col, **kw)}) / {compiler.process(width, **kw)}) AS BIGINT)"
+
+
+def _bucket_start(bucket: int, width_s: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(bucket * width_s, dt.timezone.utc)
+
+
+# ---- results --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cursor:
+    """Position after the last row of a page (keyset paging)."""
+
+    triggered_at: dt.datetime
+    id: int
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]  # SUMMARY_COLUMNS
+    limit: int
+    offset: int
+    has_more: bool
+    next_cursor: Cursor | None
+
+
+@dataclass(frozen=True)
+class YieldBucket:
+    start: dt.datetime  # UTC, start of the hour
+    total: int
+    passed: int
+    rejected: int
+
+    @property
+    def yield_pct(self) -> float:
+        return 100.0 * self.passed / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A shift by local wall-clock time; ``end`` <= ``start`` means it runs past midnight."""
+
+    name: str
+    start: dt.time
+    end: dt.time
+
+    def contains(self, t: dt.time) -> bool:
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+
+@dataclass(frozen=True)
+class ShiftPlan:
+    shifts: tuple[Shift, ...]
+    timezone: str = "UTC"  # IANA name, e.g. Europe/Berlin
+
+    @classmethod
+    def three_shifts(cls, timezone: str = "UTC") -> "ShiftPlan":
+        return cls(
+            (
+                Shift("early", dt.time(6), dt.time(14)),
+                Shift("late", dt.time(14), dt.time(22)),
+                Shift("night", dt.time(22), dt.time(6)),
+            ),
+            timezone,
+        )
+
+    def zone(self) -> zoneinfo.ZoneInfo:
+        try:
+            return zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise FilterError("timezone", f"unknown time zone {self.timezone!r}") from None
+
+    def locate(self, local: dt.datetime) -> tuple[Shift, dt.date] | None:
+        """The shift holding local time ``local`` and the date that shift started on."""
+        t = local.time()
+        for s in self.shifts:
+            if s.contains(t):
+                day = local.date()
+                if s.start >= s.end and t < s.end:
+                    day -= dt.timedelta(days=1)
+                return s, day
+        return None
+
+
+@dataclass(frozen=True)
+class ShiftYield:
+    shift: str
+    date: dt.date  # local date the shift started
+    total: int
+    passed: int
+    rejected: int
+
+    @property
+    def yield_pct(self) -> float:
+        return 100.0 * self.passed / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class ParetoEntry:
+    class_name: str
+    count: int
+    share: float  # of all defects in the filter, 0..1
+    cumulative: float  # running share, 0..1
+
+
+@dataclass
+class InspectionDetail:
+    inspection: dict[str, Any]  # EXPORT_COLUMNS
+    defects: list[dict[str, Any]] = field(default_factory=list)  # DEFECT_COLUMNS
+    images: list[dict[str, Any]] = field(default_factory=list)  # view, kind, path, sha256, bytes
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---- queries --------------------------------------------------------------------------------
+class HistoryQueries:
+    """Read-only queries on one engine. Thread-safe (one short connection per call)."""
+
+    MAX_LIMIT = 10_000
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- what exists
+    def recipes(self) -> list[str]:
+        """Recipe names known from stored recipe versions and inspections."""
+        with self.engine.connect() as conn:
+            names = set(conn.scalars(select(RecipeVersionRow.name).distinct()))
+            names |= set(conn.scalars(select(I.recipe_name).distinct()))
+        return sorted(names)
+
+    def defect_classes(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(select(D.class_name).distinct()))
+
+    def stations(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(select(I.station_id).distinct()))
+
+    def check(self, flt: HistoryFilter) -> None:
+        """Raise FilterError if the filter names a recipe, class or station never seen (index lookups)."""
+        with self.engine.connect() as conn:
+            if flt.recipe is not None:
+                seen = conn.scalar(select(exists().where(I.recipe_name == flt.recipe))) or conn.scalar(
+                    select(exists().where(RecipeVersionRow.name == flt.recipe))
+                )
+                if not seen:
+                    raise FilterError("recipe", f"unknown recipe {flt.recipe!r} (known: {', '.join(self.recipes()) or 'none'})")
+            if flt.defect_class is not None and not conn.scalar(select(exists().where(D.class_name == flt.defect_class))):
+                known = ", ".join(self.defect_classes()) or "none"
+                raise FilterError("defect_class", f"unknown defect class {flt.defect_class!r} (known: {known})")
+            if flt.station_id is not None and not conn.scalar(select(exists().where(I.station_id == flt.station_id))):
+                raise FilterError("station_id", f"unknown station {flt.station_id!r} (known: {', '.join(self.stations()) or 'none'})")
+
+    # -- lists
+    def page(
+        self, flt: HistoryFilter, *, limit: int = 50, offset: int = 0, cursor: Cursor | None = None, check: bool = True
+    ) -> Page:
+        """One page of inspection summaries, newest first. Give ``cursor`` (from the previous
+        page) for keyset paging, or ``offset``."""
+        limit = self._limit(limit)
+        if offset < 0:
+            raise FilterError("offset", f"must be >= 0, got {offset}")
+        if check:
+            self.check(flt)
+        stmt = select(*[I[c] for c in SUMMARY_COLUMNS]).where(*self._where(flt))
+        if cursor is not None:
+            stmt = stmt.where(tuple_(I.triggered_at, I.id) < tuple_(cursor.triggered_at, cursor.id))
+        stmt = stmt.order_by(I.triggered_at.desc(), I.id.desc()).limit(limit + 1).offset(offset)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = Cursor(rows[-1]["triggered_at"], rows[-1]["id"]) if has_more and rows else None
+        return Page(rows, limit, offset, has_more, nxt)
+
+    def count(self, flt: HistoryFilter, *, check: bool = True) -> int:
+        if check:
+            self.check(flt)
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(InspectionRow).where(*self._where(flt))))
+
+    def inspection(self, inspection_id: int) -> InspectionDetail | None:
+        """Everything stored about one inspection, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*[I[c] for c in EXPORT_COLUMNS]).where(I.id == inspection_id)).first()
+            if row is None:
+                return None
+            defects = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(*[D[c] for c in DEFECT_COLUMNS]).where(D.inspection_id == inspection_id).order_by(D.id)
+                )
+            ]
+            t = ImageRow.__table__.c
+            images = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(t.id, t.view, t.kind, t.path, t.sha256, t.bytes, t.created_at)
+                    .where(t.inspection_id == inspection_id)
+                    .order_by(t.id)
+                )
+            ]
+            r_ = ReviewRow.__table__.c
+            reviews = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(r_.id, r_.defect_id, r_.label, r_.comment, r_.reviewer, r_.at)
+                    .where(r_.inspection_id == inspection_id)
+                    .order_by(r_.id)
+                )
+            ]
+        return InspectionDetail(dict(row._mapping), defects, images, reviews)
+
+    # -- aggregates
+    def yield_by_hour(self, flt: HistoryFilter, *, check: bool = True) -> list[YieldBucket]:
+        """Passed/rejected per UTC hour (hours without parts are absent), oldest first."""
+        if check:
+            self.check(flt)
+        return [
+            YieldBucket(_bucket_start(b, 3600), t, p, t - p) for b, t, p in self._buckets(flt, 3600)
+        ]
+
+    def yield_by_shift(self, flt: HistoryFilter, plan: ShiftPlan | None = None, *, check: bool = True) -> list[ShiftYield]:
+        """Passed/rejected per shift instance (shift name + local start date), oldest first.
+
+        Counted from 15-minute buckets (1-minute if a shift starts off the quarter hour)."""
+        plan = plan or ShiftPlan.three_shifts()
+        tz = plan.zone()
+        if check:
+            self.check(flt)
+        width = 900 if all(s.start.minute % 15 == 0 and s.end.minute % 15 == 0 for s in plan.shifts) else 60
+        totals: dict[tuple[dt.date, str], list[int]] = {}
+        order: dict[tuple[dt.date, str], dt.time] = {}
+        for b, t, p in self._buckets(flt, width):
+            where = plan.locate(_bucket_start(b, width).astimezone(tz))
+            if where is None:
+                continue  # outside every shift
+            s, day = where
+            acc = totals.setdefault((day, s.name), [0, 0])
+            acc[0] += t
+            acc[1] += p
+            order[(day, s.name)] = s.start
+        keys = sorted(totals, key=lambda k: (k[0], order[k]))
+        return [ShiftYield(name, day, totals[(day, name)][0], totals[(day, name)][1], totals[(day, name)][0] - totals[(day, name)][1]) for day, name in keys]
+
+    def pareto(self, flt: HistoryFilter, *, check: bool = True) -> list[ParetoEntry]:
+        """Defect counts by class, most frequent first, with share and cumulative share."""
+        if check:
+            self.check(flt)
+        stmt = select(D.class_name, func.count().label("n")).select_from(DefectRow)
+        conds = []
+        if flt.since is not None:
+            conds.append(D.triggered_at >= flt.since)
+        if flt.until is not None:
+            conds.append(D.triggered_at < flt.until)
+        if flt.defect_class is not None:
+            conds.append(D.class_name == flt.defect_class)
+        rest = flt.model_copy(update={"since": None, "until": None, "defect_class": None})
+        if rest != HistoryFilter():
+            stmt = stmt.join(InspectionRow, I.id == D.inspection_id)
+            conds.extend(self._where(rest))
+        stmt = stmt.where(*conds).group_by(D.class_name).order_by(func.count().desc(), D.class_name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        total = sum(n for _, n in rows) or 1
+        out, running = [], 0
+        for name, n in rows:
+            running += n
+            out.append(ParetoEntry(name, int(n), n / total, running / total))
+        return out
+
+    # -- export
+    def iter_export(
+        self, flt: HistoryFilter, *, limit: int | None = None, with_defects: bool = False, batch: int = 1000, check: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """Inspections (EXPORT_COLUMNS, newest first), streamed in batches; with their defects if asked."""
+        if check:
+            self.check(flt)
+        cursor: Cursor | None = None
+        left = limit
+        while left is None or left > 0:
+            n = batch if left is None else min(batch, left)
+            stmt = select(*[I[c] for c in EXPORT_COLUMNS]).where(*self._where(flt))
+            if cursor is not None:
+                stmt = stmt.where(tuple_(I.triggered_at, I.id) < tuple_(cursor.triggered_at, cursor.id))
+            stmt = stmt.order_by(I.triggered_at.desc(), I.id.desc()).limit(n)
+            with self.engine.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(stmt)]
+                if with_defects and rows:
+                    by_id: dict[int, list] = {r["id"]: [] for r in rows}
+                    for d in conn.execute(
+                        select(D.inspection_id, *[D[c] for c in DEFECT_COLUMNS])
+                        .where(D.inspection_id.in_(list(by_id)))
+                        .order_by(D.id)
+                    ):
+                        m = dict(d._mapping)
+                        by_id[m.pop("inspection_id")].append(m)
+                    for r in rows:
+                        r["defects"] = by_id[r["id"]]
+            yield from rows
+            if len(rows) < n:
+                return
+            cursor = Cursor(rows[-1]["triggered_at"], rows[-1]["id"])
+            if left is not None:
+                left -= len(rows)
+
+    # -- internals
+    def _limit(self, limit: int) -> int:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= self.MAX_LIMIT:
+            raise FilterError("limit", f"must be an integer 1..{self.MAX_LIMIT}, got {limit!r}")
+        return limit
+
+    @staticmethod
+    def _where(flt: HistoryFilter) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = []
+        if flt.since is not None:
+            conds.append(I.triggered_at >= flt.since)
+        if flt.until is not None:
+            conds.append(I.triggered_at < flt.until)
+        if flt.recipe is not None:
+            conds.append(I.recipe_name == flt.recipe)
+        if flt.verdict is not None:
+            conds.append(I.outcome == flt.verdict)
+        if flt.part_id is not None:
+            conds.append(I.part_id == flt.part_id)
+        if flt.station_id is not None:
+            conds.append(I.station_id == flt.station_id)
+        if flt.defect_class is not None:
+            sub = select(D.inspection_id).where(D.class_name == flt.defect_class)
+            if flt.since is not None:
+                sub = sub.where(D.triggered_at >= flt.since)
+            if flt.until is not None:
+                sub = sub.where(D.triggered_at < flt.until)
+            conds.append(I.id.in_(sub))
+        return conds
+
+    def _buckets(self, flt: HistoryFilter, width_s: int) -> list[tuple[int, int, int]]:
+        bucket = epoch_bucket(I.triggered_at, width_s)
+        passed = func.sum((I.outcome == "pass").cast(Integer))
+        stmt = (
+            select(bucket.label("b"), func.count(), passed)
+            .where(*self._where(flt))
+            .group_by(bucket)
+            .order_by(bucket)
+        )
+        with self.engine.connect() as conn:
+            return [(int(b), int(t), int(p or 0)) for b, t, p in conn.execute(stmt)]
+
+
+def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready copy of a row (datetimes as ISO 8601 with offset)."""
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
+
+
+__all__ = [
+    "HistoryQueries", "HistoryFilter", "FilterError", "Page", "Cursor", "YieldBucket", "Shift", "ShiftPlan",
+    "ShiftYield", "ParetoEntry", "InspectionDetail", "SUMMARY_COLUMNS", "EXPORT_COLUMNS", "DEFECT_COLUMNS",
+    "summary_dict",
+]
