@@ -133,6 +133,21 @@ class ServiceWatchdog:
                 on_tick()
             self.tick()
 
+    def run_in_background(self, stop: threading.Event, period_s: float | None = None) -> threading.Thread:
+        """``run()`` in a daemon thread, for when the main thread belongs to another loop (the
+        HMI's event loop). Liveness still comes from the pipeline, not from this thread."""
+        thread = threading.Thread(target=self.run, args=(stop, period_s), name="systemd-watchdog", daemon=True)
+        thread.start()
+        return thread
+
+    # ---- context manager: READY=1 on entry, STOPPING=1 on exit ------------------------------
+    def __enter__(self) -> "ServiceWatchdog":
+        self.ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping()
+
     def _send(self, message: str) -> None:
         if self._notifier is not None:
             self._notifier.notify(message)

@@ -158,3 +158,13 @@ def test_interval_follows_watchdog_usec():
     assert watchdog_interval_s({"WATCHDOG_USEC": "junk"}) is None
     # a watchdog meant for another process (e.g. a wrapper shell) is not ours to ping
     assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+
+
+def test_context_manager_sends_ready_then_stopping(notify_socket, pipeline):
+    with ServiceWatchdog(pipeline) as watchdog:
+        assert watchdog.tick()
+    messages = drain(notify_socket, 0.1)
+    assert messages[0].startswith("READY=1")
+    assert messages[1] == "WATCHDOG=1"
+    assert messages[-1].startswith("STOPPING=1")
+    pipeline.stop(timeout_s=5)
