@@ -17,6 +17,7 @@ from station.config_errors import ConfigError
 COMMAND_MODULES = [
     "station.commands.core",  # demo, run, inspect, recipes
     "station.commands.users",  # HMI accounts (hmi/auth.py)
+    "station.commands.camera",  # GenICam: camera list / grab
 ]
 
 

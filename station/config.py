@@ -44,6 +44,7 @@ class GenicamCameraConfig(Strict):
     timeout_ms: int = Field(default=1000, gt=0)
     reconnect_backoff_ms: list[int] = Field(default_factory=lambda: [200, 500, 1000, 2000, 5000])
     num_buffers: int = Field(default=4, ge=1)
+    lost_after_timeouts: int = Field(default=3, ge=1, description="timeouts in a row before the device is reconnected")
 
 
 CameraConfig = Annotated[

@@ -1,0 +1,159 @@
+"""`station camera list` and `station camera grab`: GenTL producers and devices, test acquisition.
+
+Producers come from ``--cti`` (repeatable), ``GENICAM_GENTL64_PATH``, and with
+``--simulator`` the GenTL simulator (viky.cti) shipped in the ``genicam`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+
+from station.alarms import AlarmBoard
+
+log = logging.getLogger("station.cli.camera")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("camera", help="GenICam cameras: list producers and devices, grab test frames")
+    csub = p.add_subparsers(dest="action", required=True)
+
+    q = csub.add_parser("list", help="GenTL producers and their devices (vendor, model, serial)")
+    _producer_args(q)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_list)
+
+    q = csub.add_parser("grab", help="stream N frames from a device into PNG files; print fps and dropped frames")
+    _producer_args(q)
+    q.add_argument("--device", default="0", help="serial number, user-defined name, device id or index (default 0)")
+    q.add_argument("--count", type=int, required=True, help="frames to grab")
+    q.add_argument("--out", type=Path, required=True, help="directory for frame_NNNNNN.png")
+    q.add_argument("--trigger", choices=["software", "hardware", "freerun"], default="freerun")
+    q.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
+                   help="GenICam feature to set before grabbing, e.g. ExposureTime=5000 (repeatable)")
+    q.add_argument("--timeout-ms", type=int, default=2000, help="per-frame timeout")
+    q.set_defaults(func=cmd_grab)
+
+
+def _producer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cti", type=Path, action="append", default=[], help="GenTL producer file (repeatable)")
+    p.add_argument("--simulator", action="store_true", help="add the GenTL simulator shipped with the genicam package")
+
+
+def _producers(args) -> list[Path]:
+    from station.camera.discovery import producer_paths, simulator_cti
+
+    configured = list(args.cti)
+    if args.simulator:
+        sim = simulator_cti()
+        if sim is None:
+            raise SystemExit("error: --simulator: the genicam package (with viky.cti) is not installed")
+        configured.append(sim)
+    paths = producer_paths(configured)
+    if not paths:
+        raise SystemExit(
+            "error: no GenTL producer: pass --cti PATH, set GENICAM_GENTL64_PATH, or use --simulator"
+        )
+    return paths
+
+
+def _parse_value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_list(args) -> int:
+    from station.camera.discovery import shared_producers
+
+    paths = _producers(args)
+    producers = shared_producers()
+    problems = producers.ensure(paths)
+    devices = producers.devices()
+    if args.json:
+        print(json.dumps({
+            "producers": [{"path": str(p), "ok": p in producers.files, "problem": producers.problems.get(p, "")} for p in paths],
+            "devices": [d.__dict__ for d in devices],
+        }, indent=2))
+    else:
+        print("producers:")
+        for p in paths:
+            print(f"  {p}  {'ok' if p in producers.files else producers.problems.get(p, '')}")
+        print("devices:" if devices else "devices: none")
+        for d in devices:
+            user = f" name {d.user_defined_name!r}" if d.user_defined_name else ""
+            print(f"  [{d.index}] {d.vendor} {d.model} serial {d.serial_number!r}{user} id {d.id} ({d.tl_type})")
+    producers.reset()
+    # a broken producer is shown in the table; fail only when none of them could be used
+    return 0 if len(problems) < len(paths) else 1
+
+
+def cmd_grab(args) -> int:
+    from station.camera.base import CameraError
+    from station.camera.discovery import shared_producers
+    from station.camera.genicam import GenicamCamera
+    from station.config import GenicamCameraConfig
+    from station.recipe import RecipeCamera
+
+    if args.count < 1:
+        raise SystemExit("error: --count must be at least 1")
+    features = {}
+    for item in args.feature:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"error: --feature {item!r}: expected NAME=VALUE")
+        features[name] = _parse_value(value)
+    config = GenicamCameraConfig(name="cli", cti=_producers(args), device=args.device,
+                                 timeout_ms=args.timeout_ms, lost_after_timeouts=1, reconnect_backoff_ms=[60_000])
+    camera = GenicamCamera(config, AlarmBoard())
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved = queue.Queue(maxsize=64)  # PNG encoding off the acquisition loop; a full queue slows it down
+
+    def writer() -> None:
+        while (item := saved.get()) is not None:
+            n, image = item
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+            cv2.imwrite(str(args.out / f"frame_{n:06d}.png"), bgr)
+
+    thread = threading.Thread(target=writer, name="png-writer", daemon=True)
+    got = 0
+    try:
+        camera.open()
+        report = camera.configure(RecipeCamera(name="cli", trigger=args.trigger, features=features))
+        for problem in report.problems():
+            print(f"warning: {problem}", file=sys.stderr)
+        thread.start()
+        t0 = time.perf_counter()
+        for view in camera.frames(args.count):
+            saved.put((got, view.image))
+            got += 1
+        elapsed = time.perf_counter() - t0
+    except CameraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        saved.put(None)
+        if thread.is_alive():
+            thread.join()
+        info = camera.describe()
+        camera.close()
+        shared_producers().reset()
+    c = info["counters"]
+    print(f"device {info['vendor']} {info['model']} serial {info['serial']!r}, trigger {info['trigger']}")
+    print(f"grabbed {got} frames in {elapsed:.2f} s: {got / elapsed:.1f} fps; dropped {c['dropped']}, "
+          f"incomplete {c['incomplete']}; PNGs in {args.out}")
+    return 0
