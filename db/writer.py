@@ -1,0 +1,479 @@
+"""The history writer: the pipeline's database sink, off the hot path.
+
+``publish`` (called from the pipeline's publisher thread) only copies references into a
+bounded queue and returns; it never touches the database or the disk. One writer thread
+takes batches from the queue, writes their archive images, then inserts each batch's
+inspections with their defects and image rows in one transaction — so after a crash (even
+``kill -9``) every stored inspection is complete.
+
+When the database is locked, full or broken, the batch is retried with backoff while new
+results wait in the queue; an alarm says what is wrong. If the queue overflows, results
+are dropped and counted (``stats.lost``, and an alarm naming the count). Images that cannot
+be written (disk full) are counted per inspection (``images_dropped``) and raise an alarm;
+the inspection row is still stored. Queued image memory is bounded too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from db import rle
+from db.archive import ImageArchive, apply_retention, reconcile
+from db.engine import make_engine
+from db.migrate import SchemaTooNew, upgrade
+from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
+from station.alarms import AlarmBoard, Severity
+from station.config import ArchiveConfig, DatabaseConfig
+from station.inspection import Inspection, Outcome
+from station.recipe import ImagePolicy, LoadedRecipe
+
+log = logging.getLogger("db.writer")
+
+ALARM_DB = "history_db"
+ALARM_QUEUE = "history_lost"
+ALARM_ARCHIVE = "archive_write"
+ALARM_ARCHIVE_FULL = "archive_over_budget"
+
+RecipeLookup = Callable[[str], LoadedRecipe]
+
+
+@dataclass
+class HistoryStats:
+    """Counters since start (read from any thread; updated by publish and the writer thread)."""
+
+    published: int = 0  # handed to publish()
+    written: int = 0  # committed
+    lost: int = 0  # dropped: queue full, or still queued at close
+    images_written: int = 0
+    images_dropped: int = 0  # wanted by the image policy but not stored (memory bound, disk errors)
+    failed_attempts: int = 0  # batch transactions that failed and were retried
+    last_error: str = ""
+    last_batch_ms: float = 0.0
+    queue_depth: int = 0
+
+
+@dataclass
+class _Pending:
+    """One inspection waiting to be written; everything the writer needs, nothing mutable shared."""
+
+    row: dict
+    defects: list
+    views: list  # (camera, image) of raw views to archive
+    overlay: np.ndarray | None
+    recipe: LoadedRecipe | None
+    image_bytes: int = 0
+    stored: list = field(default_factory=list)  # (view, kind, StoredImage) once written
+    files_done: bool = False
+
+
+_STOP = object()
+
+
+class HistoryWriter:
+    """Pipeline ResultSink that stores every verdict. ``start()`` migrates the schema (raises
+    ``SchemaTooNew`` for a newer database); other database problems are alarms and retries.
+
+    ``recipes`` (e.g. ``RecipeBook.get``) gives each recipe's image policy, thresholds and the
+    content stored in ``recipe_versions``; without it rejects are archived, passes are not.
+    """
+
+    def __init__(
+        self,
+        database: DatabaseConfig,
+        archive: ArchiveConfig,
+        alarms: AlarmBoard,
+        station_id: str,
+        *,
+        recipes: RecipeLookup | None = None,
+        engine: Engine | None = None,
+        max_queued_image_bytes: int = 256 * 1024**2,
+        maintenance_interval_s: float = 600.0,
+        reconcile_grace_s: float = 300.0,
+        retry_backoff_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0),
+    ):
+        self.database = database
+        self.archive_config = archive
+        self.alarms = alarms
+        self.station_id = station_id
+        self.recipes = recipes
+        self.engine = engine or make_engine(database.url)
+        self.archive = ImageArchive(archive.dir)
+        self.stats = HistoryStats()
+        self.max_queued_image_bytes = max_queued_image_bytes
+        self.maintenance_interval_s = maintenance_interval_s
+        self.reconcile_grace_s = reconcile_grace_s
+        self.retry_backoff_s = retry_backoff_s
+        self._queue: queue.Queue = queue.Queue(maxsize=database.queue_size)
+        self._lock = threading.Lock()  # counters and queued image bytes
+        self._done_cv = threading.Condition(self._lock)
+        self._settled = 0  # written + lost after acceptance
+        self._accepted = 0
+        self._queued_image_bytes = 0
+        self._sample_acc: dict[str, float] = {}
+        self._known_recipes: set[tuple[str, str]] = set()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._migrated = False
+        self._next_maintenance = 0.0
+        self._attempt = 0  # consecutive failures, for the backoff
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Upgrade the schema and start the writer thread. Raises SchemaTooNew; a database that
+        cannot be reached is an alarm, and the thread keeps trying."""
+        self._try_migrate(raise_too_new=True)
+        self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything published so far is written (or counted lost). False on timeout."""
+        with self._done_cv:
+            target = self._accepted
+            return self._done_cv.wait_for(lambda: self._settled >= target, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush, stop the thread; what could not be written by then is counted lost."""
+        if self._thread is not None:
+            self.flush(timeout)
+            self._stopping.set()
+            try:
+                self._queue.put_nowait(_STOP)
+            except queue.Full:
+                pass
+            self._thread.join(timeout)
+            self._thread = None
+        left = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                left += 1
+        if left:
+            log.error("history writer closed with %d results unwritten", left)
+            self._settle(lost=left)
+        self.engine.dispose()
+
+    # ---- the sink (pipeline publisher thread: must not block) --------------------------------
+    def publish(self, inspection: Inspection) -> None:
+        pending = self._pending(inspection)
+        with self._lock:
+            self.stats.published += 1
+            if pending.image_bytes and self._queued_image_bytes + pending.image_bytes > self.max_queued_image_bytes:
+                pending.row["images_dropped"] += self._image_count(pending)
+                pending.views, pending.overlay, pending.image_bytes = [], None, 0
+            self._queued_image_bytes += pending.image_bytes
+            try:
+                self._queue.put_nowait(pending)
+            except queue.Full:
+                self._queued_image_bytes -= pending.image_bytes
+                self.stats.lost += 1
+                lost = self.stats.lost
+            else:
+                self._accepted += 1
+                lost = 0
+            self.stats.queue_depth = self._queue.qsize()
+        if lost:
+            self.alarms.raise_(
+                ALARM_QUEUE, "database",
+                f"history queue full ({self.database.queue_size}): {lost} results not stored; last part {inspection.part_id}",
+            )
+
+    def _pending(self, insp: Inspection) -> _Pending:
+        v = insp.verdict
+        outcome = v.outcome.value if v else Outcome.REJECT.value
+        recipe = self._lookup(insp.recipe)
+        row = {
+            "station_id": self.station_id,
+            "sequence": insp.sequence,
+            "part_id": insp.part_id,
+            "triggered_at": dt.datetime.fromtimestamp(insp.triggered_at_s, dt.timezone.utc),
+            "cameras": ",".join(vw.camera for vw in insp.views),
+            "recipe_name": insp.recipe,
+            "recipe_version": insp.recipe_version,
+            "recipe_hash": insp.recipe_hash,
+            "model_hashes": dict(insp.model_hashes),
+            "outcome": outcome,
+            "reason": v.reason if v else "no verdict",
+            "reject_reason": v.reject_reason.value if v and v.reject_reason else None,
+            "plc_code": v.plc_code if v else 0xFFFF,
+            "top_class": v.top_defect.class_name if v and v.top_defect else None,
+            "defect_count": len(insp.defects),
+            "scores": {k: float(s) for k, s in insp.scores.items() if not k.startswith("_")},
+            "thresholds": {},
+            "timings_ms": {k: round(float(t), 3) for k, t in insp.timings_ms.items()},
+            "error": insp.error,
+            "images_dropped": 0,
+        }
+        views, overlay = [], None
+        if self._wants_images(outcome, insp.recipe, recipe):
+            views = [(vw.camera, vw.image) for vw in insp.views if vw.image is not None]
+            overlay = insp.overlay
+        p = _Pending(row, list(insp.defects), views, overlay, recipe)
+        p.image_bytes = sum(int(img.nbytes) for _, img in views) + (int(overlay.nbytes) if overlay is not None else 0)
+        return p
+
+    @staticmethod
+    def _image_count(p: _Pending) -> int:
+        return len(p.views) + (1 if p.overlay is not None else 0)
+
+    def _lookup(self, name: str) -> LoadedRecipe | None:
+        if self.recipes is None:
+            return None
+        try:
+            return self.recipes(name)
+        except Exception:  # an unknown recipe must not lose the result
+            return None
+
+    def _wants_images(self, outcome: str, name: str, recipe: LoadedRecipe | None) -> bool:
+        policy = recipe.recipe.images if recipe is not None else ImagePolicy()
+        if outcome != Outcome.PASS.value:
+            return policy.save_rejects
+        # an exact share of passes, evenly spread: accumulate the rate, save when it crosses 1
+        acc = self._sample_acc.get(name, 0.0) + policy.pass_sample_rate
+        if acc >= 1.0 - 1e-9:
+            self._sample_acc[name] = acc - 1.0
+            return True
+        self._sample_acc[name] = acc
+        return False
+
+    # ---- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        batch: list[_Pending] = []
+        while True:
+            if not batch:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+            if not self._migrated and not self._try_migrate(raise_too_new=False):
+                self._backoff()
+                if self._stopping.is_set():
+                    self._settle(lost=len(batch))
+                    return
+                continue
+            if batch:
+                if self._write(batch):
+                    batch = []
+                else:
+                    self._backoff()
+                    if self._stopping.is_set():
+                        self._settle(lost=len(batch))
+                        batch = []
+                    continue
+            self._maintain()
+
+    def _take_batch(self) -> list[_Pending] | None:
+        try:
+            first = self._queue.get(timeout=0.5)
+        except queue.Empty:
+            return [] if not self._stopping.is_set() else None
+        if first is _STOP:
+            return None
+        batch = [first]
+        while len(batch) < self.database.batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._stopping.set()
+                break
+            batch.append(item)
+        return batch
+
+    def _try_migrate(self, *, raise_too_new: bool) -> bool:
+        try:
+            before, after = upgrade(self.engine)
+        except SchemaTooNew as exc:
+            self.alarms.raise_(ALARM_DB, "database", str(exc))
+            if raise_too_new:
+                raise
+            return False
+        except (SQLAlchemyError, OSError) as exc:
+            self._db_failed("cannot open or migrate the history database", exc)
+            return False
+        if before != after:
+            log.info("history database migrated %s -> %s", before, after)
+        self._migrated = True
+        self._attempt = 0
+        self.alarms.clear(ALARM_DB)
+        return True
+
+    def _backoff(self) -> None:
+        delay = self.retry_backoff_s[min(self._attempt, len(self.retry_backoff_s) - 1)]
+        self._attempt += 1
+        self._stopping.wait(delay)
+
+    def _db_failed(self, what: str, exc: BaseException) -> None:
+        msg = f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        with self._lock:
+            self.stats.failed_attempts += 1
+            self.stats.last_error = msg
+        log.error("%s", msg)
+        self.alarms.raise_(ALARM_DB, "database", msg + f" — results are held in memory (queue {self._queue.qsize()}/{self.database.queue_size})")
+        # a locked, full or corrupt file may need a fresh connection once the cause is fixed
+        self.engine.dispose()
+
+    def _write(self, batch: list[_Pending]) -> bool:
+        t0 = time.perf_counter()
+        for p in batch:
+            if not p.files_done:
+                self._prepare(p)
+        try:
+            with self.engine.begin() as conn:
+                self._store_recipes(conn, batch)
+                ids = conn.execute(
+                    insert(InspectionRow.__table__).returning(InspectionRow.__table__.c.id, sort_by_parameter_order=True),
+                    [p.row for p in batch],
+                ).scalars().all()
+                defects, images = [], []
+                for p, iid in zip(batch, ids):
+                    when = p.row["triggered_at"]
+                    for d in p.defects:
+                        defects.append(self._defect_row(d, iid, when))
+                    for view, kind, s in p.stored:
+                        images.append(
+                            {"inspection_id": iid, "view": view, "kind": kind, "path": s.path, "sha256": s.sha256, "bytes": s.bytes, "created_at": when}
+                        )
+                if defects:
+                    conn.execute(insert(DefectRow.__table__), defects)
+                if images:
+                    conn.execute(insert(ImageRow.__table__), images)
+        except (SQLAlchemyError, OSError) as exc:
+            self._db_failed(f"history batch of {len(batch)} not written", exc)
+            return False
+        with self._lock:
+            self.stats.written += len(batch)
+            self.stats.images_written += sum(len(p.stored) for p in batch)
+            self.stats.last_batch_ms = (time.perf_counter() - t0) * 1000.0
+            self.stats.queue_depth = self._queue.qsize()
+        self._settle(written=len(batch))
+        if self._attempt:
+            self._attempt = 0
+            self.alarms.clear(ALARM_DB)
+        if self.alarms.is_active(ALARM_QUEUE):
+            self.alarms.clear(ALARM_QUEUE)  # the count stays in stats.lost
+        return True
+
+    def _settle(self, *, written: int = 0, lost: int = 0) -> None:
+        with self._done_cv:
+            self._settled += written + lost
+            self.stats.lost += lost
+            self._done_cv.notify_all()
+
+    def _prepare(self, p: _Pending) -> None:
+        """Archive the raw views and the overlay (failures are counted on the row, never fatal),
+        then let go of the image memory. Runs once per result, before its first insert attempt."""
+        row = p.row
+        wanted = [(cam, "raw", img) for cam, img in p.views]
+        if p.overlay is not None:
+            wanted.append((p.views[0][0] if p.views else "overlay", "overlay", p.overlay))
+        for view, kind, img in wanted:
+            try:
+                data = self.archive.encode(img)
+                rel = self.archive.relative_path(row["triggered_at"], self.station_id, row["sequence"], view, kind)
+                p.stored.append((view, kind, self.archive.write(rel, data)))
+            except (OSError, ValueError) as exc:
+                row["images_dropped"] += 1
+                with self._lock:
+                    self.stats.images_dropped += 1
+                self.alarms.raise_(ALARM_ARCHIVE, "disk", f"image archive write failed ({self.archive.directory}): {exc}")
+            else:
+                if self.alarms.is_active(ALARM_ARCHIVE):
+                    self.alarms.clear(ALARM_ARCHIVE)
+        with self._lock:
+            self._queued_image_bytes -= p.image_bytes
+        p.views, p.overlay, p.image_bytes, p.files_done = [], None, 0, True
+        if p.recipe is not None:
+            row["thresholds"] = _thresholds(p.recipe)
+
+    @staticmethod
+    def _defect_row(d, inspection_id: int, when: dt.datetime) -> dict:
+        x0, y0, x1, y1 = (int(v) for v in d.box)
+        mask = None
+        if d.mask is not None:
+            mask = rle.encode(d.mask, d.box)
+        return {
+            "inspection_id": inspection_id,
+            "triggered_at": when,
+            "view": d.view,
+            "class_name": d.class_name,
+            "confidence": float(d.confidence),
+            "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+            "area_px": int(d.area_px),
+            "area_mm2": None if d.area_mm2 is None else float(d.area_mm2),
+            "proposal_score": float(d.proposal_score),
+            "zone": d.zone,
+            "mask_rle": mask,
+        }
+
+    def _store_recipes(self, conn, batch: list[_Pending]) -> None:
+        t = RecipeVersionRow.__table__.c
+        for p in batch:
+            r = p.recipe
+            if r is None or (r.recipe.name, r.content_hash) in self._known_recipes:
+                continue
+            key = (r.recipe.name, r.content_hash)
+            exists = conn.scalar(select(t.id).where(t.name == key[0], t.content_hash == key[1]))
+            if exists is None:
+                conn.execute(
+                    insert(RecipeVersionRow.__table__).values(
+                        name=r.recipe.name, version=r.recipe.version, content_hash=r.content_hash, content=r.text,
+                        author="station", created_at=dt.datetime.now(dt.timezone.utc),
+                    )
+                )
+            self._known_recipes.add(key)
+
+    # ---- maintenance (writer thread, between batches) ---------------------------------------
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.maintenance_interval_s
+        self.run_maintenance()
+
+    def run_maintenance(self) -> None:
+        """Retention and reconciliation of this station's archive. Errors are alarms."""
+        try:
+            rep = apply_retention(self.engine, self.archive, self.archive_config, self.station_id)
+            if rep.over_budget_young:
+                self.alarms.raise_(
+                    ALARM_ARCHIVE_FULL, "disk",
+                    f"image archive holds {rep.total_bytes_after} bytes, over max_bytes {self.archive_config.max_bytes}, "
+                    f"but everything left is younger than min_age_days {self.archive_config.min_age_days}",
+                    Severity.WARNING,
+                )
+            else:
+                self.alarms.clear(ALARM_ARCHIVE_FULL)
+            rec = reconcile(self.engine, self.archive, self.station_id, grace_s=self.reconcile_grace_s)
+            if not rec.clean:
+                log.warning(
+                    "archive reconciled: %d orphan files, %d rows without file, %d temp files removed; %d mismatched",
+                    len(rec.orphan_files_removed), len(rec.dangling_rows_removed), len(rec.temp_files_removed), len(rec.mismatched),
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("archive maintenance failed: %s", exc)
+            self.alarms.raise_("archive_maintenance", "disk", f"archive retention/reconciliation failed: {exc}", Severity.WARNING)
+
+
+def _thresholds(loaded: LoadedRecipe) -> dict:
+    return {
+        c.name: {
+            "min_confidence": c.min_confidence,
+            "min_area_px": c.min_area_px,
+            "min_area_mm2": c.min_area_mm2,
+            "max_count": c.max_count,
+        }
+        for c in loaded.recipe.classes
+    }
