@@ -121,6 +121,8 @@ class Pipeline:
         if missing:
             raise ValueError(f"recipe {loaded.recipe.name}: cameras {missing} are not configured on this station")
         inspector = self.build_inspector(loaded)
+        for view in loaded.recipe.cameras:  # features and trigger mode of each view
+            self.cameras[view.name].configure(view)
         with self._recipe_lock:
             self._recipe = ActiveRecipe(loaded, inspector)
         log.info("recipe %s v%s active", loaded.recipe.name, loaded.recipe.version)

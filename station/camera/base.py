@@ -35,6 +35,12 @@ class Camera(abc.ABC):
     def close(self) -> None:
         """Release the device. Safe to call twice."""
 
+    def configure(self, recipe_camera) -> object:
+        """Apply a recipe's settings for this view (station.recipe.RecipeCamera: features,
+        trigger mode) when the recipe is loaded. Must not raise; cameras without settings
+        ignore it."""
+        return None
+
     @property
     def connected(self) -> bool:
         return True

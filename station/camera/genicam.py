@@ -287,9 +287,9 @@ class GenicamCamera(Camera):
         return self._state == "open"
 
     def configure(self, recipe_camera: RecipeCamera) -> FeatureReport:
-        """Apply a recipe's camera settings (features, trigger). Problems are reported in the
-        returned FeatureReport and as a warning alarm; they never stop the camera. When the
-        device is down the settings are kept and applied on reconnect."""
+        """Apply a recipe's camera settings (features, trigger). Never raises: problems are
+        reported in the returned FeatureReport and as a warning alarm. When the device is down
+        (or fails now) the settings are kept and applied on reconnect."""
         with self._lock:
             self.recipe_camera = recipe_camera
             if self._state != "open":
@@ -300,7 +300,6 @@ class GenicamCamera(Camera):
                 self._ia.start()
             except Exception as exc:
                 self._declare_lost(f"camera {self.name}: configure failed: {type(exc).__name__}: {exc}")
-                raise CameraError(self._down_reason) from exc
             return self.report
 
     # ---- acquisition -----------------------------------------------------------------------
