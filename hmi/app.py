@@ -1,0 +1,95 @@
+"""Serve the HMI in the station process.
+
+``mount(station)`` builds the HMI's state (a pipeline result sink), connects to the history
+database and registers the pages and image routes on NiceGUI's app; ``run(station, config)``
+mounts and then serves (blocking, like ``ui.run``). The station object is duck-typed: it needs
+``config``, ``alarms``, ``stats``, ``pipeline``, ``recipes``, ``cameras`` and may have ``plc``,
+``history`` and ``backend_label``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from nicegui import app, ui
+
+from hmi.auth import Authenticator, LoginThrottle
+from hmi.state import HmiState
+from hmi.store import HmiStore, ensure_schema
+from station.config import HmiConfig
+
+log = logging.getLogger("hmi.app")
+
+
+@dataclass
+class HmiContext:
+    """What every page needs: the station, the observed state, the HMI's database records."""
+
+    station: object
+    config: HmiConfig
+    state: HmiState
+    store: HmiStore
+    auth: Authenticator
+
+    @property
+    def session_timeout_s(self) -> float:
+        return self.config.session_timeout_min * 60.0
+
+    @property
+    def engine(self):
+        return self.store.engine
+
+    @property
+    def archive_dir(self) -> Path:
+        return Path(self.station.config.archive.dir)
+
+
+def mount(station, config: HmiConfig | None = None, *, engine=None, throttle: LoginThrottle | None = None) -> HmiContext:
+    """Register the HMI on NiceGUI's app for ``station``; returns the context the pages use."""
+    from db.engine import make_engine
+    from hmi.pages import register_all
+
+    config = config or station.config.hmi
+    if engine is None:
+        engine = make_engine(station.config.database.url)
+    ensure_schema(engine)
+    store = HmiStore(engine)
+    state = HmiState(station)
+    state.start()
+    station.pipeline.sinks.append(state)
+    app.on_shutdown(state.stop)
+    ctx = HmiContext(station, config, state, store, Authenticator(store, throttle))
+    _record_running_recipes(ctx)
+    register_all(ctx)
+    return ctx
+
+
+def _record_running_recipes(ctx: HmiContext) -> None:
+    """Store the recipe files found at start-up as versions, so the editor has a history to diff."""
+    for loaded in ctx.station.recipes.recipes.values():
+        try:
+            ctx.store.ensure_recipe_version(loaded.recipe.name, loaded.recipe.version, loaded.text,
+                                            loaded.content_hash, "file")
+        except Exception:  # the HMI still serves the live view without the database
+            log.exception("could not record recipe %s", loaded.recipe.name)
+
+
+def run(station, config: HmiConfig | None = None, *, storage_secret: str | None = None) -> None:
+    """Mount and serve until the process is stopped (blocks, like ``ui.run``)."""
+    config = config or station.config.hmi
+    mount(station, config)
+    ui.run(
+        host=config.host,
+        port=config.port,
+        title="Inspection station",
+        reload=False,
+        show=False,
+        dark=True,
+        show_welcome_message=False,
+        # sessions do not outlive the process unless a secret is given: a restart signs everyone out
+        storage_secret=storage_secret or secrets.token_urlsafe(32),
+        reconnect_timeout=10.0,
+    )

@@ -1,0 +1,89 @@
+"""What every page shares: the access check, the header with navigation, the look.
+
+Readable from two metres: large type, high contrast on a dark background, and every colour
+comes with a word (PASS / REJECT, READY / OFFLINE) so nothing depends on colour alone.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi.responses import RedirectResponse
+from nicegui import app, ui
+
+from hmi.auth import SessionUser, allows, session_user, sign_in, sign_out
+
+NAV = [  # (path, label, role needed)
+    ("/", "Live", "operator"),
+    ("/history", "History", "engineer"),
+    ("/charts", "Charts", "engineer"),
+    ("/recipes", "Recipes", "engineer"),
+    ("/users", "Users", "admin"),
+]
+
+GREEN, RED, AMBER, BLUE, GREY = "#15803d", "#b91c1c", "#b45309", "#1d4ed8", "#4b5563"
+DEMO_USER = "demo-operator"
+
+
+def current_user(ctx, *, touch: bool = True) -> SessionUser | None:
+    """The signed-in user, re-checked against the database (a disabled user is signed out)."""
+    storage = app.storage.user
+    user = session_user(storage, ctx.session_timeout_s, touch=touch)
+    if user is None and ctx.config.demo_autologin:
+        sign_in(storage, DEMO_USER, "operator")
+        return SessionUser(DEMO_USER, "operator")
+    if user is None or user.username == DEMO_USER:
+        return user
+    info = ctx.store.get_user(user.username)
+    if info is None or info.disabled:
+        sign_out(storage)
+        return None
+    if info.role != user.role:  # an admin changed the role: the new one applies now
+        sign_in(storage, user.username, info.role)
+        return SessionUser(user.username, info.role)
+    return user
+
+
+def guard(ctx, needed: str, path: str):
+    """At the top of a page: the user, or a response to return instead of the page."""
+    user = current_user(ctx)
+    if user is None:
+        return RedirectResponse(f"/login?next={quote(path, safe='/')}")
+    if not allows(user.role, needed):
+        frame(ctx, user, "Not allowed")
+        ui.label(f"This page needs the {needed} role; you are signed in as {user.username} ({user.role}).") \
+            .classes("text-2xl text-red-300").mark("forbidden")
+        return None
+    return user
+
+
+def frame(ctx, user: SessionUser | None, title: str) -> None:
+    """Page header: station name, navigation for the user's role, user and sign-out."""
+    ui.colors(primary=BLUE, positive=GREEN, negative=RED, warning=AMBER)
+    ui.dark_mode(True)
+    ui.page_title(f"{title} · {ctx.station.config.station_id}")
+    ui.query("body").style("background:#0b0f14; color:#f3f4f6")
+    with ui.header().classes("items-center gap-6 px-6 py-2").style("background:#111827"):
+        ui.label(ctx.station.config.station_id).classes("text-2xl font-bold")
+        for path, label, role in NAV:
+            if user is not None and allows(user.role, role):
+                ui.link(label, path).classes("text-xl text-white no-underline hover:underline").mark(f"nav-{label}")
+        ui.space()
+        if user is not None:
+            ui.label(f"{user.username} ({user.role})").classes("text-lg").mark("whoami")
+            ui.button("Sign out", on_click=lambda: _sign_out()).props("flat color=white").mark("signout")
+    if user is not None and user.username != DEMO_USER:
+        # idle sessions end: checked without counting as activity
+        ui.timer(30.0, lambda: None if current_user(ctx, touch=False) else ui.navigate.to("/login"))
+
+
+def _sign_out() -> None:
+    sign_out(app.storage.user)
+    ui.navigate.to("/login")
+
+
+def badge(text: str, colour: str, *, size: str = "text-xl", mark: str | None = None) -> ui.label:
+    lab = ui.label(text).classes(f"{size} font-bold px-3 py-1 rounded").style(f"background:{colour}; color:white")
+    if mark:
+        lab.mark(mark)
+    return lab

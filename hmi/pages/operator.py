@@ -1,0 +1,245 @@
+"""The operator's live view (the start page): latest part with overlay, PASS / REJECT banner,
+counters, a strip of the last results, station state and alarms.
+
+Each browser polls the shared state a few times a second and sends only what changed. The
+image is fetched by the browser from ``/hmi/live/{sequence}.jpg``; a new one is sent only when
+the browser reports (``load`` / ``error``) that the previous one arrived, so each browser has
+at most one image in flight and a slow client only sees fewer frames, it never slows the line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from fastapi import Response
+from nicegui import app, ui
+
+from hmi.auth import session_user
+from hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, badge, current_user, frame, guard
+from hmi.state import StationStatus
+
+POLL_S = 0.2
+STUCK_IMAGE_S = 5.0  # a lost load event must not freeze the view forever
+STATUS_COLOURS = {StationStatus.READY: GREEN, StationStatus.BUSY: BLUE, StationStatus.OFFLINE: GREY}
+
+
+def _image_response(ctx, data: bytes | None) -> Response:
+    if session_user(app.storage.user, ctx.session_timeout_s, touch=False) is None and not ctx.config.demo_autologin:
+        return Response(status_code=401)
+    if not data:
+        return Response(status_code=404)
+    return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+class LiveView:
+    """One browser's operator page; ``tick`` pushes what changed since the last call."""
+
+    def __init__(self, ctx, user):
+        self.ctx = ctx
+        self.state = ctx.state
+        self.user = user
+        self.shown_version = -1
+        self.shown_alarm_version = -1
+        self.image_seq = None
+        self.image_sent_at = 0.0
+        self.in_flight = False
+        self.images_sent = 0
+        self.images_loaded = 0
+        self._last_texts: dict[int, str] = {}
+        self._build()
+
+    # ---- layout --------------------------------------------------------------------------
+    def _build(self) -> None:
+        with ui.row().classes("w-full items-center gap-4 px-2"):
+            self.status = badge("…", GREY, size="text-3xl", mark="station-status")
+            self.recipe = ui.label("").classes("text-2xl").mark("recipe")
+            self.plc = badge("", GREY, mark="plc-status")
+            self.cams = ui.row().classes("gap-2")
+            ui.space()
+            self.backend = ui.label("").classes("text-lg text-gray-300").mark("backend")
+        with ui.row().classes("w-full no-wrap gap-4 px-2"):
+            with ui.column().classes("grow gap-2").style("min-width:0"):
+                self.banner = ui.label("WAITING FOR A PART").classes("w-full text-center font-black py-3 rounded") \
+                    .style(f"font-size:4rem; line-height:1.1; background:{GREY}; color:white").mark("banner")
+                self.reason = ui.label("").classes("text-2xl text-center w-full").mark("reason")
+                self.image = ui.element("img").classes("w-full rounded").style(
+                    "max-height:62vh; object-fit:contain; background:#000").mark("live-image")
+                self.image.on("load", self._image_arrived)
+                self.image.on("error", self._image_arrived)
+                self.part = ui.label("").classes("text-xl text-gray-300").mark("part")
+            with ui.column().classes("w-[26rem] gap-3"):
+                self._build_counters()
+                ui.label("Alarms").classes("text-2xl font-bold mt-2")
+                self.alarm_panel = ui.column().classes("w-full gap-2").mark("alarms")
+        ui.label("Last parts").classes("text-xl font-bold px-2")
+        self.strip = ui.row().classes("w-full gap-2 px-2 no-wrap overflow-x-auto").mark("strip")
+        with ui.dialog() as self.zoom, ui.card().classes("p-2").style("background:#111827; max-width:95vw"):
+            self.zoom_title = ui.label("").classes("text-2xl font-bold")
+            self.zoom_img = ui.element("img").style("max-width:90vw; max-height:80vh; object-fit:contain")
+
+    def _build_counters(self) -> None:
+        with ui.grid(columns=2).classes("w-full gap-2"):
+            self.counter = {}
+            for key, label in (("parts", "Parts"), ("passed", "Pass"), ("rejected", "Reject"), ("yield", "Yield")):
+                with ui.column().classes("gap-0 p-2 rounded").style("background:#1f2937"):
+                    ui.label(label).classes("text-lg text-gray-300")
+                    self.counter[key] = ui.label("0").classes("text-4xl font-bold").mark(f"count-{key}")
+        ui.label("Rejects per class today").classes("text-xl font-bold mt-2")
+        self.classes = ui.column().classes("w-full gap-1").mark("reject-classes")
+
+    # ---- updates -------------------------------------------------------------------------
+    def _set(self, element, text: str) -> None:
+        if self._last_texts.get(id(element)) != text:
+            self._last_texts[id(element)] = text
+            element.set_text(text)
+
+    def _style(self, element, colour: str) -> None:
+        key = id(element) + 1
+        if self._last_texts.get(key) != colour:
+            self._last_texts[key] = colour
+            element.style(f"background:{colour}")
+
+    def tick(self) -> None:
+        st = self.state
+        status = st.status()
+        self._set(self.status, status.value)
+        self._style(self.status, STATUS_COLOURS[status])
+        self._set(self.recipe, f"Recipe: {st.recipe_label()}")
+        plc_ok, plc_text = st.plc_label()
+        self._set(self.plc, plc_text)
+        self._style(self.plc, GREY if plc_ok is None else GREEN if plc_ok else RED)
+        self._set(self.backend, st.backend_label())
+        cams = st.cameras()
+        cam_key = repr(cams)
+        if self._last_texts.get(-1) != cam_key:
+            self._last_texts[-1] = cam_key
+            self.cams.clear()
+            with self.cams:
+                for name, ok in cams:
+                    badge(f"camera {name}: {'online' if ok else 'LOST'}", GREEN if ok else RED, mark=f"camera-{name}")
+        if st.alarm_version != self.shown_alarm_version:
+            self.shown_alarm_version = st.alarm_version
+            self._render_alarms()
+        if st.version != self.shown_version:
+            self.shown_version = st.version
+            self._render_result()
+        self._send_image()
+
+    def _render_result(self) -> None:
+        latest = self.state.latest()
+        c = self.state.counters()
+        self._set(self.counter["parts"], str(c.parts))
+        self._set(self.counter["passed"], str(c.passed))
+        self._set(self.counter["rejected"], str(c.rejected))
+        self._set(self.counter["yield"], f"{c.yield_pct:.1f} %")
+        self.classes.clear()
+        with self.classes:
+            if not c.reject_classes:
+                ui.label("none").classes("text-lg text-gray-400")
+            for name, n in c.reject_classes.most_common():
+                with ui.row().classes("w-full justify-between text-xl"):
+                    ui.label(name)
+                    ui.label(str(n)).classes("font-bold")
+        if latest is None:
+            return
+        if latest.passed:
+            self._set(self.banner, "PASS")
+            self._style(self.banner, GREEN)
+            self._set(self.reason, "")
+        else:
+            self._set(self.banner, "REJECT")
+            self._style(self.banner, RED)
+            self._set(self.reason, latest.reason)
+        when = dt.datetime.fromtimestamp(latest.triggered_at_s).strftime("%H:%M:%S")
+        self._set(self.part, f"part {latest.part_id} · seq {latest.sequence} · {when} · "
+                             f"{latest.recipe} v{latest.recipe_version} · {latest.total_ms:.0f} ms")
+        self.strip.clear()
+        with self.strip:
+            for r in self.state.strip():
+                colour = GREEN if r.passed else RED
+                with ui.column().classes("gap-0 items-center cursor-pointer").on(
+                        "click", lambda _, seq=r.sequence: self._enlarge(seq)).mark(f"thumb-{r.sequence}"):
+                    ui.element("img").props(f"src=/hmi/thumb/{r.sequence}.jpg").style(
+                        f"height:90px; border:4px solid {colour}")
+                    ui.label(f"{'PASS' if r.passed else 'REJECT'} #{r.part_id}").classes("text-base font-bold") \
+                        .style(f"color:{'#4ade80' if r.passed else '#f87171'}")
+
+    def _enlarge(self, sequence: int) -> None:
+        r = self.state.result(sequence)
+        if r is None:
+            ui.notify("that part is no longer in the live buffer; see History")
+            return
+        self.zoom_title.set_text(f"{'PASS' if r.passed else 'REJECT'} · part {r.part_id} · {r.reason}")
+        self.zoom_img._props["src"] = f"/hmi/live/{sequence}.jpg"
+        self.zoom_img.update()
+        self.zoom.open()
+
+    def _send_image(self) -> None:
+        latest = self.state.latest()
+        if latest is None or latest.sequence == self.image_seq or not latest.image_jpeg:
+            return
+        if self.in_flight and time.monotonic() - self.image_sent_at < STUCK_IMAGE_S:
+            return
+        self.in_flight = True
+        self.image_seq = latest.sequence
+        self.image_sent_at = time.monotonic()
+        self.images_sent += 1
+        self.image._props["src"] = f"/hmi/live/{latest.sequence}.jpg"
+        self.image.update()
+
+    def _image_arrived(self, _=None) -> None:
+        self.in_flight = False
+        self.images_loaded += 1
+
+    def _render_alarms(self) -> None:
+        self.alarm_panel.clear()
+        alarms = self.state.alarms()
+        with self.alarm_panel:
+            if not alarms:
+                badge("No alarms", GREEN, mark="no-alarms")
+            for a in alarms:
+                colour = RED if a.active and a.severity.value == "error" else AMBER if a.active else GREY
+                state = "ACTIVE" if a.active else "cleared"
+                with ui.column().classes("w-full gap-1 p-2 rounded").style(f"background:{colour}").mark(f"alarm-{a.key}"):
+                    ui.label(f"{a.severity.value.upper()} · {a.source} · {state}"
+                             f"{' · acknowledged' if a.acknowledged else ''}"
+                             f"{f' · ×{a.count}' if a.count > 1 else ''}").classes("text-lg font-bold")
+                    ui.label(a.message).classes("text-lg")
+                    if not a.acknowledged:
+                        ui.button("Acknowledge", on_click=lambda _, key=a.key: self._acknowledge(key)) \
+                            .props("color=white text-color=black").mark(f"ack-{a.key}")
+
+    def _acknowledge(self, key: str) -> None:
+        user = current_user(self.ctx)
+        if user is None:
+            ui.navigate.to("/login")
+            return
+        self.ctx.state.station.alarms.acknowledge(key)
+        try:
+            self.ctx.store.audit(user.username, "alarm.acknowledge", key)
+        except Exception:  # acknowledging must work even when the database is the problem
+            pass
+
+
+def register(ctx) -> None:
+    @app.get("/hmi/live/{sequence}.jpg")
+    def live_image(sequence: int) -> Response:
+        r = ctx.state.result(sequence)
+        return _image_response(ctx, r.image_jpeg if r else None)
+
+    @app.get("/hmi/thumb/{sequence}.jpg")
+    def thumb_image(sequence: int) -> Response:
+        r = ctx.state.result(sequence)
+        return _image_response(ctx, r.thumb_jpeg if r else None)
+
+    @ui.page("/")
+    def operator_page():
+        user = guard(ctx, "operator", "/")
+        if user is None or not hasattr(user, "role"):
+            return user
+        frame(ctx, user, "Live")
+        view = LiveView(ctx, user)
+        view.tick()
+        ui.timer(POLL_S, view.tick)
+        app.storage.client["live_view"] = view  # the benchmark reads images_sent / images_loaded

@@ -1,0 +1,115 @@
+"""HMI test fixtures: a real Station (tests/hmi/stand.py) and NiceGUI's simulated ``User``
+against the HMI mounted on it (fast, no browser)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from nicegui import core, ui
+from nicegui.functions.download import download
+from nicegui.functions.navigate import Navigate
+from nicegui.functions.notify import notify
+from nicegui.testing.general import nicegui_reset_globals, prepare_simulation
+from nicegui.testing.user import User
+
+from tests.hmi.stand import make_station
+
+PASSWORDS = {"olga": "operator-pass-1", "emil": "engineer-pass-1", "ada": "admin-pass-12"}
+ROLES = {"olga": "operator", "emil": "engineer", "ada": "admin"}
+
+
+@pytest.fixture
+def station(tmp_path: Path):
+    st = make_station(tmp_path, history=_has_writer())
+    st.start()
+    yield st
+    st.stop()
+
+
+def _has_writer() -> bool:
+    try:
+        import db.writer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@asynccontextmanager
+async def simulated_hmi(station, **mount_kwargs):
+    """Mount the HMI on ``station`` in a fresh NiceGUI app; yields (ctx, new_user)."""
+    from hmi.app import mount
+
+    with nicegui_reset_globals():
+        os.environ["NICEGUI_USER_SIMULATION"] = "true"
+        try:
+            prepare_simulation()
+            ctx = mount(station, **mount_kwargs)
+            ui.run(storage_secret="hmi test secret")
+            async with core.app.router.lifespan_context(core.app):
+                clients = []
+
+                def new_user() -> User:
+                    c = httpx.AsyncClient(transport=httpx.ASGITransport(core.app), base_url="http://test")
+                    clients.append(c)
+                    return User(c)
+
+                try:
+                    yield ctx, new_user
+                finally:
+                    for c in clients:
+                        await c.aclose()
+                    ctx.state.stop()
+        finally:
+            os.environ.pop("NICEGUI_USER_SIMULATION", None)
+            ui.navigate = Navigate()
+            ui.notify = notify
+            ui.download = download
+
+
+@pytest_asyncio.fixture
+async def hmi(station):
+    """(ctx, new_user) with three accounts: olga (operator), emil (engineer), ada (admin)."""
+    async with simulated_hmi(station) as (ctx, new_user):
+        for name, role in ROLES.items():
+            ctx.auth.create_user(name, role, PASSWORDS[name], "test")
+        yield ctx, new_user
+
+
+async def login(user: User, name: str, path: str = "/") -> User:
+    await user.open(f"/login?next={path}")
+    user.find("username").type(name)
+    user.find("password").type(PASSWORDS[name])
+    user.find("login").click()
+    await user.should_see(marker="whoami", retries=50)
+    return user
+
+
+async def field_error(user: User, marker: str, expected: str, retries: int = 50) -> str:
+    """Wait until the input marked ``marker`` shows an error containing ``expected``; returns it."""
+    import asyncio
+
+    error = None
+    for _ in range(retries):
+        (element,) = user.find(marker=marker).elements
+        error = element.error
+        if error and expected in error:
+            return error
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"field {marker!r} shows error {error!r}, expected {expected!r}")
+
+
+async def wait_rendered(ctx, sequence: int, timeout_s: float = 10.0) -> None:
+    """Wait until the HMI state shows part ``sequence`` (its renderer thread is asynchronous)."""
+    import asyncio
+
+    for _ in range(int(timeout_s / 0.05)):
+        latest = ctx.state.latest()
+        if latest is not None and latest.sequence >= sequence:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"HMI did not render part {sequence}; latest {ctx.state.latest()}")

@@ -1,0 +1,92 @@
+"""Operator live view with NiceGUI's simulated user: login, live updates, counters, alarms."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.hmi.conftest import field_error, login, wait_rendered
+
+pytestmark = pytest.mark.asyncio
+
+
+def run_parts(station, n: int, first_id: int = 1) -> int:
+    seq = 0
+    for i in range(n):
+        seq = station.pipeline.trigger(first_id + i)
+        assert station.pipeline.wait_published(seq, 10)
+    return seq
+
+
+async def test_start_page_needs_login(hmi):
+    ctx, new_user = hmi
+    user = new_user()
+    await user.open("/")
+    await user.should_see("Sign in")
+    await user.should_not_see(marker="banner")
+
+
+async def test_wrong_password_is_refused_without_saying_which(hmi):
+    ctx, new_user = hmi
+    user = new_user()
+    await user.open("/login")
+    user.find("username").type("olga")
+    user.find("password").type("not-her-password")
+    user.find("login").click()
+    await field_error(user, "password", "wrong user name or password")
+    await user.should_not_see(marker="whoami")
+
+
+async def test_live_view_follows_parts(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    await user.should_see("WAITING FOR A PART")
+    run_parts(ctx.station, 6)
+    await user.should_see("Last parts")
+    await wait_rendered(ctx, 6)
+    latest = ctx.state.latest()
+    assert latest is not None and latest.sequence == 6
+    expected = "PASS" if latest.passed else "REJECT"
+    await user.should_see(expected, marker="banner", retries=50)
+    c = ctx.state.counters()
+    assert c.parts == 6 and c.passed + c.rejected == 6
+    await user.should_see(str(c.parts), marker="count-parts", retries=50)
+    await user.should_see(f"part {latest.part_id} ", marker="part", retries=50)
+    await user.should_see(marker=f"thumb-{latest.sequence}", retries=50)
+    if not latest.passed:
+        await user.should_see(latest.reason, marker="reason", retries=50)
+
+
+async def test_live_image_route_serves_the_latest_jpeg(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    seq = run_parts(ctx.station, 2)
+    await wait_rendered(ctx, seq)
+    resp = await user.http_client.get(f"/hmi/live/{seq}.jpg")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/jpeg"
+    assert resp.content[:2] == b"\xff\xd8"
+    anonymous = new_user()
+    assert (await anonymous.http_client.get(f"/hmi/live/{seq}.jpg")).status_code == 401
+
+
+async def test_alarm_shows_and_operator_acknowledges(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    await user.should_see(marker="no-alarms")
+    ctx.station.alarms.raise_("plc_offline", "plc", "PLC heartbeat lost for 2.0 s")
+    await user.should_see("PLC heartbeat lost for 2.0 s", retries=50)
+    user.find(marker="ack-plc_offline").click()
+    assert any(a.acknowledged for a in ctx.station.alarms.all() if a.key == "plc_offline")
+    await user.should_see("acknowledged", retries=50)
+    ctx.station.alarms.clear("plc_offline")
+    await user.should_see(marker="no-alarms", retries=50)
+
+
+async def test_station_state_and_connections_are_words_not_only_colours(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    await user.should_see("READY", marker="station-status", retries=50)
+    await user.should_see("camera top: online")
+    await user.should_see("PLC: not configured")
+    await user.should_see("Recipe: demo-part v1")
+    ctx.station.pipeline.offline = True
+    await user.should_see("OFFLINE", marker="station-status", retries=50)
