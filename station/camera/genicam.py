@@ -47,6 +47,8 @@ log = logging.getLogger("station.camera.genicam")
 # offsets go to 0 before Width/Height so a larger size fits, then to their own value.
 GEOMETRY_FEATURES = ("PixelFormat", "Width", "Height", "OffsetX", "OffsetY")
 TRIGGER_FEATURES = ("TriggerSelector", "TriggerMode", "TriggerSource", "TriggerActivation", "TriggerSoftware")
+# Nodes the adapter drives itself; a recipe setting them would fight it.
+ADAPTER_OWNED = TRIGGER_FEATURES + ("AcquisitionStart", "AcquisitionStop", "AcquisitionAbort", "TLParamsLocked")
 
 
 # ---- counters and reports ------------------------------------------------------------------
@@ -418,12 +420,12 @@ class GenicamCamera(Camera):
     def _apply_recipe(self) -> None:
         rc = self.recipe_camera
         node_map = self._ia.remote_device.node_map
-        report = apply_features(node_map, {k: v for k, v in rc.features.items() if k not in TRIGGER_FEATURES})
-        ignored = [k for k in rc.features if k in TRIGGER_FEATURES]
+        report = apply_features(node_map, {k: v for k, v in rc.features.items() if k not in ADAPTER_OWNED})
         effective, note = setup_trigger(node_map, rc.trigger, rc.trigger_line)
         refused = dict(report.refused)
-        for k in ignored:
-            refused[k] = "trigger nodes are set from the recipe's trigger/trigger_line"
+        for k in rc.features:
+            if k in ADAPTER_OWNED:
+                refused[k] = "driven by the camera adapter (use the recipe's trigger and trigger_line)"
         self.report = replace(report, refused=refused, trigger_requested=rc.trigger,
                               trigger_effective=effective, trigger_note=note)
         problems = self.report.problems()
@@ -435,6 +437,8 @@ class GenicamCamera(Camera):
             self.alarms.clear(self._alarm_features)
 
     def _ensure_current(self) -> None:
+        if self._state == "closed":
+            raise CameraError(f"camera {self.name} is not open")
         if self._state != "open":
             raise CameraError(f"camera {self.name} is down ({self._down_reason}); reconnecting")
         if self._generation != self.producers.generation:
