@@ -31,16 +31,25 @@ class CoreScheduler:
 
     def __init__(self) -> None:
         self._busy: dict[int, int] = {}  # core mask -> calls running on it
+        self._last_used: dict[int, int] = {}  # core mask -> acquisition counter when last taken
+        self._counter = 0
         self._cv = threading.Condition()
 
     def acquire(self, candidates: Sequence[int]) -> int:
-        """Block until one of ``candidates`` (core masks) is idle; mark it busy and return it."""
+        """Block until one of ``candidates`` (core masks) is idle; mark it busy and return it.
+
+        Among idle cores the least recently used is taken, so work (and heat, and a failing
+        core's errors) spreads evenly rather than piling onto core 0.
+        """
         with self._cv:
             while True:
-                for mask in candidates:
-                    if not self._busy.get(mask):
-                        self._busy[mask] = 1
-                        return mask
+                idle = [m for m in candidates if not self._busy.get(m)]
+                if idle:
+                    mask = min(idle, key=lambda m: self._last_used.get(m, -1))
+                    self._busy[mask] = 1
+                    self._counter += 1
+                    self._last_used[mask] = self._counter
+                    return mask
                 self._cv.wait()
 
     def release(self, mask: int) -> None:
