@@ -47,8 +47,13 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, ech
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000.0})
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+        # pysqlite only opens transactions before DML, so DDL (migrations) would autocommit
+        # statement by statement; take transaction control back (SQLAlchemy's documented recipe)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
     if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_driver_name() != "psycopg":
             raise DatabaseUrlError(f"use postgresql+psycopg:// (psycopg 3), not {parsed.drivername!r}")
         return create_engine(parsed, echo=echo, pool_pre_ping=True)
@@ -57,6 +62,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, ech
 
 def _sqlite_pragmas(busy_timeout_ms: int):
     def on_connect(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # no implicit BEGIN: the "begin" event emits it
         cur = dbapi_conn.cursor()
         try:
             cur.execute("PRAGMA journal_mode=WAL")

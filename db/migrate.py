@@ -6,6 +6,7 @@ with ``SchemaTooNew``: writing into a schema we do not understand could lose dat
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -15,6 +16,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+log = logging.getLogger("db.migrate")
+# alembic logs its plugin set-up and context at INFO on every start; we log what changed
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class SchemaTooNew(RuntimeError):
@@ -62,7 +66,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
-    return before, current_revision(engine) or ""
+    after = current_revision(engine) or ""
+    if after != before:
+        log.info("history schema upgraded: %s -> %s", before or "empty", after)
+    return before, after
 
 
 def downgrade(engine: Engine, revision: str) -> None:

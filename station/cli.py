@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "station.commands.core",  # demo, run, inspect, recipes
     "station.commands.users",  # HMI accounts (hmi/auth.py)
     "station.commands.camera",  # GenICam: camera list / grab
+    "station.commands.history",  # history, db upgrade/check/backup/sweep/bench
 ]
 
 

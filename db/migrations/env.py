@@ -31,6 +31,9 @@ def _migrate(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # db.engine makes SQLite emit BEGIN itself, so DDL is transactional there as well:
+        # a migration interrupted by a crash leaves the old schema, not half a new one
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,83 @@
+"""Builders for history tests: real Inspection objects as the pipeline produces them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import numpy as np
+
+from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
+
+CLASSES = ("scratch", "crack", "stain")
+
+
+def make_inspection(
+    seq: int,
+    *,
+    reject: bool,
+    when: dt.datetime | float | None = None,
+    recipe: str = "demo-part",
+    part_id: int | None = None,
+    n_defects: int | None = None,
+    classes: tuple[str, ...] = CLASSES,
+    views: tuple[str, ...] = ("top",),
+    size: tuple[int, int] = (48, 64),
+    rng: random.Random | None = None,
+    reason: str | None = None,
+) -> Inspection:
+    """An inspection with ``n_defects`` defects (default 3 for a reject, 0 for a pass), masks,
+    raw views and an overlay; image content depends on ``seq`` so checksums differ."""
+    rng = rng or random.Random(seq)
+    h, w = size
+    if when is None:
+        t = dt.datetime.now(dt.timezone.utc).timestamp()
+    elif isinstance(when, dt.datetime):
+        t = when.timestamp()
+    else:
+        t = float(when)
+    n = (3 if reject else 0) if n_defects is None else n_defects
+    defects = []
+    for k in range(n):
+        x0, y0 = rng.randrange(0, w - 8), rng.randrange(0, h - 8)
+        x1, y1 = min(w, x0 + rng.randrange(2, 20)), min(h, y0 + rng.randrange(2, 20))
+        mask = np.zeros((h, w), bool)
+        mask[y0:y1, x0:x1] = True
+        mask[y0, x0] = False
+        defects.append(
+            Defect(
+                view=views[k % len(views)],
+                class_name=classes[(seq + k) % len(classes)],
+                confidence=round(rng.uniform(0.5, 1.0), 4),
+                box=(x0, y0, x1, y1),
+                area_px=int(mask.sum()),
+                mask=mask,
+                area_mm2=round(mask.sum() * 0.01, 4),
+                proposal_score=round(rng.uniform(0, 1), 4),
+                zone="body" if k % 2 == 0 else None,
+            )
+        )
+    imgs = [View(v, np.full((h, w, 3), (seq * 7 + i) % 256, np.uint8), frame_id=seq) for i, v in enumerate(views)]
+    if reject:
+        verdict = Verdict(Outcome.REJECT, reason or (f"{defects[0].class_name} x{n}" if defects else "timeout: budget"),
+                          RejectReason.DEFECT if defects else RejectReason.TIMEOUT, defects[0] if defects else None,
+                          plc_code=2 if defects else 0xFFFF)
+    else:
+        verdict = Verdict(Outcome.PASS, reason or "no defect")
+    overlay = np.full((h, w, 3), (seq * 11) % 256, np.uint8)
+    return Inspection(
+        sequence=seq,
+        part_id=seq if part_id is None else part_id,
+        recipe=recipe,
+        recipe_version=1,
+        triggered_at_s=t,
+        deadline_s=0.0,
+        views=imgs,
+        defects=defects,
+        verdict=verdict,
+        timings_ms={"acquire": 1.5, "analyse": 20.25, "total": 25.0},
+        scores={"max_score": round(rng.random(), 4), "n_views": float(len(views))},
+        recipe_hash="ab" * 32,
+        model_hashes={"segmentation": "cd" * 32},
+        overlay=overlay,
+    )
