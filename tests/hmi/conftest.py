@@ -25,18 +25,10 @@ ROLES = {"olga": "operator", "emil": "engineer", "ada": "admin"}
 
 @pytest.fixture
 def station(tmp_path: Path):
-    st = make_station(tmp_path, history=_has_writer())
+    st = make_station(tmp_path, history=True)
     st.start()
     yield st
     st.stop()
-
-
-def _has_writer() -> bool:
-    try:
-        import db.writer  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @asynccontextmanager
@@ -113,3 +105,19 @@ async def wait_rendered(ctx, sequence: int, timeout_s: float = 10.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"HMI did not render part {sequence}; latest {ctx.state.latest()}")
+
+
+def run_parts(station, n: int, first_id: int = 1) -> int:
+    """Inspect ``n`` parts one after another; returns the last sequence (history flushed)."""
+    seq = 0
+    for i in range(n):
+        seq = station.pipeline.trigger(first_id + i)
+        assert station.pipeline.wait_published(seq, 10)
+    if station.history is not None:
+        assert station.history.flush(10)
+    return seq
+
+
+def only(user: User, marker: str):
+    (element,) = user.find(marker=marker).elements
+    return element

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hmi.overlay import render_overlay
 from station.app import Station
 from station.config import StationConfig
 from station.inspection import Defect, Inspection, Outcome, Verdict, View
@@ -41,7 +42,9 @@ class GroundTruthInspector:
                 box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                 defects.append(Defect(view=v.camera, class_name=cls, confidence=0.9, box=box,
                                       area_px=int(mask.sum()), mask=mask))
-        return Findings(defects=defects, scores={"defects": float(len(defects))})
+        colours = {c.name: c.colour for c in self.recipe.classes}
+        overlay = render_overlay(views[0].image, defects, colours) if defects else None
+        return Findings(defects=defects, scores={"defects": float(len(defects))}, overlay=overlay)
 
     def decide(self, insp: Inspection) -> Verdict:
         known = {c.name: c for c in self.recipe.classes}

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hmi.conftest import field_error, login, wait_rendered
+from tests.hmi.conftest import field_error, login, run_parts, wait_rendered
 
 pytestmark = pytest.mark.asyncio
-
-
-def run_parts(station, n: int, first_id: int = 1) -> int:
-    seq = 0
-    for i in range(n):
-        seq = station.pipeline.trigger(first_id + i)
-        assert station.pipeline.wait_published(seq, 10)
-    return seq
 
 
 async def test_start_page_needs_login(hmi):

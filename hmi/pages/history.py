@@ -1,0 +1,253 @@
+"""Quality engineer's history: filtered table with paging, CSV export, and a detail page per
+inspection (all views and overlays, defect list, reviews, review form)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from fastapi import Response
+from fastapi.responses import FileResponse
+from nicegui import app, run, ui
+
+from db.filters import FilterError, HistoryFilter
+from db.queries import HistoryQueries
+from hmi.auth import allows, session_user
+from hmi.history_export import history_csv, latest_reviews
+from hmi.pages.layout import GREEN, RED, badge, current_user, frame, guard
+from hmi.store import REVIEW_LABELS, StoreError
+
+PAGE_SIZE = 50
+MAX_COMMENT = 1000
+# Comments are shown as text (never HTML) but also refused when they carry markup or control
+# characters: they are exported to CSV and read by other tools.
+COMMENT_FORBIDDEN = re.compile(r"[<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_comment(text: str) -> str | None:
+    """The reason a review comment is refused, or None."""
+    if len(text) > MAX_COMMENT:
+        return f"at most {MAX_COMMENT} characters (got {len(text)})"
+    if COMMENT_FORBIDDEN.search(text):
+        return "no markup or control characters ('<', '>' are not allowed)"
+    return None
+
+
+def local_time(t: dt.datetime | None) -> str:
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+class HistoryView:
+    FIELDS = ("since", "until", "recipe", "verdict", "defect_class", "part_id")
+
+    def __init__(self, ctx, queries: HistoryQueries):
+        self.ctx = ctx
+        self.q = queries
+        self.filter = HistoryFilter()
+        self.offset = 0
+        self.total = 0
+        self._build()
+
+    def _build(self) -> None:
+        any_ = {"": "any"}
+        with ui.row().classes("w-full items-start gap-3 px-4"):
+            self.inputs = {
+                "since": ui.input("From (local)").props("type=datetime-local stack-label outlined dark").mark("f-since"),
+                "until": ui.input("Until (local)").props("type=datetime-local stack-label outlined dark").mark("f-until"),
+                "recipe": ui.select(any_ | {r: r for r in self.q.recipes()}, value="", label="Recipe")
+                .props("outlined dark").classes("w-48").mark("f-recipe"),
+                "verdict": ui.select(any_ | {"pass": "PASS", "reject": "REJECT"}, value="", label="Verdict")
+                .props("outlined dark").classes("w-36").mark("f-verdict"),
+                "defect_class": ui.select(any_ | {c: c for c in self.q.defect_classes()}, value="", label="Defect class")
+                .props("outlined dark").classes("w-44").mark("f-class"),
+                "part_id": ui.input("Part ID").props("outlined dark").classes("w-36").mark("f-part"),
+            }
+            ui.button("Apply", on_click=self.apply).props("size=lg").mark("apply")
+            ui.button("Export CSV", on_click=self.export).props("size=lg color=secondary").mark("export")
+        self.summary = ui.label("").classes("text-xl px-4").mark("history-summary")
+        columns = [
+            {"name": "time", "label": "Time", "field": "time", "align": "left"},
+            {"name": "part", "label": "Part", "field": "part", "align": "left"},
+            {"name": "recipe", "label": "Recipe", "field": "recipe", "align": "left"},
+            {"name": "verdict", "label": "Verdict", "field": "verdict", "align": "left"},
+            {"name": "reason", "label": "Reason", "field": "reason", "align": "left"},
+            {"name": "defects", "label": "Defects", "field": "defects"},
+            {"name": "review", "label": "Review", "field": "review", "align": "left"},
+        ]
+        self.table = ui.table(columns=columns, rows=[], row_key="id").classes("w-full text-lg px-4").props(
+            "dark flat hide-pagination :rows-per-page-options=[0]").mark("history-table")
+        self.table.add_slot("body-cell-verdict", r"""
+            <q-td :props="props"><span :style="{background: props.value == 'PASS' ? '#15803d' : '#b91c1c',
+              color: 'white', padding: '2px 8px', 'border-radius': '4px', 'font-weight': 'bold'}">{{ props.value }}</span></q-td>""")
+        self.table.on("rowClick", lambda e: ui.navigate.to(f"/inspection/{e.args[1]['id']}"))
+        with ui.row().classes("items-center gap-4 px-4"):
+            self.prev = ui.button("◀ Newer", on_click=lambda: self.goto(self.offset - PAGE_SIZE)).mark("prev")
+            self.page_label = ui.label("").classes("text-lg").mark("page")
+            self.next = ui.button("Older ▶", on_click=lambda: self.goto(self.offset + PAGE_SIZE)).mark("next")
+        self.load()
+
+    def _raw(self) -> dict[str, str]:
+        return {k: (self.inputs[k].value or "").strip() for k in self.FIELDS}
+
+    def apply(self) -> None:
+        for el in self.inputs.values():
+            el.error = None
+        try:
+            flt = HistoryFilter.parse(**self._raw())
+            self.q.check(flt)
+        except FilterError as exc:
+            field = exc.field if exc.field in self.inputs else "since"
+            self.inputs[field].error = exc.message
+            return
+        self.filter = flt
+        self.offset = 0
+        self.load()
+
+    def goto(self, offset: int) -> None:
+        self.offset = max(0, offset)
+        self.load()
+
+    def load(self) -> None:
+        page = self.q.page(self.filter, limit=PAGE_SIZE, offset=self.offset, check=False)
+        self.total = self.q.count(self.filter, check=False)
+        reviews = latest_reviews(self.q, [r["id"] for r in page.items])
+        self.table.rows = [
+            {
+                "id": r["id"],
+                "time": local_time(r["triggered_at"]),
+                "part": r["part_id"],
+                "recipe": f"{r['recipe_name']} v{r['recipe_version']}",
+                "verdict": "PASS" if r["outcome"] == "pass" else "REJECT",
+                "reason": r["reason"],
+                "defects": r["defect_count"],
+                "review": reviews.get(r["id"], {}).get("review_label", ""),
+            }
+            for r in page.items
+        ]
+        self.table.update()
+        pages = max(1, -(-self.total // PAGE_SIZE))
+        self.page_label.set_text(f"page {self.offset // PAGE_SIZE + 1} of {pages}")
+        self.summary.set_text(f"{self.total} inspections match")
+        self.prev.set_enabled(self.offset > 0)
+        self.next.set_enabled(page.has_more)
+
+    async def export(self) -> None:
+        data, n = await run.io_bound(history_csv, self.q, self.filter)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        ui.download.content(data, f"history-{stamp}.csv", "text/csv")
+        ui.notify(f"exported {n} inspections")
+
+
+def register(ctx) -> None:
+    queries = HistoryQueries(ctx.engine)
+
+    @app.get("/hmi/archive/{image_id}")
+    def archived_image(image_id: int) -> Response:
+        user = session_user(app.storage.user, ctx.session_timeout_s, touch=False)
+        if user is None or not allows(user.role, "engineer"):
+            return Response(status_code=401)
+        from db.models import ImageRow
+
+        with ctx.store.session() as s:
+            row = s.get(ImageRow, image_id)
+            rel = row.path if row else None
+        if rel is None:
+            return Response(status_code=404)
+        root = ctx.archive_dir.resolve()
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file():  # a row must never point outside the archive
+            return Response(status_code=404)
+        return FileResponse(path, media_type="image/png")
+
+    @ui.page("/history")
+    def history_page():
+        user = guard(ctx, "engineer", "/history")
+        if user is None or not hasattr(user, "role"):
+            return user
+        frame(ctx, user, "History")
+        HistoryView(ctx, queries)
+
+    @ui.page("/inspection/{inspection_id}")
+    def detail_page(inspection_id: int):
+        user = guard(ctx, "engineer", f"/inspection/{inspection_id}")
+        if user is None or not hasattr(user, "role"):
+            return user
+        frame(ctx, user, f"Inspection {inspection_id}")
+        detail = queries.inspection(inspection_id)
+        if detail is None:
+            ui.label(f"No inspection {inspection_id}.").classes("text-2xl text-red-300").mark("not-found")
+            return
+        _detail(ctx, user, detail)
+
+
+def _detail(ctx, user, detail) -> None:
+    i = detail.inspection
+    passed = i["outcome"] == "pass"
+    with ui.column().classes("w-full gap-3 px-4"):
+        ui.link("◀ History", "/history").classes("text-lg")
+        with ui.row().classes("items-center gap-4"):
+            badge("PASS" if passed else "REJECT", GREEN if passed else RED, size="text-4xl", mark="detail-verdict")
+            ui.label(f"part {i['part_id']} · seq {i['sequence']} · {local_time(i['triggered_at'])} · "
+                     f"{i['recipe_name']} v{i['recipe_version']} · station {i['station_id']}").classes("text-xl")
+        ui.label(f"Reason: {i['reason']}").classes("text-xl").mark("detail-reason")
+        timings = ", ".join(f"{k} {v:.1f} ms" for k, v in (i["timings_ms"] or {}).items())
+        ui.label(f"Timings: {timings}").classes("text-base text-gray-300")
+        ui.label("Views").classes("text-2xl font-bold mt-2")
+        with ui.row().classes("gap-4"):
+            if not detail.images:
+                ui.label("No image archived for this part (the recipe keeps rejects and a sample of passes).") \
+                    .classes("text-lg text-gray-300").mark("no-images")
+            for img in detail.images:
+                with ui.column().classes("gap-1"):
+                    ui.label(f"{img['view']} · {img['kind']}").classes("text-lg")
+                    ui.element("img").props(f"src=/hmi/archive/{img['id']}").style(
+                        "max-width:46vw; max-height:60vh; object-fit:contain; background:#000").mark(f"image-{img['id']}")
+        ui.label(f"Defects ({len(detail.defects)})").classes("text-2xl font-bold mt-2")
+        ui.table(columns=[{"name": k, "label": k, "field": k, "align": "left"}
+                          for k in ("view", "class_name", "confidence", "box", "area_px", "area_mm2", "zone")],
+                 rows=[{**{k: d[k] for k in ("id", "view", "class_name", "area_px", "area_mm2", "zone")},
+                        "confidence": f"{d['confidence']:.3f}", "box": f"({d['x0']}, {d['y0']}, {d['x1']}, {d['y1']})"}
+                       for d in detail.defects], row_key="id").props("dark flat").classes("text-lg").mark("defects")
+        ui.label("Reviews").classes("text-2xl font-bold mt-2")
+        reviews_box = ui.column().classes("gap-1").mark("reviews")
+
+        def show_reviews(rows) -> None:
+            reviews_box.clear()
+            with reviews_box:
+                if not rows:
+                    ui.label("not reviewed yet").classes("text-lg text-gray-300")
+                for r in rows:
+                    ui.label(f"{local_time(r['at'])} · {r['reviewer']}: {r['label'].upper()}"
+                             f"{' — ' + r['comment'] if r['comment'] else ''}").classes("text-lg")
+
+        show_reviews(detail.reviews)
+        with ui.row().classes("items-start gap-3"):
+            label_in = ui.radio({"confirmed": "Verdict confirmed", "wrong": "Verdict wrong"}).props("inline dark") \
+                .classes("text-lg").mark("review-label")
+            comment_in = ui.textarea("Comment", validation=lambda v: check_comment(v or "")).props(
+                f"outlined dark counter maxlength={MAX_COMMENT * 2}").classes("w-[32rem]").mark("review-comment")
+
+            def save_review() -> None:
+                who = current_user(ctx)
+                if who is None or not allows(who.role, "engineer"):
+                    ui.navigate.to("/login")
+                    return
+                comment = comment_in.value or ""
+                problem = check_comment(comment)
+                if problem:
+                    comment_in.error = problem
+                    return
+                if label_in.value not in REVIEW_LABELS:
+                    ui.notify("choose confirmed or wrong", type="warning")
+                    return
+                try:
+                    ctx.store.add_review(i["id"], label_in.value, comment.strip(), who.username)
+                except StoreError as exc:
+                    comment_in.error = str(exc)
+                    return
+                show_reviews(HistoryQueries(ctx.engine).inspection(i["id"]).reviews)
+                comment_in.value = ""
+                ui.notify("review saved", type="positive")
+
+            ui.button("Save review", on_click=save_review).props("size=lg").mark("save-review")

@@ -1,0 +1,127 @@
+"""History, detail, review and CSV export with the simulated user on a real SQLite history."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import InspectionRow, ReviewRow
+from db.queries import HistoryQueries
+from tests.hmi.conftest import field_error, login, only, run_parts
+
+pytestmark = pytest.mark.asyncio
+
+
+def count(ctx, *where) -> int:
+    with ctx.store.session() as s:
+        return s.scalar(select(func.count()).select_from(InspectionRow).where(*where))
+
+
+async def test_history_lists_and_filters(hmi):
+    ctx, new_user = hmi
+    run_parts(ctx.station, 10)
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("10 inspections match", retries=30)
+    rejects = count(ctx, InspectionRow.outcome == "reject")
+    assert 0 < rejects < 10  # the simulated camera makes about half the parts defective
+    only(user, "f-verdict").value = "reject"
+    user.find(marker="apply").click()
+    await user.should_see(f"{rejects} inspections match", retries=30)
+    table = only(user, "history-table")
+    assert len(table.rows) == rejects and {r["verdict"] for r in table.rows} == {"REJECT"}
+    only(user, "f-part").value = "3"
+    user.find(marker="apply").click()
+    expected = count(ctx, InspectionRow.outcome == "reject", InspectionRow.part_id == 3)
+    await user.should_see(f"{expected} inspections match", retries=30)
+
+
+async def test_bad_filters_are_refused_on_the_field(hmi):
+    ctx, new_user = hmi
+    run_parts(ctx.station, 2)
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("2 inspections match", retries=30)
+    only(user, "f-part").value = "12'; DROP TABLE inspections; --"
+    user.find(marker="apply").click()
+    await field_error(user, "f-part", "integer")
+    only(user, "f-part").value = ""
+    only(user, "f-since").value = "2026-13-45T99:00"
+    user.find(marker="apply").click()
+    await field_error(user, "f-since", "date/time")
+    assert count(ctx) == 2  # nothing changed
+    await user.should_see("2 inspections match")
+
+
+async def test_paging(hmi):
+    ctx, new_user = hmi
+    run_parts(ctx.station, 55)
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("page 1 of 2", retries=30)
+    assert len(only(user, "history-table").rows) == 50
+    user.find(marker="next").click()
+    await user.should_see("page 2 of 2", retries=30)
+    rows = only(user, "history-table").rows
+    assert len(rows) == 5 and {r["part"] for r in rows} == {1, 2, 3, 4, 5}  # newest first: the oldest five
+
+
+async def test_detail_review_and_hostile_comment(hmi):
+    ctx, new_user = hmi
+    run_parts(ctx.station, 6)
+    with ctx.store.session() as s:
+        reject = s.scalars(select(InspectionRow).where(InspectionRow.outcome == "reject")).first()
+        rid, reason, ndef = reject.id, reject.reason, reject.defect_count
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("6 inspections match", retries=30)
+    user.find(marker="history-table").trigger("rowClick", [None, {"id": rid}, 0])
+    await user.should_see(f"Reason: {reason}", retries=30)
+    await user.should_see("REJECT", marker="detail-verdict")
+    assert len(only(user, "defects").rows) == ndef
+    # reject images are archived by the history writer and shown through the archive route
+    imgs = HistoryQueries(ctx.engine).inspection(rid).images
+    assert {i["kind"] for i in imgs} == {"raw", "overlay"}
+    for img in imgs:
+        await user.should_see(marker=f"image-{img['id']}")
+    resp = await user.http_client.get(f"/hmi/archive/{imgs[0]['id']}")
+    assert resp.status_code == 200 and resp.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # script in the comment: refused on the field, nothing stored
+    only(user, "review-label").value = "wrong"
+    only(user, "review-comment").value = "<script>alert(1)</script>"
+    user.find(marker="save-review").click()
+    await field_error(user, "review-comment", "not allowed")
+    with ctx.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ReviewRow)) == 0
+    # a real review is stored and shown
+    only(user, "review-comment").value = "scratch is a reflection of the fixture"
+    user.find(marker="save-review").click()
+    await user.should_see("emil: WRONG — scratch is a reflection of the fixture", retries=30)
+    with ctx.store.session() as s:
+        (row,) = s.scalars(select(ReviewRow)).all()
+        assert (row.inspection_id, row.label, row.reviewer) == (rid, "wrong", "emil")
+
+
+async def test_csv_export_carries_filtered_rows_and_reviews(hmi):
+    ctx, new_user = hmi
+    run_parts(ctx.station, 8)
+    with ctx.store.session() as s:
+        first = s.scalars(select(InspectionRow).order_by(InspectionRow.id)).first().id
+    ctx.store.add_review(first, "confirmed", "checked at the line", "emil")
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("8 inspections match", retries=30)
+    user.find(marker="export").click()
+    response = await user.download.next(timeout=10)
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 8
+    assert {int(r["id"]) for r in rows} == set(range(first, first + 8))
+    by_id = {int(r["id"]): r for r in rows}
+    assert by_id[first]["review_label"] == "confirmed" and by_id[first]["reviewer"] == "emil"
+    assert all(by_id[i]["review_label"] == "" for i in by_id if i != first)
+    assert {r["outcome"] for r in rows} <= {"pass", "reject"}
+
+
+async def test_unknown_inspection(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "emil", "/inspection/999999")
+    await user.should_see("No inspection 999999.")
