@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "station.commands.users",  # HMI accounts (hmi/auth.py)
     "station.commands.camera",  # GenICam: camera list / grab
     "station.commands.history",  # history, db upgrade/check/backup/sweep/bench
+    "station.commands.doctor",  # self-test of the machine (deploy)
 ]
 
 
