@@ -106,6 +106,7 @@ class HistoryWriter:
         self.alarms = alarms
         self.station_id = station_id
         self.recipes = recipes
+        self._owns_engine = engine is None
         self.engine = engine or make_engine(database.url)
         self.archive = ImageArchive(archive.dir)
         self.stats = HistoryStats()
@@ -163,7 +164,8 @@ class HistoryWriter:
         if left:
             log.error("history writer closed with %d results unwritten", left)
             self._settle(lost=left)
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     # ---- the sink (pipeline publisher thread: must not block) --------------------------------
     def publish(self, inspection: Inspection) -> None:
