@@ -465,7 +465,8 @@ def check_database(config: StationConfig) -> Check:
             return Check("database", "warn", summary + "; migrated at start (or run `station db upgrade`)", details)
         return Check("database", "ok", summary, details)
     except Exception as exc:
-        return Check("database", "fail", f"{url}: cannot connect or read: {type(exc).__name__}: {exc}")
+        first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return Check("database", "fail", f"{url}: cannot connect or read: {first_line} (restore a backup, see deploy/README.md)")
     finally:
         engine.dispose()
 
