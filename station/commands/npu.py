@@ -1,0 +1,128 @@
+"""`station models list|convert|convert-env`: the NPU side of the models command group.
+
+``register_npu(models_subparsers)`` is called by station/commands/models.py (which owns
+the ``models`` group and ``pull``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from station.inference.metadata import ModelError, ModelMetadata
+from station.inference.select import detect_npu
+
+
+def register_npu(models_sub: argparse._SubParsersAction) -> None:
+    p = models_sub.add_parser("list", help="every model in the models directory, its backend forms and parity")
+    p.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = models_sub.add_parser("convert", help="convert a model to .rknn with rknn-toolkit2 (in its own venv) and check parity")
+    p.add_argument("--model", required=True, help="model name (NAME.json in --models-dir)")
+    p.add_argument("--target", default="rk3588", help="SoC (default rk3588)")
+    p.add_argument("--quant", choices=["fp16", "int8"], default="fp16")
+    p.add_argument("--calib", type=Path, help="the recipe's images: manifest CSV or folder (int8 calibration, held-back parity)")
+    p.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    p.add_argument("--venv", type=Path, default=Path("var/rknn-venv"))
+    p.add_argument("--calib-count", type=int, default=32, help="calibration images (default 32)")
+    p.add_argument("--held-back", type=int, default=4, help="images kept out of calibration for parity (default 4)")
+    p.add_argument("--shape", action="append", default=[], metavar="INPUT=D,D,...", help="fix a dynamic input shape")
+    p.add_argument("--log", type=Path, default=Path("var/rknn-convert.log"), help="toolkit output (default var/rknn-convert.log)")
+    p.set_defaults(func=cmd_convert)
+
+    p = models_sub.add_parser("convert-env", help="create the rknn-toolkit2 venv from models/convert/requirements*.txt")
+    p.add_argument("--venv", type=Path, default=Path("var/rknn-venv"))
+    p.add_argument("--log", type=Path, default=Path("var/rknn-venv-create.log"))
+    p.set_defaults(func=cmd_convert_env)
+
+
+def model_rows(models_dir: Path) -> list[dict]:
+    """One row per NAME.json: role, file, and each form with its parity; a bad file is a row with its error."""
+    rows = []
+    for meta_path in sorted(Path(models_dir).glob("*.json")):
+        try:
+            meta = ModelMetadata.read(meta_path)
+        except ModelError as exc:
+            rows.append({"name": meta_path.stem, "error": str(exc)})
+            continue
+        forms = {"onnxruntime": {"file": meta.file, "present": (meta_path.parent / meta.file).is_file()}}
+        for key, form in meta.forms.items():
+            forms[key] = {
+                "file": form.get("file"),
+                "present": (meta_path.parent / str(form.get("file"))).is_file(),
+                "parity": form.get("parity", {}),
+                "baked_normalization": form.get("mean_values") is not None,
+            }
+        rows.append({"name": meta.name, "role": meta.role, "forms": forms})
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = model_rows(args.models_dir)
+    npu = detect_npu()
+    if args.json:
+        print(json.dumps({"models_dir": str(args.models_dir), "npu": npu.__dict__, "models": rows}, indent=2))
+        return 0
+    print(f"NPU: {'present' if npu.present else 'absent'} ({npu.reason})")
+    if not rows:
+        print(f"no models in {args.models_dir} (run `station models pull`)")
+        return 0
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<24} ERROR {r['error']}")
+            continue
+        print(f"{r['name']:<24} {r['role']}")
+        for key, f in r["forms"].items():
+            status = "" if f["present"] else "  [file missing]"
+            parity = "  ".join(
+                f"{out}: cos {p.get('cosine', float('nan')):.5f} max|err| {p.get('max_abs_error', float('nan')):.3g}"
+                for out, p in f.get("parity", {}).items()
+            )
+            print(f"    {key:<20} {f['file']}{status}  {parity}")
+    return 0
+
+
+def _shapes(items: list[str]) -> dict[str, list[int]]:
+    out = {}
+    for item in items:
+        name, _, dims = item.partition("=")
+        try:
+            out[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise SystemExit(f"error: --shape {item!r}: expected INPUT=D,D,...") from None
+    return out
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from station.inference.convert import ConversionError, convert_model
+
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        form = convert_model(
+            args.models_dir, args.model, args.target, args.quant, args.calib, args.venv,
+            calib_count=args.calib_count, held_back=args.held_back, shapes=_shapes(args.shape), log_file=args.log,
+        )
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: {form.file} ({form.target}, {form.quant}); {form.calibration}")
+    for out, p in form.parity.items():
+        print(f"    {out}: cosine {p['cosine']:.6f}, max abs error {p['max_abs_error']:.4g}")
+    return 0
+
+
+def cmd_convert_env(args: argparse.Namespace) -> int:
+    from station.inference.convert import ConversionError, ensure_convert_env
+
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        python = ensure_convert_env(args.venv, args.log)
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"rknn-toolkit2 venv ready: {python}")
+    return 0
