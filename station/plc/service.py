@@ -1,0 +1,264 @@
+"""PlcService: the PLC link of the station, a pipeline ResultSink.
+
+Wires the handshake state machine to the pipeline (triggers, recipes, offline, counters), to
+the alarm board, and to the wire: the Modbus server (default) or the client poller. One lock
+serialises the handshake; a ticker thread drives the station heartbeat and the PLC watchdog
+every 10 ms. Outputs are cleared (READY, PASS, RESULT_VALID low; result code 0xFFFF) before
+the link opens and again when it stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from station.alarms import AlarmBoard
+from station.config import PlcConfig
+from station.inspection import Inspection, Outcome, RejectReason
+from station.pipeline import Pipeline, TriggerRefused
+from station.plc.handshake import ModbusHandshake, PlcResult, TriggerRejected
+from station.plc.registers import FAILSAFE_RESULT_CODE, NO_RESULT, TRIGGER_REFUSED_CODE, ErrorCode
+from station.recipe import RecipeBook
+from station.stats import StationStats
+
+log = logging.getLogger("station.plc")
+
+TICK_S = 0.01
+
+
+class PlcService:
+    def __init__(
+        self,
+        config: PlcConfig,
+        pipeline: Pipeline,
+        recipes: RecipeBook,
+        alarms: AlarmBoard,
+        stats: StationStats,
+    ):
+        self.config = config
+        self.pipeline = pipeline
+        self.recipes = recipes
+        self.alarms = alarms
+        self.stats = stats
+        self._lock = threading.RLock()
+        self.handshake = ModbusHandshake(
+            _PipelineActions(self), config.result_buffer, config.heartbeat_timeout_ms / 1000.0
+        )
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._loader: threading.Thread | None = None
+        self._last_outputs: list[int] | None = None
+        self.server = None
+        self.poller = None
+        if config.mode == "server":
+            from station.plc.server import RegisterServer
+
+            self.server = RegisterServer(
+                config.host, config.port, config.unit_id, config.allow, self._on_inputs, self._on_request
+            )
+        else:
+            from station.plc.client import PlcPoller
+
+            self.poller = PlcPoller(config, self._exchange)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the link with cleared outputs, then begin the handshake (READY when all is well)."""
+        with self._lock:
+            self._push(self.handshake.outputs())  # not running yet: cleared block
+        if self.server is not None:
+            self.server.start()
+        with self._lock:
+            self.handshake.start(time.monotonic())
+            self._push(self.handshake.outputs())
+        if self.poller is not None:
+            self.poller.start()
+        self._stop.clear()
+        self._ticker = threading.Thread(target=self._tick_loop, name="plc-ticker", daemon=True)
+        self._ticker.start()
+        log.info("PLC link started (%s mode, %s:%d)", self.config.mode, self.config.host, self.config.port)
+
+    def stop(self) -> None:
+        """Clear the outputs, then close the link. Safe to call twice."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(2.0)
+            self._ticker = None
+        with self._lock:
+            self.handshake.stop()
+            cleared = self.handshake.outputs()
+            self._push(cleared)
+        if self.poller is not None:
+            self.poller.stop(final_outputs=cleared)
+        if self.server is not None:
+            self.server.stop()
+        if self._loader is not None:
+            self._loader.join(10.0)
+
+    # ---- pipeline sink --------------------------------------------------------------------
+    def publish(self, inspection: Inspection) -> None:
+        """Called by the pipeline's publisher thread, in trigger order. Quick: no I/O but a
+        memory write in server mode."""
+        result = self._to_plc_result(inspection)
+        with self._lock:
+            self.handshake.result_ready(result)
+            self._push(self.handshake.outputs())
+
+    def outputs(self) -> list[int]:
+        """The output block as it is now (for the HMI and tests)."""
+        with self._lock:
+            return self.handshake.outputs()
+
+    # ---- link callbacks -------------------------------------------------------------------
+    def _on_inputs(self, words: list[int]) -> None:
+        with self._lock:
+            self.handshake.inputs_written(words, time.monotonic())
+            self._push(self.handshake.outputs())
+
+    def _on_request(self) -> None:
+        with self._lock:
+            self.handshake.request_seen(time.monotonic())
+            self._push(self.handshake.outputs())
+
+    def _exchange(self, words: list[int], now_s: float) -> list[int]:
+        with self._lock:
+            self.handshake.inputs_written(words, now_s)
+            self.handshake.tick(now_s)
+            return self.handshake.outputs()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            with self._lock:
+                self.handshake.tick(time.monotonic())
+                self._push(self.handshake.outputs())
+
+    def _push(self, outputs: list[int]) -> None:
+        if self.server is not None and outputs != self._last_outputs:
+            self.server.write_outputs(outputs)
+        self._last_outputs = outputs
+
+    # ---- recipes --------------------------------------------------------------------------
+    def _start_load(self, plc_id: int) -> None:
+        self._loader = threading.Thread(target=self._load, args=(plc_id,), name="plc-load-recipe", daemon=True)
+        self._loader.start()
+
+    def _load(self, plc_id: int) -> None:
+        ok, code = True, ErrorCode.NONE
+        try:
+            self.recipes.reload()  # a recipe file may have been added since start-up
+            loaded = self.recipes.by_plc_id(plc_id)
+        except KeyError as exc:
+            ok, code = False, ErrorCode.RECIPE_UNKNOWN
+            log.warning("PLC LOAD_RECIPE %d: %s", plc_id, exc.args[0])
+        else:
+            try:
+                self.pipeline.load_recipe(loaded)
+                log.info("PLC LOAD_RECIPE %d: %s v%d active", plc_id, loaded.recipe.name, loaded.recipe.version)
+            except Exception as exc:  # the running recipe stays; the PLC gets CMD_FAILED
+                ok, code = False, ErrorCode.RECIPE_LOAD_FAILED
+                log.error("PLC LOAD_RECIPE %d (%s) failed: %s", plc_id, loaded.recipe.name, exc)
+        with self._lock:
+            self.handshake.load_finished(ok, code)
+            self._push(self.handshake.outputs())
+
+    # ---- results --------------------------------------------------------------------------
+    def _to_plc_result(self, insp: Inspection) -> PlcResult:
+        v = insp.verdict
+        failsafe = (
+            v is None
+            or insp.error is not None
+            or v.plc_code == NO_RESULT
+            or (v.reject_reason is not None and v.reject_reason is not RejectReason.DEFECT)
+        )
+        passed = not failsafe and v.outcome is Outcome.PASS and v.plc_code == 0
+        error = ErrorCode.NONE
+        if passed:
+            code = 0
+        elif failsafe:
+            code = NO_RESULT
+            reason = v.reject_reason if v is not None else None
+            error = FAILSAFE_RESULT_CODE.get(reason, ErrorCode.NO_RESULT)
+        elif 1 <= v.plc_code < NO_RESULT:
+            code = v.plc_code
+        else:  # a REJECT without a class code, or a PASS carrying one: not a trustworthy result
+            code, error = NO_RESULT, ErrorCode.NO_RESULT
+        top = v.top_defect if v is not None and v.top_defect is not None else None
+        if top is None and insp.defects and not failsafe:
+            top = max(insp.defects, key=lambda d: d.confidence)
+        top_class = 0
+        if top is not None:
+            top_class = code if (not passed and code != NO_RESULT) else self._class_code(insp, top.class_name)
+        processing = insp.timings_ms.get("total", insp.total_ms)
+        return PlcResult(
+            sequence=insp.sequence,
+            part_id=insp.part_id,
+            passed=passed,
+            result_code=code,
+            error_code=error,
+            defect_count=0 if failsafe else len(insp.defects),
+            top_class=top_class,
+            top_confidence_milli=round(top.confidence * 1000) if top is not None else 0,
+            processing_ms=round(processing),
+        )
+
+    def _class_code(self, insp: Inspection, class_name: str) -> int:
+        candidates = list(self.recipes.recipes.values())
+        if self.pipeline.recipe is not None:
+            candidates.insert(0, self.pipeline.recipe.loaded)
+        for loaded in candidates:
+            if loaded.content_hash == insp.recipe_hash or loaded.recipe.name == insp.recipe:
+                try:
+                    return loaded.recipe.defect_class(class_name).plc_code
+                except KeyError:
+                    return 0
+        return 0
+
+
+class _PipelineActions:
+    """StationActions over the real pipeline, recipe book, stats and alarm board."""
+
+    def __init__(self, service: PlcService):
+        self.s = service
+
+    def trigger(self, part_id: int) -> int:
+        try:
+            return self.s.pipeline.trigger(part_id)
+        except TriggerRefused as exc:
+            if exc.reason is RejectReason.SHUTDOWN and not self.s.pipeline.offline:
+                raise TriggerRejected(ErrorCode.NOT_RUNNING, str(exc)) from None
+            raise TriggerRejected(TRIGGER_REFUSED_CODE.get(exc.reason, ErrorCode.INTERNAL), str(exc)) from None
+
+    def refusal(self) -> ErrorCode:
+        if self.s.pipeline.offline:
+            return ErrorCode.STATION_OFFLINE
+        if self.s.pipeline.recipe is None:
+            return ErrorCode.NO_RECIPE
+        return ErrorCode.NONE
+
+    def is_offline(self) -> bool:
+        return bool(self.s.pipeline.offline)
+
+    def set_offline(self, offline: bool) -> None:
+        log.info("PLC sets the station %s", "offline" if offline else "online")
+        self.s.pipeline.offline = offline
+
+    def start_load_recipe(self, plc_id: int) -> None:
+        self.s._start_load(plc_id)
+
+    def reset_counters(self) -> None:
+        log.info("PLC resets the part counters")
+        self.s.stats.reset()
+
+    def counters(self) -> tuple[int, int]:
+        return self.s.stats.parts, self.s.stats.rejected
+
+    def active_recipe_id(self) -> int:
+        active = self.s.pipeline.recipe
+        return active.loaded.recipe.plc_id if active is not None else 0
+
+    def raise_alarm(self, key: str, message: str) -> None:
+        self.s.alarms.raise_(key, "plc", message)
+
+    def clear_alarm(self, key: str) -> None:
+        self.s.alarms.clear(key)

@@ -1,0 +1,65 @@
+"""A tiny camera and inspector for PLC tests: plain Python implementing the station's interfaces.
+
+The camera returns a 4×4 frame stamped with the part ID; the inspector rejects the part IDs it
+is told are defective (class "scratch", PLC code 3) and can stall named parts past their budget.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from station.camera.base import Camera
+from station.inspection import Defect, Inspection, Outcome, Verdict, View
+from station.pipeline import Findings
+
+RECIPE = """
+name = "{name}"
+plc_id = {plc_id}
+time_budget_ms = {budget}
+[[cameras]]
+name = "top"
+[[classes]]
+name = "dent"
+plc_code = 2
+[[classes]]
+name = "scratch"
+plc_code = 3
+"""
+
+
+class TinyCamera(Camera):
+    name = "top"
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def grab(self, part_id: int, timeout_s: float) -> View:
+        return View(camera="top", image=np.zeros((4, 4), np.uint8), frame_id=part_id)
+
+
+class TinyInspector:
+    def __init__(self, defective=(), stall_s: dict | None = None, fail_build: bool = False):
+        self.defective = set(defective)
+        self.stall_s = stall_s or {}  # part_id -> seconds spent in find_defects
+
+    def preprocess(self, views: list[View]) -> list[View]:
+        return views
+
+    def find_defects(self, views: list[View]) -> Findings:
+        part = views[0].frame_id
+        if part in self.stall_s:
+            time.sleep(self.stall_s[part])
+        defects = []
+        if part in self.defective:
+            defects.append(Defect(view="top", class_name="scratch", confidence=0.875, box=(0, 0, 2, 2), area_px=4))
+        return Findings(defects=defects, scores={})
+
+    def decide(self, inspection: Inspection) -> Verdict:
+        if inspection.defects:
+            return Verdict(Outcome.REJECT, "scratch", top_defect=inspection.defects[0], plc_code=3)
+        return Verdict(Outcome.PASS, "no defect")
