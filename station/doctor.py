@@ -426,6 +426,58 @@ def check_models(config: StationConfig, recipe, backend: str | None, npu_target:
     return checks
 
 
+def probe_npu_cores(
+    config: StationConfig, recipe, target: str, cores: int, runtime_class: Callable | None = None
+) -> Check:
+    """Start one RKNN runtime per core (core masks 1, 2, 4) with the recipe's first model that
+    has an RKNN form, and run one inference of zeros on each: the cores the station can use.
+
+    ``runtime_class``: ``rknnlite.api.RKNNLite`` by default (on the board).
+    """
+    import numpy as np
+
+    from station.inference.metadata import ModelError, resolve_model
+    from station.inference.rknn import SINGLE_CORE_MASKS, RknnModel, pick_form, resolve_form_file
+
+    queue, seen = model_names(recipe), set()
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            meta, _ = resolve_model(config.models_dir, name, verify=False)  # checksums: see check_models
+        except ModelError:
+            continue
+        if meta.pair:
+            queue.append(meta.pair)
+        try:
+            key, form = pick_form(meta, target)
+            path = resolve_form_file(config.models_dir, meta, form)
+        except ModelError:
+            continue
+        results, usable = [], 0
+        for index, mask in enumerate(SINGLE_CORE_MASKS[:cores]):
+            t = time.perf_counter()
+            try:
+                model = RknnModel(path, meta, form, core_mask=mask, runtime_class=runtime_class)
+                try:
+                    model.run({spec.name: np.zeros(spec.shape, dtype=spec.dtype) for spec in form.inputs})
+                finally:
+                    model.close()
+            except ModelError as exc:
+                results.append(f"core {index}: {exc}")
+                continue
+            usable += 1
+            results.append(f"core {index}: {(time.perf_counter() - t) * 1000:.0f} ms")
+        status: Status = "ok" if usable == cores else ("warn" if usable else "fail")
+        return Check(
+            "npu_probe", status, f"{usable}/{cores} NPU core(s) ran {name} ({key}): " + "; ".join(results),
+            {"model": name, "form": key, "usable": usable, "results": results},
+        )
+    return Check("npu_probe", "warn", f"no model of recipe {recipe.name} has an RKNN form for {target}: cores not probed")
+
+
 # ---- database ---------------------------------------------------------------------------------------------
 def check_database(config: StationConfig) -> Check:
     url = config.database.url
@@ -484,8 +536,14 @@ def run_doctor(
     *,
     paths: HostPaths = HostPaths(),
     enumerate_devices: bool = True,
+    probe_npu: bool = True,
+    npu_runtime_class: Callable | None = None,
 ) -> Report:
-    """Every check, in the order an integrator fixes things: platform, config, hardware, data."""
+    """Every check, in the order an integrator fixes things: platform, config, hardware, data.
+
+    ``probe_npu``: with the NPU present, run each core once (``npu_probe``). ``npu_runtime_class``
+    replaces ``rknnlite.api.RKNNLite`` (tests, with station.inference.rknn_double).
+    """
     from station.config import load_station_config
 
     report = Report(config_path=str(config_path) if config_path else None)
@@ -534,6 +592,10 @@ def run_doctor(
     add(_guard("disk", lambda: check_disk(config)))
     if recipe is not None:
         add(_guard("models", lambda: check_models(config, recipe, backend, target)))
+        npu_present = bool(npu_check and npu_check.details.get("present"))
+        if probe_npu and npu_present and target and (backend == "rknn" or npu_runtime_class is not None):
+            cores = min(config.inference.npu_cores, 3)
+            add(_guard("npu_probe", lambda: probe_npu_cores(config, recipe, target, cores, npu_runtime_class)))
     add(_guard("database", lambda: check_database(config)))
     return report
 

@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help="station.toml (default: $STATION_CONFIG or /etc/station/station.toml)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.add_argument("--no-devices", action="store_true", help="do not enumerate GenICam devices (producers are still checked)")
+    p.add_argument("--no-npu-probe", action="store_true", help="do not start a runtime on each NPU core")
     p.set_defaults(func=cmd_doctor)
 
 
@@ -25,7 +26,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     # Library loggers (harvesters, discovery) would interleave with the report.
     if not args.verbose:
         logging.getLogger().setLevel(logging.ERROR)
-    report = run_doctor(args.config or default_config_path(), enumerate_devices=not args.no_devices)
+    report = run_doctor(
+        args.config or default_config_path(), enumerate_devices=not args.no_devices, probe_npu=not args.no_npu_probe
+    )
     print(report.to_json() if args.json else report.render())
     if report.ok:
         return 0

@@ -258,3 +258,58 @@ def test_board_lookalike_reports_soc_driver_runtime_and_cores(tmp_path: Path, fa
         assert npu.status == "warn" and "rknn-toolkit-lite2 not installed" in npu.summary
         assert backend.details["backend"] == "onnxruntime" and backend.status == "warn"
         assert report.ok
+
+
+def add_rknn_form(models: Path, name: str, onnx: str, inputs: list[dict], outputs: list[str]) -> None:
+    """A .rknn stand-in the RKNNLite double accepts (magic + bytes) and its form in the metadata.
+
+    A real .rknn needs rknn-toolkit2's conversion; the double runs the form's ONNX instead.
+    """
+    rknn = models / f"{name}.rk3588.fp16.rknn"
+    rknn.write_bytes(b"RKNN" + b"\0" * 64)
+    meta = ModelMetadata.read(models / f"{name}.json")
+    meta.forms["rknn-rk3588-fp16"] = {
+        "file": rknn.name, "sha256": sha256_file(rknn), "target": "rk3588", "quant": "fp16",
+        "onnx": onnx, "inputs": inputs, "outputs": outputs,
+    }
+    meta.write(models / f"{name}.json")
+
+
+def write_tiny_classifier(path: Path) -> None:
+    """A real, tiny ONNX model (Conv + ReLU, 1x3x16x16 -> 1x4x16x16): fast on any CPU."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((4, 3, 3, 3), 0.1, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        initializer=[weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_npu_probe_runs_one_runtime_per_core(tmp_path: Path, fake_board: HostPaths):
+    from station.inference import rknn_double
+
+    models = tmp_path / "models"
+    models.mkdir()
+    write_tiny_classifier(models / "encoder.onnx")
+    ModelMetadata(name="encoder", role="sam_encoder", file="encoder.onnx", sha256=sha256_file(models / "encoder.onnx")).write(models / "encoder.json")
+    add_rknn_form(models, "encoder", "encoder.onnx", [{"name": "x", "shape": [1, 3, 16, 16]}], ["y"])
+    station = write_station(tmp_path, analyzer="sam", inference='backend = "rknn"')
+
+    report = run_doctor(station, paths=fake_board, npu_runtime_class=rknn_double.simulated())
+    probe = report.get("npu_probe")
+    assert probe.status == "ok", probe.summary
+    assert probe.details["usable"] == 3 and probe.summary.startswith("3/3 NPU core(s) ran encoder (rknn-rk3588-fp16)")
+    assert report.get("model:encoder").status == "ok" and "rknn-rk3588-fp16" in report.get("model:encoder").summary
+
+    # core 1 cannot take another runtime (e.g. memory): reported per core, the station degrades
+    faulty = rknn_double.simulated(faults=rknn_double.Faults(init_cores={2}))
+    probe = run_doctor(station, paths=fake_board, npu_runtime_class=faulty).get("npu_probe")
+    assert probe.status == "warn" and probe.details["usable"] == 2
+    assert "core 1: model encoder: RKNNLite.init_runtime failed" in probe.summary
