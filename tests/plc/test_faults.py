@@ -1,0 +1,144 @@
+"""Fault tests over loopback: disconnects, a PLC that never acknowledges, budget overruns,
+clients outside the allow-list."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from station.plc.registers import NO_RESULT, Control, ErrorCode, Out, Status
+from tests.plc.conftest import PlcMaster, part_id_of
+from tests.plc.parts import TinyInspector
+
+
+def status(out) -> Status:
+    return Status(out[Out.STATUS])
+
+
+def test_plc_disconnects_mid_handshake_and_returns(make_rig):
+    rig = make_rig(heartbeat_timeout_ms=300)
+    plc = rig.master()
+    plc.trigger(501)
+    plc.wait(lambda o: bool(o[Out.STATUS] & Status.RESULT_VALID))
+    plc.close()  # gone before acknowledging
+    time.sleep(0.6)
+    # watchdog: alarm, READY / RESULT_VALID / PASS low; the result is kept, not lost
+    assert rig.alarms.is_active("plc_offline")
+    block = rig.service.outputs()
+    assert not Status(block[Out.STATUS]) & (Status.READY | Status.RESULT_VALID | Status.PASS)
+    assert block[Out.ERROR_CODE] == ErrorCode.PLC_OFFLINE and block[Out.RESULT_CODE] == NO_RESULT
+
+    back = rig.master()
+    back.beat()  # a fresh PLC connection: control word from 0, heartbeat toggles
+    out = back.wait(lambda o: bool(o[Out.STATUS] & Status.RESULT_VALID))
+    assert part_id_of(out) == 501 and status(out) & Status.PASS and status(out) & Status.READY
+    assert out[Out.ERROR_CODE] == 0 and not rig.alarms.is_active("plc_offline")
+    assert back.take_result()[Out.SEQUENCE] == 1
+    back.trigger(502)
+    assert part_id_of(back.take_result()) == 502
+    assert rig.pipeline.stats.parts == 2
+
+
+def test_plc_that_stops_toggling_its_heartbeat_is_offline(make_rig):
+    rig = make_rig(heartbeat_timeout_ms=300)
+    plc = rig.master()
+    end = time.monotonic() + 0.7
+    while time.monotonic() < end:  # keeps polling, never toggles b15
+        plc.outputs()
+        time.sleep(0.01)
+    assert rig.alarms.is_active("plc_offline")
+    plc.client.write_registers(2, [0, 9], device_id=1)
+    plc.set(Control.TRIGGER)  # no heartbeat toggle with it: still offline
+    out = plc.wait(lambda o: bool(o[Out.STATUS] & (Status.TRIGGER_ACK | Status.TRIGGER_FAILED)), beat=False)
+    assert status(out) & Status.TRIGGER_FAILED and out[Out.ERROR_CODE] == ErrorCode.PLC_OFFLINE
+    plc.drop(Control.TRIGGER)
+    plc.beat()
+    out = plc.wait(lambda o: bool(o[Out.STATUS] & Status.READY))
+    assert not rig.alarms.is_active("plc_offline") and out[Out.ERROR_CODE] == 0
+    assert rig.pipeline.stats.parts == 0
+
+
+def test_plc_never_acknowledges_buffer_fills_then_overrun(make_rig):
+    rig = make_rig(result_buffer=3)
+    plc = rig.master()
+    for pid in (1, 2, 3):
+        assert status(plc.trigger(pid)) & Status.TRIGGER_ACK
+    full = plc.wait(lambda o: o[Out.RESULTS_WAITING] == 2 and bool(o[Out.STATUS] & Status.RESULT_VALID))
+    assert not status(full) & Status.READY
+    refused = plc.trigger(4)
+    assert status(refused) & Status.TRIGGER_FAILED and status(refused) & Status.OVERRUN
+    assert refused[Out.ERROR_CODE] == ErrorCode.OVERRUN and rig.alarms.is_active("plc_overrun")
+    # CLEAR_ERROR while full: the cause is still there
+    plc.set(Control.CLEAR_ERROR)
+    assert status(plc.wait(lambda o: bool(o[Out.STATUS] & (Status.CMD_DONE | Status.CMD_FAILED)))) & Status.CMD_FAILED
+    plc.drop(Control.CLEAR_ERROR)
+    # nothing lost: the three accepted parts come out in order, the refused one never ran
+    got = [part_id_of(plc.take_result()) for _ in range(3)]
+    assert got == [1, 2, 3]
+    assert rig.pipeline.stats.parts == 3
+    plc.set(Control.CLEAR_ERROR)
+    ok = plc.wait(lambda o: bool(o[Out.STATUS] & (Status.CMD_DONE | Status.CMD_FAILED)))
+    assert status(ok) & Status.CMD_DONE and not status(ok) & Status.OVERRUN and ok[Out.ERROR_CODE] == 0
+    assert not rig.alarms.is_active("plc_overrun")
+    plc.drop(Control.CLEAR_ERROR)
+    assert status(plc.trigger(5)) & Status.TRIGGER_ACK
+
+
+def test_inspection_over_budget_is_a_failsafe_reject(make_rig):
+    rig = make_rig(inspector=TinyInspector(stall_s={77: 0.5}), budget_ms=150)
+    plc = rig.master()
+    plc.trigger(77)
+    out = plc.take_result()
+    assert status(out) & Status.REJECT and not status(out) & Status.PASS
+    assert out[Out.RESULT_CODE] == NO_RESULT and out[Out.ERROR_CODE] == ErrorCode.TIMEOUT
+    assert part_id_of(out) == 77 and out[Out.PROCESSING_MS] >= 150
+    # the next part is inspected normally once the stalled worker is free again
+    time.sleep(0.5)
+    plc.trigger(78)
+    nxt = plc.take_result(timeout_s=3)
+    assert status(nxt) & Status.PASS and nxt[Out.RESULT_CODE] == 0 and part_id_of(nxt) == 78
+
+
+def test_client_outside_allow_list_is_refused(make_rig):
+    # the station only accepts 127.0.0.2; our client connects from 127.0.0.1
+    rig = make_rig(host="127.0.0.1", allow=["127.0.0.2"])
+    refused = ModbusTcpClient("127.0.0.1", port=rig.port, timeout=1, retries=0, source_address=("127.0.0.1", 0))
+    try:
+        refused.connect()
+        with pytest.raises(Exception):
+            rr = refused.read_holding_registers(100, count=1, device_id=1)
+            assert rr.isError()
+    finally:
+        refused.close()
+    assert rig.service.server.refused_connections >= 1
+    assert rig.service.server.registers.snapshot()[0] == 0
+
+
+def test_allowed_client_is_served(make_rig):
+    rig = make_rig(host="127.0.0.1", allow=["127.0.0.1"])
+    plc = rig.master()
+    plc.trigger(3)
+    assert part_id_of(plc.take_result()) == 3
+    assert rig.service.server.refused_connections == 0
+
+
+def test_address_outside_allow_list_but_other_client_keeps_working(make_rig):
+    """Server bound to all loopback addresses, allow-list 127.0.0.2: a client from 127.0.0.2
+    is served while one from 127.0.0.1 is dropped."""
+    rig = make_rig(host="127.0.0.1", allow=["127.0.0.2/32"])
+    good = ModbusTcpClient("127.0.0.1", port=rig.port, timeout=1, retries=0, source_address=("127.0.0.2", 0))
+    bad = ModbusTcpClient("127.0.0.1", port=rig.port, timeout=1, retries=0, source_address=("127.0.0.1", 0))
+    try:
+        assert good.connect()
+        bad.connect()
+        with pytest.raises(Exception):
+            rr = bad.read_holding_registers(100, count=1, device_id=1)
+            assert rr.isError()
+        rr = good.read_holding_registers(100, count=18, device_id=1)
+        assert not rr.isError() and rr.registers[Out.ACTIVE_RECIPE] == 7
+    finally:
+        good.close()
+        bad.close()
+    assert rig.service.server.refused_connections >= 1
