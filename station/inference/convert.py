@@ -60,8 +60,8 @@ def convert_env_ready(venv: Path) -> bool:
 
 
 def ensure_convert_env(venv: Path = DEFAULT_VENV, log_file: Path | None = None) -> Path:
-    """Create (or reuse, when its pinned lists are unchanged) the toolkit2 venv; return its python."""
-    venv = Path(venv)
+    """Create (or reuse, when its pinned lists are unchanged) the toolkit2 venv; return its python (absolute)."""
+    venv = Path(venv).resolve()
     if convert_env_ready(venv):
         return venv_python(venv)
     log.info("creating the rknn-toolkit2 venv in %s (about 1.5 GB; takes minutes)", venv)
@@ -261,7 +261,8 @@ def convert_model(
         calib_paths = [paths[i] for i in order[held_back : held_back + calib_count]]
         held_images = [read_image(p) for p in held_paths]
         calib_images = [read_image(p) for p in calib_paths] if quant == "int8" else []
-        calibration_note = f"{len(calib_images)} images from {calib}; parity on {len(held_images)} held-back images"
+        used = f"{len(calib_images)} calibration images" if calib_images else "no calibration (fp16)"
+        calibration_note = f"{used} from {calib}; parity on {len(held_images)} held-back images"
     else:
         size = meta.input.size if meta.input else 256
         held_images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(held_back)]
@@ -280,8 +281,11 @@ def convert_model(
         if calib_images:
             lines = []
             for k, sample in enumerate(build_samples(models_dir, meta, plan, calib_images, seed=2)):
-                # the toolkit's dataset: 4-D tensors as NHWC, raw pixels when normalisation is baked
-                files = [_save(tmp / f"calib{k}_{i}.npy", x.transpose(0, 2, 3, 1) if (x.ndim == 4 and not (plan.mean_values and i == 0)) else x) for i, x in enumerate(sample)]
+                # the toolkit's dataset (measured): 4-D tensors NCHW; raw 0..255 pixels when normalisation is baked
+                files = [
+                    _save(tmp / f"calib{k}_{i}.npy", x.transpose(0, 3, 1, 2).astype(np.float32) if (plan.mean_values and i == 0) else x)
+                    for i, x in enumerate(sample)
+                ]
                 lines.append(" ".join(str(f) for f in files))
             dataset = tmp / "dataset.txt"
             dataset.write_text("\n".join(lines) + "\n")
