@@ -5,11 +5,7 @@ from __future__ import annotations
 
 
 def register_all(ctx) -> None:
-    import importlib
+    from hmi.pages import charts, history, login, operator, recipes, users
 
-    for name in ("login", "operator", "history", "charts", "recipes", "users"):
-        try:
-            module = importlib.import_module(f"hmi.pages.{name}")
-        except ModuleNotFoundError:
-            continue  # TEMP while pages land
+    for module in (login, operator, history, charts, recipes, users):
         module.register(ctx)

@@ -17,7 +17,7 @@ from nicegui.functions.notify import notify
 from nicegui.testing.general import nicegui_reset_globals, prepare_simulation
 from nicegui.testing.user import User
 
-from tests.hmi.stand import make_station
+from tests.hmi.stand import REPO, make_station  # noqa: F401 (REPO re-exported for tests)
 
 PASSWORDS = {"olga": "operator-pass-1", "emil": "engineer-pass-1", "ada": "admin-pass-12"}
 ROLES = {"olga": "operator", "emil": "engineer", "ada": "admin"}

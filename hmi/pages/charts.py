@@ -1,0 +1,131 @@
+"""Quality charts (ECharts): defect Pareto by class, yield per hour and per shift, reject rate
+per recipe, over a chosen time window. Times on the axes are the station's local time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from nicegui import ui
+
+from db.filters import HistoryFilter
+from db.queries import HistoryQueries, ShiftPlan
+from hmi.pages.layout import frame, guard
+
+WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
+AXIS = {"axisLabel": {"color": "#e5e7eb", "fontSize": 14}, "nameTextStyle": {"color": "#e5e7eb", "fontSize": 14}}
+TITLE = {"textStyle": {"color": "#f3f4f6", "fontSize": 20}}
+
+
+def local_zone_name() -> str:
+    """The IANA name of the station's time zone (TZ, else /etc/localtime), "UTC" if unknown."""
+    if os.environ.get("TZ"):
+        return os.environ["TZ"].lstrip(":")
+    target = os.path.realpath("/etc/localtime")
+    marker = "zoneinfo/"
+    return target[target.index(marker) + len(marker):] if marker in target else "UTC"
+
+
+def chart_data(q: HistoryQueries, window: str, now: dt.datetime | None = None) -> dict:
+    """The numbers behind the four charts for the last ``window`` (a key of WINDOWS)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    flt = HistoryFilter(since=now - WINDOWS[window], until=now + dt.timedelta(seconds=1))
+    pareto = q.pareto(flt, check=False)
+    hours = q.yield_by_hour(flt, check=False)
+    shifts = q.yield_by_shift(flt, ShiftPlan.three_shifts(local_zone_name()), check=False)
+    per_recipe = []
+    for recipe in q.recipes():
+        total = q.count(flt.model_copy(update={"recipe": recipe}), check=False)
+        if total:
+            rejects = q.count(flt.model_copy(update={"recipe": recipe, "verdict": "reject"}), check=False)
+            per_recipe.append((recipe, total, rejects))
+    return {"pareto": pareto, "hours": hours, "shifts": shifts, "recipes": per_recipe}
+
+
+def pareto_options(pareto) -> dict:
+    return {
+        "title": {"text": "Defect Pareto by class", **TITLE},
+        "tooltip": {"trigger": "axis"},
+        "legend": {"textStyle": {"color": "#e5e7eb"}, "top": 30},
+        "grid": {"top": 70},
+        "xAxis": {"type": "category", "data": [p.class_name for p in pareto], **AXIS},
+        "yAxis": [{"type": "value", "name": "defects", **AXIS},
+                  {"type": "value", "name": "cumulative %", "max": 100, **AXIS}],
+        "series": [
+            {"name": "defects", "type": "bar", "data": [p.count for p in pareto], "itemStyle": {"color": "#f87171"}},
+            {"name": "cumulative %", "type": "line", "yAxisIndex": 1,
+             "data": [round(100 * p.cumulative, 1) for p in pareto], "itemStyle": {"color": "#fbbf24"}},
+        ],
+    }
+
+
+def yield_hour_options(hours) -> dict:
+    return {
+        "title": {"text": "Yield per hour", **TITLE},
+        "tooltip": {"trigger": "axis"},
+        "grid": {"top": 60},
+        "xAxis": {"type": "category", "data": [b.start.astimezone().strftime("%m-%d %H:00") for b in hours], **AXIS},
+        "yAxis": {"type": "value", "name": "yield %", "min": 0, "max": 100, **AXIS},
+        "series": [{"name": "yield %", "type": "line", "data": [round(b.yield_pct, 1) for b in hours],
+                    "itemStyle": {"color": "#4ade80"}, "label": {"show": len(hours) <= 24, "color": "#e5e7eb"}}],
+    }
+
+
+def yield_shift_options(shifts) -> dict:
+    return {
+        "title": {"text": "Yield per shift", **TITLE},
+        "tooltip": {"trigger": "axis"},
+        "grid": {"top": 60},
+        "xAxis": {"type": "category", "data": [f"{s.date:%m-%d} {s.shift}" for s in shifts], **AXIS},
+        "yAxis": {"type": "value", "name": "yield %", "min": 0, "max": 100, **AXIS},
+        "series": [{"name": "yield %", "type": "bar", "data": [round(s.yield_pct, 1) for s in shifts],
+                    "itemStyle": {"color": "#60a5fa"}, "label": {"show": True, "position": "top", "color": "#e5e7eb"}}],
+    }
+
+
+def recipe_options(per_recipe) -> dict:
+    return {
+        "title": {"text": "Reject rate per recipe", **TITLE},
+        "tooltip": {"trigger": "axis"},
+        "grid": {"top": 60},
+        "xAxis": {"type": "category", "data": [r for r, _, _ in per_recipe], **AXIS},
+        "yAxis": {"type": "value", "name": "reject %", "min": 0, **AXIS},
+        "series": [{"name": "reject %", "type": "bar",
+                    "data": [round(100 * rej / total, 1) for _, total, rej in per_recipe],
+                    "itemStyle": {"color": "#f87171"}, "label": {"show": True, "position": "top", "color": "#e5e7eb"}}],
+    }
+
+
+def register(ctx) -> None:
+    queries = HistoryQueries(ctx.engine)
+
+    @ui.page("/charts")
+    def charts_page():
+        user = guard(ctx, "engineer", "/charts")
+        if user is None or not hasattr(user, "role"):
+            return user
+        frame(ctx, user, "Charts")
+        with ui.row().classes("items-center gap-4 px-4"):
+            ui.label("Window").classes("text-xl")
+            window = ui.toggle({k: f"last {k}" for k in WINDOWS}, value="24h").props("size=lg").mark("window")
+        with ui.grid(columns=2).classes("w-full gap-4 px-4"):
+            charts = {
+                "pareto": ui.echart({}).classes("h-96").mark("chart-pareto"),
+                "hours": ui.echart({}).classes("h-96").mark("chart-yield-hour"),
+                "shifts": ui.echart({}).classes("h-96").mark("chart-yield-shift"),
+                "recipes": ui.echart({}).classes("h-96").mark("chart-recipes"),
+            }
+        empty = ui.label("").classes("text-xl px-4").mark("charts-empty")
+
+        def refresh() -> None:
+            data = chart_data(queries, window.value)
+            builders = {"pareto": pareto_options, "hours": yield_hour_options, "shifts": yield_shift_options,
+                        "recipes": recipe_options}
+            for key, chart in charts.items():
+                chart.options.clear()
+                chart.options.update(builders[key](data[key]))
+                chart.update()
+            empty.set_text("" if data["hours"] else "No inspections in this window.")
+
+        window.on_value_change(refresh)
+        refresh()
