@@ -65,6 +65,9 @@ class DefectClass(Strict):
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     max_count: int = Field(default=0, ge=0, description="defects of this class tolerated before reject")
     mask_source: Literal["sam", "proposal"] = "sam"
+    # threshold analyzer only: which blobs are this class (dark/bright) and their shape
+    polarity: Literal["dark", "bright"] | None = None
+    shape: Literal["any", "line", "blob"] = "any"
 
     @field_validator("colour")
     @classmethod
