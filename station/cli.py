@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "station.commands.camera",  # GenICam: camera list / grab
     "station.commands.history",  # history, db upgrade/check/backup/sweep/bench
     "station.commands.doctor",  # self-test of the machine (deploy)
+    "station.commands.bench",  # pipeline throughput benchmark (NPU)
 ]
 
 
