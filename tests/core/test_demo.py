@@ -36,6 +36,6 @@ def test_headless_demo_reports_50_verdicts_and_stores_50_inspections(tmp_path, s
     db = tmp_path / "var" / "station.db"
     with sqlite3.connect(db) as conn:
         (count,) = conn.execute("select count(*) from inspections").fetchone()
-        verdicts = dict(conn.execute("select verdict, count(*) from inspections group by verdict").fetchall())
+        verdicts = dict(conn.execute("select outcome, count(*) from inspections group by outcome").fetchall())
     assert count == 50
     assert verdicts.get("reject", 0) == summary["reject"]
