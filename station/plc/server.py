@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.datastore.context import ModbusBaseDeviceContext
@@ -117,6 +119,56 @@ def request_problem(pdu: ModbusPDU) -> int | None:
     return None if _inside(pdu.address, count, INPUT_BASE, INPUT_BASE + INPUT_WORDS) else ExceptionResponse.ILLEGAL_ADDRESS
 
 
+MBAP_HEADER = 7  # transaction ID, protocol ID, length, unit ID
+MAX_MBAP_LENGTH = 254  # unit ID + PDU (253): a 260-byte ADU
+
+
+@dataclass(frozen=True)
+class FrameVerdict:
+    """What to do with the frame at the head of a receive buffer (see ``check_frame``)."""
+
+    drop: str | None = None  # reason to drop the connection
+    exception: bytes | None = None  # a complete exception response to send instead of serving
+    consumed: int = 0  # bytes of the buffer the frame used
+
+
+def check_frame(buffer: bytes) -> FrameVerdict | None:
+    """Pre-screen raw Modbus TCP bytes before pymodbus decodes them.
+
+    pymodbus 3.10.0 answers an unknown function code with a malformed exception (function
+    0xA8, transaction 0), accepts non-zero protocol IDs and waits forever on impossible
+    lengths; it also ignores a write request's byte count. Returns None when the frame is
+    incomplete or fine for pymodbus, else a verdict: drop the connection, or answer with this
+    exception (echoing the transaction and unit ID) and skip the frame.
+    """
+    if len(buffer) < MBAP_HEADER:
+        return None
+    tid, pid, length, unit = struct.unpack(">HHHB", buffer[:MBAP_HEADER])
+    if pid != 0:
+        return FrameVerdict(drop=f"protocol ID {pid} is not Modbus (0)")
+    if not 2 <= length <= MAX_MBAP_LENGTH:
+        return FrameVerdict(drop=f"MBAP length {length} outside 2..{MAX_MBAP_LENGTH}")
+    end = 6 + length
+    if len(buffer) < end:
+        return None
+    fc, body = buffer[MBAP_HEADER], buffer[MBAP_HEADER + 1 : end]
+    code = None
+    if fc not in SERVED_CODES:
+        code = ExceptionResponse.ILLEGAL_FUNCTION
+    elif fc == 16 and (len(body) < 5 or body[4] != 2 * struct.unpack(">H", body[2:4])[0] or len(body) != 5 + body[4]):
+        code = ExceptionResponse.ILLEGAL_VALUE
+    elif fc == 23 and (len(body) < 9 or body[8] != 2 * struct.unpack(">H", body[6:8])[0] or len(body) != 9 + body[8]):
+        code = ExceptionResponse.ILLEGAL_VALUE
+    elif fc in (3, 6) and len(body) != 4:
+        code = ExceptionResponse.ILLEGAL_VALUE
+    elif fc == 22 and len(body) != 6:
+        code = ExceptionResponse.ILLEGAL_VALUE
+    if code is None:
+        return None
+    response = struct.pack(">HHHBBB", tid, 0, 3, unit, (fc | 0x80) & 0xFF, code)
+    return FrameVerdict(exception=response, consumed=end)
+
+
 class _RefusedRequest(ModbusPDU):
     """Stands in for a request that must not reach the registers; answers with an exception."""
 
@@ -152,12 +204,30 @@ class _GuardedHandler(ServerRequestHandler):
         log.info("PLC server: client %s:%s connected", peer[0], peer[1])
         super().connection_made(transport)
 
+    def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
+        server: RegisterTcpServer = self.server
+        used = 0
+        while (verdict := check_frame(data[used:])) is not None:
+            if verdict.drop is not None:
+                server.dropped_connections += 1
+                log.warning("PLC server: dropping a connection: %s", verdict.drop)
+                self.close()
+                return len(data)
+            server.refused_frames += 1
+            self.transport.write(verdict.exception)
+            used += verdict.consumed
+        if used < len(data):
+            used += super().callback_data(data[used:], addr)
+        return used
+
 
 class RegisterTcpServer(ModbusTcpServer):
     def __init__(self, *args, allow, **kwargs):
         super().__init__(*args, **kwargs)
         self.allow = allow
         self.refused_connections = 0
+        self.dropped_connections = 0
+        self.refused_frames = 0
         self.connections = 0
 
     def callback_new_connection(self):
@@ -194,7 +264,18 @@ class RegisterServer:
 
     @property
     def refused_connections(self) -> int:
+        """Connections closed at once because the client is not in the allow-list."""
         return self._server.refused_connections if self._server else 0
+
+    @property
+    def dropped_connections(self) -> int:
+        """Connections closed because they sent bytes that are not Modbus TCP."""
+        return self._server.dropped_connections if self._server else 0
+
+    @property
+    def refused_frames(self) -> int:
+        """Frames answered with an exception before pymodbus decoded them."""
+        return self._server.refused_frames if self._server else 0
 
     def start(self, timeout_s: float = 5.0) -> None:
         """Bind and listen; raises OSError-like RuntimeError if the address cannot be served."""
