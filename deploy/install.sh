@@ -416,16 +416,19 @@ ensure_performance() {
 
 # ---- 8. systemd unit -----------------------------------------------------------------------------
 ensure_service() {
-    step "systemd unit"
-    local unit=/etc/systemd/system/station.service
-    if install_file "$SCRIPT_DIR/station.service" "$unit" 0644; then
-        sys_act systemctl daemon-reload
-    fi
-    if [[ -z $ROOT ]] && systemctl is-enabled --quiet station.service 2>/dev/null; then
-        ok "station.service enabled"
-    else
-        sys_act systemctl enable station.service
-    fi
+    step "systemd units (station, daily database backup)"
+    local unit changed=0
+    for unit in station.service station-backup.service station-backup.timer; do
+        if install_file "$SCRIPT_DIR/$unit" "/etc/systemd/system/$unit" 0644; then changed=1; fi
+    done
+    ((changed == 0)) || sys_act systemctl daemon-reload
+    for unit in station.service station-backup.timer; do
+        if [[ -z $ROOT ]] && systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+            ok "$unit enabled"
+        else
+            sys_act systemctl enable "$unit"
+        fi
+    done
     if ((START)); then
         sys_act systemctl restart station.service
     else

@@ -50,6 +50,7 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path: Path):
         "/etc/systemd/system/station.service",
         "systemctl daemon-reload",
         "systemctl enable station.service",
+        "systemctl enable station-backup.timer",
         "/etc/tmpfiles.d/station-performance.conf",
     ]
     for fragment in expected:
@@ -105,6 +106,8 @@ def test_real_install_into_a_root_is_idempotent(tmp_path: Path, deploy_dir: Path
     assert first.returncode == 0, first.stdout + first.stderr
     installed = {
         "etc/systemd/system/station.service": deploy_dir / "station.service",
+        "etc/systemd/system/station-backup.service": deploy_dir / "station-backup.service",
+        "etc/systemd/system/station-backup.timer": deploy_dir / "station-backup.timer",
         "etc/udev/rules.d/60-station-usb3vision.rules": deploy_dir / "udev/60-station-usb3vision.rules",
         "etc/sysctl.d/60-station-gige.conf": deploy_dir / "sysctl/60-station-gige.conf",
         "etc/tmpfiles.d/station.conf": deploy_dir / "tmpfiles/station.conf",

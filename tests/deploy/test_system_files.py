@@ -48,6 +48,19 @@ def test_systemd_analyze_verify_accepts_the_unit(deploy_dir: Path, tmp_path: Pat
 
 
 @needs_systemd
+def test_backup_units_verify(deploy_dir: Path, tmp_path: Path):
+    for name in ("station-backup.service", "station-backup.timer"):
+        shutil.copy(deploy_dir / name, tmp_path / name)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / "station-backup.service"), str(tmp_path / "station-backup.timer")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+    exec_start = unit_settings((deploy_dir / "station-backup.service").read_text())["Service.ExecStart"][0]
+    assert "station db backup" in exec_start and "$$(date +%%F)" in exec_start  # systemd escapes for $ and %
+
+
+@needs_systemd
 def test_verify_would_catch_a_broken_unit(deploy_dir: Path, tmp_path: Path):
     """The check above can fail: a typo in a key is reported."""
     unit = (deploy_dir / "station.service").read_text().replace("WatchdogSec=", "WatchdogSecs=")
