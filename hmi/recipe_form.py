@@ -9,12 +9,15 @@ dict to validate; ``show_errors(problems)`` puts each validation message on its 
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from typing import Any, Literal, Union
 
 from nicegui import ui
 from pydantic import BaseModel
+
+LAST_SEGMENT = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")  # ".name" or "[3]" at the end of a path
 
 
 def _unwrap(annotation) -> tuple[Any, bool]:
@@ -205,7 +208,8 @@ class ModelForm:
         while path:
             if path in self.fields:
                 return self.element(path)
-            path = path.rsplit(".", 1)[0] if "." in path else ""
+            tail = LAST_SEGMENT.search(path)
+            path = path[: tail.start()] if tail else ""
         return None
 
 

@@ -44,7 +44,6 @@ async def test_admin_creates_user_who_can_log_in(hmi):
     ("newbie", "newbie", "new-password", "at least 10"),
     ("ada", "another-admin-pw", "new-name", "already exists"),
 ])
-@pytest.mark.asyncio
 async def test_bad_new_user_is_refused_on_the_field(hmi, name, password, field, message):
     ctx, new_user = hmi
     before = [u.username for u in ctx.store.users()]

@@ -1,0 +1,42 @@
+"""Charts page: the ECharts options carry the numbers of the history database."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import DefectRow, InspectionRow
+from tests.hmi.conftest import login, only, run_parts
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_charts_match_the_database(hmi):
+    ctx, new_user = hmi
+    run_parts(ctx.station, 12)
+    with ctx.store.session() as s:
+        by_class = dict(s.execute(select(DefectRow.class_name, func.count()).group_by(DefectRow.class_name)).all())
+        passed = s.scalar(select(func.count()).select_from(InspectionRow).where(InspectionRow.outcome == "pass"))
+    user = await login(new_user(), "emil", "/charts")
+    pareto = only(user, "chart-pareto").options
+    names = pareto["xAxis"]["data"]
+    counts = pareto["series"][0]["data"]
+    assert dict(zip(names, counts)) == by_class
+    assert counts == sorted(counts, reverse=True)
+    assert pareto["series"][1]["data"][-1] == 100.0
+    hours = only(user, "chart-yield-hour").options["series"][0]["data"]
+    assert len(hours) in (1, 2)  # the parts ran within a minute (an hour boundary may split them)
+    shifts = only(user, "chart-yield-shift").options["series"][0]["data"]
+    assert len(shifts) in (1, 2)
+    recipes = only(user, "chart-recipes").options
+    assert recipes["xAxis"]["data"] == ["demo-part"]
+    assert recipes["series"][0]["data"] == [round(100 * (12 - passed) / 12, 1)]
+    if len(hours) == 1:
+        assert hours[0] == round(100 * passed / 12, 1)
+
+
+async def test_charts_with_no_data_say_so(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "emil", "/charts")
+    await user.should_see("No inspections in this window.")
+    assert only(user, "chart-pareto").options["series"][0]["data"] == []
