@@ -1,9 +1,9 @@
 """Client mode: the station polls the PLC's holding registers (pymodbus 3.10.0 sync client).
 
 Every ``poll_period_ms`` (≤ 10 ms): read the 4-word input block at ``input_base``, hand it to
-the service, write back whatever changed in the 18-word output block at ``output_base``. When
-RESULT_VALID is being raised the result words are written before the status word, so the PLC
-never sees a valid flag over stale result words. A lost connection is retried with the
+the service, write back whatever changed in the 18-word output block at ``output_base``. The
+result words are written before the status word, so the PLC never sees RESULT_VALID over
+stale words; only when RESULT_VALID drops does the status word go first. A lost connection is retried with the
 configured backoff (the last step repeats); the loop sleeps to the next period, never spins.
 """
 
@@ -40,6 +40,7 @@ class PlcPoller:
         self.connected = False
         self.polls = 0
         self.connects = 0
+        self.connect_attempts = 0
         self.failures = 0
 
     def start(self) -> None:
@@ -91,6 +92,7 @@ class PlcPoller:
 
     def _connect(self) -> bool:
         self._disconnect()
+        self.connect_attempts += 1
         client = ModbusTcpClient(
             self.config.host, port=self.config.port, timeout=0.5, retries=0, reconnect_delay=0.0, name="plc"
         )
@@ -124,14 +126,13 @@ class PlcPoller:
         old = self._written
         status_changed = old is None or old[Out.STATUS] != outputs[Out.STATUS]
         rest_changed = old is None or old[1:] != outputs[1:]
-        raising_valid = bool(outputs[Out.STATUS] & Status.RESULT_VALID) and (
-            old is None or not old[Out.STATUS] & Status.RESULT_VALID
+        dropping_valid = old is not None and bool(old[Out.STATUS] & Status.RESULT_VALID) and not (
+            outputs[Out.STATUS] & Status.RESULT_VALID
         )
-        steps = []
-        if raising_valid:  # result words first, then the flag that makes them valid
-            steps = [("rest", rest_changed), ("status", status_changed)]
-        else:  # flag down first, then the words it covered
+        if dropping_valid:  # flag down first, then the words it covered
             steps = [("status", status_changed), ("rest", rest_changed)]
+        else:  # words first, then the status that makes them valid
+            steps = [("rest", rest_changed), ("status", status_changed)]
         for what, changed in steps:
             if not changed:
                 continue

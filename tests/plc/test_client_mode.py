@@ -1,0 +1,186 @@
+"""Client mode: the PLC is the Modbus server (a plain pymodbus server holding the PLC's
+memory); the station polls its input block and writes its output block."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.server import ModbusTcpServer
+
+from station.plc.registers import Control, ErrorCode, Out, Status, join_u32, split_u32
+from tests.plc.conftest import free_port
+
+IN_BASE, OUT_BASE = 10, 200
+
+
+class LoggedBlock(ModbusSequentialDataBlock):
+    """PLC memory that remembers every write the station makes (address, values)."""
+
+    def __init__(self):
+        super().__init__(0, [0] * 300)
+        self.writes: list[tuple[int, list[int]]] = []
+
+    def setValues(self, address, values):  # noqa: N802 (pymodbus API)
+        self.writes.append((address - 1, list(values)))  # the device context adds 1
+        super().setValues(address, values)
+
+
+class PlcMemory:
+    """A PLC's holding registers served over Modbus TCP in a background thread."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.block = LoggedBlock()
+        self.device = ModbusDeviceContext(hr=self.block)
+        self._loop = None
+        self._server = None
+        self._thread = None
+
+    def start(self) -> "PlcMemory":
+        ready = threading.Event()
+
+        async def serve():
+            self._server = ModbusTcpServer(ModbusServerContext(devices={1: self.device}, single=False), address=("127.0.0.1", self.port))
+            await self._server.serve_forever(background=True)
+            ready.set()
+            await self._server.serving
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(serve())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
+        self._thread.join(5)
+        self._thread = None
+
+    # the PLC program's view of its own memory
+    def get(self, address: int, count: int = 1) -> list[int]:
+        return list(self.device.getValues(3, address, count))
+
+    def put(self, address: int, values: list[int]) -> None:
+        self.device.setValues(3, address, values)
+        self.block.writes.pop()  # the PLC's own writes are not the station's
+
+    def outputs(self) -> list[int]:
+        return self.get(OUT_BASE, 18)
+
+    def control(self, value: int) -> None:
+        self.put(IN_BASE, [value])
+
+    def wait(self, predicate, timeout_s: float = 5.0, beat: bool = True) -> list[int]:
+        end = time.monotonic() + timeout_s
+        last_beat = time.monotonic()
+        while True:
+            out = self.outputs()
+            if predicate(out):
+                return out
+            assert time.monotonic() < end, f"status {Status(out[0])!r} {out}"
+            if beat and time.monotonic() - last_beat > 0.1:
+                self.control(self.get(IN_BASE)[0] ^ Control.HEARTBEAT)
+                last_beat = time.monotonic()
+            time.sleep(0.002)
+
+
+@pytest.fixture
+def plc_memory():
+    mems = []
+
+    def start(port=None):
+        m = PlcMemory(port or free_port()).start()
+        mems.append(m)
+        return m
+
+    yield start
+    for m in mems:
+        m.stop()
+
+
+def client_rig(make_rig, port, **kw):
+    return make_rig(
+        port=port, mode="client", host="127.0.0.1", input_base=IN_BASE, output_base=OUT_BASE, poll_period_ms=5, **kw
+    )
+
+
+def run_part(plc: PlcMemory, part_id: int) -> list[int]:
+    hi, lo = split_u32(part_id)
+    plc.put(IN_BASE + 2, [hi, lo])
+    ctrl = plc.get(IN_BASE)[0]
+    plc.control(ctrl | Control.TRIGGER)
+    plc.wait(lambda o: bool(o[Out.STATUS] & Status.TRIGGER_ACK))
+    plc.control(plc.get(IN_BASE)[0] & ~Control.TRIGGER)
+    out = plc.wait(lambda o: bool(o[Out.STATUS] & Status.RESULT_VALID))
+    plc.control(plc.get(IN_BASE)[0] | Control.RESULT_ACK)
+    plc.wait(lambda o: not o[Out.STATUS] & Status.RESULT_VALID)
+    plc.control(plc.get(IN_BASE)[0] & ~Control.RESULT_ACK)
+    return out
+
+
+def test_client_mode_full_handshake_result_words_before_valid(plc_memory, make_rig):
+    plc = plc_memory()
+    rig = client_rig(make_rig, plc.port)
+    rig.inspector.defective = {8}
+    idle = plc.wait(lambda o: bool(o[Out.STATUS] & Status.READY))
+    assert idle[Out.ACTIVE_RECIPE] == 7
+    good = run_part(plc, 7)
+    assert Status(good[Out.STATUS]) & Status.PASS and join_u32(good[Out.PART_ID_HI], good[Out.PART_ID_LO]) == 7
+    bad = run_part(plc, 8)
+    assert Status(bad[Out.STATUS]) & Status.REJECT and bad[Out.RESULT_CODE] == 3 and bad[Out.SEQUENCE] == 2
+
+    # wire order: every write that raised RESULT_VALID came after the result words it covers
+    writes = plc.block.writes
+    raised = [i for i, (addr, vals) in enumerate(writes) if addr == OUT_BASE and vals[0] & Status.RESULT_VALID]
+    assert raised
+    for i in raised:
+        prev_valid = [w for w in writes[:i] if w[0] == OUT_BASE]
+        if prev_valid and prev_valid[-1][1][0] & Status.RESULT_VALID:
+            continue  # not a rising edge
+        addr, vals = writes[i - 1]
+        assert addr == OUT_BASE + 1 and len(vals) == 17, writes[i - 1]
+        assert join_u32(vals[Out.PART_ID_HI - 1], vals[Out.PART_ID_LO - 1]) in (7, 8)
+    # nothing was written outside the output block
+    assert all(OUT_BASE <= addr and addr + len(vals) <= OUT_BASE + 18 for addr, vals in writes)
+
+
+def test_client_reconnects_after_plc_restart(plc_memory, make_rig):
+    plc = plc_memory()
+    rig = client_rig(make_rig, plc.port, heartbeat_timeout_ms=300, reconnect_backoff_ms=[50, 100, 200])
+    plc.wait(lambda o: bool(o[Out.STATUS] & Status.READY))
+    run_part(plc, 1)
+    plc.stop()
+    time.sleep(1.0)
+    assert rig.alarms.is_active("plc_offline")
+    assert rig.service.handshake.outputs()[Out.ERROR_CODE] == ErrorCode.PLC_OFFLINE
+    attempts = rig.service.poller.connect_attempts
+    assert attempts <= 12, f"{attempts} connection attempts in 1 s: busy loop"
+
+    again = plc_memory(plc.port)  # PLC back, with fresh (zeroed) memory
+    out = again.wait(lambda o: bool(o[Out.STATUS] & Status.READY), timeout_s=5)
+    assert out[Out.ACTIVE_RECIPE] == 7 and out[Out.INSPECTED_LO] == 1  # whole block rewritten
+    assert not rig.alarms.is_active("plc_offline")
+    res = run_part(again, 2)
+    assert join_u32(res[Out.PART_ID_HI], res[Out.PART_ID_LO]) == 2 and res[Out.SEQUENCE] == 2
+
+
+def test_client_clears_outputs_on_stop(plc_memory, make_rig):
+    plc = plc_memory()
+    rig = client_rig(make_rig, plc.port)
+    hi, lo = split_u32(5)
+    plc.put(IN_BASE + 2, [hi, lo])
+    plc.control(Control.TRIGGER)
+    plc.wait(lambda o: bool(o[Out.STATUS] & Status.RESULT_VALID))
+    rig.service.stop()
+    out = plc.outputs()
+    assert out[Out.STATUS] == 0 and out[Out.RESULT_CODE] == 0xFFFF
