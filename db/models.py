@@ -106,7 +106,7 @@ class InspectionRow(Base):
     )
 
     __table_args__ = (
-        Index("ix_inspections_triggered_at", "triggered_at"),
+        Index("ix_inspections_time_outcome", "triggered_at", "outcome"),  # covers yield queries
         Index("ix_inspections_recipe_time", "recipe_name", "triggered_at"),
         Index("ix_inspections_outcome_time", "outcome", "triggered_at"),
         Index("ix_inspections_station_time", "station_id", "triggered_at"),

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Integer, exists, func, select, tuple_
+from sqlalchemy import Engine, String, case, exists, func, select, tuple_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
@@ -44,28 +44,45 @@ DEFECT_COLUMNS = (
 
 
 # ---- dialect-neutral time buckets ---------------------------------------------------------
-class epoch_bucket(FunctionElement):
-    """floor(epoch seconds of a UTC timestamp column / width): an integer bucket number."""
+class time_bucket(FunctionElement):
+    """A UTC timestamp column truncated to the hour or the minute, as text 'YYYY-MM-DD HH[:MI]'.
 
-    type = Integer()
+    On SQLite the stored text is cut (no date parsing per row: several times faster than
+    strftime on a million rows)."""
+
+    type = String()
     inherit_cache = True
+    unit = ""
 
 
-@compiles(epoch_bucket, "sqlite")
+class hour_bucket(time_bucket):
+    inherit_cache = True
+    unit = "hour"
+
+
+class minute_bucket(time_bucket):
+    inherit_cache = True
+    unit = "minute"
+
+
+_BUCKET_CHARS = {"hour": 13, "minute": 16}
+_BUCKET_PG = {"hour": "YYYY-MM-DD HH24", "minute": "YYYY-MM-DD HH24:MI"}
+_BUCKETS = {"hour": hour_bucket, "minute": minute_bucket}
+
+
+@compiles(time_bucket, "sqlite")
 def _bucket_sqlite(element, compiler, **kw):
-    col, width = list(element.clauses)
-    return f"(CAST(strftime('%s', {compiler.process(col, **kw)}) AS INTEGER) / {compiler.process(width, **kw)})"
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, {_BUCKET_CHARS[element.unit]})"
 
 
-@compiles(epoch_bucket, "postgresql")
+@compiles(time_bucket, "postgresql")
 def _bucket_pg(element, compiler, **kw):
-    col, width = list(element.clauses)
-    # extract(epoch) of a timestamp without time zone counts it as UTC, which is how it is stored
-    return f"CAST(floor(extract(epoch from {compiler.process(col, **kw)}) / {compiler.process(width, **kw)}) AS BIGINT)"
+    return f"to_char({compiler.process(element.clauses, **kw)}, '{_BUCKET_PG[element.unit]}')"
 
 
-def _bucket_start(bucket: int, width_s: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(bucket * width_s, dt.timezone.utc)
+def _bucket_start(text: str) -> dt.datetime:
+    # fromisoformat reads 'YYYY-MM-DD HH' and 'YYYY-MM-DD HH:MM' (Python >= 3.11), 10x faster than strptime
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -281,22 +298,21 @@ class HistoryQueries:
         if check:
             self.check(flt)
         return [
-            YieldBucket(_bucket_start(b, 3600), t, p, t - p) for b, t, p in self._buckets(flt, 3600)
+            YieldBucket(start, t, p, t - p) for start, t, p in self._buckets(flt, "hour")
         ]
 
     def yield_by_shift(self, flt: HistoryFilter, plan: ShiftPlan | None = None, *, check: bool = True) -> list[ShiftYield]:
         """Passed/rejected per shift instance (shift name + local start date), oldest first.
 
-        Counted from 15-minute buckets (1-minute if a shift starts off the quarter hour)."""
+        Counted from per-minute buckets, so shifts may start at any minute."""
         plan = plan or ShiftPlan.three_shifts()
         tz = plan.zone()
         if check:
             self.check(flt)
-        width = 900 if all(s.start.minute % 15 == 0 and s.end.minute % 15 == 0 for s in plan.shifts) else 60
         totals: dict[tuple[dt.date, str], list[int]] = {}
         order: dict[tuple[dt.date, str], dt.time] = {}
-        for b, t, p in self._buckets(flt, width):
-            where = plan.locate(_bucket_start(b, width).astimezone(tz))
+        for start, t, p in self._buckets(flt, "minute"):
+            where = plan.locate(start.astimezone(tz))
             if where is None:
                 continue  # outside every shift
             s, day = where
@@ -398,17 +414,13 @@ class HistoryQueries:
             conds.append(I.id.in_(sub))
         return conds
 
-    def _buckets(self, flt: HistoryFilter, width_s: int) -> list[tuple[int, int, int]]:
-        bucket = epoch_bucket(I.triggered_at, width_s)
-        passed = func.sum((I.outcome == "pass").cast(Integer))
-        stmt = (
-            select(bucket.label("b"), func.count(), passed)
-            .where(*self._where(flt))
-            .group_by(bucket)
-            .order_by(bucket)
-        )
+    def _buckets(self, flt: HistoryFilter, unit: str) -> list[tuple[dt.datetime, int, int]]:
+        """(bucket start UTC, parts, passed) per hour or minute with parts, oldest first."""
+        bucket = _BUCKETS[unit](I.triggered_at)
+        passed = func.sum(case((I.outcome == "pass", 1), else_=0))
+        stmt = select(bucket.label("b"), func.count(), passed).where(*self._where(flt)).group_by(bucket).order_by(bucket)
         with self.engine.connect() as conn:
-            return [(int(b), int(t), int(p or 0)) for b, t, p in conn.execute(stmt)]
+            return [(_bucket_start(b), int(t), int(p or 0)) for b, t, p in conn.execute(stmt)]
 
 
 def summary_dict(row: dict[str, Any]) -> dict[str, Any]:

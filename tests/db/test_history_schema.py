@@ -44,7 +44,7 @@ def test_upgrade_builds_the_schema_the_models_describe(db_url):
 
 def test_indexes_for_common_filters_exist(migrated):
     names = {ix["name"] for ix in inspect(migrated).get_indexes("inspections")}
-    assert {"ix_inspections_triggered_at", "ix_inspections_recipe_time", "ix_inspections_outcome_time", "ix_inspections_part_id"} <= names
+    assert {"ix_inspections_time_outcome", "ix_inspections_recipe_time", "ix_inspections_outcome_time", "ix_inspections_part_id"} <= names
     names = {ix["name"] for ix in inspect(migrated).get_indexes("defects")}
     assert {"ix_defects_class_time", "ix_defects_inspection_id", "ix_defects_time_class"} <= names
 

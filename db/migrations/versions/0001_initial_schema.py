@@ -63,7 +63,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_inspections_part_id', ['part_id'], unique=False)
         batch_op.create_index('ix_inspections_recipe_time', ['recipe_name', 'triggered_at'], unique=False)
         batch_op.create_index('ix_inspections_station_time', ['station_id', 'triggered_at'], unique=False)
-        batch_op.create_index('ix_inspections_triggered_at', ['triggered_at'], unique=False)
+        batch_op.create_index('ix_inspections_time_outcome', ['triggered_at', 'outcome'], unique=False)
 
     op.create_table('recipe_versions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -174,7 +174,7 @@ def downgrade() -> None:
 
     op.drop_table('recipe_versions')
     with op.batch_alter_table('inspections', schema=None) as batch_op:
-        batch_op.drop_index('ix_inspections_triggered_at')
+        batch_op.drop_index('ix_inspections_time_outcome')
         batch_op.drop_index('ix_inspections_station_time')
         batch_op.drop_index('ix_inspections_recipe_time')
         batch_op.drop_index('ix_inspections_part_id')
