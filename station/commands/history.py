@@ -190,6 +190,8 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_db_check(args) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db.engine import sqlite_path
     from db.migrate import SchemaTooNew, check_known, head_revision
 
@@ -197,24 +199,30 @@ def cmd_db_check(args) -> int:
     engine = _engine(url)
     problems = []
     try:
-        try:
-            rev = check_known(engine)
-            head = head_revision()
-            print(f"schema revision: {rev or 'none (empty database)'} (this station: {head})")
-            if rev != head:
-                problems.append(f"schema is at {rev}, not {head}: run `station db upgrade`")
-        except SchemaTooNew as exc:
-            problems.append(str(exc))
         path = sqlite_path(url)
         if path is not None:
-            with sqlite3.connect(path) as conn:
-                result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-                fks = conn.execute("PRAGMA foreign_key_check").fetchall()
-            print(f"integrity_check: {', '.join(result[:10])}")
-            if result != ["ok"]:
-                problems.append("integrity_check failed")
-            if fks:
-                problems.append(f"{len(fks)} rows violate foreign keys")
+            try:
+                with sqlite3.connect(path) as conn:
+                    result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+                    fks = conn.execute("PRAGMA foreign_key_check").fetchall()
+                print(f"integrity_check: {', '.join(result[:10])}")
+                if result != ["ok"]:
+                    problems.append("integrity_check failed: restore the last backup (`station db backup` makes them)")
+                if fks:
+                    problems.append(f"{len(fks)} rows violate foreign keys")
+            except sqlite3.DatabaseError as exc:
+                problems.append(f"{path} cannot be read as a SQLite database: {exc}")
+        if not problems:
+            try:
+                rev = check_known(engine)
+                head = head_revision()
+                print(f"schema revision: {rev or 'none (empty database)'} (this station: {head})")
+                if rev != head:
+                    problems.append(f"schema is at {rev}, not {head}: run `station db upgrade`")
+            except SchemaTooNew as exc:
+                problems.append(str(exc))
+            except SQLAlchemyError as exc:
+                problems.append(f"cannot read the schema revision: {str(exc).splitlines()[0]}")
         if config is not None and not problems:
             from db.archive import ImageArchive, reconcile
 
