@@ -119,6 +119,8 @@ class RKNNLite:
 
     _sessions: dict[str, object] = {}
     _sessions_lock = threading.Lock()
+    _memo_store: OrderedDict = OrderedDict()  # shared by the runtimes of one configured class
+    _memo_lock = threading.Lock()
 
     def __init__(self, verbose=False, verbose_file=None):
         self.verbose = verbose
@@ -134,6 +136,7 @@ class RKNNLite:
         self._input_names: list[str] = []
         self._input_shapes: list[list] = []
         self._memo: OrderedDict | None = None
+        self._onnx_key = b""
 
     # ---- real API --------------------------------------------------------------------
     def load_rknn(self, path, key_path=None):
@@ -186,7 +189,8 @@ class RKNNLite:
         self._std = [np.asarray(s, np.float32).reshape(1, -1, 1, 1) for s in stds] if stds else []
         self._latency = self._latency_for(meta)
         self._core_mask = core_mask
-        self._memo = OrderedDict() if self.memoize else None
+        self._onnx_key = str(onnx_path.resolve()).encode()
+        self._memo = type(self)._memo_store if self.memoize else None
         return 0
 
     def inference(self, inputs, data_type=None, data_format=None, inputs_pass_through=None, get_frame_id=False, reuse_outputs=False):
@@ -281,16 +285,18 @@ class RKNNLite:
     def _compute(self, feed: dict[str, np.ndarray]) -> list[np.ndarray] | None:
         key = None
         if self._memo is not None:
-            h = hashlib.blake2b(digest_size=16)
+            h = hashlib.blake2b(self._onnx_key, digest_size=16)
             for name in sorted(feed):
                 a = np.ascontiguousarray(feed[name])
                 h.update(name.encode())
                 h.update(str(a.shape).encode() + str(a.dtype).encode())
                 h.update(a.data)
             key = h.digest()
-            hit = self._memo.get(key)
+            with self._memo_lock:
+                hit = self._memo.get(key)
+                if hit is not None:
+                    self._memo.move_to_end(key)
             if hit is not None:
-                self._memo.move_to_end(key)
                 return [o.copy() for o in hit]
         try:
             outputs = self._session.run(None, feed)
@@ -299,9 +305,10 @@ class RKNNLite:
             return None
         outputs = [np.asarray(o, dtype=np.float32) for o in outputs]  # RKNNLite returns float32 outputs
         if key is not None:
-            self._memo[key] = [o.copy() for o in outputs]
-            while len(self._memo) > self.memo_entries:
-                self._memo.popitem(last=False)
+            with self._memo_lock:
+                self._memo[key] = [o.copy() for o in outputs]
+                while len(self._memo) > self.memo_entries:
+                    self._memo.popitem(last=False)
         return outputs
 
 
@@ -323,6 +330,8 @@ def simulated(
             "memoize": memoize,
             "memo_entries": memo_entries,
             "npu": npu or SimulatedNpu(cores),
+            "_memo_store": OrderedDict(),
+            "_memo_lock": threading.Lock(),
         },
     )
 

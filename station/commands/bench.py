@@ -1,0 +1,43 @@
+"""`station bench`: pipeline throughput and efficiency on real models (see station/bench.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_sam_dir() -> Path:
+    shared = Path(os.environ.get("STATION_SHARED_DIR", REPO_ROOT.parent / "shared"))
+    return shared / "models" / "mobilesam"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="pipeline throughput, per-stage latency and efficiency (onnxruntime or simulated RK3588)")
+    p.add_argument("--backend", choices=["onnxruntime", "sim-rk3588"], default="onnxruntime")
+    p.add_argument("--parts", type=int, default=None, help="parts per run (default 12 onnxruntime, 60 sim-rk3588)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    p.add_argument("--sam-dir", type=Path, default=None, help="folder with litemedsam_encoder/decoder.onnx (default ../shared/models/mobilesam)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from station.bench import format_report, run_bench
+
+    sam_dir = args.sam_dir or default_sam_dir()
+    if not (sam_dir / "litemedsam_encoder.onnx").is_file():
+        print(f"error: no litemedsam_encoder.onnx in {sam_dir} (give --sam-dir)")
+        return 2
+    parts = args.parts or (60 if args.backend == "sim-rk3588" else 12)
+    if parts < 4:
+        print("error: --parts must be at least 4")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
+        report = run_bench(args.backend, parts, sam_dir, Path(tmp), threads=args.threads)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
