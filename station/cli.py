@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "station.commands.history",  # history, db upgrade/check/backup/sweep/bench
     "station.commands.doctor",  # self-test of the machine (deploy)
     "station.commands.bench",  # pipeline throughput benchmark (NPU)
+    "station.commands.plc",  # PLC: plc map / status / bench
 ]
 
 

@@ -1,0 +1,91 @@
+"""`station plc …`: the register map, a live status read, the link benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plc", help="PLC link: register map, status of a running station, benchmark")
+    psub = p.add_subparsers(dest="action", required=True)
+
+    q = psub.add_parser("map", help="print the Modbus register map and the error-code table")
+    q.add_argument("--json", action="store_true", help="machine-readable map")
+    q.set_defaults(func=cmd_map)
+
+    q = psub.add_parser("status", help="read a running station's status block over Modbus TCP and decode it")
+    q.add_argument("--host", default="127.0.0.1")
+    q.add_argument("--port", type=int, default=5020)
+    q.add_argument("--unit", type=int, default=1)
+    q.set_defaults(func=cmd_status)
+
+    q = psub.add_parser("bench", help="handshake latencies (p50/p99) over loopback with a PLC polling every --poll-ms")
+    q.add_argument("--parts", type=int, default=200)
+    q.add_argument("--poll-ms", type=float, default=10.0, help="PLC poll period (default 10 ms)")
+    q.add_argument("--result-buffer", type=int, default=8)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_bench)
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from station.plc.registers import ERROR_TEXT, INPUT_MAP, OUTPUT_MAP, format_map
+
+    if args.json:
+        doc = {
+            "input": [r.__dict__ for r in INPUT_MAP],
+            "output": [r.__dict__ for r in OUTPUT_MAP],
+            "errors": {int(code): {"name": code.name, "text": text} for code, text in ERROR_TEXT.items()},
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_map())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pymodbus.client import ModbusTcpClient
+    from pymodbus.exceptions import ModbusException
+
+    from station.plc.registers import OUTPUT_BASE, OUTPUT_MAP, OUTPUT_WORDS, ERROR_TEXT, ErrorCode, Status, describe_bits, join_u32
+
+    client = ModbusTcpClient(args.host, port=args.port, timeout=2, retries=0)
+    try:
+        if not client.connect():
+            print(f"error: cannot connect to {args.host}:{args.port}", file=sys.stderr)
+            return 1
+        rr = client.read_holding_registers(OUTPUT_BASE, count=OUTPUT_WORDS, device_id=args.unit)
+    except ModbusException as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if rr.isError():
+        print(f"error: station answered {rr}", file=sys.stderr)
+        return 1
+    regs = rr.registers
+    for r in OUTPUT_MAP:
+        off = r.address - OUTPUT_BASE
+        value = regs[off] if r.width == 1 else join_u32(regs[off], regs[off + 1])
+        extra = ""
+        if r.name == "STATUS":
+            extra = describe_bits(Status, value)
+        elif r.name == "ERROR_CODE":
+            code = ErrorCode(value) if value in ErrorCode._value2member_map_ else None
+            extra = f"{code.name}: {ERROR_TEXT[code]}" if code is not None else "unknown code"
+        print(f"{r.address:<4} {r.name:<16} {value:>10}  {extra}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import logging
+
+    from station.plc.bench import format_report, run_bench
+
+    if not getattr(args, "verbose", False):
+        logging.getLogger("station.parts").setLevel(logging.WARNING)  # one line per part drowns the report
+
+    result = run_bench(parts=args.parts, poll_ms=args.poll_ms, result_buffer=args.result_buffer)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0 if result["in_order_none_lost"] else 1

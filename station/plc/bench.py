@@ -1,0 +1,244 @@
+"""PLC link benchmark: handshake latencies over loopback with a PLC polling every N ms.
+
+Runs the real PlcService (server mode) over a real Pipeline with a trivial camera and
+inspector (the vision is not what is measured here), and a timed PLC: a pymodbus master
+that polls the status block every ``poll_ms`` and triggers the next part as soon as the
+station is READY. Reports, in ms (p50 / p99 / max):
+
+- trigger → TRIGGER_ACK as the PLC sees it (TRIGGER write sent → first poll showing the ACK);
+- TRIGGER write round trip (the station sets TRIGGER_ACK before it answers the write);
+- decision → RESULT_VALID as the PLC sees it (pipeline decided → first poll showing VALID);
+- decision → RESULT_VALID inside the station (registers written when ``publish`` returns).
+
+With polling, "as the PLC sees it" is dominated by the poll period: expect about one period.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from pymodbus.client import ModbusTcpClient
+
+from station.alarms import AlarmBoard
+from station.camera.base import Camera
+from station.config import PlcConfig
+from station.inspection import Defect, Inspection, Outcome, Verdict, View
+from station.pipeline import Findings, Pipeline
+from station.plc.registers import OUTPUT_BASE, OUTPUT_WORDS, Control, Out, Status, join_u32, split_u32
+from station.plc.service import PlcService
+from station.recipe import RecipeBook
+from station.stats import StationStats
+
+BENCH_RECIPE = """
+name = "plc-bench"
+plc_id = 1
+time_budget_ms = 2000
+[[cameras]]
+name = "top"
+[[classes]]
+name = "mark"
+plc_code = 1
+"""
+
+
+class _BlankCamera(Camera):
+    name = "top"
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def grab(self, part_id: int, timeout_s: float) -> View:
+        return View(camera="top", image=np.zeros((4, 4), np.uint8), frame_id=part_id)
+
+
+class _EveryThirdRejects:
+    """Rejects every third part ID so both PASS and REJECT paths are exercised."""
+
+    def preprocess(self, views: list[View]) -> list[View]:
+        return views
+
+    def find_defects(self, views: list[View]) -> Findings:
+        if views[0].frame_id % 3 == 0:
+            return Findings([Defect("top", "mark", 0.9, (0, 0, 1, 1), 1)], {})
+        return Findings([], {})
+
+    def decide(self, inspection: Inspection) -> Verdict:
+        if inspection.defects:
+            return Verdict(Outcome.REJECT, "mark", top_defect=inspection.defects[0], plc_code=1)
+        return Verdict(Outcome.PASS, "no defect")
+
+
+class _Clock:
+    """A result sink that notes when each sequence passed it (time.monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+    def publish(self, inspection: Inspection) -> None:
+        self.at[inspection.sequence] = time.monotonic()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    arr = np.asarray(values)
+    return {
+        "n": int(arr.size),
+        "p50": round(float(np.percentile(arr, 50)), 3),
+        "p99": round(float(np.percentile(arr, 99)), 3),
+        "max": round(float(arr.max()), 3),
+    }
+
+
+class TimedPlc:
+    """A PLC polling every ``poll_s``: triggers when READY, acknowledges every result, notes times."""
+
+    def __init__(self, port: int, parts: int, poll_s: float):
+        self.port, self.parts, self.poll_s = port, parts, poll_s
+        self.trigger_seen_ms: list[float] = []
+        self.trigger_rtt_ms: list[float] = []
+        self.valid_seen_s: dict[int, float] = {}
+        self.results: list[tuple[int, int, bool]] = []  # (sequence, part ID, passed)
+        self.refused = 0
+        self.cycles = 0
+        self.error: Exception | None = None
+
+    def run(self, timeout_s: float) -> None:
+        client = ModbusTcpClient("127.0.0.1", port=self.port, timeout=2, retries=0)
+        if not client.connect():
+            raise RuntimeError(f"cannot connect to the station on 127.0.0.1:{self.port}")
+        try:
+            self._loop(client, time.monotonic() + timeout_s)
+        finally:
+            client.write_register(0, 0, device_id=1)
+            client.close()
+
+    def _loop(self, client: ModbusTcpClient, deadline: float) -> None:
+        control, part, sent_s = 0, 1, None
+        pending: deque[int] = deque()
+        next_poll = last_beat = time.monotonic()
+        while len(self.results) < self.parts:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.results)} of {self.parts} results after the time limit")
+            rr = client.read_holding_registers(OUTPUT_BASE, count=OUTPUT_WORDS, device_id=1)
+            now = time.monotonic()
+            if rr.isError():
+                raise RuntimeError(f"status read refused: {rr}")
+            out = rr.registers
+            st = Status(out[Out.STATUS])
+            self.cycles += 1
+            new = control
+            if now - last_beat > 0.1:
+                new ^= Control.HEARTBEAT
+                last_beat = now
+            if sent_s is None:
+                if st & Status.READY and part <= self.parts:
+                    new |= Control.TRIGGER
+            elif st & Status.TRIGGER_ACK:
+                self.trigger_seen_ms.append((now - sent_s) * 1000.0)
+                pending.append(part)
+                part += 1
+                new &= ~Control.TRIGGER
+            elif st & Status.TRIGGER_FAILED:
+                self.refused += 1
+                new &= ~Control.TRIGGER
+            if st & Status.RESULT_VALID and not control & Control.RESULT_ACK:
+                seq = out[Out.SEQUENCE]
+                self.valid_seen_s[seq] = now
+                self.results.append((seq, join_u32(out[Out.PART_ID_HI], out[Out.PART_ID_LO]), bool(st & Status.PASS)))
+                new |= Control.RESULT_ACK
+            elif control & Control.RESULT_ACK and not st & Status.RESULT_VALID:
+                new &= ~Control.RESULT_ACK
+            if new != control:
+                if new & Control.TRIGGER and not control & Control.TRIGGER:
+                    hi, lo = split_u32(part)
+                    sent_s = time.monotonic()
+                    client.write_registers(0, [new, 0, hi, lo], device_id=1)
+                    self.trigger_rtt_ms.append((time.monotonic() - sent_s) * 1000.0)
+                else:
+                    client.write_register(0, new, device_id=1)
+                    if not new & Control.TRIGGER:
+                        sent_s = None
+                control = new
+            next_poll += self.poll_s
+            now = time.monotonic()
+            next_poll = max(next_poll, now)
+            time.sleep(next_poll - now)
+
+
+def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, timeout_s: float = 300.0) -> dict:
+    """Run the benchmark; returns the figures (ms) and the integrity check of the results."""
+    with tempfile.TemporaryDirectory(prefix="plc-bench-") as tmp:
+        (Path(tmp) / "plc-bench.toml").write_text(BENCH_RECIPE)
+        book = RecipeBook(tmp)
+        alarms, stats = AlarmBoard(), StationStats()
+        pipeline = Pipeline({"top": _BlankCamera()}, lambda loaded: _EveryThirdRejects(), alarms, stats=stats)
+        pipeline.load_recipe(book.get("plc-bench"))
+        port = _free_port()
+        service = PlcService(
+            PlcConfig(host="127.0.0.1", port=port, result_buffer=result_buffer), pipeline, book, alarms, stats
+        )
+        before, after = _Clock(), _Clock()
+        pipeline.sinks += [before, service, after]
+        pipeline.start()
+        service.start()
+        plc = TimedPlc(port, parts, poll_ms / 1000.0)
+        started = time.monotonic()
+        try:
+            plc.run(timeout_s)
+        finally:
+            elapsed = time.monotonic() - started
+            service.stop()
+            pipeline.stop()
+    seen = [(plc.valid_seen_s[seq] - before.at[seq]) * 1000.0 for seq in plc.valid_seen_s if seq in before.at]
+    inside = [(after.at[seq] - before.at[seq]) * 1000.0 for seq in after.at if seq in before.at]
+    part_ids = [p for _, p, _ in plc.results]
+    return {
+        "parts": parts,
+        "poll_ms": poll_ms,
+        "elapsed_s": round(elapsed, 2),
+        "parts_per_s": round(parts / elapsed, 1) if elapsed else 0.0,
+        "plc_cycles": plc.cycles,
+        "trigger_refused": plc.refused,
+        "in_order_none_lost": part_ids == list(range(1, parts + 1)),
+        "trigger_to_ack_seen_by_plc_ms": _stats(plc.trigger_seen_ms),
+        "trigger_write_round_trip_ms": _stats(plc.trigger_rtt_ms),
+        "decision_to_valid_seen_by_plc_ms": _stats(seen),
+        "decision_to_valid_in_station_ms": _stats(inside),
+    }
+
+
+def format_report(r: dict) -> str:
+    def line(label: str, s: dict) -> str:
+        if not s.get("n"):
+            return f"  {label:<46} no samples"
+        return f"  {label:<46} p50 {s['p50']:7.2f}  p99 {s['p99']:7.2f}  max {s['max']:7.2f}  (n={s['n']})"
+
+    return "\n".join(
+        [
+            f"PLC link benchmark: {r['parts']} parts, PLC polling every {r['poll_ms']:g} ms, Modbus TCP over loopback",
+            line("trigger → TRIGGER_ACK, seen by the PLC (ms)", r["trigger_to_ack_seen_by_plc_ms"]),
+            line("TRIGGER write round trip (ms)", r["trigger_write_round_trip_ms"]),
+            line("decision → RESULT_VALID, seen by the PLC (ms)", r["decision_to_valid_seen_by_plc_ms"]),
+            line("decision → RESULT_VALID, in the station (ms)", r["decision_to_valid_in_station_ms"]),
+            f"  {r['parts_per_s']} parts/s over {r['elapsed_s']} s; {r['plc_cycles']} PLC cycles; "
+            f"{r['trigger_refused']} triggers refused; results in order, none lost: {r['in_order_none_lost']}",
+        ]
+    )
+
+
+__all__ = ["run_bench", "format_report", "TimedPlc"]
