@@ -125,4 +125,21 @@ def choose_backend(requested: str, status: NpuStatus | None = None) -> BackendCh
     return BackendChoice("rknn", f"auto: {status.reason}")
 
 
-__all__ = ["NpuStatus", "BackendChoice", "detect_npu", "choose_backend", "read_soc"]
+__all__ = ["NpuStatus", "BackendChoice", "detect_npu", "choose_backend", "resolve_backend", "read_soc"]
+
+
+def resolve_backend(backend: str, npu_cores: int = 3, status: NpuStatus | None = None) -> BackendChoice:
+    """The backend string to hand ``load_model`` / ``build_inspector`` for a station's config, with the reason.
+
+    ``backend``/``npu_cores`` are ``InferenceConfig.backend``/``.npu_cores``. With the NPU in use
+    the string carries the core count ("rknn:3"); ``auto`` on a board stays ``auto:N`` so a
+    model without an RKNN form runs on the CPU instead of failing (logged per model).
+    """
+    choice = choose_backend(backend, status)
+    if choice.backend == "onnxruntime":
+        return choice
+    if backend == "auto":
+        st = status or detect_npu()
+        cores = min(npu_cores, st.cores or npu_cores)
+        return BackendChoice(f"auto:{cores}", choice.reason + f"; {cores} NPU core(s)")
+    return BackendChoice(f"rknn:{npu_cores}", choice.reason + f"; {npu_cores} NPU core(s)")

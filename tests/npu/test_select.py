@@ -12,7 +12,7 @@ from station.inference import rknn_double
 from station.inference.factory import load_model, parse_backend
 from station.inference.onnx import OnnxModel
 from station.inference.pool import CoreScheduler, ModelPool
-from station.inference.select import NpuStatus, choose_backend, detect_npu
+from station.inference.select import NpuStatus, choose_backend, detect_npu, resolve_backend
 
 RK3588_COMPATIBLE = b"rockchip,rk3588-orangepi-5-plus\x00rockchip,rk3588\x00"
 
@@ -105,3 +105,17 @@ def test_auto_loads_rknn_pool_when_present_and_converted(models_dir):
     assert isinstance(load_model(models_dir, "tiny", "auto", status=absent, runtime_class=cls), OnnxModel)
     # this machine: no NPU, so auto is onnxruntime
     assert isinstance(load_model(models_dir, "tiny", "auto"), OnnxModel)
+
+
+def test_resolve_backend_for_the_station_config(monkeypatch):
+    import station.inference.select as sel
+
+    absent = NpuStatus(False, "no rk35xx SoC")
+    assert resolve_backend("auto", 3, absent).backend == "onnxruntime"
+    assert resolve_backend("onnxruntime", 3).backend == "onnxruntime"
+    assert resolve_backend("rknn", 2).backend == "rknn:2"
+    rk3566 = NpuStatus(True, "rk3566 NPU", "rk3566", "2.5.0")
+    monkeypatch.setattr(sel, "rknnlite_installed", lambda: True)
+    c = resolve_backend("auto", 3, rk3566)
+    assert c.backend == "auto:1" and "1 NPU core" in c.reason  # a one-core SoC gets one runtime
+    assert parse_backend(c.backend) == ("auto", 1)

@@ -1,0 +1,38 @@
+"""`station bench` runs the real pipeline on the real LiteMedSAM pair; figures come from the command, not asserted here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from station.bench import bench_backend, prepare_models
+from station.cli import main
+from station.inference import factory
+
+
+@pytest.mark.slow
+def test_sim_bench_spreads_parts_over_three_cores_in_order(shared_dir, tmp_path):
+    models = tmp_path / "models"
+    prepare_models(models, shared_dir / "models" / "mobilesam", simulated_npu=True)
+    run = bench_backend(models, "sim-rk3588", parts=8, workers=4, npu_cores=3, distinct_frames=2)
+    assert run.parts == 8 and run.rejects_not_defect == 0
+    assert set(run.stage_ms) >= {"acquire", "preprocess", "analyse", "decide", "total"}
+    assert run.slowest_stage == "analyse" and run.parts_per_s > 0 and run.efficiency > 0
+    sim = factory.simulated_rk3588_runtime()
+    assert sim.npu.peak_busy == 3  # three parts were in the encoder at once
+    assert all(sim.npu.calls_by_core[m] > 0 for m in (1, 2, 4))
+
+
+def test_bench_command_refuses_missing_models(tmp_path, capsys):
+    assert main(["bench", "--sam-dir", str(tmp_path), "--json"]) == 2
+    assert "no litemedsam_encoder.onnx" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_command_json(shared_dir, capsys):
+    assert main(["bench", "--backend", "sim-rk3588", "--parts", "4", "--json",
+                 "--sam-dir", str(shared_dir / "models" / "mobilesam")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["npu_cores"] for r in report["runs"]] == [1, 2, 3]
+    assert report["speedup_1_to_3"] > 0 and report["simulated_latency_ms"]["sam_encoder"] == 100.0
