@@ -50,3 +50,12 @@ def test_plc_bench_reports_percentiles(capsys):
     assert r["in_order_none_lost"] is True and r["parts"] == 30
     for key in ("trigger_to_ack_seen_by_plc_ms", "decision_to_valid_seen_by_plc_ms", "decision_to_valid_in_station_ms"):
         assert r[key]["n"] == 30 and 0 <= r[key]["p50"] <= r[key]["p99"] <= r[key]["max"]
+
+
+def test_docs_list_every_register_and_error_code(repo_root):
+    doc = (repo_root / "docs" / "plc.md").read_text(encoding="utf-8")
+    for r in INPUT_MAP + OUTPUT_MAP:
+        addr = str(r.address) if r.width == 1 else f"{r.address}–{r.address + r.width - 1}"
+        assert f"| {addr} | {r.name} |" in doc, r.name
+    for code in ErrorCode:
+        assert f"| {int(code)} | `{code.name}` | {ERROR_TEXT[code]} |" in doc, code.name
