@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import queue
 import threading
 import time
@@ -24,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Engine, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, String, insert, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from db import rle
 from db.archive import ImageArchive, apply_retention, reconcile
@@ -43,6 +44,7 @@ ALARM_DB = "history_db"
 ALARM_QUEUE = "history_lost"
 ALARM_ARCHIVE = "archive_write"
 ALARM_ARCHIVE_FULL = "archive_over_budget"
+ALARM_BAD_RESULT = "history_bad_result"
 
 RecipeLookup = Callable[[str], LoadedRecipe]
 
@@ -73,6 +75,7 @@ class _Pending:
     recipe: LoadedRecipe | None
     image_bytes: int = 0
     stored: list = field(default_factory=list)  # (view, kind, StoredImage) once written
+    defect_rows: list = field(default_factory=list)  # column values, masks RLE-encoded, once prepared
     files_done: bool = False
 
 
@@ -125,7 +128,7 @@ class HistoryWriter:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._migrated = False
-        self._next_maintenance = 0.0
+        self._next_maintenance = time.monotonic() + min(60.0, maintenance_interval_s)
         self._attempt = 0  # consecutive failures, for the backoff
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -169,7 +172,15 @@ class HistoryWriter:
 
     # ---- the sink (pipeline publisher thread: must not block) --------------------------------
     def publish(self, inspection: Inspection) -> None:
-        pending = self._pending(inspection)
+        try:
+            pending = self._pending(inspection)
+        except Exception as exc:  # a malformed result must not break the pipeline's publisher
+            log.exception("history: cannot take result seq %s", getattr(inspection, "sequence", "?"))
+            with self._lock:
+                self.stats.published += 1
+                self.stats.lost += 1
+            self.alarms.raise_(ALARM_BAD_RESULT, "database", f"result not stored (malformed): {type(exc).__name__}: {exc}")
+            return
         with self._lock:
             self.stats.published += 1
             if pending.image_bytes and self._queued_image_bytes + pending.image_bytes > self.max_queued_image_bytes:
@@ -205,16 +216,16 @@ class HistoryWriter:
             "recipe_name": insp.recipe,
             "recipe_version": insp.recipe_version,
             "recipe_hash": insp.recipe_hash,
-            "model_hashes": dict(insp.model_hashes),
+            "model_hashes": {str(k): str(v) for k, v in insp.model_hashes.items()},
             "outcome": outcome,
             "reason": v.reason if v else "no verdict",
             "reject_reason": v.reject_reason.value if v and v.reject_reason else None,
             "plc_code": v.plc_code if v else 0xFFFF,
             "top_class": v.top_defect.class_name if v and v.top_defect else None,
             "defect_count": len(insp.defects),
-            "scores": {k: float(s) for k, s in insp.scores.items() if not k.startswith("_")},
+            "scores": {str(k): _number(s) for k, s in insp.scores.items() if not str(k).startswith("_")},
             "thresholds": {},
-            "timings_ms": {k: round(float(t), 3) for k, t in insp.timings_ms.items()},
+            "timings_ms": {str(k): _number(t, 3) for k, t in insp.timings_ms.items()},
             "error": insp.error,
             "images_dropped": 0,
         }
@@ -252,6 +263,16 @@ class HistoryWriter:
 
     # ---- writer thread ------------------------------------------------------------------------
     def _run(self) -> None:
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception as exc:  # the writer thread must outlive any bug in one batch
+                log.exception("history writer loop failed; restarting it")
+                self.alarms.raise_(ALARM_DB, "database", f"history writer error: {type(exc).__name__}: {exc}")
+                self._stopping.wait(1.0)
+
+    def _loop(self) -> None:
         batch: list[_Pending] = []
         while True:
             if not batch:
@@ -265,9 +286,8 @@ class HistoryWriter:
                     return
                 continue
             if batch:
-                if self._write(batch):
-                    batch = []
-                else:
+                batch = self._write(batch)
+                if batch:
                     self._backoff()
                     if self._stopping.is_set():
                         self._settle(lost=len(batch))
@@ -327,34 +347,31 @@ class HistoryWriter:
         # a locked, full or corrupt file may need a fresh connection once the cause is fixed
         self.engine.dispose()
 
-    def _write(self, batch: list[_Pending]) -> bool:
+    def _write(self, batch: list[_Pending]) -> list[_Pending]:
+        """Store ``batch`` in one transaction; returns what is left to retry after a transient failure.
+
+        A permanent failure (the data itself is refused) is narrowed down to the offending
+        results, which are dropped and counted, so one bad result never blocks the queue."""
         t0 = time.perf_counter()
         for p in batch:
             if not p.files_done:
                 self._prepare(p)
         try:
-            with self.engine.begin() as conn:
-                self._store_recipes(conn, batch)
-                ids = conn.execute(
-                    insert(InspectionRow.__table__).returning(InspectionRow.__table__.c.id, sort_by_parameter_order=True),
-                    [p.row for p in batch],
-                ).scalars().all()
-                defects, images = [], []
-                for p, iid in zip(batch, ids):
-                    when = p.row["triggered_at"]
-                    for d in p.defects:
-                        defects.append(self._defect_row(d, iid, when))
-                    for view, kind, s in p.stored:
-                        images.append(
-                            {"inspection_id": iid, "view": view, "kind": kind, "path": s.path, "sha256": s.sha256, "bytes": s.bytes, "created_at": when}
-                        )
-                if defects:
-                    conn.execute(insert(DefectRow.__table__), defects)
-                if images:
-                    conn.execute(insert(ImageRow.__table__), images)
-        except (SQLAlchemyError, OSError) as exc:
-            self._db_failed(f"history batch of {len(batch)} not written", exc)
-            return False
+            self._insert(batch)
+        except Exception as exc:
+            if not _permanent(exc):
+                self._db_failed(f"history batch of {len(batch)} not written", exc)
+                return batch
+            if len(batch) > 1:
+                for i, p in enumerate(batch):
+                    if self._write([p]):
+                        return batch[i:]
+                return []
+            msg = f"result seq {batch[0].row['sequence']} (part {batch[0].row['part_id']}) refused by the database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            log.error("%s", msg)
+            self.alarms.raise_(ALARM_BAD_RESULT, "database", msg)
+            self._settle(lost=1)
+            return []
         with self._lock:
             self.stats.written += len(batch)
             self.stats.images_written += sum(len(p.stored) for p in batch)
@@ -366,7 +383,27 @@ class HistoryWriter:
             self.alarms.clear(ALARM_DB)
         if self.alarms.is_active(ALARM_QUEUE):
             self.alarms.clear(ALARM_QUEUE)  # the count stays in stats.lost
-        return True
+        return []
+
+    def _insert(self, batch: list[_Pending]) -> None:
+        with self.engine.begin() as conn:
+            self._store_recipes(conn, batch)
+            ids = conn.execute(
+                insert(InspectionRow.__table__).returning(InspectionRow.__table__.c.id, sort_by_parameter_order=True),
+                [p.row for p in batch],
+            ).scalars().all()
+            defects, images = [], []
+            for p, iid in zip(batch, ids):
+                when = p.row["triggered_at"]
+                defects.extend(dict(d, inspection_id=iid) for d in p.defect_rows)
+                for view, kind, s in p.stored:
+                    images.append(
+                        {"inspection_id": iid, "view": view, "kind": kind, "path": s.path, "sha256": s.sha256, "bytes": s.bytes, "created_at": when}
+                    )
+            if defects:
+                conn.execute(insert(DefectRow.__table__), defects)
+            if images:
+                conn.execute(insert(ImageRow.__table__), images)
 
     def _settle(self, *, written: int = 0, lost: int = 0) -> None:
         with self._done_cv:
@@ -399,23 +436,25 @@ class HistoryWriter:
         p.views, p.overlay, p.image_bytes, p.files_done = [], None, 0, True
         if p.recipe is not None:
             row["thresholds"] = _thresholds(p.recipe)
+        _fit(row, _INSPECTION_LENGTHS)
+        p.defect_rows = [_fit(self._defect_row(d, row["triggered_at"]), _DEFECT_LENGTHS) for d in p.defects]
+        p.defects = []
 
     @staticmethod
-    def _defect_row(d, inspection_id: int, when: dt.datetime) -> dict:
+    def _defect_row(d, when: dt.datetime) -> dict:
         x0, y0, x1, y1 = (int(v) for v in d.box)
         mask = None
         if d.mask is not None:
             mask = rle.encode(d.mask, d.box)
         return {
-            "inspection_id": inspection_id,
             "triggered_at": when,
             "view": d.view,
             "class_name": d.class_name,
-            "confidence": float(d.confidence),
+            "confidence": _number(d.confidence) or 0.0,
             "x0": x0, "y0": y0, "x1": x1, "y1": y1,
             "area_px": int(d.area_px),
-            "area_mm2": None if d.area_mm2 is None else float(d.area_mm2),
-            "proposal_score": float(d.proposal_score),
+            "area_mm2": _number(d.area_mm2),
+            "proposal_score": _number(d.proposal_score) or 0.0,
             "zone": d.zone,
             "mask_rle": mask,
         }
@@ -467,6 +506,43 @@ class HistoryWriter:
         except (SQLAlchemyError, OSError) as exc:
             log.error("archive maintenance failed: %s", exc)
             self.alarms.raise_("archive_maintenance", "disk", f"archive retention/reconciliation failed: {exc}", Severity.WARNING)
+
+
+def _number(value, digits: int | None = None) -> float | None:
+    """A finite float for JSON/SQL (NaN and inf become None: PostgreSQL's json refuses them)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(f):
+        return None
+    return round(f, digits) if digits is not None else f
+
+
+def _lengths(table) -> dict[str, int]:
+    return {c.name: c.type.length for c in table.columns if isinstance(c.type, String) and c.type.length}
+
+
+_INSPECTION_LENGTHS = _lengths(InspectionRow.__table__)
+_DEFECT_LENGTHS = _lengths(DefectRow.__table__)
+
+
+def _fit(row: dict, lengths: dict[str, int]) -> dict:
+    """Cut text to its column's length: PostgreSQL refuses longer values, SQLite would keep them."""
+    for name, n in lengths.items():
+        v = row.get(name)
+        if isinstance(v, str) and len(v) > n:
+            row[name] = v[: n - 1] + "…"
+    return row
+
+
+def _permanent(exc: BaseException) -> bool:
+    """True if the data was refused (retrying cannot help); False for locked/full/offline/corrupt."""
+    if isinstance(exc, (IntegrityError, DataError)):
+        return True
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True  # failed while binding parameters, before reaching the database
+    return isinstance(exc, (TypeError, ValueError, OverflowError))
 
 
 def _thresholds(loaded: LoadedRecipe) -> dict:

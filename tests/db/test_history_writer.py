@@ -244,3 +244,58 @@ def test_schema_is_migrated_on_start(tmp_path):
     engine = make_engine(url)
     assert upgrade(engine)[0] == "0001"  # already at head: start() migrated it
     engine.dispose()
+
+
+# ---- hostile results and an unreachable server (SQLite and PostgreSQL) -----------------------------
+def test_nan_scores_and_overlong_names_are_stored_not_lost(db_url, tmp_path):
+    w = writer_for(tmp_path, url=db_url)
+    w.start()
+    insp = make_inspection(1, reject=True)
+    insp.scores.update({"nan": float("nan"), "inf": float("inf"), "np": np.float32(0.5)})
+    insp.defects[0].class_name = "x" * 100
+    insp.defects[1].confidence = float("nan")
+    w.publish(insp)
+    assert w.flush(20)
+    w.close()
+    (row,) = rows(w.engine)
+    assert row.scores["nan"] is None and row.scores["inf"] is None and row.scores["np"] == 0.5
+    assert len(row.defects) == 3 and row.defects[0].class_name == "x" * 63 + "…" and row.defects[1].confidence == 0.0
+    w.engine.dispose()
+
+
+def test_a_result_the_database_refuses_is_dropped_alone_and_counted(db_url, tmp_path):
+    w = writer_for(tmp_path, url=db_url, batch_size=50)
+    for i in range(10):
+        w.publish(make_inspection(i, reject=i % 2 == 0, part_id=2**70 if i == 4 else None))  # beyond BIGINT
+    w.start()
+    assert w.flush(20)
+    w.close()
+    assert sorted(r.sequence for r in rows(w.engine)) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert w.stats.lost == 1 and w.stats.written == 9
+    from db.writer import ALARM_BAD_RESULT
+
+    assert "seq 4" in next(a.message for a in w.alarms.all() if a.key == ALARM_BAD_RESULT)
+    w.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_unreachable_at_start_then_back(pg_server, tmp_path):
+    import uuid
+
+    import psycopg
+
+    name = "late_" + uuid.uuid4().hex[:10]
+    w = writer_for(tmp_path, url=f"{pg_server}/{name}", retry_backoff_s=(0.1,))
+    w.start()  # the database does not exist yet: an alarm, not a crash
+    assert w.alarms.is_active(ALARM_DB) and "cannot open or migrate" in next(a.message for a in w.alarms.active())
+    for i in range(5):
+        w.publish(make_inspection(i, reject=True))
+    with psycopg.connect(pg_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    assert w.flush(30)
+    w.close()
+    assert not w.alarms.is_active(ALARM_DB)
+    assert [len(r.defects) for r in rows(w.engine)] == [3] * 5
+    w.engine.dispose()
+    with psycopg.connect(pg_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
