@@ -118,6 +118,16 @@ install_file() {
     return 0
 }
 
+# install_new SRC DEST OWNER GROUP MODE: a file the site then owns (copied once, never overwritten).
+install_new() {
+    local src=$1 dest=$ROOT$2 owner=$3 group=$4 mode=$5
+    if [[ -n $ROOT ]]; then
+        act install -m "$mode" "$src" "$dest"
+    else
+        act install -o "$owner" -g "$group" -m "$mode" "$src" "$dest"
+    fi
+}
+
 # ensure_dir DIR OWNER GROUP MODE
 ensure_dir() {
     local dir=$ROOT$1 owner=$2 group=$3 mode=$4
@@ -237,10 +247,10 @@ ensure_user() {
     done
     # Config is root-owned and only readable by the service; state belongs to the service.
     ensure_dir "$CONF_DIR" root "$SERVICE_USER" 0750
-    ensure_dir "$CONF_DIR/recipes" root "$SERVICE_USER" 0750
     ensure_dir "$STATE_DIR" "$SERVICE_USER" "$SERVICE_USER" 0750
     local sub
-    for sub in images models backups; do
+    # recipes/ is state, not config: the HMI's recipe editor activates versions by writing there.
+    for sub in recipes images models backups; do
         ensure_dir "$STATE_DIR/$sub" "$SERVICE_USER" "$SERVICE_USER" 0750
     done
     ensure_dir "$PREFIX" root root 0755
@@ -252,17 +262,16 @@ ensure_config() {
     if [[ -f $ROOT$dest ]]; then
         ok "$dest present (kept as is)"
     else
-        act install -m 0640 "$SCRIPT_DIR/station.example.toml" "$ROOT$dest"
-        [[ -n $ROOT ]] || sys_act chgrp "$SERVICE_USER" "$dest"
+        install_new "$SCRIPT_DIR/station.example.toml" "$dest" root "$SERVICE_USER" 0640
     fi
     local recipe name
     for recipe in "$SOURCE_DIR"/recipes/*.toml; do
         [[ -e $recipe ]] || continue
         name=$(basename "$recipe")
-        if [[ -f $ROOT$CONF_DIR/recipes/$name ]]; then
-            ok "$CONF_DIR/recipes/$name present (kept as is)"
+        if [[ -f $ROOT$STATE_DIR/recipes/$name ]]; then
+            ok "$STATE_DIR/recipes/$name present (kept as is)"
         else
-            act install -m 0640 "$recipe" "$ROOT$CONF_DIR/recipes/$name"
+            install_new "$recipe" "$STATE_DIR/recipes/$name" "$SERVICE_USER" "$SERVICE_USER" 0640
         fi
     done
     if install_file "$SCRIPT_DIR/README.md" "$PREFIX/deploy/README.md" 0644; then :; fi

@@ -117,7 +117,7 @@ def test_real_install_into_a_root_is_idempotent(tmp_path: Path, deploy_dir: Path
     }
     for rel, src in installed.items():
         assert (root / rel).read_bytes() == src.read_bytes(), rel
-    for d in ("var/lib/station/images", "var/lib/station/models", "var/lib/station/backups", "etc/station/recipes"):
+    for d in ("var/lib/station/images", "var/lib/station/models", "var/lib/station/backups", "var/lib/station/recipes"):
         assert (root / d).is_dir(), d
     assert oct((root / "etc/station").stat().st_mode & 0o777) == "0o750"
     snapshot = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}

@@ -128,4 +128,4 @@ def test_example_station_file_loads(deploy_dir: Path, tmp_path: Path):
     assert config.plc.port == 502
     assert config.inference.backend == "auto"
     assert config.database.url == "sqlite:////var/lib/station/station.db"
-    assert config.recipes_dir == tmp_path / "recipes"
+    assert config.recipes_dir == Path("/var/lib/station/recipes")  # writable under ProtectSystem=strict
