@@ -199,7 +199,26 @@ class RknnModel(InferenceModel):
         arr = np.ascontiguousarray(x, dtype=np.dtype(spec.dtype))
         return arr, ("nchw" if arr.ndim == 4 else None)
 
+    def _batch_of(self, inputs: dict[str, np.ndarray]) -> int | None:
+        """N when every input is N times the .rknn's batch of 1 (e.g. N crops at once), else None."""
+        sizes = set()
+        for spec in self.form.inputs:
+            x = inputs.get(spec.name)
+            if x is None or spec.shape[:1] != [1] or np.ndim(x) != len(spec.shape):
+                return None
+            sizes.add(np.shape(x)[0])
+        n = sizes.pop() if len(sizes) == 1 else None
+        return n if n and n > 1 else None
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = self._batch_of(inputs)
+        if n is not None:
+            # an .rknn has a fixed batch of 1: run the items one by one, stack the outputs
+            parts = [self._run_one({k: np.asarray(v)[i : i + 1] for k, v in inputs.items()}) for i in range(n)]
+            return {name: np.concatenate([p[name] for p in parts], axis=0) for name in self.form.outputs}
+        return self._run_one(inputs)
+
+    def _run_one(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds, formats = [], []
         for i, spec in enumerate(self.form.inputs):
             if spec.name not in inputs:

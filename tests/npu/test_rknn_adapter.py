@@ -173,3 +173,14 @@ def test_onnx_backend_unchanged(models_dir, images):
     m = load_model(models_dir, "tiny", "onnxruntime", threads=1)
     assert isinstance(m, OnnxModel) and not isinstance(m, ModelPool)
     assert m.run({"image": normalise(images[0])})["logits"].shape == (1, 4)
+
+
+def test_a_batch_runs_item_by_item_on_a_batch_one_rknn(models_dir, images):
+    # the classifier sends N crops at once; an .rknn has a fixed batch of 1
+    rknn_double.add_simulated_form(models_dir, "tiny")
+    batch = np.concatenate([normalise(img) for img in images[:4]])
+    want = np.concatenate([_onnx_logits(models_dir, normalise(img)) for img in images[:4]])
+    with load_model(models_dir, "tiny", "rknn:2", runtime_class=rknn_double.simulated(), scheduler=CoreScheduler()) as m:
+        got = m.run({"image": batch})["logits"]
+    assert got.shape == (4, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
