@@ -6,10 +6,11 @@ the station file's directory. ``StationConfig.embedded()`` is the no-hardware de
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from station.config_errors import ConfigError, load_toml_model
 
@@ -65,6 +66,27 @@ class PlcConfig(Strict):
     input_base: int = Field(default=0, ge=0)
     output_base: int = Field(default=100, ge=0)
     reconnect_backoff_ms: list[int] = Field(default_factory=lambda: [100, 250, 500, 1000, 2000])
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_is_ip(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        return entries
+
+    @model_validator(mode="after")
+    def _blocks_apart(self) -> "PlcConfig":
+        # client mode: the 4 input and 18 output words live in the PLC's memory and must not overlap
+        if self.input_base < self.output_base + 18 and self.output_base < self.input_base + 4:
+            raise ValueError(
+                f"input_base {self.input_base} (4 words) overlaps output_base {self.output_base} (18 words)"
+            )
+        if self.input_base + 4 > 65536 or self.output_base + 18 > 65536:
+            raise ValueError("input_base / output_base blocks must end below register 65536")
+        return self
 
 
 class DatabaseConfig(Strict):
