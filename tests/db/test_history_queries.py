@@ -125,23 +125,32 @@ def test_yield_per_hour_matches_the_data(history):
     assert all(b.rejected == b.total - b.passed for b in got)
 
 
-def test_yield_per_shift_in_a_local_time_zone(history):
+@pytest.mark.parametrize("zone,plan", [
+    # +05:30 and a shift change at 14:30: counted per minute
+    ("Asia/Kolkata", ShiftPlan((Shift("A", dt.time(6), dt.time(14, 30)), Shift("B", dt.time(14, 30), dt.time(22)),
+                                Shift("N", dt.time(22), dt.time(6))), "Asia/Kolkata")),
+    # whole-hour offset and boundaries: counted per hour
+    ("Europe/Berlin", ShiftPlan((Shift("A", dt.time(6), dt.time(14)), Shift("B", dt.time(14), dt.time(22)),
+                                 Shift("N", dt.time(22), dt.time(6))), "Europe/Berlin")),
+])
+def test_yield_per_shift_in_a_local_time_zone(history, zone, plan):
     q, written = history
-    tz = zoneinfo.ZoneInfo("Asia/Kolkata")  # +05:30: shifts do not fall on UTC hours
-    plan = ShiftPlan((Shift("A", dt.time(6), dt.time(14, 30)), Shift("B", dt.time(14, 30), dt.time(22)), Shift("N", dt.time(22), dt.time(6))), "Asia/Kolkata")
+    tz = zoneinfo.ZoneInfo(zone)
+    a, b, n = plan.shifts
     want = collections.Counter()
     passed = collections.Counter()
     for insp, s in written:
         local = s["when"].astimezone(tz)
         t = local.time()
-        if dt.time(6) <= t < dt.time(14, 30):
+        if a.start <= t < a.end:
             key = (local.date(), "A")
-        elif dt.time(14, 30) <= t < dt.time(22):
+        elif b.start <= t < b.end:
             key = (local.date(), "B")
         else:
-            key = ((local - dt.timedelta(days=1)).date() if t < dt.time(6) else local.date(), "N")
+            key = ((local - dt.timedelta(days=1)).date() if t < n.end else local.date(), "N")
         want[key] += 1
         passed[key] += 0 if s["reject"] else 1
+    assert HistoryQueries._shift_unit(plan, tz, HistoryFilter()) == ("minute" if zone == "Asia/Kolkata" else "hour")
     got = q.yield_by_shift(HistoryFilter(), plan)
     assert {(g.date, g.shift): g.total for g in got} == dict(want)
     assert {(g.date, g.shift): g.passed for g in got} == dict(passed)
