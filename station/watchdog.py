@@ -76,6 +76,7 @@ class ServiceWatchdog:
         self._lock = threading.Lock()
         self._last_ping_s: float | None = None
         self._stalled = False
+        self._last_status: str | None = None
         self.pings_sent = 0
 
     # ---- lifecycle messages -----------------------------------------------------------------
@@ -112,6 +113,7 @@ class ServiceWatchdog:
                         age,
                     )
                     self._send(f"STATUS=pipeline stalled for {age:.1f} s; expecting restart by the watchdog")
+                    self._last_status = None  # on recovery the counters line replaces the stall notice
                 return False
             if self._stalled:
                 self._stalled = False
@@ -120,8 +122,27 @@ class ServiceWatchdog:
                 return False
             self._last_ping_s = now
             self.pings_sent += 1
-        self._send("WATCHDOG=1")
+            status = self._status_line()
+            changed = status is not None and status != self._last_status
+            if changed:
+                self._last_status = status
+        # One datagram: systemd applies both assignments together.
+        self._send("WATCHDOG=1" + (f"\nSTATUS={status}" if changed else ""))
         return True
+
+    def _status_line(self) -> str | None:
+        """Counters for `systemctl status station`, from the pipeline's stats and alarms if it has them."""
+        stats = getattr(self.pipeline, "stats", None)
+        if stats is None:
+            return None
+        try:
+            line = f"running: {stats.parts} parts, {stats.passed} pass, {stats.rejected} reject"
+            alarms = getattr(self.pipeline, "alarms", None)
+            if alarms is not None:
+                line += f", {len(alarms.active())} active alarm(s)"
+            return line
+        except Exception:  # a status line must never cost a ping
+            return None
 
     def run(self, stop: threading.Event, period_s: float | None = None, on_tick: Callable[[], None] | None = None) -> None:
         """Main-loop helper: ``tick()`` every ``period_s`` (default: a fifth of the interval,

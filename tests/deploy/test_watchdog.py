@@ -85,6 +85,10 @@ def pings(messages: list[str]) -> int:
     return sum(1 for m in messages if "WATCHDOG=1" in m.splitlines())
 
 
+def statuses(messages: list[str]) -> list[str]:
+    return [line.removeprefix("STATUS=") for m in messages for line in m.splitlines() if line.startswith("STATUS=")]
+
+
 @pytest.fixture
 def pipeline(tmp_path: Path):
     recipe_file = tmp_path / "plate.toml"
@@ -125,6 +129,9 @@ def test_pings_stop_while_publisher_is_stuck_and_resume_after(notify_socket, pip
         sink.release.set()
         resumed = drain(notify_socket, 0.5)
         assert pings(resumed) >= 3, resumed
+        # the status line follows the counters: the stuck part has been counted since
+        assert statuses(healthy)[-1] == "running: 0 parts, 0 pass, 0 reject, 0 active alarm(s)"
+        assert statuses(resumed)[-1] == "running: 1 parts, 1 pass, 0 reject, 0 active alarm(s)"
     finally:
         sink.release.set()
         stop.set()
@@ -165,6 +172,6 @@ def test_context_manager_sends_ready_then_stopping(notify_socket, pipeline):
         assert watchdog.tick()
     messages = drain(notify_socket, 0.1)
     assert messages[0].startswith("READY=1")
-    assert messages[1] == "WATCHDOG=1"
+    assert messages[1].splitlines()[0] == "WATCHDOG=1"
     assert messages[-1].startswith("STOPPING=1")
     pipeline.stop(timeout_s=5)
