@@ -278,13 +278,28 @@ class RegisterServer:
         return self._server.refused_frames if self._server else 0
 
     def start(self, timeout_s: float = 5.0) -> None:
-        """Bind and listen; raises OSError-like RuntimeError if the address cannot be served."""
+        """Bind and listen; raises RuntimeError naming the address and the OS reason if it cannot."""
+        self._probe_bind()
         self._thread = threading.Thread(target=self._run, name="plc-server", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout_s):
             raise RuntimeError(f"PLC server on {self.host}:{self.port} did not start within {timeout_s} s")
         if self._start_error is not None:
             raise RuntimeError(f"PLC server cannot listen on {self.host}:{self.port}: {self._start_error}") from self._start_error
+
+    def _probe_bind(self) -> None:
+        # pymodbus only logs the OS error and raises "Could not start listen"; find the reason first
+        import socket
+
+        try:
+            infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, kind, proto, _, address = infos[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as exc:
+            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" if self.port < 1024 else ""
+            raise RuntimeError(f"PLC server cannot listen on {self.host}:{self.port}: {exc.strerror or exc}{hint}") from None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         loop, server = self._loop, self._server

@@ -142,3 +142,26 @@ def test_address_outside_allow_list_but_other_client_keeps_working(make_rig):
         good.close()
         bad.close()
     assert rig.service.server.refused_connections >= 1
+
+
+def test_port_in_use_is_a_clear_start_error(tmp_path):
+    import socket
+
+    from station.alarms import AlarmBoard
+    from station.config import PlcConfig
+    from station.pipeline import Pipeline
+    from station.plc.service import PlcService
+    from station.stats import StationStats
+    from tests.plc.conftest import write_recipes
+    from tests.plc.parts import TinyCamera
+
+    book = write_recipes(tmp_path / "recipes", [("widget", 7, 1000)])
+    pipeline = Pipeline({"top": TinyCamera()}, lambda loaded: TinyInspector(), AlarmBoard())
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        service = PlcService(PlcConfig(port=port), pipeline, book, AlarmBoard(), StationStats())
+        with pytest.raises(RuntimeError, match=rf"127\.0\.0\.1:{port}: Address already in use"):
+            service.start()
+        service.stop()  # safe after a failed start
