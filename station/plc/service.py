@@ -18,7 +18,15 @@ from station.config import PlcConfig
 from station.inspection import Inspection, Outcome, RejectReason
 from station.pipeline import Pipeline, TriggerRefused
 from station.plc.handshake import ModbusHandshake, PlcResult, TriggerRejected
-from station.plc.registers import FAILSAFE_RESULT_CODE, NO_RESULT, TRIGGER_REFUSED_CODE, ErrorCode
+from station.plc.registers import (
+    ERROR_TEXT,
+    FAILSAFE_RESULT_CODE,
+    NO_RESULT,
+    TRIGGER_REFUSED_CODE,
+    ErrorCode,
+    Status,
+    describe_bits,
+)
 from station.recipe import RecipeBook
 from station.stats import StationStats
 
@@ -109,6 +117,36 @@ class PlcService:
         """The output block as it is now (for the HMI and tests)."""
         with self._lock:
             return self.handshake.outputs()
+
+    def snapshot(self) -> dict:
+        """Link state for the HMI and `station doctor` (plain values, safe to serialise)."""
+        with self._lock:
+            hs = self.handshake
+            out = hs.outputs()
+            snap = {
+                "mode": self.config.mode,
+                "address": f"{self.config.host}:{self.config.port}",
+                "running": hs.running,
+                "plc_online": hs.plc_online,
+                "ready": bool(out[0] & Status.READY),
+                "status_bits": describe_bits(Status, out[0]),
+                "error_code": int(hs.error),
+                "error": ERROR_TEXT[hs.error],
+                "in_flight": len(hs.in_flight),
+                "results_waiting": len(hs.waiting) + (hs.presented is not None),
+                "acknowledged": hs.acknowledged,
+                "accepted_triggers": hs.acquisition_id,
+            }
+        if self.server is not None:
+            snap.update(
+                requests=self.server.requests,
+                refused_requests=self.server.refused_requests,
+                refused_connections=self.server.refused_connections,
+                dropped_connections=self.server.dropped_connections,
+            )
+        if self.poller is not None:
+            snap.update(connected=self.poller.connected, polls=self.poller.polls, reconnects=max(0, self.poller.connects - 1))
+        return snap
 
     # ---- link callbacks -------------------------------------------------------------------
     def _on_inputs(self, words: list[int]) -> None:

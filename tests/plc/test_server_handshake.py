@@ -178,3 +178,54 @@ def test_outputs_cleared_at_shutdown(make_rig):
     block = rig.service.server.registers.snapshot()[100:118]
     assert block[Out.STATUS] == 0 and block[Out.RESULT_CODE] == NO_RESULT
     rig.service.stop()  # twice is fine
+
+
+def test_one_request_per_cycle_with_read_write_multiple(make_rig):
+    """FC 23 writes the control block and reads the status in one request: the answer to the
+    TRIGGER write already carries TRIGGER_ACK (the write is handled before the read)."""
+    rig = make_rig()
+    plc = rig.master()
+
+    def cycle(control, part_id=0):
+        hi, lo = part_id >> 16, part_id & 0xFFFF
+        rr = plc.client.readwrite_registers(read_address=100, read_count=18, write_address=0, values=[control, 0, hi, lo], device_id=1)
+        assert not rr.isError(), rr
+        return rr.registers
+
+    out = cycle(int(Control.TRIGGER | Control.HEARTBEAT), 31)
+    assert status(out) & Status.TRIGGER_ACK
+    out = cycle(0, 31)
+    while not status(out) & Status.RESULT_VALID:
+        out = cycle(0, 31)
+    assert part_id_of(out) == 31 and status(out) & Status.PASS
+    out = cycle(int(Control.RESULT_ACK), 31)
+    assert not status(out) & Status.RESULT_VALID  # acknowledged in the same request
+    cycle(0)
+    rr = plc.client.readwrite_registers(read_address=100, read_count=1, write_address=100, values=[1], device_id=1)
+    assert rr.isError() and rr.exception_code == 2
+
+
+def test_mask_write_sets_one_control_bit(make_rig):
+    rig = make_rig()
+    plc = rig.master()
+    plc.client.write_registers(2, [0, 77], device_id=1)
+    rr = plc.client.mask_write_register(address=0, and_mask=0xFFFF ^ Control.TRIGGER, or_mask=Control.TRIGGER, device_id=1)
+    assert not rr.isError(), rr
+    plc.control = int(Control.TRIGGER)
+    ack = plc.wait(lambda o: bool(o[Out.STATUS] & Status.TRIGGER_ACK))
+    assert ack[Out.ACQUISITION_ID] == 1
+    plc.drop(Control.TRIGGER)
+    assert part_id_of(plc.take_result()) == 77
+
+
+def test_snapshot_for_hmi(make_rig):
+    import json
+
+    rig = make_rig()
+    plc = rig.master()
+    plc.trigger(5)
+    plc.wait(lambda o: bool(o[Out.STATUS] & Status.RESULT_VALID))
+    snap = rig.service.snapshot()
+    json.dumps(snap)
+    assert snap["mode"] == "server" and snap["plc_online"] and snap["results_waiting"] == 1
+    assert "RESULT_VALID" in snap["status_bits"] and snap["accepted_triggers"] == 1 and snap["requests"] > 0
