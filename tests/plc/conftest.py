@@ -68,13 +68,14 @@ def make_rig(tmp_path):
         queue_depth: int = 8,
         recipes: list[tuple[str, int, int]] | None = None,
         build_inspector: Callable | None = None,
+        camera: TinyCamera | None = None,
         **plc,
     ) -> Rig:
         inspector = inspector or TinyInspector()
         book = write_recipes(tmp_path / "recipes", recipes or [("widget", 7, budget_ms)])
         alarms, stats = AlarmBoard(), StationStats()
         pipeline = Pipeline(
-            {"top": TinyCamera()}, build_inspector or (lambda loaded: inspector), alarms, queue_depth=queue_depth, stats=stats
+            {"top": camera or TinyCamera()}, build_inspector or (lambda loaded: inspector), alarms, queue_depth=queue_depth, stats=stats
         )
         pipeline.load_recipe(book.get((recipes or [("widget",)])[0][0]))
         pipeline.start()

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from station.camera.base import Camera
+from station.camera.base import Camera, CameraError
 from station.inspection import Defect, Inspection, Outcome, Verdict, View
 from station.pipeline import Findings
 
@@ -32,6 +32,9 @@ plc_code = 3
 class TinyCamera(Camera):
     name = "top"
 
+    def __init__(self, fail_parts=()):
+        self.fail_parts = set(fail_parts)
+
     def open(self) -> None:
         pass
 
@@ -39,13 +42,16 @@ class TinyCamera(Camera):
         pass
 
     def grab(self, part_id: int, timeout_s: float) -> View:
+        if part_id in self.fail_parts:
+            raise CameraError(f"camera top: no frame for part {part_id}")
         return View(camera="top", image=np.zeros((4, 4), np.uint8), frame_id=part_id)
 
 
 class TinyInspector:
-    def __init__(self, defective=(), stall_s: dict | None = None, fail_build: bool = False):
+    def __init__(self, defective=(), stall_s: dict | None = None, undecidable=()):
         self.defective = set(defective)
         self.stall_s = stall_s or {}  # part_id -> seconds spent in find_defects
+        self.undecidable = set(undecidable)  # part IDs whose decide() raises
 
     def preprocess(self, views: list[View]) -> list[View]:
         return views
@@ -60,6 +66,8 @@ class TinyInspector:
         return Findings(defects=defects, scores={})
 
     def decide(self, inspection: Inspection) -> Verdict:
+        if inspection.part_id in self.undecidable:
+            raise ValueError("rule table inconsistent")
         if inspection.defects:
             return Verdict(Outcome.REJECT, "scratch", top_defect=inspection.defects[0], plc_code=3)
         return Verdict(Outcome.PASS, "no defect")

@@ -165,3 +165,25 @@ def test_port_in_use_is_a_clear_start_error(tmp_path):
         with pytest.raises(RuntimeError, match=rf"127\.0\.0\.1:{port}: Address already in use"):
             service.start()
         service.stop()  # safe after a failed start
+
+
+@pytest.mark.parametrize(
+    "part,code",
+    [(61, ErrorCode.CAMERA_ERROR), (62, ErrorCode.DECISION_ERROR)],
+    ids=["camera fails", "rules raise"],
+)
+def test_stage_failure_is_failsafe_reject_with_its_error_code(make_rig, part, code):
+    from tests.plc.parts import TinyCamera
+
+    rig = make_rig(camera=TinyCamera(fail_parts={61}), inspector=TinyInspector(undecidable={62}))
+    plc = rig.master()
+    plc.trigger(part)
+    out = plc.take_result()
+    assert status(out) & Status.REJECT and not status(out) & Status.PASS
+    assert out[Out.RESULT_CODE] == NO_RESULT and out[Out.ERROR_CODE] == code and out[Out.DEFECT_COUNT] == 0
+    plc.set(Control.CLEAR_ERROR)  # cause gone with the part: cleared
+    cleared = plc.wait(lambda o: bool(o[Out.STATUS] & Status.CMD_DONE))
+    assert cleared[Out.ERROR_CODE] == 0
+    plc.drop(Control.CLEAR_ERROR)
+    plc.trigger(part + 100)
+    assert status(plc.take_result()) & Status.PASS
