@@ -257,35 +257,31 @@ def run_pipeline(inspector, camera: Camera, parts: int, workers: int, warmup: in
     return rate, [i for _, i in done]
 
 
-def bench_backend(
-    models_dir: Path,
-    backend: str,
-    parts: int,
-    workers: int,
-    npu_cores: int | None = None,
-    threads: int = 0,
-    distinct_frames: int = 8,
-    classifier: str | None = None,
-) -> BenchRun:
-    be = f"{backend}:{npu_cores}" if npu_cores else backend
-    inspector = SamPromptInspector(models_dir, be, threads, classifier)
-    try:
-        views = simulated_views(distinct_frames)
-        camera = ReplayFramesCamera(views)
-        for v in views:  # warm-up: sessions, and the double's memo of each distinct frame
-            inspector.find_defects(inspector.preprocess([v]))
-        # each stage alone, with the parallelism it has in the pipeline
-        grabbed = [camera.grab(i, 1.0) for i in range(parts)]
-        prepared = [inspector.preprocess([v])[0] for v in grabbed]
-        warm = min(max(2, workers), parts // 4)
-        alone = {
-            "acquire": stage_alone_rate(lambda i: camera.grab(i, 1.0), list(range(parts)), 1, warm),
-            "preprocess": stage_alone_rate(lambda v: inspector.preprocess([v]), grabbed, 1, warm),
-            "analyse": stage_alone_rate(lambda v: inspector.find_defects([v]), prepared, workers, warm),
-        }
-        rate, insps = run_pipeline(inspector, camera, parts, workers, warm)
-    finally:
-        inspector.close()
+def analyse_and_decide(inspector, view: View) -> Verdict:
+    """What one analyse worker of the pipeline does for a part: find defects, then decide."""
+    findings = inspector.find_defects([view])
+    insp = Inspection(sequence=0, part_id=view.frame_id, recipe="bench", recipe_version=1,
+                      triggered_at_s=time.time(), deadline_s=time.monotonic() + 600, views=[view])
+    insp.defects = list(findings.defects)
+    insp.overlay = findings.overlay
+    return inspector.decide(insp)
+
+
+def measure(inspector, views: list[View], backend: str, npu_cores: int | None, parts: int, workers: int) -> BenchRun:
+    """Warm up on every distinct view, time each stage alone, then the whole pipeline."""
+    camera = ReplayFramesCamera(views)
+    for v in views:  # warm-up: sessions, and the double's memo of each distinct frame
+        inspector.find_defects(inspector.preprocess([v]))
+    grabbed = [camera.grab(i, 1.0) for i in range(parts)]
+    prepared = [inspector.preprocess([v])[0] for v in grabbed]
+    warm = min(max(2, workers), parts // 4)
+    # each stage alone, with the parallelism it has in the pipeline
+    alone = {
+        "acquire": stage_alone_rate(lambda i: camera.grab(i, 1.0), list(range(parts)), 1, warm),
+        "preprocess": stage_alone_rate(lambda v: inspector.preprocess([v]), grabbed, 1, warm),
+        "analyse": stage_alone_rate(lambda v: analyse_and_decide(inspector, v), prepared, workers, warm),
+    }
+    rate, insps = run_pipeline(inspector, camera, parts, workers, warm)
     stages: dict[str, list[float]] = {}
     for insp in insps:
         for k, v in insp.timings_ms.items():
@@ -303,7 +299,25 @@ def bench_backend(
     )
 
 
-def run_bench(backend: str, parts: int, sam_dir: Path, work_dir: Path, threads: int = 0, classifier_dir: Path | None = None) -> dict:
+def bench_backend(
+    models_dir: Path,
+    backend: str,
+    parts: int,
+    workers: int,
+    npu_cores: int | None = None,
+    threads: int = 0,
+    distinct_frames: int = 8,
+) -> BenchRun:
+    """The SAM prompt workload on simulated parts."""
+    be = f"{backend}:{npu_cores}" if npu_cores else backend
+    inspector = SamPromptInspector(models_dir, be, threads)
+    try:
+        return measure(inspector, simulated_views(distinct_frames), backend, npu_cores, parts, workers)
+    finally:
+        inspector.close()
+
+
+def run_bench(backend: str, parts: int, sam_dir: Path, work_dir: Path, threads: int = 0) -> dict:
     """The `station bench` report: one run on onnxruntime, or sim-rk3588 on 1, 2 and 3 cores with the speed-up."""
     from station.inference import rknn_double
 
@@ -325,7 +339,10 @@ def run_bench(backend: str, parts: int, sam_dir: Path, work_dir: Path, threads: 
 
 
 def format_report(report: dict) -> str:
-    lines = [f"station bench: {report['backend']}, {report['parts']} parts; {report['workload']}"]
+    what = report.get("workload") or f"recipe {report.get('recipe')} as configured"
+    lines = [f"station bench: {report['backend']}, {report['parts']} parts; {what}"]
+    for name, where in report.get("models", {}).items():
+        lines.append(f"  model {name}: {where}")
     if "simulated_latency_ms" in report:
         lines.append("simulated RK3588 single-core latency (ms): " + ", ".join(f"{k} {v:g}" for k, v in report["simulated_latency_ms"].items()))
     for r in report["runs"]:
@@ -340,3 +357,87 @@ def format_report(report: dict) -> str:
     if "speedup_1_to_3" in report:
         lines.append(f"\nspeed-up 1 -> 3 cores: {report['speedup_1_to_3']:.2f}x")
     return "\n".join(lines)
+
+
+# ---- a shipped recipe as configured -------------------------------------------------------
+def recipe_views(manifest: Path, count: int) -> list[View]:
+    """The first ``count`` readable images of a manifest CSV (``image`` column), as camera views."""
+    import csv
+
+    views = []
+    with open(manifest, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            img = cv2.imread(str(manifest.parent / row["image"]), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            views.append(View("top", cv2.cvtColor(img, cv2.COLOR_BGR2RGB), len(views), 0.0, row["image"]))
+            if len(views) == count:
+                break
+    if not views:
+        raise ValueError(f"no readable images in {manifest}")
+    return views
+
+
+def stage_recipe_models(models_dir: Path, names: list[str], work: Path, simulated_npu: bool) -> dict[str, str]:
+    """Link the recipe's models into ``work``; with a simulated NPU give each a batch-1 RKNN form where shapes allow.
+
+    Returns model name -> where it runs ("rknn (simulated)" or "onnxruntime: reason").
+    """
+    import onnxruntime as ort
+
+    from station.inference import rknn_double
+
+    work.mkdir(parents=True, exist_ok=True)
+    placement = {}
+    for name in names:
+        meta = ModelMetadata.read(models_dir / f"{name}.json")
+        for f in {meta.file}:
+            if not (work / f).exists():
+                (work / f).symlink_to((models_dir / f).resolve())
+        meta.model_copy(update={"forms": {}}).write(work / f"{name}.json")
+        if not simulated_npu:
+            placement[name] = "onnxruntime"
+            continue
+        session = ort.InferenceSession(str(work / meta.file), providers=["CPUExecutionProvider"])
+        shapes = {}
+        for i in session.get_inputs():
+            shape = [1] + list(i.shape[1:])
+            if meta.role == "sam_decoder" and i.name in ("point_coords", "point_labels"):
+                shape = [1, 2, 2] if i.name == "point_coords" else [1, 2]
+            shapes[i.name] = shape
+        try:
+            rknn_double.add_simulated_form(work, name, shapes=shapes)
+            placement[name] = "rknn (simulated)"
+        except ValueError as exc:  # dynamic spatial dims: an NPU needs fixed shapes
+            placement[name] = f"onnxruntime: {exc}"
+    return placement
+
+
+def bench_recipe(
+    recipe_path: Path, manifest: Path, models_dir: Path, backend: str, parts: int, work_dir: Path,
+    threads: int = 0, distinct_frames: int = 8,
+) -> dict:
+    """Parts/s of a shipped recipe as configured (its own models and analyzer) on its own images."""
+    from station.vision.inspector import build_inspector
+
+    loaded = load_recipe(recipe_path)
+    refs = loaded.recipe.models
+    names = [n for n in (refs.proposals, refs.classifier) if n]
+    if loaded.recipe.vision.analyzer == "sam":
+        names.append(refs.segmentation)
+        pair = ModelMetadata.read(models_dir / f"{refs.segmentation}.json").pair
+        if pair:
+            names.append(pair)
+    sim = backend == "sim-rk3588"
+    placement = stage_recipe_models(models_dir, names, work_dir / "models", sim)
+    views = recipe_views(manifest, distinct_frames)
+    report = {"recipe": loaded.recipe.name, "backend": backend, "parts": parts, "models": placement, "runs": []}
+    for cores in ((1, 3) if sim else (None,)):
+        be = f"{backend}:{cores}" if cores else backend
+        inspector = build_inspector(loaded, work_dir / "models", be, threads)
+        workers = cores + 1 if cores else 1
+        run = measure(inspector, views, backend, cores, parts, workers)
+        report["runs"].append(asdict(run))
+    if sim:
+        report["speedup_1_to_3"] = round(report["runs"][1]["parts_per_s"] / report["runs"][0]["parts_per_s"], 2)
+    return report

@@ -81,7 +81,8 @@ def convert(spec: dict) -> dict:
         baked = bool(spec.get("mean_values"))
         for sample_paths in spec["held_back"]:
             sample = [np.load(p) for p in sample_paths]
-            formats = ["nhwc" if (baked and x.ndim == 4) else ("nchw" if x.ndim == 4 else None) for x in sample]
+            # a string per input: the toolkit calls .lower() on each (None fails); only 4-D inputs use it
+            formats = ["nhwc" if (baked and x.ndim == 4 and i == 0) else "nchw" for i, x in enumerate(sample)]
             got = rknn.inference(inputs=sample, data_format=formats)
             if got is None:
                 raise RuntimeError("simulator inference returned None")

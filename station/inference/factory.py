@@ -3,7 +3,8 @@
 Backends: ``onnxruntime`` (CPU), ``rknn`` (RK3588 NPU, one runtime per core, pooled),
 ``auto`` (rknn when the NPU is present and the model has an RKNN form, else onnxruntime,
 logged with the reason), and ``sim-rk3588`` (the rknn path on the RKNNLite double with the
-published RK3588 latencies, for benchmarks on a PC). ``rknn`` and ``sim-rk3588`` take an
+published RK3588 latencies, for benchmarks on a PC; like ``auto`` on a board, a model
+without an RKNN form runs on onnxruntime). ``rknn`` and ``sim-rk3588`` take an
 optional core count suffix, e.g. ``rknn:2``; the default is every core (3 on an RK3588).
 """
 
@@ -106,6 +107,9 @@ def load_model(
     if kind == "onnxruntime":
         return OnnxModel(path, meta, threads=threads)
     if kind == "sim-rk3588":
+        if not rknn_forms(meta, "rk3588"):  # like auto on a board: what is not converted runs on the CPU
+            log.warning("model %s: no RKNN form; runs on onnxruntime (CPU) in the simulated RK3588 station", name)
+            return OnnxModel(path, meta, threads=threads)
         return load_rknn_pool(
             models_dir, meta, cores or 3, "rk3588", form, runtime_class or simulated_rk3588_runtime(), scheduler
         )

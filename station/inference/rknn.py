@@ -177,7 +177,7 @@ class RknnModel(InferenceModel):
                 raise ModelError(f"model {self.name}: form has {len(self._mean)} mean_values but {len(self._std)} std_values")
 
     # ---- input conversion -----------------------------------------------------------
-    def _feed(self, index: int, spec: RknnTensor, x: np.ndarray) -> tuple[np.ndarray, str | None]:
+    def _feed(self, index: int, spec: RknnTensor, x: np.ndarray) -> tuple[np.ndarray, str]:
         """The array to hand RKNNLite for input ``spec`` and its data_format."""
         shape = list(spec.shape)
         baked = self.form.baked_normalization and index < len(self._mean) and len(shape) == 4
@@ -197,7 +197,8 @@ class RknnModel(InferenceModel):
         if list(x.shape) != shape:
             raise ModelError(f"model {self.name}: input {spec.name} has shape {list(x.shape)}, the .rknn takes {shape} (fixed)")
         arr = np.ascontiguousarray(x, dtype=np.dtype(spec.dtype))
-        return arr, ("nchw" if arr.ndim == 4 else None)
+        # one string per input: the toolkit lower()s each; it only matters for 4-D tensors
+        return arr, "nchw"
 
     def _batch_of(self, inputs: dict[str, np.ndarray]) -> int | None:
         """N when every input is N times the .rknn's batch of 1 (e.g. N crops at once), else None."""
