@@ -73,7 +73,7 @@ class GuardedRegisters(ModbusBaseDeviceContext):
             self._words = [0] * MAP_END
 
     def getValues(self, fc_as_hex: int, address: int, count: int = 1) -> list[int]:  # noqa: N802 (pymodbus API)
-        if fc_as_hex not in READ_CODES | WRITE_CODES | {READ_WRITE_CODE} or not _inside(address, count, 0, MAP_END):
+        if fc_as_hex not in SERVED_CODES or not _inside(address, count, 0, MAP_END):
             # unreachable through the server (requests are checked first); guard for direct callers
             raise ValueError(f"read of {count} registers at {address} is outside the map")
         with self._lock:
@@ -195,7 +195,10 @@ class _GuardedHandler(ServerRequestHandler):
         peer = transport.get_extra_info("peername") or ("?", 0)
         if not client_allowed(str(peer[0]), server.allow):
             server.refused_connections += 1
-            log.warning("PLC server: connection from %s refused (not in plc.allow)", peer[0])
+            # a scanner must not flood the log: warn once per address, then count
+            level = logging.DEBUG if peer[0] in server.refused_addresses else logging.WARNING
+            server.refused_addresses.add(peer[0])
+            log.log(level, "PLC server: connection from %s refused (not in plc.allow)", peer[0])
             transport.abort()
             if self.listener is not None:
                 self.listener.active_connections.pop(self.unique_id, None)
@@ -226,6 +229,7 @@ class RegisterTcpServer(ModbusTcpServer):
         super().__init__(*args, **kwargs)
         self.allow = allow
         self.refused_connections = 0
+        self.refused_addresses: set[str] = set()
         self.dropped_connections = 0
         self.refused_frames = 0
         self.connections = 0
