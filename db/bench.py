@@ -182,7 +182,8 @@ def bench_queries(url: str, repeat: int, out: IO[str]) -> dict:
         "Pareto, last 24 h": lambda: q.pareto(HistoryFilter(since=day)),
         "Pareto, last 7 days": lambda: q.pareto(HistoryFilter(since=week)),
         "Pareto of a recipe, last 7 days": lambda: q.pareto(HistoryFilter(since=week, recipe=RECIPES[0])),
-        "count all (1M)": lambda: q.count(HistoryFilter()),
+        "recipe / class lists (filter menus)": lambda: (q.recipes(), q.defect_classes()),
+        "count all": lambda: q.count(HistoryFilter()),
         "yield per hour, all 30 days": lambda: q.yield_by_hour(HistoryFilter()),
     }
     results = {}

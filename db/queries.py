@@ -206,16 +206,16 @@ class HistoryQueries:
         """Recipe names known from stored recipe versions and inspections."""
         with self.engine.connect() as conn:
             names = set(conn.scalars(select(RecipeVersionRow.name).distinct()))
-            names |= set(conn.scalars(select(I.recipe_name).distinct()))
+            names |= set(_distinct(conn, I.recipe_name))
         return sorted(names)
 
     def defect_classes(self) -> list[str]:
         with self.engine.connect() as conn:
-            return sorted(conn.scalars(select(D.class_name).distinct()))
+            return _distinct(conn, D.class_name)
 
     def stations(self) -> list[str]:
         with self.engine.connect() as conn:
-            return sorted(conn.scalars(select(I.station_id).distinct()))
+            return _distinct(conn, I.station_id)
 
     def check(self, flt: HistoryFilter) -> None:
         """Raise FilterError if the filter names a recipe, class or station never seen (index lookups)."""
@@ -433,6 +433,22 @@ class HistoryQueries:
         stmt = select(bucket.label("b"), func.count(), passed).where(*self._where(flt)).group_by(bucket).order_by(bucket)
         with self.engine.connect() as conn:
             return [(_bucket_start(b), int(t), int(p or 0)) for b, t, p in conn.execute(stmt)]
+
+
+def _distinct(conn, col) -> list:
+    """Sorted distinct values of an indexed column, by index seeks (a "loose index scan").
+
+    SQLite plans DISTINCT on an indexed column this way by itself; PostgreSQL would read the
+    whole index, so there a recursive query jumps from one value to the next."""
+    if conn.dialect.name != "postgresql":
+        return sorted(v for v in conn.scalars(select(col).distinct()) if v is not None)
+    other = col.table.alias()
+    seed = select(func.min(col).label("v")).cte("vals", recursive=True)
+    step = select(
+        select(func.min(other.c[col.name])).where(other.c[col.name] > seed.c.v).scalar_subquery()
+    ).where(seed.c.v.is_not(None))
+    vals = seed.union_all(step)
+    return [v for v in conn.scalars(select(vals.c.v).where(vals.c.v.is_not(None)).order_by(vals.c.v))]
 
 
 def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
