@@ -136,27 +136,35 @@ class Authenticator:
             return LoginResult(False, f"too many failed logins: try again in {wait:.0f} s")
         if len(password) > MAX_PASSWORD_LENGTH:
             return self._fail(keys, name)
-        with self.store.session() as s:
+        with self.store.session() as s:  # read, then verify outside any transaction (argon2 is slow)
             row = self.store.user_row(s, name)
-            now = utcnow()
-            if row is not None and row.locked_until is not None and row.locked_until > now:
-                left = (row.locked_until - now).total_seconds()
-                return LoginResult(False, f"too many failed logins: try again in {left:.0f} s")
-            good = verify_password(row.password_hash if row else self._dummy_hash, password)
-            if row is None or not good or row.disabled:
+            stored = (row.password_hash, row.disabled, row.locked_until) if row is not None else None
+        now = utcnow()
+        if stored is not None and stored[2] is not None and stored[2] > now:
+            left = (stored[2] - now).total_seconds()
+            return LoginResult(False, f"too many failed logins: try again in {left:.0f} s")
+        good = verify_password(stored[0] if stored else self._dummy_hash, password)
+        if stored is None:
+            return self._fail(keys, name)
+        if not good or stored[1]:
+            lock = self.throttle.failure(keys[0])
+            for k in keys[1:]:
+                self.throttle.failure(k)
+            with self.store.write() as s:
+                row = self.store.user_row(s, name)
                 if row is not None:
                     row.failed_logins += 1
-                    lock = self.throttle.failure(keys[0])
                     if lock:
                         row.locked_until = now + dt.timedelta(seconds=lock)
-                    for k in keys[1:]:
-                        self.throttle.failure(k)
-                    return LoginResult(False, GENERIC_FAILURE)
-                return self._fail(keys, name)
+            return LoginResult(False, GENERIC_FAILURE)
+        with self.store.write() as s:
+            row = self.store.user_row(s, name)
+            if row is None or row.disabled:  # removed or disabled meanwhile
+                return LoginResult(False, GENERIC_FAILURE)
             row.failed_logins = 0
             row.locked_until = None
             row.last_login_at = now
-            if argon2.PasswordHasher().check_needs_rehash(row.password_hash):
+            if _hasher.check_needs_rehash(row.password_hash):
                 row.password_hash = hash_password(password)
             role = row.role
         for k in keys:

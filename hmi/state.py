@@ -91,7 +91,7 @@ class HmiState:
         self._wake = threading.Condition(self._lock)
         self._mailbox: collections.deque[Inspection] = collections.deque(maxlen=mailbox)
         self._strip: collections.deque[LiveResult] = collections.deque(maxlen=strip_length)
-        self._counters = DayCounters(dt.date.today())
+        self._counters = self._seed_counters(station)
         self.version = 0  # bumps when a new result is shown
         self.alarm_version = 0  # bumps on every alarm change
         self.received = 0
@@ -100,6 +100,16 @@ class HmiState:
         self._running = False
         self._thread: threading.Thread | None = None
         station.alarms.subscribe(self._on_alarm)
+
+    @staticmethod
+    def _seed_counters(station) -> DayCounters:
+        """Start from the station's own counters: parts inspected before the HMI was mounted count."""
+        snap = station.stats.snapshot()
+        classes = collections.Counter(snap.get("reject_classes", {}))
+        for reason, n in snap.get("reject_reasons", {}).items():
+            if reason != "defect":
+                classes[reason] += n
+        return DayCounters(dt.date.today(), snap["parts"], snap["pass"], snap["reject"], classes)
 
     # ---- feeding ------------------------------------------------------------------------
     def publish(self, inspection: Inspection) -> None:

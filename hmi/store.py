@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,14 +78,48 @@ def text_diff(before: str, after: str, name: str = "recipe") -> str:
                                         f"{name} (after)"))
 
 
+def immediate_engine(engine: Engine) -> Engine:
+    """An engine whose SQLite transactions take the write lock at BEGIN.
+
+    With SQLite's default deferred BEGIN, a transaction that reads and then writes fails with
+    "database is locked" (and no busy wait) when the history writer commits in between. The
+    HMI's read-modify-write transactions therefore begin IMMEDIATE and wait their turn.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    from db.engine import DEFAULT_BUSY_TIMEOUT_MS
+
+    writer = create_engine(engine.url, connect_args={"timeout": DEFAULT_BUSY_TIMEOUT_MS / 1000.0})
+
+    @event.listens_for(writer, "connect")
+    def _no_driver_transactions(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        dbapi_conn.execute(f"PRAGMA busy_timeout={DEFAULT_BUSY_TIMEOUT_MS}")
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(writer, "begin")
+    def _begin_immediate(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return writer
+
+
 class HmiStore:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(immediate_engine(engine), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A read transaction (it must not write: see ``write``)."""
         with self._sessions.begin() as s:
+            yield s
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that may read and then write, holding SQLite's write lock from the start."""
+        with self._write_sessions.begin() as s:
             yield s
 
     # ---- users ---------------------------------------------------------------------------
@@ -110,7 +144,7 @@ class HmiStore:
         if role not in ROLES:
             raise StoreError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         try:
-            with self.session() as s:
+            with self.write() as s:
                 if self.user_row(s, username) is not None:
                     raise StoreError(f"user {username!r} already exists")
                 row = UserRow(username=username, role=role, password_hash=password_hash, created_at=utcnow())
@@ -125,7 +159,7 @@ class HmiStore:
                     password_hash: str | None = None) -> UserInfo:
         if role is not None and role not in ROLES:
             raise StoreError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
-        with self.session() as s:
+        with self.write() as s:
             row = self.user_row(s, username)
             if row is None:
                 raise StoreError(f"no user {username!r}")
@@ -146,7 +180,7 @@ class HmiStore:
     # ---- audit ---------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str = "", before: str | None = None,
               after: str | None = None) -> None:
-        with self.session() as s:
+        with self.write() as s:
             s.add(AuditLogRow(actor=actor, action=action, target=target, before=before, after=after))
 
     def audit_log(self, limit: int = 200, target: str | None = None) -> list[AuditLogRow]:
@@ -177,7 +211,7 @@ class HmiStore:
     def record_recipe_version(self, name: str, version: int, content: str, content_hash: str, author: str,
                               diff: str) -> RecipeVersion:
         """Store a recipe version and its audit entry (the diff against the previous content) together."""
-        with self.session() as s:
+        with self.write() as s:
             existing = s.scalar(select(RecipeVersionRow).where(RecipeVersionRow.name == name,
                                                                RecipeVersionRow.content_hash == content_hash))
             if existing is not None:
@@ -192,7 +226,7 @@ class HmiStore:
 
     def ensure_recipe_version(self, name: str, version: int, content: str, content_hash: str, author: str) -> None:
         """Record a version seen on disk (e.g. the file the station started with) if not stored yet."""
-        with self.session() as s:
+        with self.write() as s:
             found = s.scalar(select(RecipeVersionRow.id).where(RecipeVersionRow.name == name,
                                                                RecipeVersionRow.content_hash == content_hash))
             if found is None:
@@ -203,7 +237,7 @@ class HmiStore:
     def add_review(self, inspection_id: int, label: str, comment: str, reviewer: str) -> ReviewRow:
         if label not in REVIEW_LABELS:
             raise StoreError(f"label must be one of {', '.join(REVIEW_LABELS)}")
-        with self.session() as s:
+        with self.write() as s:
             if s.get(InspectionRow, inspection_id) is None:
                 raise StoreError(f"no inspection {inspection_id}")
             row = ReviewRow(inspection_id=inspection_id, label=label, comment=comment, reviewer=reviewer,
