@@ -186,6 +186,8 @@ def check_npu(config: StationConfig | None, paths: HostPaths) -> list[Check]:
         problems = []
         if not paths.render_node.exists():
             problems.append(f"{paths.render_node} missing (rknpu driver not loaded?)")
+        elif not os.access(paths.render_node, os.R_OK | os.W_OK):
+            problems.append(f"{paths.render_node} not accessible to this user (add it to group render)")
         if not toolkit:
             problems.append("rknn-toolkit-lite2 not installed in this Python")
         elif status.runtime_version and status.runtime_version.split()[0] != toolkit:

@@ -313,3 +313,4 @@ def test_npu_probe_runs_one_runtime_per_core(tmp_path: Path, fake_board: HostPat
     probe = run_doctor(station, paths=fake_board, npu_runtime_class=faulty).get("npu_probe")
     assert probe.status == "warn" and probe.details["usable"] == 2
     assert "core 1: model encoder: RKNNLite.init_runtime failed" in probe.summary
+
