@@ -16,6 +16,8 @@ import ctypes
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,24 +108,87 @@ def _fact(info, name: str) -> str:
     return "" if value is None else str(value)
 
 
+class AcquirerGuard:
+    """Readers-writer lock: many cameras may use their acquirers at once (``shared``), while
+    re-enumeration, which destroys every acquirer, waits until none is in use (``exclusive``).
+
+    Destroying an acquirer while another thread fetches from it crashes the process (measured:
+    a segfault in harvesters reading a revoked buffer), hence this guard. ``exclusive`` is
+    reentrant for its owner thread; ``shared`` inside ``exclusive`` is a no-op; a thread holding ``shared`` must not ask for
+    ``exclusive``.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._users = 0
+        self._owner: int | None = None
+        self._depth = 0
+        self._writers_waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        if self._owner == threading.get_ident():  # already exclusive: nothing else can be in use
+            yield
+            return
+        with self._cv:
+            self._cv.wait_for(lambda: self._owner is None and not self._writers_waiting)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._users -= 1
+                self._cv.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cv:
+            if self._owner != me:
+                self._writers_waiting += 1
+                self._cv.wait_for(lambda: self._owner is None and self._users == 0)
+                self._writers_waiting -= 1
+                self._owner = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._owner = None
+                    self._cv.notify_all()
+
+
 class ProducerSet:
-    """One Harvester holding every producer the station uses; all calls are serialised."""
+    """One Harvester holding every producer the station uses.
+
+    Cameras fetch inside ``in_use()``; everything that changes the Harvester runs exclusively.
+    """
 
     def __init__(self) -> None:
         from harvesters.core import Harvester  # imported here: only GenICam users need it
 
         self._harvester = Harvester()
-        self.lock = threading.RLock()
+        self._guard = AcquirerGuard()
         self.files: list[Path] = []
         self.problems: dict[Path, str] = {}  # producers that could not be loaded, and why
         self.generation = 0
+
+    def in_use(self):
+        """Context for using an acquirer (fetch, queue, stop/start); many may be in use at once."""
+        return self._guard.shared()
+
+    def exclusive(self):
+        """Context in which no acquirer is in use: for re-enumeration and creating acquirers."""
+        return self._guard.exclusive()
 
     def ensure(self, paths: list[Path]) -> list[str]:
         """Add the producers not loaded yet (re-enumerating if any was added).
 
         Returns one message per producer that is missing or broken; the others are used.
         """
-        with self.lock:
+        with self.exclusive():
             problems, added = [], False
             for path in paths:
                 if path in self.files:
@@ -144,13 +209,13 @@ class ProducerSet:
 
     def refresh(self) -> None:
         """Re-enumerate devices. Every acquirer created before becomes obsolete."""
-        with self.lock:
+        with self.exclusive():
             self._harvester.update()
             self.generation += 1
             log.info("GenTL producers %s: %d devices", [str(f) for f in self.files], len(self.devices()))
 
     def devices(self) -> list[DeviceFacts]:
-        with self.lock:
+        with self.exclusive():
             out = []
             for i, info in enumerate(self._harvester.device_info_list):
                 producer = ""
@@ -189,7 +254,7 @@ class ProducerSet:
 
     def create_acquirer(self, device: DeviceFacts):
         """Open the device; returns a harvesters ImageAcquirer (not started)."""
-        with self.lock:
+        with self.exclusive():
             info = self._harvester.device_info_list[device.index]
             return self._harvester.create(info)
 
@@ -197,9 +262,12 @@ class ProducerSet:
         """Release every acquirer and producer (tests and the CLI; the station keeps its set)."""
         from harvesters.core import Harvester
 
-        with self.lock:
-            self._harvester.reset()  # runs the Harvester's finalizer, which works only once:
-            self._harvester = Harvester()  # so start afresh
+        with self.exclusive():
+            try:
+                self._harvester.reset()  # runs the Harvester's finalizer, which works only once:
+            except Exception:  # an acquirer half-destroyed by a lost device may object; drop it anyway
+                log.exception("releasing GenTL producers")
+            self._harvester = Harvester()
             self.files.clear()
             self.problems.clear()
             self.generation += 1

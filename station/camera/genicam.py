@@ -297,56 +297,64 @@ class GenicamCamera(Camera):
             if self._state != "open":
                 return self.report
             try:
-                self._ia.stop()
-                self._apply_recipe()
-                self._ia.start()
+                self._ensure_current()
+                with self.producers.in_use():
+                    if self._generation == self.producers.generation:  # else the reopen applies it
+                        self._ia.stop()  # most devices lock geometry and pixel format while streaming
+                        self._apply_recipe()
+                        self._ia.start()
+            except CameraError:
+                pass  # down: _ensure_current declared it lost; the reconnect applies the settings
             except Exception as exc:
                 self._declare_lost(f"camera {self.name}: configure failed: {type(exc).__name__}: {exc}")
             return self.report
 
     # ---- acquisition -----------------------------------------------------------------------
     def grab(self, part_id: int, timeout_s: float) -> View:
-        """The frame for this part, uint8 HxW or HxWx3 RGB. Raises CameraError."""
+        """The frame for this part, uint8 HxW or HxWx3 RGB. Raises CameraError.
+
+        Waits at most ``min(timeout_s, config.timeout_ms)``."""
+        limit_s = min(timeout_s, self.config.timeout_ms / 1000.0)
+        return self._acquire(f"the frame of part {part_id}", limit_s, fresh=True)
+
+    def frames(self, count: int, timeout_s: float | None = None):
+        """Consecutive frames as they stream (no flush, nothing skipped), for the CLI and soak
+        tests; a software-triggered device is triggered once per frame."""
+        limit_s = self.config.timeout_ms / 1000.0 if timeout_s is None else timeout_s
+        for n in range(count):
+            yield self._acquire(f"streamed frame {n}", limit_s, fresh=False)
+
+    def _acquire(self, what: str, limit_s: float, fresh: bool) -> View:
         with self._lock:
-            self._ensure_current()
-            deadline = time.monotonic() + min(timeout_s, self.config.timeout_ms / 1000.0)
-            mode = self.report.trigger_effective
+            deadline = time.monotonic() + limit_s
             try:
-                self._flush()
-                if mode == "software":
-                    self._ia.remote_device.node_map.TriggerSoftware.execute()
-                view = self._next_view(deadline, skip=1 if mode == "freerun" else 0, count_gaps=mode != "freerun")
+                while True:
+                    self._ensure_current()
+                    with self.producers.in_use():
+                        if self._generation != self.producers.generation:
+                            continue  # re-enumerated between the check and here: reopen first
+                        return self._fetch_view(deadline, fresh)
+            except CameraError:
+                raise
             except _FetchTimeout:
-                self._on_failure(f"no frame within {min(timeout_s, self.config.timeout_ms / 1000.0) * 1000:.0f} ms")
-                raise CameraError(f"camera {self.name}: timeout waiting for the frame of part {part_id}") from None
-            except PixelFormatError as exc:
+                self._on_failure(f"no frame within {limit_s * 1000:.0f} ms")
+                raise CameraError(f"camera {self.name}: timeout waiting for {what}") from None
+            except PixelFormatError as exc:  # the device works; its format does not: no reconnect
                 raise CameraError(f"camera {self.name}: {exc}") from None
             except Exception as exc:  # the producer failed: the device is gone or broken
                 self._on_failure(f"{type(exc).__name__}: {exc}", fatal=True)
                 raise CameraError(f"camera {self.name}: acquisition failed: {type(exc).__name__}: {exc}") from exc
-            self._failures_in_a_row = 0
-            return view
 
-    def frames(self, count: int, timeout_s: float | None = None):
-        """Consecutive frames as they stream (no per-frame trigger or flush), for the CLI and
-        soak tests; a software-triggered device is triggered once per frame."""
-        timeout = self.config.timeout_ms / 1000.0 if timeout_s is None else timeout_s
-        for _ in range(count):
-            with self._lock:
-                self._ensure_current()
-                try:
-                    if self.report.trigger_effective == "software":
-                        self._ia.remote_device.node_map.TriggerSoftware.execute()
-                    view = self._next_view(time.monotonic() + timeout, skip=0, count_gaps=True)
-                except _FetchTimeout:
-                    self._on_failure("timeout while streaming")
-                    raise CameraError(f"camera {self.name}: timeout while streaming") from None
-                except PixelFormatError as exc:
-                    raise CameraError(f"camera {self.name}: {exc}") from None
-                except Exception as exc:
-                    self._on_failure(f"{type(exc).__name__}: {exc}", fatal=True)
-                    raise CameraError(f"camera {self.name}: acquisition failed: {exc}") from exc
-            yield view
+    def _fetch_view(self, deadline: float, fresh: bool) -> View:
+        mode = self.report.trigger_effective
+        if fresh:
+            self._flush()
+        if mode == "software":
+            self._ia.remote_device.node_map.TriggerSoftware.execute()
+        skip = 1 if fresh and mode == "freerun" else 0
+        view = self._next_view(deadline, skip=skip, count_gaps=not fresh or mode != "freerun")
+        self._failures_in_a_row = 0
+        return view
 
     def describe(self) -> dict:
         d = self.device
@@ -384,7 +392,7 @@ class GenicamCamera(Camera):
             self.alarms.clear(self._alarm_producer)
         if not self.producers.files:
             raise CameraError(f"camera {self.name}: no usable GenTL producer: " + "; ".join(problems))
-        with self.producers.lock:
+        with self.producers.exclusive():
             try:
                 device = self.producers.find(self.config.device)
             except CameraError:
@@ -404,16 +412,18 @@ class GenicamCamera(Camera):
 
         self._ia, self.device = ia, device
         try:
-            ia.num_buffers = self.config.num_buffers
-            ia.add_callback(ImageAcquirer.Events.INCOMPLETE_BUFFER, _IncompleteCounter(self.counters))
-            self._apply_recipe()
-            ia.start()
+            with self.producers.in_use():
+                ia.num_buffers = self.config.num_buffers
+                ia.add_callback(ImageAcquirer.Events.INCOMPLETE_BUFFER, _IncompleteCounter(self.counters))
+                self._apply_recipe()
+                ia.start()
         except Exception as exc:
             self._release()
             raise CameraError(f"camera {self.name}: cannot start device: {type(exc).__name__}: {exc}") from None
         self._state, self._down_reason = "open", ""
         self._last_frame_id = None
         self._failures_in_a_row = 0
+        self.alarms.clear(self._alarm_lost)  # before the lock is released: connected implies no alarm
         log.info("camera %s: %s %s serial %s open, trigger %s", self.name, device.vendor, device.model,
                  device.serial_number, self.report.trigger_effective)
 
@@ -529,11 +539,12 @@ class GenicamCamera(Camera):
         ia, self._ia = self._ia, None
         if ia is None:
             return
-        for step in (ia.stop, ia.destroy):
-            try:
-                step()
-            except Exception as exc:  # the device may already be gone; nothing more to release
-                log.debug("camera %s: %s while releasing: %s", self.name, step.__name__, exc)
+        with self.producers.in_use():  # not while a re-enumeration destroys every acquirer
+            for step in (ia.stop, ia.destroy):
+                try:
+                    step()
+                except Exception as exc:  # the device may already be gone; nothing more to release
+                    log.debug("camera %s: %s while releasing: %s", self.name, step.__name__, exc)
 
     def _reconnect_loop(self) -> None:
         backoff = self.config.reconnect_backoff_ms or [1000]
@@ -551,5 +562,4 @@ class GenicamCamera(Camera):
                     continue
                 self.counters.reconnects += 1
             log.warning("camera %s: reconnected after %d attempt(s)", self.name, attempt)
-            self.alarms.clear(self._alarm_lost)
             return

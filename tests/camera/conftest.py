@@ -50,8 +50,8 @@ def open_camera(viky_cti, producers, alarms):
     def make(device="0", name="top", features=None, trigger="freerun", **config):
         cfg = GenicamCameraConfig(name=name, cti=[viky_cti], device=device, **config)
         cam = GenicamCamera(cfg, alarms, producers)
+        opened.append(cam)  # closed even when open() fails: a failed camera keeps retrying until closed
         cam.open()
-        opened.append(cam)
         cam.configure(RecipeCamera(name=name, trigger=trigger, features=FAST if features is None else features))
         return cam
 
