@@ -100,3 +100,18 @@ def test_convert_tiny_cnn_fp16_and_int8_with_parity(models_dir, tmp_path, monkey
     out = capsys.readouterr().out
     assert "rknn-rk3588-fp16" in out and "rknn-rk3588-int8" in out and "logits: cos" in out
     json.loads(json.dumps(rows))  # the --json rows are plain data
+
+
+def test_convert_env_is_reused_only_while_its_pinned_lists_are_unchanged(tmp_path, monkeypatch):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(Path(convert.sys.executable))
+    assert not convert.convert_env_ready(venv)  # no stamp: would be (re)built
+    (venv / ".station-requirements.sha256").write_text(convert._requirements_hash() + "\n")
+    assert convert.convert_env_ready(venv)
+    assert convert.ensure_convert_env(venv) == venv.resolve() / "bin" / "python"  # reused, nothing installed
+    pins = tmp_path / "pins"
+    shutil.copytree(convert.CONVERT_DIR, pins, ignore=shutil.ignore_patterns("__pycache__"))
+    (pins / "requirements.txt").write_text((pins / "requirements.txt").read_text() + "tqdm==4.0\n")
+    monkeypatch.setattr(convert, "CONVERT_DIR", pins)
+    assert not convert.convert_env_ready(venv)  # a changed pin means a new venv
