@@ -118,7 +118,6 @@ class ModbusHandshake:
         self.in_flight: deque[int] = deque()  # sequences triggered through the PLC, not yet decided
         self.waiting: deque[PlcResult] = deque()  # decided, not yet presented
         self.presented: PlcResult | None = None
-        self.await_ack_release = False  # RESULT_VALID dropped; next result once the PLC drops RESULT_ACK
         self.acknowledged = 0  # results the PLC acknowledged since start
         self._control = 0
         self._words = [0, 0, 0, 0]
@@ -163,13 +162,12 @@ class ModbusHandshake:
         if rose & Control.TRIGGER:
             self._on_trigger(join_u32(words[In.PART_ID_HI], words[In.PART_ID_LO]))
         if not control & Control.RESULT_ACK:
-            if self.await_ack_release:
-                self.await_ack_release = False
-                self._present_next()
-        elif self.presented is not None and self.plc_online and not self.await_ack_release:
-            # RESULT_ACK counts as a level once a result is shown, so an edge lost during a
-            # reconnect cannot stall the line; a held ACK cannot acknowledge the next result
-            # because that one is shown only after ACK has dropped.
+            self._present_next()
+        elif self.presented is not None and self.plc_online:
+            # RESULT_ACK counts as a level while a result is shown, so an edge lost during a
+            # reconnect cannot stall the line. A result is only ever presented while the PLC's
+            # last word had RESULT_ACK low, so a held or stale ACK cannot acknowledge a result
+            # the PLC has not read.
             self._on_result_ack()
         if rose & Control.SET_OFFLINE:
             self.actions.set_offline(True)
@@ -195,8 +193,7 @@ class ModbusHandshake:
             # defensive: a REJECT must never read as "pass" in the result code
             result = replace(result, result_code=NO_RESULT)
         self.waiting.append(result)
-        if self.presented is None and not self.await_ack_release:
-            self._present_next()
+        self._present_next()
         return True
 
     def load_finished(self, ok: bool, error: ErrorCode = ErrorCode.NONE) -> None:
@@ -321,10 +318,10 @@ class ModbusHandshake:
         log.debug("PLC acknowledged seq %s", self.presented.sequence if self.presented else None)
         self.presented = None
         self.acknowledged += 1
-        self.await_ack_release = True
 
     def _present_next(self) -> None:
-        if self.presented is None and self.waiting:
+        # only while the PLC's RESULT_ACK is low: the next result rises after ACK has dropped
+        if self.presented is None and self.waiting and not self._control & Control.RESULT_ACK:
             self.presented = self.waiting.popleft()
             if self.presented.error_code is not ErrorCode.NONE:
                 self._set_error(self.presented.error_code)

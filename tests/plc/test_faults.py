@@ -9,7 +9,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from station.plc.registers import NO_RESULT, Control, ErrorCode, Out, Status
-from tests.plc.conftest import PlcMaster, part_id_of
+from tests.plc.conftest import part_id_of
 from tests.plc.parts import TinyInspector
 
 

@@ -146,6 +146,18 @@ def test_held_trigger_is_one_part_and_held_ack_is_one_result():
     assert Status(out[Out.STATUS]) & Status.RESULT_VALID and join_u32(out[Out.PART_ID_HI], out[Out.PART_ID_LO]) == 11
 
 
+def test_stale_ack_from_before_a_restart_cannot_acknowledge_an_unseen_result():
+    hs, _ = make()
+    hs.start(0.0)
+    hs.inputs_written(words(Control.RESULT_ACK | Control.TRIGGER, 8), 0.01)  # ACK left high in PLC memory
+    hs.result_ready(passed(1, 8))
+    assert not st_of(hs) & Status.RESULT_VALID and hs.acknowledged == 0  # waits for ACK low
+    hs.inputs_written(words(Control.TRIGGER), 0.02)
+    assert st_of(hs) & Status.RESULT_VALID
+    hs.inputs_written(words(Control.TRIGGER | Control.RESULT_ACK), 0.03)
+    assert hs.acknowledged == 1 and not st_of(hs) & Status.RESULT_VALID
+
+
 def test_results_not_triggered_by_the_plc_are_ignored():
     hs, _ = make()
     hs.start(0.0)
@@ -229,9 +241,10 @@ def test_invariants_hold_for_any_plc_behaviour(operations):
             _, bits, beat = op
             control = (control & Control.HEARTBEAT) ^ (Control.HEARTBEAT if beat else 0) | (bits & ~Control.SET_OFFLINE)
             part += 1
-            before = hs.presented
+            before, acked = hs.presented, hs.acknowledged
             hs.inputs_written(words(control, part), now)
-            if before is not None and hs.presented is None and hs.await_ack_release:
+            if hs.acknowledged > acked:
+                assert before is not None and before is not hs.presented
                 acked_sequences.append(before.sequence)
         elif op[0] == "decide" and hs.in_flight:
             kind = op[1]
