@@ -561,7 +561,7 @@ def run_doctor(
             config = load_station_config(config_path)
             report.checks.append(Check("config", "ok", f"{config_path} valid (station {config.station_id})"))
         except ConfigError as exc:
-            report.checks.append(Check("config", "fail", str(exc)))
+            report.checks.append(Check("config", "fail", str(exc), {"invalid": True}))
 
     npu_checks = _guard("npu", lambda: check_npu(config, paths))
     add(npu_checks)

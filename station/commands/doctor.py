@@ -33,4 +33,4 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if report.ok:
         return 0
     config = next((c for c in report.checks if c.name == "config"), None)
-    return 2 if config is not None and config.status == "fail" and args.config is not None else 1
+    return 2 if config is not None and config.details.get("invalid") else 1
