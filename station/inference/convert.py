@@ -215,7 +215,9 @@ def build_samples(models_dir: Path, meta: ModelMetadata, plan: Plan, images: lis
         finally:
             encoder.close()
         return samples
-    raise ConversionError(f"model {meta.name}: no image input and not a SAM decoder; cannot make samples")
+    # e.g. a classifier on [grey, region mask] crops: no pixels to take from the images, so
+    # fp16 parity runs on seeded inputs in 0..1 (int8 is refused earlier: it needs real tensors)
+    return [[rng.random(t.shape).astype(np.dtype(t.dtype)) for t in plan.inputs] for _ in images]
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -249,6 +251,11 @@ def convert_model(
     except ModelError as exc:
         raise ConversionError(str(exc)) from None
     plan = plan_conversion(onnx_path, meta, shapes)
+    if quant == "int8" and plan.image_index is None and meta.role != "sam_decoder":
+        raise ConversionError(
+            f"model {name}: int8 calibration needs image inputs (3-channel, with an input spec); its inputs are "
+            f"{[t.name for t in plan.inputs]}: use --quant fp16"
+        )
     if quant == "int8" and calib is None:
         raise ConversionError(f"model {name}: int8 needs calibration images from the recipe's data (--calib MANIFEST.csv or folder)")
     rng = np.random.default_rng(0)
@@ -263,6 +270,8 @@ def convert_model(
         calib_images = [read_image(p) for p in calib_paths] if quant == "int8" else []
         used = f"{len(calib_images)} calibration images" if calib_images else "no calibration (fp16)"
         calibration_note = f"{used} from {calib}; parity on {len(held_images)} held-back images"
+        if plan.image_index is None and meta.role != "sam_decoder":
+            calibration_note = f"no calibration (fp16); parity on {held_back} seeded random inputs in 0..1"
     else:
         size = meta.input.size if meta.input else 256
         held_images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(held_back)]

@@ -115,3 +115,19 @@ def test_convert_env_is_reused_only_while_its_pinned_lists_are_unchanged(tmp_pat
     (pins / "requirements.txt").write_text((pins / "requirements.txt").read_text() + "tqdm==4.0\n")
     monkeypatch.setattr(convert, "CONVERT_DIR", pins)
     assert not convert.convert_env_ready(venv)  # a changed pin means a new venv
+
+
+def test_int8_needs_image_inputs(tmp_path, tiny_onnx):
+    import torch
+
+    from tests.npu.conftest import write_metadata
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    net(torch.zeros(1, 2, 8, 8))
+    torch.onnx.export(net.eval(), (torch.zeros(1, 2, 8, 8),), str(tmp_path / "crops.onnx"), input_names=["crops"],
+                      output_names=["logits"], opset_version=17, dynamo=False)
+    d = tmp_path / "m"
+    d.mkdir()
+    write_metadata(d, "cls", tmp_path / "crops.onnx")
+    with pytest.raises(ConversionError, match=r"int8 calibration needs image inputs .*\['crops'\]: use --quant fp16"):
+        convert_model(d, "cls", quant="int8", calib=tmp_path, venv=tmp_path / "no-venv")

@@ -184,3 +184,17 @@ def test_a_batch_runs_item_by_item_on_a_batch_one_rknn(models_dir, images):
         got = m.run({"image": batch})["logits"]
     assert got.shape == (4, 4)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_corrupt_onnx_with_matching_metadata_is_a_model_error(models_dir):
+    from station.inference.metadata import sha256_file
+
+    onnx = models_dir / "tiny.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:200])  # truncated download
+    raw = json.loads((models_dir / "tiny.json").read_text())
+    raw["sha256"] = sha256_file(onnx)
+    (models_dir / "tiny.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=r"model tiny: cannot load .*tiny.onnx"):
+        load_model(models_dir, "tiny", "onnxruntime")
+    with pytest.raises(ModelError, match=r"model tiny: cannot load"):
+        load_model(models_dir, "tiny", "auto")  # auto here (no NPU) is onnxruntime: same clear error
