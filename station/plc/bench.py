@@ -2,8 +2,8 @@
 
 Runs the real PlcService (server mode) over a real Pipeline with a trivial camera and
 inspector (the vision is not what is measured here), and a timed PLC: a pymodbus master
-that polls the status block every ``poll_ms`` and triggers the next part as soon as the
-station is READY. Reports, in ms (p50 / p99 / max):
+that polls the status block every ``poll_ms`` and triggers the next part once the previous
+result is acknowledged (one part at a time, so queueing does not hide in the latencies). Reports, in ms (p50 / p99 / max):
 
 - trigger → TRIGGER_ACK as the PLC sees it (TRIGGER write sent → first poll showing the ACK);
 - TRIGGER write round trip (the station sets TRIGGER_ACK before it answers the write);
@@ -18,7 +18,6 @@ from __future__ import annotations
 import socket
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +110,7 @@ class TimedPlc:
         self.port, self.parts, self.poll_s = port, parts, poll_s
         self.trigger_seen_ms: list[float] = []
         self.trigger_rtt_ms: list[float] = []
-        self.valid_seen_s: dict[int, float] = {}
+        self.valid_seen_s: dict[int, float] = {}  # sequence -> first poll that showed RESULT_VALID
         self.results: list[tuple[int, int, bool]] = []  # (sequence, part ID, passed)
         self.refused = 0
         self.cycles = 0
@@ -129,7 +128,6 @@ class TimedPlc:
 
     def _loop(self, client: ModbusTcpClient, deadline: float) -> None:
         control, part, sent_s = 0, 1, None
-        pending: deque[int] = deque()
         next_poll = last_beat = time.monotonic()
         while len(self.results) < self.parts:
             if time.monotonic() > deadline:
@@ -146,11 +144,13 @@ class TimedPlc:
                 new ^= Control.HEARTBEAT
                 last_beat = now
             if sent_s is None:
-                if st & Status.READY and part <= self.parts:
+                # one part at a time: the next trigger only after the last result is acknowledged
+                # and released, so the figures are link latency, not queueing behind the PLC
+                idle = len(self.results) == part - 1 and not control & Control.RESULT_ACK
+                if st & Status.READY and part <= self.parts and idle:
                     new |= Control.TRIGGER
             elif st & Status.TRIGGER_ACK:
                 self.trigger_seen_ms.append((now - sent_s) * 1000.0)
-                pending.append(part)
                 part += 1
                 new &= ~Control.TRIGGER
             elif st & Status.TRIGGER_FAILED:
