@@ -50,8 +50,9 @@ class StoredImage:
 class ImageArchive:
     """Writes PNGs into the archive directory. Raises OSError (e.g. ENOSPC) on failure, leaving no file."""
 
-    def __init__(self, directory: Path, *, png_compression: int = 1):
+    def __init__(self, directory: Path, *, png_compression: int = 1, durable: bool = True):
         self.directory = Path(directory)
+        self.durable = durable  # fsync each file before it is named by a committed row
         # level 1: about 3x faster than the default 3 for a few % more bytes
         self._params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
 
@@ -81,11 +82,28 @@ class ImageArchive:
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         return StoredImage(relative, hashlib.sha256(data).hexdigest(), len(data))
+
+    def sync_dirs(self, relatives: list[str]) -> None:
+        """fsync the folders holding these files, so their renames survive a power cut."""
+        if not self.durable:
+            return
+        for d in {(self.directory / r).parent for r in relatives}:
+            try:
+                fd = os.open(d, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # best effort: the files themselves are already synced
+                log.warning("cannot fsync archive folder %s: %s", d, exc)
 
     def remove(self, relative: str) -> int:
         """Delete one file; returns the bytes freed (0 if it was already gone)."""

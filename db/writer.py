@@ -353,10 +353,11 @@ class HistoryWriter:
         A permanent failure (the data itself is refused) is narrowed down to the offending
         results, which are dropped and counted, so one bad result never blocks the queue."""
         t0 = time.perf_counter()
-        for p in batch:
-            if not p.files_done:
-                self._prepare(p)
+        fresh = [p for p in batch if not p.files_done]
+        for p in fresh:
+            self._prepare(p)
         try:
+            self.archive.sync_dirs([s.path for p in fresh for _v, _k, s in p.stored])
             self._insert(batch)
         except Exception as exc:
             if not _permanent(exc):
