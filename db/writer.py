@@ -469,12 +469,16 @@ class HistoryWriter:
             key = (r.recipe.name, r.content_hash)
             exists = conn.scalar(select(t.id).where(t.name == key[0], t.content_hash == key[1]))
             if exists is None:
-                conn.execute(
-                    insert(RecipeVersionRow.__table__).values(
-                        name=r.recipe.name, version=r.recipe.version, content_hash=r.content_hash, content=r.text,
-                        author="station", created_at=dt.datetime.now(dt.timezone.utc),
-                    )
-                )
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            insert(RecipeVersionRow.__table__).values(
+                                name=r.recipe.name, version=r.recipe.version, content_hash=r.content_hash, content=r.text,
+                                author="station", created_at=dt.datetime.now(dt.timezone.utc),
+                            )
+                        )
+                except IntegrityError:
+                    pass  # the HMI's recipe editor or another station stored this version first
             self._known_recipes.add(key)
 
     # ---- maintenance (writer thread, between batches) ---------------------------------------
