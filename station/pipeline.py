@@ -169,6 +169,11 @@ class Pipeline:
             return self._published_cv.wait_for(lambda: self._published_seq >= sequence, timeout_s)
 
     # ---- trigger ------------------------------------------------------------------------
+    @property
+    def has_room(self) -> bool:
+        """False while a trigger would be refused for a full acquisition queue (PLC READY)."""
+        return not self._acquire_q.full()
+
     def trigger(self, part_id: int = 0) -> int:
         """Accept a part; returns its inspection sequence number. Raises TriggerRefused."""
         if not self._running:

@@ -59,7 +59,7 @@ class StationActions(Protocol):
         """Accept a part; return its inspection sequence number or raise TriggerRejected."""
 
     def refusal(self) -> ErrorCode:
-        """Why a trigger would be refused right now (offline, no recipe), or ErrorCode.NONE."""
+        """Why a trigger would be refused right now (offline, no recipe, pipeline full), or NONE."""
 
     def is_offline(self) -> bool: ...
 
@@ -359,7 +359,7 @@ class ModbusHandshake:
             return not self.plc_online
         if code is ErrorCode.RECIPE_LOADING:
             return self.loading_recipe
-        if code in (ErrorCode.STATION_OFFLINE, ErrorCode.NO_RECIPE):
+        if code in (ErrorCode.STATION_OFFLINE, ErrorCode.NO_RECIPE, ErrorCode.PIPELINE_FULL):
             return self.actions.refusal() is code
         return False
 

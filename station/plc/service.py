@@ -272,6 +272,8 @@ class _PipelineActions:
             return ErrorCode.STATION_OFFLINE
         if self.s.pipeline.recipe is None:
             return ErrorCode.NO_RECIPE
+        if not self.s.pipeline.has_room:
+            return ErrorCode.PIPELINE_FULL
         return ErrorCode.NONE
 
     def is_offline(self) -> bool:

@@ -187,3 +187,23 @@ def test_stage_failure_is_failsafe_reject_with_its_error_code(make_rig, part, co
     plc.drop(Control.CLEAR_ERROR)
     plc.trigger(part + 100)
     assert status(plc.take_result()) & Status.PASS
+
+
+def test_ready_drops_while_the_pipeline_is_full(make_rig):
+    """A PLC that waits for READY is never refused because inspection is slower than the line."""
+    rig = make_rig(inspector=TinyInspector(stall_s={1: 1.0}), queue_depth=1, result_buffer=16, budget_ms=5000)
+    plc = rig.master()
+    accepted = 0
+    for part in range(1, 12):
+        out = plc.wait(lambda o: True)
+        if not status(out) & Status.READY:
+            break
+        assert status(plc.trigger(part)) & Status.TRIGGER_ACK, f"part {part} refused although READY was high"
+        accepted += 1
+    else:
+        raise AssertionError("READY never dropped with the pipeline full")
+    assert 2 <= accepted < 11
+    assert plc.outputs()[Out.ERROR_CODE] == 0
+    plc.wait(lambda o: bool(o[Out.STATUS] & Status.READY), timeout_s=5)
+    got = [part_id_of(plc.take_result()) for _ in range(accepted)]
+    assert got == list(range(1, accepted + 1))
