@@ -11,7 +11,7 @@ SPEC keys:
   mean_values / std_values: per-input lists (0..255 units) to bake in, or null,
   calibration: dataset .txt for int8 (one line per sample, .npy per input, NHWC raw pixels), or null,
   held_back: [[npy per input, as fed to the .rknn: uint8 NHWC when baked, else float NCHW]].
-RESULT keys: toolkit_version, outputs (names), parity {output: {cosine, max_abs_error}}, samples.
+RESULT keys: toolkit_version, outputs (names), parity {output: {cosine, max_abs_error[, mask_iou]}}, samples.
 Exit status 0 on success; on failure RESULT holds {"error": "..."} and the status is 1.
 The simulator is the toolkit's own (init_runtime() with no target): a target name would
 start an adb server looking for a board.
@@ -92,6 +92,9 @@ def convert(spec: dict) -> dict:
                 p = parity[n]
                 p["cosine"] = min(p["cosine"], cosine(g, w))
                 p["max_abs_error"] = max(p["max_abs_error"], float(np.max(np.abs(g - w))))
+                if n == "masks":  # SAM mask logits: what matters is the mask they give at > 0
+                    inter, union = np.logical_and(g > 0, w > 0).sum(), np.logical_or(g > 0, w > 0).sum()
+                    p["mask_iou"] = min(p.get("mask_iou", 1.0), float(inter / union) if union else 1.0)
         version = ""
         try:
             from importlib.metadata import version as pkg_version

@@ -80,6 +80,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             status = "" if f["present"] else "  [file missing]"
             parity = "  ".join(
                 f"{out}: cos {p.get('cosine', float('nan')):.5f} max|err| {p.get('max_abs_error', float('nan')):.3g}"
+                + (f" mask IoU {p['mask_iou']:.4f}" if "mask_iou" in p else "")
                 for out, p in f.get("parity", {}).items()
             )
             print(f"    {key:<20} {f['file']}{status}  {parity}")
