@@ -162,3 +162,12 @@ class PlcMaster:
 
 def part_id_of(out: list[int]) -> int:
     return join_u32(out[Out.PART_ID_HI], out[Out.PART_ID_LO])
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, step_s: float = 0.01) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout_s`` (a bound for loaded CI machines)."""
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(step_s)
