@@ -14,6 +14,7 @@ from pathlib import Path
 from station.alarms import AlarmBoard
 from station.camera import Camera, make_camera
 from station.config import StationConfig
+from station.inference.select import resolve_backend
 from station.pipeline import Pipeline
 from station.recipe import LoadedRecipe, RecipeBook
 from station.stats import StationStats
@@ -23,19 +24,6 @@ log = logging.getLogger("station.app")
 
 class StartupError(Exception):
     """The station cannot run; the message says why (exit status 1)."""
-
-
-def choose_backend(config: StationConfig) -> tuple[str, str]:
-    """(backend, why) for the configured inference backend."""
-    wanted = config.inference.backend
-    if wanted != "auto":
-        return wanted, f"configured: {wanted}"
-    from station.inference.select import detect_npu
-
-    npu = detect_npu()
-    if npu.present:
-        return "rknn", f"auto: NPU found ({npu.reason})"
-    return "onnxruntime", f"auto: no NPU ({npu.reason}); using ONNX Runtime on the CPU"
 
 
 def build_inspector(loaded: LoadedRecipe, *, models_dir: Path, backend: str, threads: int):
@@ -53,7 +41,8 @@ class Station:
         for err in self.recipes.errors:
             self.alarms.raise_(f"recipe_invalid:{Path(err.path).name}", "recipes", str(err))
         self.cameras: dict[str, Camera] = {c.name: make_camera(c, self.alarms) for c in config.cameras}
-        self.backend, self.backend_reason = choose_backend(config)
+        choice = resolve_backend(config.inference.backend, config.inference.npu_cores)
+        self.backend, self.backend_reason = choice.backend, choice.reason
         self.pipeline = Pipeline(
             self.cameras,
             partial(build_inspector, models_dir=config.models_dir, backend=self.backend, threads=config.inference.threads),

@@ -11,6 +11,7 @@ declare -A want=(
   [postgresql]=/usr/lib/postgresql
   [shellcheck]=/usr/bin/shellcheck
   [systemd]=/usr/bin/systemd-analyze
+  [gcc]=/usr/bin/gcc
 )
 missing=()
 for pkg in "${!want[@]}"; do

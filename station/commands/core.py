@@ -163,18 +163,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from station.watchdog import ServiceWatchdog
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        if config.hmi.enabled:
-            from hmi.app import run as run_hmi
+        # READY=1 on entry; WATCHDOG=1 only while the pipeline's publisher makes progress
+        with ServiceWatchdog(station.pipeline) as watchdog:
+            if config.hmi.enabled:
+                from hmi.app import run as run_hmi
 
-            run_hmi(station, config.hmi)
-        else:
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
-            from station.watchdog import ServiceWatchdog
-
-            with ServiceWatchdog(station.pipeline) as watchdog:
+                watchdog.run_in_background(stop)
+                try:
+                    run_hmi(station, config.hmi)  # blocks until the HMI server stops (SIGTERM/SIGINT)
+                finally:
+                    stop.set()
+            else:
+                signal.signal(signal.SIGINT, lambda *_: stop.set())
                 while not stop.wait(0.5):
                     watchdog.tick()
         return 0

@@ -94,7 +94,7 @@ def test_run_without_hmi_notifies_ready_pings_and_stops(tmp_path: Path):
     assert rc == 0, output
 
 
-@pytest.mark.xfail(strict=True, reason="station/commands/core.py cmd_run starts no ServiceWatchdog when the HMI runs (reported to the core owner)")
+
 def test_run_with_hmi_notifies_ready_and_pings(tmp_path: Path):
     running, _, _, output = run_under_notify_socket(tmp_path, f'host = "127.0.0.1"\nport = {free_port()}', wait_s=15)
     assert running and running[0].startswith("READY=1"), output
