@@ -15,6 +15,7 @@ from station.plc.registers import Control, ErrorCode, Out, Status, join_u32, spl
 from tests.plc.conftest import free_port, wait_until
 
 IN_BASE, OUT_BASE = 10, 200
+OUTPUT_BASE_FOR_VOLUME = 40  # the volume test also checks a low, non-default output base
 
 
 class LoggedBlock(ModbusSequentialDataBlock):
@@ -185,3 +186,39 @@ def test_client_clears_outputs_on_stop(plc_memory, make_rig):
     rig.service.stop()
     out = plc.outputs()
     assert out[Out.STATUS] == 0 and out[Out.RESULT_CODE] == 0xFFFF
+
+
+def test_client_mode_300_parts_in_order(plc_memory, make_rig):
+    """The PLC program runs in the PLC's memory; the station polls it every 1 ms."""
+    plc = plc_memory()
+    rig = make_rig(port=plc.port, mode="client", host="127.0.0.1", input_base=IN_BASE, output_base=OUTPUT_BASE_FOR_VOLUME, poll_period_ms=1)
+    rig.inspector.defective = set(range(5, 301, 5))
+    base = OUTPUT_BASE_FOR_VOLUME
+    control, part, results = 0, 1, []
+    end = time.monotonic() + 60
+    while len(results) < 300:
+        assert time.monotonic() < end, f"stalled after {len(results)} results"
+        out = plc.get(base, 18)
+        st = Status(out[Out.STATUS])
+        new = control ^ Control.HEARTBEAT if len(results) % 10 == 0 else control
+        if not control & Control.TRIGGER and part <= 300 and st & Status.READY and not st & Status.TRIGGER_ACK:
+            hi, lo = split_u32(part)
+            plc.put(IN_BASE + 2, [hi, lo])
+            new |= Control.TRIGGER
+        elif control & Control.TRIGGER and st & (Status.TRIGGER_ACK | Status.TRIGGER_FAILED):
+            assert st & Status.TRIGGER_ACK
+            part += 1
+            new &= ~Control.TRIGGER
+        if st & Status.RESULT_VALID and not control & Control.RESULT_ACK:
+            results.append((join_u32(out[Out.PART_ID_HI], out[Out.PART_ID_LO]), out[Out.RESULT_CODE], bool(st & Status.PASS)))
+            new |= Control.RESULT_ACK
+        elif control & Control.RESULT_ACK and not st & Status.RESULT_VALID:
+            new &= ~Control.RESULT_ACK
+        if new != control:
+            plc.control(new)
+            control = new
+        time.sleep(0.0005)
+    assert [r[0] for r in results] == list(range(1, 301))
+    assert all(code == (3 if pid % 5 == 0 else 0) and passed == (pid % 5 != 0) for pid, code, passed in results)
+    assert rig.service.handshake.acknowledged == 300
+
