@@ -94,6 +94,18 @@ def test_convert_tiny_cnn_fp16_and_int8_with_parity(models_dir, tmp_path, monkey
     meta = ModelMetadata.read(models_dir / "tiny.json")
     assert set(meta.forms) == {"rknn-rk3588-fp16", "rknn-rk3588-int8"}
 
+    # the converted forms are what the rknn backend reads: run them (through the double) against ONNX Runtime
+    from station.inference import rknn_double
+    from station.inference.factory import load_model
+    from station.inference.pool import CoreScheduler
+    from tests.npu.conftest import normalise
+
+    img = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    want = load_model(models_dir, "tiny", "onnxruntime").run({"image": normalise(img)})["logits"]
+    for key in ("rknn-rk3588-fp16", "rknn-rk3588-int8"):
+        with load_model(models_dir, "tiny", "rknn:1", form=key, runtime_class=rknn_double.simulated(), scheduler=CoreScheduler()) as m:
+            np.testing.assert_allclose(m.run({"image": normalise(img)})["logits"], want, rtol=1e-4, atol=1e-4)
+
     rows = {r["name"]: r for r in model_rows(models_dir)}
     assert rows["tiny"]["forms"]["rknn-rk3588-int8"]["parity"]["logits"]["cosine"] >= 0.99
     assert cmd_list(argparse.Namespace(models_dir=models_dir, json=False)) == 0
