@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parts", type=int, default=None, help="parts per run (default 12 onnxruntime, 60 sim-rk3588)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    p.add_argument("--extra-workers", type=int, default=1, help="sim-rk3588: analyse workers beyond the NPU cores (default 1)")
     p.add_argument("--sam-dir", type=Path, default=None, help="folder with litemedsam_encoder/decoder.onnx (default ../shared/models/mobilesam)")
     p.add_argument("--recipe", type=Path, default=None, help="bench a recipe file as configured (its models and analyzer) instead")
     p.add_argument("--data", type=Path, default=None, help="with --recipe: manifest CSV of the recipe's images")
@@ -49,6 +50,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 return 2
             report = bench_recipe(args.recipe, args.data, args.models_dir, args.backend, parts, Path(tmp), threads=args.threads)
         else:
-            report = run_bench(args.backend, parts, sam_dir, Path(tmp), threads=args.threads)
+            report = run_bench(args.backend, parts, sam_dir, Path(tmp), threads=args.threads, extra_workers=args.extra_workers)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
