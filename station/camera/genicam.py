@@ -113,7 +113,9 @@ def write_feature(node_map, name: str, value) -> tuple[str, object]:
     kind = type(node).__name__
     try:
         if not _access_writable(node):
-            return "refused", f"not writable now (access mode {node.get_access_mode().name})"
+            from genicam.genapi import EAccessMode
+
+            return "refused", f"not writable now (access mode {EAccessMode(node.get_access_mode()).name})"
         if kind == "ICommand":
             if value is True:
                 node.execute()
