@@ -124,11 +124,14 @@ class PlcPoller:
 
     def _write(self, outputs: list[int]) -> None:
         old = self._written
-        status_changed = old is None or old[Out.STATUS] != outputs[Out.STATUS]
-        rest_changed = old is None or old[1:] != outputs[1:]
-        dropping_valid = old is not None and bool(old[Out.STATUS] & Status.RESULT_VALID) and not (
-            outputs[Out.STATUS] & Status.RESULT_VALID
-        )
+        if old is None:
+            # fresh connection: the PLC may still hold our last status (RESULT_VALID, PASS) from
+            # before a restart; clear it before any result word changes under it
+            self._check(self._client.write_register(self.config.output_base, 0, device_id=self.config.unit_id))
+            old = self._written = [0] + [-1] * (len(outputs) - 1)
+        status_changed = old[Out.STATUS] != outputs[Out.STATUS]
+        rest_changed = old[1:] != outputs[1:]
+        dropping_valid = bool(old[Out.STATUS] & Status.RESULT_VALID) and not outputs[Out.STATUS] & Status.RESULT_VALID
         if dropping_valid:  # flag down first, then the words it covered
             steps = [("status", status_changed), ("rest", rest_changed)]
         else:  # words first, then the status that makes them valid

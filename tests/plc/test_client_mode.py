@@ -222,3 +222,14 @@ def test_client_mode_300_parts_in_order(plc_memory, make_rig):
     assert all(code == (3 if pid % 5 == 0 else 0) and passed == (pid % 5 != 0) for pid, code, passed in results)
     assert rig.service.handshake.acknowledged == 300
 
+
+
+def test_stale_pass_in_plc_memory_is_cleared_before_anything_else(plc_memory, make_rig):
+    plc = plc_memory()
+    # the PLC still shows the last result of a previous run: VALID + PASS, result code 0
+    plc.put(OUT_BASE, [int(Status.READY | Status.RESULT_VALID | Status.PASS)] + [0] * 17)
+    client_rig(make_rig, plc.port)
+    wait_until(lambda: len(plc.block.writes) >= 2)
+    first_addr, first_vals = plc.block.writes[0]
+    assert (first_addr, first_vals) == (OUT_BASE, [0])  # status cleared before any result word
+    assert not Status(plc.outputs()[Out.STATUS]) & (Status.RESULT_VALID | Status.PASS)
