@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from station.camera.genicam import apply_features, setup_trigger, write_feature
+from station.camera.features import apply_features, setup_trigger, write_feature
 
 from .register_device import register_node_map
 
