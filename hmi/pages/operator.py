@@ -20,6 +20,7 @@ from hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, badge, current_user,
 from hmi.state import StationStatus
 
 POLL_S = 0.2
+SLOW_S = 1.0  # counters, strip and station state: once a second is enough to read, and cheaper
 STUCK_IMAGE_S = 5.0  # a lost load event must not freeze the view forever
 STATUS_COLOURS = {StationStatus.READY: GREEN, StationStatus.BUSY: BLUE, StationStatus.OFFLINE: GREY}
 
@@ -41,6 +42,8 @@ class LiveView:
         self.user = user
         self.shown_version = -1
         self.shown_alarm_version = -1
+        self.summary_version = -1
+        self._last_slow = -SLOW_S
         self.image_seq = None
         self.image_sent_at = 0.0
         self.in_flight = False
@@ -74,6 +77,17 @@ class LiveView:
                 self.alarm_panel = ui.column().classes("w-full gap-2").mark("alarms")
         ui.label("Last parts").classes("text-xl font-bold px-2")
         self.strip = ui.row().classes("w-full gap-2 px-2 no-wrap overflow-x-auto").mark("strip")
+        self.slots = []
+        with self.strip:
+            for _ in range(self.state.strip_length):
+                slot = {"seq": None}
+                with ui.column().classes("gap-0 items-center cursor-pointer") as box:
+                    slot["img"] = ui.element("img").style("height:90px")
+                    slot["label"] = ui.label("").classes("text-base font-bold")
+                box.on("click", lambda _, s=slot: s["seq"] is not None and self._enlarge(s["seq"]))
+                box.set_visibility(False)
+                slot["box"] = box
+                self.slots.append(slot)
         with ui.dialog() as self.zoom, ui.card().classes("p-2").style("background:#111827; max-width:95vw"):
             self.zoom_title = ui.label("").classes("text-2xl font-bold")
             self.zoom_img = ui.element("img").style("max-width:90vw; max-height:80vh; object-fit:contain")
@@ -101,6 +115,28 @@ class LiveView:
             element.style(f"background:{colour}")
 
     def tick(self) -> None:
+        """Called every POLL_S: the verdict and image follow each part; the rest at most once a second."""
+        st = self.state
+        now = time.monotonic()
+        if st.alarm_version != self.shown_alarm_version:
+            self.shown_alarm_version = st.alarm_version
+            self._render_alarms()
+        if st.version != self.shown_version:
+            latest = st.latest()
+            # the banner changes together with the image it belongs to
+            if latest is not None and (not latest.image_jpeg or self._image_slot_free()):
+                self.shown_version = st.version
+                self._send_image(latest)
+                self._render_verdict(latest)
+        if now - self._last_slow >= SLOW_S:
+            self._last_slow = now
+            self._render_status()
+            if self.summary_version != self.shown_version:
+                self.summary_version = self.shown_version
+                self._render_counters()
+                self._render_strip()
+
+    def _render_status(self) -> None:
         st = self.state
         status = st.status()
         self._set(self.status, status.value)
@@ -118,31 +154,26 @@ class LiveView:
             with self.cams:
                 for name, ok in cams:
                     badge(f"camera {name}: {'online' if ok else 'LOST'}", GREEN if ok else RED, mark=f"camera-{name}")
-        if st.alarm_version != self.shown_alarm_version:
-            self.shown_alarm_version = st.alarm_version
-            self._render_alarms()
-        if st.version != self.shown_version:
-            self.shown_version = st.version
-            self._render_result()
-        self._send_image()
 
-    def _render_result(self) -> None:
-        latest = self.state.latest()
+    def _render_counters(self) -> None:
         c = self.state.counters()
         self._set(self.counter["parts"], str(c.parts))
         self._set(self.counter["passed"], str(c.passed))
         self._set(self.counter["rejected"], str(c.rejected))
         self._set(self.counter["yield"], f"{c.yield_pct:.1f} %")
-        self.classes.clear()
-        with self.classes:
-            if not c.reject_classes:
-                ui.label("none").classes("text-lg text-gray-400")
-            for name, n in c.reject_classes.most_common():
-                with ui.row().classes("w-full justify-between text-xl"):
-                    ui.label(name)
-                    ui.label(str(n)).classes("font-bold")
-        if latest is None:
-            return
+        classes_key = repr(c.reject_classes.most_common())
+        if self._last_texts.get(-2) != classes_key:  # rebuilt only when a count changes
+            self._last_texts[-2] = classes_key
+            self.classes.clear()
+            with self.classes:
+                if not c.reject_classes:
+                    ui.label("none").classes("text-lg text-gray-400")
+                for name, n in c.reject_classes.most_common():
+                    with ui.row().classes("w-full justify-between text-xl"):
+                        ui.label(name)
+                        ui.label(str(n)).classes("font-bold")
+
+    def _render_verdict(self, latest) -> None:
         if latest.passed:
             self._set(self.banner, "PASS")
             self._style(self.banner, GREEN)
@@ -154,16 +185,25 @@ class LiveView:
         when = dt.datetime.fromtimestamp(latest.triggered_at_s).strftime("%H:%M:%S")
         self._set(self.part, f"part {latest.part_id} · seq {latest.sequence} · {when} · "
                              f"{latest.recipe} v{latest.recipe_version} · {latest.total_ms:.0f} ms")
-        self.strip.clear()
-        with self.strip:
-            for r in self.state.strip():
-                colour = GREEN if r.passed else RED
-                with ui.column().classes("gap-0 items-center cursor-pointer").on(
-                        "click", lambda _, seq=r.sequence: self._enlarge(seq)).mark(f"thumb-{r.sequence}"):
-                    ui.element("img").props(f"src=/hmi/thumb/{r.sequence}.jpg").style(
-                        f"height:90px; border:4px solid {colour}")
-                    ui.label(f"{'PASS' if r.passed else 'REJECT'} #{r.part_id}").classes("text-base font-bold") \
-                        .style(f"color:{'#4ade80' if r.passed else '#f87171'}")
+
+    def _render_strip(self) -> None:
+        """Fixed thumbnail slots whose image and label change: no elements created per part."""
+        results = self.state.strip()
+        for slot, r in zip(self.slots, results + [None] * (len(self.slots) - len(results))):
+            img, label = slot["img"], slot["label"]
+            if r is None:
+                slot["box"].set_visibility(False)
+                continue
+            slot["box"].set_visibility(True)
+            if slot["seq"] == r.sequence:
+                continue
+            slot["seq"] = r.sequence
+            colour = GREEN if r.passed else RED
+            img._props["src"] = f"/hmi/thumb/{r.sequence}.jpg"
+            img.style(f"height:90px; border:4px solid {colour}")
+            label.set_text(f"{'PASS' if r.passed else 'REJECT'} #{r.part_id}")
+            label.style(f"color:{'#4ade80' if r.passed else '#f87171'}")
+            slot["box"].mark(f"thumb-{r.sequence}")  # tests find a part's thumbnail by this
 
     def _enlarge(self, sequence: int) -> None:
         r = self.state.result(sequence)
@@ -175,11 +215,12 @@ class LiveView:
         self.zoom_img.update()
         self.zoom.open()
 
-    def _send_image(self) -> None:
-        latest = self.state.latest()
-        if latest is None or latest.sequence == self.image_seq or not latest.image_jpeg:
-            return
-        if self.in_flight and time.monotonic() - self.image_sent_at < STUCK_IMAGE_S:
+    def _image_slot_free(self) -> bool:
+        """One image in flight per browser (a lost load event frees the slot after STUCK_IMAGE_S)."""
+        return not self.in_flight or time.monotonic() - self.image_sent_at >= STUCK_IMAGE_S
+
+    def _send_image(self, latest) -> None:
+        if latest.sequence == self.image_seq or not latest.image_jpeg:
             return
         self.in_flight = True
         self.image_seq = latest.sequence

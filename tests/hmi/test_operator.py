@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hmi.conftest import field_error, login, run_parts, wait_rendered
+from tests.hmi.conftest import field_error, login, only, run_parts, wait_rendered
 
 pytestmark = pytest.mark.asyncio
 
@@ -82,3 +82,25 @@ async def test_station_state_and_connections_are_words_not_only_colours(hmi):
     await user.should_see("Recipe: demo-part v1")
     ctx.station.pipeline.offline = True
     await user.should_see("OFFLINE", marker="station-status", retries=50)
+
+
+async def test_one_image_in_flight_per_browser(hmi):
+    """A browser that has not finished loading the last image gets no new one (nor its verdict)."""
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    run_parts(ctx.station, 1, first_id=101)
+    await wait_rendered(ctx, 1)
+    await user.should_see("part 101 ", marker="part", retries=50)
+    image = only(user, "live-image")
+    assert image.props["src"] == "/hmi/live/1.jpg"
+    run_parts(ctx.station, 1, first_id=102)
+    await wait_rendered(ctx, 2)
+    await user.should_see("Last parts")
+    import asyncio
+
+    await asyncio.sleep(1.0)  # several polls pass: the browser has not reported the first image
+    await user.should_see("part 101 ", marker="part")
+    assert image.props["src"] == "/hmi/live/1.jpg"
+    user.find(marker="live-image").trigger("load")  # the browser reports it has the image
+    await user.should_see("part 102 ", marker="part", retries=30)
+    assert image.props["src"] == "/hmi/live/2.jpg"
