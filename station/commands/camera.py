@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from station.alarms import AlarmBoard
 
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_list)
 
-    q = csub.add_parser("grab", help="stream N frames from a device into PNG files; print fps and dropped frames")
+    q = csub.add_parser("grab", help="grab N frames from a device into PNG files; print fps, latency and dropped frames")
     _producer_args(q)
     q.add_argument("--device", default="0", help="serial number, user-defined name, device id or index (default 0)")
     q.add_argument("--count", type=int, required=True, help="frames to grab")
@@ -40,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
                    help="GenICam feature to set before grabbing, e.g. ExposureTime=5000 (repeatable)")
     q.add_argument("--timeout-ms", type=int, default=2000, help="per-frame timeout")
+    q.add_argument("--per-part", action="store_true",
+                   help="one fresh frame per call as the pipeline grabs a part (flush, trigger, wait) instead of streaming")
     q.set_defaults(func=cmd_grab)
 
 
@@ -137,10 +140,16 @@ def cmd_grab(args) -> int:
         for problem in report.problems():
             print(f"warning: {problem}", file=sys.stderr)
         thread.start()
-        t0 = time.perf_counter()
-        for view in camera.frames(args.count):
+        latencies_ms = []
+        views = (camera.grab(n, args.timeout_ms / 1000.0) for n in range(args.count)) if args.per_part \
+            else camera.frames(args.count)
+        t0 = last = time.perf_counter()
+        for view in views:
+            now = time.perf_counter()
+            latencies_ms.append((now - last) * 1000.0)
             saved.put((got, view.image))
             got += 1
+            last = time.perf_counter()  # PNG hand-off excluded from the next frame's latency
         elapsed = time.perf_counter() - t0
     except CameraError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -154,6 +163,9 @@ def cmd_grab(args) -> int:
         shared_producers().reset()
     c = info["counters"]
     print(f"device {info['vendor']} {info['model']} serial {info['serial']!r}, trigger {info['trigger']}")
+    p50, p99 = np.percentile(latencies_ms, [50, 99])
+    what = "per-part grab (flush, trigger, fresh frame)" if args.per_part else "streamed frame"
     print(f"grabbed {got} frames in {elapsed:.2f} s: {got / elapsed:.1f} fps; dropped {c['dropped']}, "
-          f"incomplete {c['incomplete']}; PNGs in {args.out}")
+          f"incomplete {c['incomplete']}, stale discarded {c['stale_discarded']}; PNGs in {args.out}")
+    print(f"{what} latency: median {p50:.1f} ms, p99 {p99:.1f} ms")
     return 0

@@ -43,6 +43,7 @@ def test_grab_writes_pngs_and_prints_fps_and_drops(capsys, viky_cti, tmp_path):
     assert rc == 0
     out = capsys.readouterr().out
     assert "serial '1'" in out and "grabbed 25 frames" in out and " fps; dropped " in out
+    assert "streamed frame latency: median " in out and " ms, p99 " in out
     files = sorted(out_dir.glob("frame_*.png"))
     assert len(files) == 25
     img = cv2.imread(str(files[-1]), cv2.IMREAD_UNCHANGED)
@@ -61,3 +62,13 @@ def test_grab_unknown_feature_warns_and_still_grabs(capsys, viky_cti, tmp_path):
     captured = capsys.readouterr()
     assert "feature 'GainRaw' does not exist on the device" in captured.err
     assert len(list(tmp_path.glob("frame_*.png"))) == 2
+
+
+def test_grab_per_part_measures_the_pipeline_path(capsys, viky_cti, tmp_path):
+    rc = main(["camera", "grab", "--simulator", "--count", "10", "--out", str(tmp_path), "--per-part",
+               "--feature", "AcquisitionFrameRate=200"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "per-part grab (flush, trigger, fresh frame) latency: median" in out
+    # every per-part grab throws away at least the frame in flight (free-run on the simulator)
+    assert int(out.split("stale discarded ")[1].split(";")[0]) >= 10
