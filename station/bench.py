@@ -1,10 +1,12 @@
 """Throughput benchmark of the station's pipeline on real models: `station bench`.
 
 Workload per part (``SamPromptInspector``): one SAM encoder run on the view, one box
-prompt through the decoder, the mask back at view resolution, and the classifier on the
-crop when one is given; then a verdict. Parts come from a camera replaying a few
-simulated frames, so the NPU double's memoised outputs make a CPU machine behave like the
-chip (with its published latencies); on onnxruntime every part is computed.
+prompt through the decoder, the mask back at view resolution; then a verdict. ``--recipe``
+benches a shipped recipe as configured instead (its proposals, classifier, SAM).
+
+Parts come from a camera replaying a few distinct frames, so the NPU double's memoised
+outputs let a CPU machine behave like the chip (published latencies, outputs still ONNX
+Runtime's); on onnxruntime every part is computed.
 
 Figures: per-stage p50/p99 (ms), parts/s through the real ``Pipeline``, each stage's own
 rate measured alone (with the parallelism it has in the pipeline), and pipeline
@@ -78,18 +80,16 @@ def prepare_models(models_dir: Path, sam_dir: Path, simulated_npu: bool) -> None
 
 # ---- workload -----------------------------------------------------------------------------
 class SamPromptInspector:
-    """One encoder run + one box prompt per part (+ classifier on the crop if given). Thread-safe."""
+    """One encoder run + one box prompt per part. Thread-safe (models are; no per-call state)."""
 
-    def __init__(self, models_dir: Path, backend: str, threads: int = 0, classifier: str | None = None):
+    def __init__(self, models_dir: Path, backend: str, threads: int = 0):
         self.encoder = load_model(models_dir, ENCODER, backend, threads)
         self.decoder = load_model(models_dir, DECODER, backend, threads)
-        self.classifier = load_model(models_dir, classifier, backend, threads) if classifier else None
         self.spec: InputSpec = self.encoder.metadata.input
 
     def close(self) -> None:
-        for m in (self.encoder, self.decoder, self.classifier):
-            if m is not None:
-                m.close()
+        self.encoder.close()
+        self.decoder.close()
 
     def preprocess(self, views: list[View]) -> list[View]:
         # a typical recipe's enhancement (CLAHE on lightness, light denoise): real CPU work in its own stage
@@ -126,18 +126,8 @@ class SamPromptInspector:
         mask = cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR) > 0
         area = int(mask.sum())
         confidence = float(out["iou_predictions"][0, 0])
-        if self.classifier is not None:
-            cspec = self.classifier.metadata.input
-            crop = img[y0:y1, x0:x1]
-            cpx = model_input_pixels(crop, cspec)[None]
-            logits_c = next(iter(self.classifier.run({self.classifier_input: normalise(cpx, cspec)}).values()))
-            confidence = float(np.max(np.exp(logits_c) / np.exp(logits_c).sum()))
         defects = [Defect(view.camera, "defect", confidence, (x0, y0, x1, y1), area, mask)] if area else []
         return Findings(defects, {"mask_area_px": float(area)})
-
-    @property
-    def classifier_input(self) -> str:
-        return self.classifier._session.get_inputs()[0].name if hasattr(self.classifier, "_session") else "image"
 
     def decide(self, inspection: Inspection) -> Verdict:
         if inspection.defects:
