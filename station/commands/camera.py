@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import cv2
 import numpy as np
@@ -46,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_grab)
 
 
+def usage_error(message: str) -> NoReturn:
+    """Bad usage or configuration: exit status 2 (see station/cli.py)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _producer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cti", type=Path, action="append", default=[], help="GenTL producer file (repeatable)")
     p.add_argument("--simulator", action="store_true", help="add the GenTL simulator shipped with the genicam package")
@@ -58,13 +65,11 @@ def _producers(args) -> list[Path]:
     if args.simulator:
         sim = simulator_cti()
         if sim is None:
-            raise SystemExit("error: --simulator: the genicam package (with viky.cti) is not installed")
+            usage_error("--simulator: the genicam package (with viky.cti) is not installed")
         configured.append(sim)
     paths = producer_paths(configured)
     if not paths:
-        raise SystemExit(
-            "error: no GenTL producer: pass --cti PATH, set GENICAM_GENTL64_PATH, or use --simulator"
-        )
+        usage_error("no GenTL producer: pass --cti PATH, set GENICAM_GENTL64_PATH, or use --simulator")
     return paths
 
 
@@ -113,12 +118,12 @@ def cmd_grab(args) -> int:
     from station.recipe import RecipeCamera
 
     if args.count < 1:
-        raise SystemExit("error: --count must be at least 1")
+        usage_error("--count must be at least 1")
     features = {}
     for item in args.feature:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise SystemExit(f"error: --feature {item!r}: expected NAME=VALUE")
+            usage_error(f"--feature {item!r}: expected NAME=VALUE")
         features[name] = _parse_value(value)
     config = GenicamCameraConfig(name="cli", cti=_producers(args), device=args.device,
                                  timeout_ms=args.timeout_ms, lost_after_timeouts=1, reconnect_backoff_ms=[60_000])

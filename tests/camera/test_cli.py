@@ -72,3 +72,22 @@ def test_grab_per_part_measures_the_pipeline_path(capsys, viky_cti, tmp_path):
     assert "per-part grab (flush, trigger, fresh frame) latency: median" in out
     # every per-part grab throws away at least the frame in flight (free-run on the simulator)
     assert int(out.split("stale discarded ")[1].split(";")[0]) >= 10
+
+
+def test_no_producer_at_all_is_a_usage_error(capsys, monkeypatch):
+    import pytest
+
+    monkeypatch.delenv("GENICAM_GENTL64_PATH", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["camera", "list"])
+    assert exit_info.value.code == 2
+    assert "no GenTL producer: pass --cti PATH, set GENICAM_GENTL64_PATH, or use --simulator" in capsys.readouterr().err
+
+
+def test_bad_feature_syntax_is_a_usage_error(capsys, tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["camera", "grab", "--simulator", "--count", "1", "--out", str(tmp_path), "--feature", "Width"])
+    assert exit_info.value.code == 2
+    assert "--feature 'Width': expected NAME=VALUE" in capsys.readouterr().err

@@ -100,3 +100,13 @@ def test_two_producer_sets_cannot_share_a_producer(viky_cti, producers):
         assert other.devices() == []
     finally:
         other.reset()
+
+
+def test_a_user_defined_name_opens_a_device_too():
+    # viky.cti has no user-defined names; the match rule is plain data
+    from station.camera.discovery import DeviceFacts
+
+    d = DeviceFacts(index=3, id="GEV-00-11", vendor="V", model="M", serial_number="22334455",
+                    user_defined_name="top-cam", tl_type="GEV", producer="/x.cti")
+    assert d.matches("top-cam") and d.matches("22334455") and d.matches("GEV-00-11") and d.matches(3)
+    assert not d.matches("side-cam") and not d.matches(0) and not d.matches("3")
