@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "station.commands.doctor",  # self-test of the machine (deploy)
     "station.commands.bench",  # pipeline throughput benchmark (NPU)
     "station.commands.plc",  # PLC: plc map / status / bench
+    "station.commands.models",  # models pull (+ list/convert from commands/npu.py)
+    "station.commands.vision",  # train, eval
 ]
 
 

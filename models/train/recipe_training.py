@@ -1,0 +1,234 @@
+"""`station train`: train a recipe's proposal stage and classifier, with grouped cross-validation.
+
+1. Read the manifest; unusable rows are skipped with their reason.
+2. With ``folds`` > 1: for each of k grouped folds (rows sharing ``group_by`` stay together),
+   train on the other folds, export, and run ``station eval``'s code path (the real inspector,
+   ONNX Runtime) on the held-out fold. Metrics per fold and pooled over the held-out folds.
+3. Train on all rows, export ``<recipe>-proposals`` and ``<recipe>-classifier`` with metadata
+   (classes, input, normalisation, sha256) into ``out_dir``, write a record (data, command,
+   metrics) next to them, and point the recipe's ``[models]`` at them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from models.train.classifier import SIZE, export_classifier, train_classifier
+from models.train.proposals import export_proposals, sample_pixels, train_pixel_mlp
+from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
+from station.inference.onnx import OnnxModel
+from station.recipe import LoadedRecipe, ModelRefs, Recipe
+from station.vision.classifier import NOT_DEFECT
+from station.vision.crops import region_crop
+from station.vision.dataset import Row, Sample, grouped_folds, load_samples, read_manifest, skip_summary
+from station.vision.evaluate import ImageResult, evaluate, summarise
+from station.vision.features import FEATURE_SET, pixel_features
+from station.vision.preprocess import to_gray
+from station.vision.proposals import BACKGROUND, ProposalStage
+from station.vision.regions import components
+
+log = logging.getLogger("station.train")
+
+PROPOSALS_PER_IMAGE = 8
+MAX_NEGATIVES_PER_POSITIVE = 3  # cap on not-a-defect crops, so training time stays bounded
+GT_JITTERS = 3
+
+
+def _write_metadata(path: Path, name: str, role: str, classes: list[str], input_spec: InputSpec | None, extra: dict, source: str) -> ModelMetadata:
+    meta = ModelMetadata(
+        name=name, role=role, file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
+        input=input_spec, classes=classes, extra=extra, source=source,
+    )
+    meta.write(path.parent / f"{name}.json")
+    return meta
+
+
+def feature_cache(samples: list[Sample]) -> dict[int, np.ndarray]:
+    """Filter-bank features of every sample, float16, by manifest row (computed once for all folds)."""
+    return {s.row.index: pixel_features(to_gray(s.image)).astype(np.float16) for s in samples}
+
+
+def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str, seed: int = 0,
+               threshold: float | None = None, features: dict[int, np.ndarray] | None = None) -> tuple[str, str, dict]:
+    """Train and export both models from ``samples``; returns (proposals name, classifier name, info)."""
+    features = features if features is not None else {}
+
+    def feats(s: Sample) -> np.ndarray:
+        f = features.get(s.row.index)
+        return pixel_features(to_gray(s.image)) if f is None else f.astype(np.float32)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = [c.name for c in recipe.classes]
+    threshold = recipe.vision.proposal_threshold if threshold is None else threshold
+    rng = np.random.default_rng(seed)
+    t0 = time.monotonic()
+    xs, ys = [], []
+    for s in samples:
+        label = 0 if s.row.label == recipe.good_class else classes.index(s.row.label) + 1
+        x, y = sample_pixels(s, label, rng, feats(s))
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    mlp = train_pixel_mlp(x, y, len(classes), seed=seed)
+    prop_name = f"{prefix}-proposals"
+    prop_path = out_dir / f"{prop_name}.onnx"
+    export_proposals(mlp, prop_path)
+    source = "station train (models/train/recipe_training.py)"
+    prop_meta = _write_metadata(prop_path, prop_name, "proposals", [BACKGROUND] + classes,
+                                InputSpec(size=256, channels=1, resize="stretch", normalization="scale"),
+                                {"feature_set": FEATURE_SET, "note": "fully convolutional: any H, W; input is the feature map"}, source)
+    t_prop = time.monotonic() - t0
+    # classifier examples: true regions, and what the trained proposal stage finds on the training images
+    stage = ProposalStage(OnnxModel(prop_path, prop_meta), classes)
+    crops, labels = [], []
+    not_defect = len(classes)
+    for s in samples:
+        grey = to_gray(s.image)
+        truth = s.mask if s.mask is not None else np.zeros(grey.shape, bool)
+        is_defect = s.row.label != recipe.good_class
+        if is_defect and truth.any():
+            for region in components(truth, 2):
+                for _ in range(GT_JITTERS):
+                    ctx = float(rng.uniform(0.3, 0.9))
+                    crops.append(region_crop(grey, region.mask, region.box, SIZE, ctx))
+                    labels.append(classes.index(s.row.label))
+        for p in stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=feats(s)):
+            hit = is_defect and bool((p.mask & truth).any())
+            crops.append(region_crop(grey, p.mask, p.box, SIZE))
+            labels.append(classes.index(s.row.label) if hit else not_defect)
+    crop_arr, label_arr = np.stack(crops), np.array(labels, np.int64)
+    neg = np.flatnonzero(label_arr == not_defect)
+    cap = MAX_NEGATIVES_PER_POSITIVE * max(1, len(label_arr) - len(neg))
+    if len(neg) > cap:  # keep a random subset of the negatives (hardest ones are not known yet)
+        keep = np.concatenate([np.flatnonzero(label_arr != not_defect), rng.choice(neg, cap, replace=False)])
+        crop_arr, label_arr = crop_arr[keep], label_arr[keep]
+    clf = train_classifier(crop_arr, label_arr, len(classes), seed=seed)
+    clf_name = f"{prefix}-classifier"
+    clf_path = out_dir / f"{clf_name}.onnx"
+    export_classifier(clf, clf_path)
+    _write_metadata(clf_path, clf_name, "classifier", classes + [NOT_DEFECT],
+                    InputSpec(size=SIZE, channels=2, resize="stretch", normalization="scale"),
+                    {"crop_context": 0.5, "channels": ["grey 0..1", "region mask"]}, source)
+    info = {
+        "pixel_samples": int(len(y)), "pixel_class_counts": np.bincount(y, minlength=len(classes) + 1).tolist(),
+        "classifier_examples": int(len(label_arr)),
+        "classifier_class_counts": np.bincount(label_arr, minlength=len(classes) + 1).tolist(),
+        "seconds": {"proposals": round(t_prop, 1), "total": round(time.monotonic() - t0, 1)},
+    }
+    return prop_name, clf_name, info
+
+
+def _fold_recipe(recipe: Recipe, prop: str, clf: str) -> Recipe:
+    return recipe.model_copy(update={"models": ModelRefs(segmentation=recipe.models.segmentation, proposals=prop, classifier=clf)})
+
+
+def update_recipe_models(recipe_path: Path, proposals: str, classifier: str) -> None:
+    """Point the recipe file's [models] table at the trained models (other lines untouched)."""
+    text = recipe_path.read_text(encoding="utf-8")
+    lines = {"proposals": f'proposals = "{proposals}"', "classifier": f'classifier = "{classifier}"'}
+    m = re.search(r"^\[models\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.M | re.S)
+    if m is None:
+        text = text.rstrip() + "\n\n[models]\n" + "\n".join(lines.values()) + "\n"
+    else:
+        body = m.group(1)
+        for key, line in lines.items():
+            if re.search(rf"^{key}\s*=.*$", body, flags=re.M):
+                body = re.sub(rf"^{key}\s*=.*$", line, body, flags=re.M)
+            else:
+                body = body.rstrip("\n") + "\n" + line + "\n"
+        text = text[: m.start(1)] + body + text[m.end(1) :]
+    recipe_path.write_text(text, encoding="utf-8")
+
+
+def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: Path, models_dir: Path,
+                 group_by: str | None = None, folds: int = 5, seed: int = 0, update_recipe: bool = True,
+                 command: str = "") -> dict:
+    """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
+    from station.vision.inspector import build_inspector
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    recipe = loaded.recipe
+    rows = read_manifest(manifest)
+    known = {c.name for c in recipe.classes} | {recipe.good_class}
+    usable = [r for r in rows if r.label in known]
+    samples, skipped = load_samples(usable)
+    bad_class = [r for r in rows if r.label not in known]
+    log.info("manifest %s: %d rows, %d usable, %d skipped", manifest, len(rows), len(samples), len(skipped) + len(bad_class))
+    record: dict = {
+        "recipe": recipe.name,
+        "command": command,
+        "data": {
+            "manifest": str(manifest), "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(),
+            "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
+            "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
+            "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
+        },
+        "seed": seed,
+        "feature_set": FEATURE_SET,
+    }
+    if folds > 1:
+        cache = feature_cache(samples)
+        fold_idx = grouped_folds([s.row for s in samples], folds, group_by, seed)
+        fold_metrics, pooled = [], []
+        for k, held in enumerate(fold_idx, 1):
+            held_set = set(held)
+            train = [s for i, s in enumerate(samples) if i not in held_set]
+            test_rows = [samples[i].row for i in held]
+            fold_dir = work_dir / f"fold{k}"
+            t = time.monotonic()
+            prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache)
+            fold_loaded = LoadedRecipe(recipe=_fold_recipe(recipe, prop, clf), path=loaded.path, text=loaded.text,
+                                       content_hash=loaded.content_hash)
+            _link_sam(models_dir, fold_dir, recipe)
+            inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
+            metrics, results = evaluate(inspector, recipe, test_rows, group_by)
+            metrics.pop("skipped_rows", None)
+            metrics["train_info"] = info
+            metrics["seconds"] = round(time.monotonic() - t, 1)
+            fold_metrics.append(metrics)
+            pooled += results
+            print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
+        pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
+        pooled_metrics.pop("skipped_rows", None)
+        record["cross_validation"] = {"folds": folds, "pooled": pooled_metrics, "per_fold": fold_metrics}
+        print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
+    prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache if folds > 1 else None)
+    record["final"] = {"proposals": prop, "classifier": clf, "train_info": info,
+                       "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (prop, clf)}}
+    record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if update_recipe:
+        update_recipe_models(loaded.path, prop, clf)
+    return record
+
+
+def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
+    """Make the SAM pair visible in a fold's model directory (symlinks to the pulled files)."""
+    if not any(c.mask_source == "sam" for c in recipe.classes):
+        return
+    from station.models_store import pull
+
+    for res in pull(recipe.models.segmentation, models_dir):
+        for name in (f"{res.name}.json", res.path.name):
+            link = fold_dir / name
+            if not link.exists():
+                link.symlink_to((Path(models_dir) / name).resolve())
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _line(m: dict) -> str:
+    keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate"]
+    return "  ".join(f"{k} {_fmt(m.get(k))}" for k in keys if k in m)

@@ -1,0 +1,146 @@
+"""`station eval`: inspect every image of a manifest with a recipe and score the verdicts.
+
+Metrics (defective = a row whose class is not the recipe's good class):
+- ``detection_rate``: defective images rejected / defective images;
+- ``false_reject_rate``: good images rejected / good images;
+- ``type_accuracy``: defective images whose top defect has the right class / defective images;
+- ``mean_iou``: IoU of the union of the found defect masks with the ground-truth mask, over
+  defective images that have a non-empty mask;
+- with ``group_by``: rows sharing a value are the views of one part; a part is rejected when
+  any of its views is (the station's rule for several cameras or lights): ``part_detection_rate``
+  and ``part_false_reject_rate``;
+- per class, counts, skipped rows with reasons, per-stage latency p50/p99 (ms).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from station.inspection import Inspection, Outcome, View
+from station.recipe import Recipe
+from station.vision.dataset import Row, SkippedRow, group_of, load_sample, skip_summary
+
+
+@dataclass
+class ImageResult:
+    row: Row
+    group: str
+    truth: str
+    rejected: bool
+    top_class: str | None
+    iou: float | None
+    reason: str
+    timings_ms: dict[str, float]
+
+
+def _rate(num: int, den: int) -> float | None:
+    return None if den == 0 else num / den
+
+
+def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[ImageResult | None, str | None]:
+    """Inspect one manifest row; (result, None) or (None, reason it was skipped)."""
+    known = {c.name for c in recipe.classes} | {recipe.good_class}
+    if row.label not in known:
+        return None, f"class {row.label!r} is neither a recipe class nor the good class {recipe.good_class!r}"
+    try:
+        sample = load_sample(row, min_side_px)
+    except ValueError as exc:
+        return None, str(exc)
+    camera = recipe.cameras[0].name
+    timings = {}
+    t = time.perf_counter()
+    try:
+        views = inspector.preprocess([View(camera=camera, image=sample.image, source=str(row.image))])
+        timings["preprocess"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        findings = inspector.find_defects(views)
+        timings["analyse"] = (time.perf_counter() - t) * 1000
+        insp = Inspection(row.index, row.index, recipe.name, recipe.version, time.time(), float("inf"), views=views,
+                          defects=list(findings.defects))
+        t = time.perf_counter()
+        verdict = inspector.decide(insp)
+        timings["decide"] = (time.perf_counter() - t) * 1000
+    except ValueError as exc:  # a bad image the inspector refuses (e.g. bit depth)
+        return None, f"image {row.image}: {exc}"
+    iou = None
+    if row.label != recipe.good_class and sample.mask is not None and sample.mask.any():
+        pred = np.zeros(sample.mask.shape, bool)
+        for d in insp.defects:
+            if d.mask is not None and d.mask.shape == pred.shape:
+                pred |= d.mask
+        iou = float((pred & sample.mask).sum() / max(1, (pred | sample.mask).sum()))
+    top = verdict.top_defect.class_name if verdict.top_defect is not None else None
+    return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings), None
+
+
+def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class: str, grouped: bool) -> dict:
+    defective = [r for r in results if r.truth != good_class]
+    good = [r for r in results if r.truth == good_class]
+    ious = [r.iou for r in defective if r.iou is not None]
+    out: dict = {
+        "detection_rate": _rate(sum(r.rejected for r in defective), len(defective)),
+        "false_reject_rate": _rate(sum(r.rejected for r in good), len(good)),
+        "type_accuracy": _rate(sum(r.top_class == r.truth for r in defective), len(defective)),
+        "mean_iou": float(np.mean(ious)) if ious else None,
+        "images": len(results),
+        "defective_images": len(defective),
+        "good_images": len(good),
+        "images_with_masks": len(ious),
+        "skipped": len(skipped),
+        "skipped_reasons": skip_summary(skipped),
+        "skipped_rows": [{"row": s.row.index, "image": str(s.row.image), "reason": s.reason} for s in skipped],
+    }
+    per_class = {}
+    for cls in sorted({r.truth for r in results}):
+        rs = [r for r in results if r.truth == cls]
+        ci = [r.iou for r in rs if r.iou is not None]
+        entry = {"images": len(rs), "rejected": sum(r.rejected for r in rs)}
+        if cls != good_class:
+            entry["detection_rate"] = _rate(entry["rejected"], len(rs))
+            entry["type_accuracy"] = _rate(sum(r.top_class == cls for r in rs), len(rs))
+            entry["mean_iou"] = float(np.mean(ci)) if ci else None
+            entry["predicted_as"] = dict(Counter(r.top_class or "none" for r in rs))
+        else:
+            entry["false_reject_rate"] = _rate(entry["rejected"], len(rs))
+        per_class[cls] = entry
+    out["per_class"] = per_class
+    if grouped:
+        parts: dict[str, list[ImageResult]] = defaultdict(list)
+        for r in results:
+            parts[r.group].append(r)
+        bad_parts = [v for v in parts.values() if any(r.truth != good_class for r in v)]
+        good_parts = [v for v in parts.values() if all(r.truth == good_class for r in v)]
+        out["part_detection_rate"] = _rate(sum(any(r.rejected for r in v) for v in bad_parts), len(bad_parts))
+        out["part_false_reject_rate"] = _rate(sum(any(r.rejected for r in v) for v in good_parts), len(good_parts))
+        out["parts"] = len(parts)
+        out["defective_parts"] = len(bad_parts)
+        out["good_parts"] = len(good_parts)
+    lat = defaultdict(list)
+    for r in results:
+        for k, v in r.timings_ms.items():
+            lat[k].append(v)
+        lat["total"].append(sum(r.timings_ms.values()))
+    out["latency_ms"] = {k: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
+                         for k, v in lat.items()}
+    return out
+
+
+def evaluate(inspector, recipe: Recipe, rows: list[Row], group_by: str | None = None, min_side_px: int = 16,
+             progress=None) -> tuple[dict, list[ImageResult]]:
+    """Inspect ``rows`` and return (metrics, per-image results). Bad rows are skipped and counted."""
+    results, skipped = [], []
+    for n, row in enumerate(rows, 1):
+        group = group_of(row, group_by) if group_by else f"row{row.index}"
+        result, why = inspect_row(inspector, recipe, row, min_side_px)
+        if result is None:
+            skipped.append(SkippedRow(row, why))
+        else:
+            result.group = group
+            results.append(result)
+        if progress:
+            progress(n, len(rows))
+    return summarise(results, skipped, recipe.good_class, bool(group_by)), results

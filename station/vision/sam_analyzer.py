@@ -1,0 +1,114 @@
+"""The model pipeline (recipe ``vision.analyzer = "sam"``): propose, name, outline.
+
+Per view: the proposal stage finds candidate regions at native resolution; the classifier
+(when the recipe has one) names each region or drops it as "not a defect"; each kept region
+is outlined either by the SAM decoder from its box (class ``mask_source = "sam"``; the view
+is encoded once and reused by every prompt on it) or by the proposal's own region
+(``mask_source = "proposal"``, better for diffuse defects).
+
+Confidence of a defect = sqrt(proposal score x (1 - p(not a defect))): both stages must agree
+that something is there. Its class: the normalised product of the two stages' class
+probabilities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from station.inference.factory import load_model
+from station.inference.metadata import ModelError, resolve_model
+from station.inspection import Defect, View
+from station.recipe import Recipe
+from station.vision.classifier import RegionClassifier
+from station.vision.preprocess import to_gray
+from station.vision.proposals import ProposalStage
+from station.vision.regions import box_of, roi_mask
+from station.vision.segmentation import SamSegmenter
+
+BOX_MARGIN_PX = 2
+
+
+class SamAnalyzer:
+    def __init__(self, recipe: Recipe, proposals: ProposalStage, classifier: RegionClassifier | None,
+                 segmenter: SamSegmenter | None, model_hashes: dict[str, str]):
+        self.recipe = recipe
+        self.proposals = proposals
+        self.classifier = classifier
+        self.segmenter = segmenter
+        self.model_hashes = model_hashes
+        self.class_names = [c.name for c in recipe.classes]
+
+    def _names(self, proposal_probs: np.ndarray, classifier_probs: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """(probabilities over the recipe's classes, p(not a defect))."""
+        probs = np.full(len(self.class_names), 1e-6)
+        for i, name in enumerate(self.proposals.classes):
+            probs[self.class_names.index(name)] += proposal_probs[i]
+        p_not = 0.0
+        if classifier_probs is not None:
+            p_not = float(classifier_probs[-1])
+            cls = np.full(len(self.class_names), 1e-6)
+            for i, name in enumerate(self.classifier.classes):
+                cls[self.class_names.index(name)] += classifier_probs[i]
+            probs = np.sqrt(probs * cls / cls.sum())
+        return probs / probs.sum(), p_not
+
+    def find(self, view: View) -> list[Defect]:
+        vision = self.recipe.vision
+        grey = to_gray(view.image)
+        h, w = grey.shape
+        roi = roi_mask(self.recipe.zones, view.camera, (h, w))
+        found = self.proposals.find(grey, vision.proposal_threshold, vision.max_proposals, roi)
+        if not found:
+            return []
+        cls_probs = None
+        if self.classifier is not None:
+            cls_probs = self.classifier.classify(grey, [(p.mask, p.box) for p in found])
+        encoded = None
+        defects = []
+        for i, prop in enumerate(found):
+            probs, p_not = self._names(prop.class_probs, None if cls_probs is None else cls_probs[i])
+            if p_not >= 0.5:
+                continue
+            name = self.class_names[int(np.argmax(probs))]
+            confidence = float(np.sqrt(prop.score * (1.0 - p_not)))
+            mask = prop.mask
+            if self.segmenter is not None and self.recipe.defect_class(name).mask_source == "sam":
+                if encoded is None:
+                    encoded = self.segmenter.encode(view.image)
+                x0, y0, x1, y1 = prop.box
+                box = (max(0, x0 - BOX_MARGIN_PX), max(0, y0 - BOX_MARGIN_PX), min(w, x1 + BOX_MARGIN_PX), min(h, y1 + BOX_MARGIN_PX))
+                sam_mask, _ = self.segmenter.box_mask(encoded, box)
+                # the decoder may leak outside the prompt box; a defect stays where it was proposed
+                clipped = np.zeros_like(sam_mask)
+                clipped[box[1] : box[3], box[0] : box[2]] = sam_mask[box[1] : box[3], box[0] : box[2]]
+                if clipped.any():
+                    mask = clipped
+            defects.append(Defect(view.camera, name, confidence, box_of(mask), int(mask.sum()), mask,
+                                  proposal_score=prop.score))
+        return defects
+
+
+def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxruntime", threads: int = 0) -> SamAnalyzer:
+    """Load the recipe's models once. Raises ModelError (missing, corrupt, mismatching) or ValueError."""
+    refs = recipe.models
+    if not refs.proposals:
+        raise ValueError(f"recipe {recipe.name}: the sam analyzer needs models.proposals (train one with `station train`)")
+    names = [c.name for c in recipe.classes]
+    hashes: dict[str, str] = {}
+
+    def open_model(name: str):
+        model = load_model(models_dir, name, backend, threads)
+        hashes[name] = model.metadata.sha256
+        return model
+
+    proposals = ProposalStage(open_model(refs.proposals), names)
+    classifier = RegionClassifier(open_model(refs.classifier), names) if refs.classifier else None
+    segmenter = None
+    if any(c.mask_source == "sam" for c in recipe.classes):
+        meta, _ = resolve_model(models_dir, refs.segmentation, verify=False)
+        if not meta.pair:
+            raise ModelError(f"model {refs.segmentation}: metadata names no decoder (pair)")
+        segmenter = SamSegmenter(open_model(refs.segmentation), open_model(meta.pair))
+    return SamAnalyzer(recipe, proposals, classifier, segmenter, hashes)
