@@ -222,6 +222,7 @@ ops = st.lists(
         st.tuples(st.just("write"), st.integers(0, 0x3F), st.booleans()),  # control bits b0..b5, toggle heartbeat?
         st.tuples(st.just("decide"), st.sampled_from(["pass", "defect", "failsafe"]), st.booleans()),
         st.tuples(st.just("wait"), st.floats(0.001, 0.6), st.booleans()),
+        st.tuples(st.just("load_done"), st.booleans(), st.booleans()),
     ),
     max_size=60,
 )
@@ -239,7 +240,7 @@ def test_invariants_hold_for_any_plc_behaviour(operations):
     for op in operations:
         if op[0] == "write":
             _, bits, beat = op
-            control = (control & Control.HEARTBEAT) ^ (Control.HEARTBEAT if beat else 0) | (bits & ~Control.SET_OFFLINE)
+            control = (control & Control.HEARTBEAT) ^ (Control.HEARTBEAT if beat else 0) | bits
             part += 1
             before, acked = hs.presented, hs.acknowledged
             hs.inputs_written(words(control, part), now)
@@ -255,6 +256,8 @@ def test_invariants_hold_for_any_plc_behaviour(operations):
                 "failsafe": PlcResult(seq, part, False, NO_RESULT, ErrorCode.TIMEOUT),
             }[kind]
             hs.result_ready(res)
+        elif op[0] == "load_done" and hs.loading_recipe:
+            hs.load_finished(op[1], ErrorCode.NONE if op[1] else ErrorCode.RECIPE_LOAD_FAILED)
         elif op[0] == "wait":
             now += op[1]
             hs.tick(now)
@@ -270,8 +273,11 @@ def test_invariants_hold_for_any_plc_behaviour(operations):
         if s & Status.REJECT:
             assert out[Out.RESULT_CODE] != 0
         assert not (s & Status.TRIGGER_ACK and s & Status.TRIGGER_FAILED)
-        if not hs.plc_online:
+        if not hs.plc_online or model.offline or hs.loading_recipe:
             assert not s & Status.READY
+        assert bool(s & Status.ONLINE) == (not model.offline)
+        assert bool(s & Status.ERROR) == (out[Out.ERROR_CODE] != 0)
+        assert not (s & Status.CMD_DONE and s & Status.CMD_FAILED)
         held = len(hs.in_flight) + len(hs.waiting) + (hs.presented is not None)
         assert held <= 3
         assert held + len(acked_sequences) == model.seq  # every accepted part accounted for, once
