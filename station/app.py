@@ -82,19 +82,24 @@ class Station:
         except Exception as exc:
             raise StartupError(f"recipe {loaded.recipe.name} cannot be loaded: {exc}") from None
         log.info("inference backend: %s", self.backend_label)
-        if self._want_history:
-            from db.writer import HistoryWriter
+        try:
+            if self._want_history:
+                from db.writer import HistoryWriter
 
-            self.history = HistoryWriter(self.config.database, self.config.archive, self.alarms, self.config.station_id)
-            self.history.start()
-            self.pipeline.sinks.append(self.history)
-        self.pipeline.start()
-        if self._want_plc:
-            from station.plc.service import PlcService
+                self.history = HistoryWriter(self.config.database, self.config.archive, self.alarms, self.config.station_id)
+                self.history.start()
+                self.pipeline.sinks.append(self.history)
+            self.pipeline.start()
+            if self._want_plc:
+                from station.plc.service import PlcService
 
-            self.plc = PlcService(self.config.plc, self.pipeline, self.recipes, self.alarms, self.stats)
-            self.pipeline.sinks.append(self.plc)
-            self.plc.start()
+                self.plc = PlcService(self.config.plc, self.pipeline, self.recipes, self.alarms, self.stats)
+                self.pipeline.sinks.append(self.plc)
+                self.plc.start()
+        except Exception as exc:
+            log.exception("start-up failed")
+            self.stop()
+            raise StartupError(f"{type(exc).__name__}: {exc}") from None
         self.started = True
 
     def load_recipe(self, name: str) -> LoadedRecipe:
@@ -105,11 +110,14 @@ class Station:
         return loaded
 
     def stop(self) -> None:
+        """Stop in reverse order; safe after a partial start."""
         if self.plc is not None:
             self.plc.stop()
+            self.plc = None
         self.pipeline.stop()
         if self.history is not None:
             self.history.close()
+            self.history = None
         for cam in self.cameras.values():
             try:
                 cam.close()

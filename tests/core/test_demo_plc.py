@@ -37,7 +37,24 @@ def test_simulated_plc_runs_parts_through_modbus_and_history(tmp_path):
     assert len(results) >= 20
     seqs = [r[0] for r in results]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # none lost, none duplicated, in order
-    assert [r[1] for r in results] == list(range(1, len(results) + 1))  # part IDs echoed
+    part_ids = [r[1] for r in results]
+    assert part_ids == sorted(set(part_ids)) and part_ids[0] >= 1  # part IDs echoed, each once
+    assert plc.counts.triggered >= len(results) + plc.counts.refused  # a refused part gets no result
     assert plc.counts.passed > 0 and plc.counts.rejected > 0
     assert station.stats.parts >= len(results)
+    assert station.plc is None  # stopped
     assert not [a for a in station.alarms.active() if not a.key.startswith("plc")], station.alarms.active()
+
+
+def test_plc_port_in_use_is_a_startup_error_and_nothing_keeps_running(tmp_path):
+    from station.app import StartupError
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        station = Station(demo_config(tmp_path, plc={"port": port}, hmi={"enabled": False}))
+        with pytest.raises(StartupError, match=str(port)):
+            station.start()
+    assert not station.started and station.history is None and station.plc is None
+    assert not station.pipeline.running
