@@ -1,0 +1,122 @@
+"""`station eval` on a small manifest whose answers are known by construction.
+
+The threshold analyzer finds exactly the dark squares drawn on a flat background, so every
+verdict, class and mask below is known before the run; the metrics must come out exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.vision.conftest import write_recipe
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+H, W = 120, 160
+
+
+def flat() -> np.ndarray:
+    return np.full((H, W), 150, np.uint8)
+
+
+def square(img: np.ndarray, x: int, y: int, side: int) -> np.ndarray:
+    img = img.copy()
+    img[y : y + side, x : x + side] = 30
+    return img
+
+
+def mask_of(x0, y0, x1, y1) -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
+@pytest.fixture
+def manifest(tmp_path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    rows = []
+
+    def add(name, image, cls, part, mask=None):
+        if image is not None:
+            cv2.imwrite(str(d / name), image)
+        mask_name = ""
+        if mask is not None:
+            mask_name = name.replace(".png", "_mask.png")
+            cv2.imwrite(str(d / mask_name), mask)
+        rows.append({"image": name, "mask": mask_name, "class": cls, "part": part, "note": "x"})
+
+    add("good1.png", flat(), "good", "P1", np.zeros((H, W), np.uint8))
+    add("stain.png", square(flat(), 40, 40, 12), "stain", "P1", mask_of(40, 40, 52, 52))  # IoU 1
+    add("good2.png", square(flat(), 40, 40, 10), "good", "P2")  # a false reject
+    add("crack_as_blob.png", square(flat(), 60, 30, 10), "crack", "P3", mask_of(60, 30, 65, 40))  # wrong type, IoU 0.5
+    add("scratch_blank.png", flat(), "scratch", "P3", mask_of(10, 100, 90, 101))  # missed, IoU 0
+    # rows that must be skipped, each for its own reason
+    add("missing.png", None, "good", "P4")
+    (d / "corrupt.png").write_bytes(b"not an image at all")
+    add("corrupt.png", None, "good", "P4")
+    add("deep.png", (flat().astype(np.uint16) * 256), "good", "P4")
+    add("tiny.png", np.full((8, 8), 150, np.uint8), "good", "P4")
+    add("mismatch.png", flat(), "stain", "P4", np.zeros((10, 10), np.uint8))
+    add("dent.png", flat(), "dent", "P4")
+    path = d / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "mask", "class", "part", "note"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def run_eval(*args, cwd=REPO_ROOT):
+    return subprocess.run([sys.executable, "-m", "station.cli", "eval", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_eval_metrics_match_the_known_answers(tmp_path, manifest):
+    write_recipe(tmp_path / "blobs.toml")
+    proc = run_eval("--recipe", str(tmp_path / "blobs.toml"), "--data", str(manifest), "--group-by", "part", "--json",
+                    "--models-dir", str(tmp_path / "models"))
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout)
+    assert m["images"] == 5 and m["defective_images"] == 3 and m["good_images"] == 2
+    assert m["detection_rate"] == pytest.approx(2 / 3)
+    assert m["false_reject_rate"] == pytest.approx(1 / 2)
+    assert m["type_accuracy"] == pytest.approx(1 / 3)
+    assert m["images_with_masks"] == 3
+    assert m["mean_iou"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert m["parts"] == 3 and m["defective_parts"] == 2 and m["good_parts"] == 1
+    assert m["part_detection_rate"] == pytest.approx(1.0)
+    assert m["part_false_reject_rate"] == pytest.approx(1.0)
+    assert m["per_class"]["crack"]["predicted_as"] == {"stain": 1}
+    assert m["per_class"]["scratch"]["detection_rate"] == 0.0
+    assert m["skipped"] == 6
+    assert m["skipped_reasons"] == {"not found": 1, "unreadable": 1, "bit depth": 1, "too small": 1, "mask": 1, "class": 1}
+    reasons = {Path(s["image"]).name: s["reason"] for s in m["skipped_rows"]}
+    assert "16" in reasons["deep.png"] and "10x10" in reasons["mismatch.png"] and "'dent'" in reasons["dent.png"]
+    for stage in ("preprocess", "analyse", "decide", "total"):
+        assert 0 <= m["latency_ms"][stage]["p50"] <= m["latency_ms"][stage]["p99"]
+
+
+def test_eval_without_group_by_has_no_part_rates_and_prints_a_table(tmp_path, manifest):
+    write_recipe(tmp_path / "blobs.toml")
+    proc = run_eval("--recipe", str(tmp_path / "blobs.toml"), "--data", str(manifest), "--models-dir", str(tmp_path / "m"))
+    assert proc.returncode == 0, proc.stderr
+    assert "detection_rate          0.6667" in proc.stdout
+    assert "part_detection_rate" not in proc.stdout
+    assert "skipped 6" in proc.stdout
+
+
+def test_empty_manifest_and_unknown_group_column_are_clear_errors(tmp_path, manifest):
+    write_recipe(tmp_path / "blobs.toml")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("image,mask,class\n")
+    proc = run_eval("--recipe", str(tmp_path / "blobs.toml"), "--data", str(empty))
+    assert proc.returncode == 2 and "no rows" in proc.stderr
+    proc = run_eval("--recipe", str(tmp_path / "blobs.toml"), "--data", str(manifest), "--group-by", "lighting")
+    assert proc.returncode == 2 and "no column 'lighting'" in proc.stderr

@@ -1,0 +1,101 @@
+"""The threshold analyzer end to end on simulated parts: verdicts and classes match the ground
+truth; the inspector gives the same answers from three threads at once; overlays are drawn."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from station.camera.simulated import synthesize_part
+from station.inspection import Inspection, Outcome, View
+from station.recipe import load_recipe
+from station.vision.inspector import build_inspector
+from station.vision.overlay import hex_rgb, render_overlay
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ["scratch", "crack", "stain"]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    loaded = load_recipe(REPO_ROOT / "recipes" / "demo-part.toml")
+    return loaded, build_inspector(loaded, Path("unused-models-dir"))
+
+
+def inspect(inspector, loaded, image) -> Inspection:
+    views = inspector.preprocess([View("top", image)])
+    findings = inspector.find_defects(views)
+    insp = Inspection(1, 1, loaded.recipe.name, 1, 0.0, 0.0, views=views, defects=list(findings.defects), overlay=findings.overlay)
+    insp.verdict = inspector.decide(insp)
+    return insp
+
+
+def test_simulated_parts_verdict_and_class_match_truth(demo):
+    loaded, inspector = demo
+    wrong = []
+    for n in range(40):
+        part = synthesize_part(seed=11, n=n, width=640, height=480, defect_rate=0.6, classes=CLASSES)
+        insp = inspect(inspector, loaded, part.image)
+        if part.truth_class == "good":
+            ok = insp.verdict.outcome is Outcome.PASS and insp.verdict.plc_code == 0
+        else:
+            top = insp.verdict.top_defect
+            ok = insp.verdict.outcome is Outcome.REJECT and top is not None and top.class_name == part.truth_class
+            ok = ok and insp.verdict.plc_code == loaded.recipe.defect_class(part.truth_class).plc_code
+            # the found region lies on the true defect
+            ok = ok and bool((top.mask & part.masks[part.truth_class]).any())
+        if not ok:
+            wrong.append((n, part.truth_class, insp.verdict.reason))
+    assert len(wrong) <= 1, wrong
+
+
+def test_three_threads_give_the_same_verdicts_as_one(demo):
+    loaded, inspector = demo
+    images = [synthesize_part(5, n, 640, 480, 0.7, CLASSES).image for n in range(12)]
+    serial = [inspect(inspector, loaded, im).verdict.reason for im in images]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(lambda im: inspect(inspector, loaded, im).verdict.reason, images * 2))
+    assert threaded == serial * 2
+    assert any(r != "no defect" for r in serial) and "no defect" in serial
+
+
+def test_overlay_marks_defect_in_class_colour_with_verdict_banner(demo, tmp_path):
+    loaded, inspector = demo
+    n = next(n for n in range(50) if synthesize_part(3, n, 640, 480, 0.9, CLASSES).truth_class == "stain")
+    part = synthesize_part(3, n, 640, 480, 0.9, CLASSES)
+    insp = inspect(inspector, loaded, part.image)
+    ov = insp.overlay
+    assert ov.shape == (480, 640, 3) and ov.dtype == np.uint8
+    d = insp.verdict.top_defect
+    ys, xs = np.nonzero(d.mask)
+    colour = np.array(hex_rgb(loaded.recipe.defect_class("stain").colour))
+    inside = ov[ys, xs].astype(int)
+    grey = np.repeat(part.image[ys, xs, :1].astype(int), 3, axis=1)
+    # tinted towards the class colour: closer to it than the plain image was
+    assert np.abs(inside - colour).sum(axis=1).mean() < np.abs(grey - colour).sum(axis=1).mean()
+    # reject banner: red dominates the top rows
+    top = ov[:5].reshape(-1, 3).mean(axis=0)
+    assert top[0] > 150 and top[0] > 2 * top[1]
+    good = render_overlay(np.full((100, 100), 128, np.uint8), [], loaded.recipe,
+                          inspector.decide(Inspection(1, 1, "x", 1, 0, 0, views=[View("top", np.full((100, 100), 128, np.uint8))])))
+    assert good[:3].reshape(-1, 3).mean(axis=0)[1] > good[:3].reshape(-1, 3).mean(axis=0)[0]  # green banner
+
+
+def test_bad_images_are_refused_with_the_reason(demo):
+    loaded, inspector = demo
+    with pytest.raises(ValueError, match="bit depth"):
+        inspector.preprocess([View("top", np.zeros((480, 640), np.uint16))])
+    with pytest.raises(ValueError, match="too small"):
+        inspector.preprocess([View("top", np.zeros((4, 4), np.uint8))])
+
+
+def test_threshold_recipe_without_polarity_is_refused(tmp_path):
+    text = (REPO_ROOT / "recipes" / "demo-part.toml").read_text()
+    for line in ('polarity = "bright"\n', 'polarity = "dark"\n'):
+        text = text.replace(line, "")
+    (tmp_path / "r.toml").write_text(text)
+    with pytest.raises(ValueError, match="polarity"):
+        build_inspector(load_recipe(tmp_path / "r.toml"), tmp_path)
