@@ -37,6 +37,7 @@ from station.alarms import AlarmBoard, Severity
 from station.camera.base import Camera, CameraError
 from station.camera.discovery import DeviceFacts, ProducerSet, producer_paths, shared_producers
 from station.camera.features import ADAPTER_OWNED, FeatureReport, apply_features, setup_trigger
+from station.camera.pixels import FORMATS as PIXEL_FORMATS
 from station.camera.pixels import PixelFormatError, to_station_image
 from station.config import GenicamCameraConfig
 from station.inspection import View
@@ -99,6 +100,8 @@ class GenicamCamera(Camera):
         self._alarm_lost = f"camera_lost:{self.name}"
         self._alarm_features = f"camera_features:{self.name}"
         self._alarm_producer = f"camera_producer:{self.name}"
+        self._alarm_format = f"camera_format:{self.name}"
+        self._format_alarmed = False
 
     # ---- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -122,7 +125,7 @@ class GenicamCamera(Camera):
         with self._lock:
             self._release()
             self._state = "closed"
-        for key in (self._alarm_lost, self._alarm_features, self._alarm_producer):
+        for key in (self._alarm_lost, self._alarm_features, self._alarm_producer, self._alarm_format):
             self.alarms.clear(key)
 
     @property
@@ -181,7 +184,10 @@ class GenicamCamera(Camera):
                 self._on_failure(f"no frame within {limit_s * 1000:.0f} ms")
                 raise CameraError(f"camera {self.name}: timeout waiting for {what}") from None
             except PixelFormatError as exc:  # the device works; its format does not: no reconnect
-                raise CameraError(f"camera {self.name}: {exc}") from None
+                message = f"camera {self.name}: {exc}"
+                self.alarms.raise_(self._alarm_format, "camera", message)
+                self._format_alarmed = True
+                raise CameraError(message) from None
             except Exception as exc:  # the producer failed: the device is gone or broken
                 self._on_failure(f"{type(exc).__name__}: {exc}", fatal=True)
                 raise CameraError(f"camera {self.name}: acquisition failed: {type(exc).__name__}: {exc}") from exc
@@ -195,6 +201,9 @@ class GenicamCamera(Camera):
         skip = 1 if fresh and mode == "freerun" else 0
         view = self._next_view(deadline, skip=skip, count_gaps=not fresh or mode != "freerun")
         self._failures_in_a_row = 0
+        if self._format_alarmed:
+            self._format_alarmed = False
+            self.alarms.clear(self._alarm_format)
         return view
 
     def describe(self) -> dict:
@@ -271,13 +280,17 @@ class GenicamCamera(Camera):
     def _apply_recipe(self) -> None:
         rc = self.recipe_camera
         node_map = self._ia.remote_device.node_map
-        report = apply_features(node_map, {k: v for k, v in rc.features.items() if k not in ADAPTER_OWNED})
+        wanted, refused = {}, {}
+        for name, value in rc.features.items():
+            if name in ADAPTER_OWNED:
+                refused[name] = "driven by the camera adapter (use the recipe's trigger and trigger_line)"
+            elif name == "PixelFormat" and str(value) not in PIXEL_FORMATS:
+                refused[name] = f"the station cannot convert {value!r} (it converts {', '.join(PIXEL_FORMATS)})"
+            else:
+                wanted[name] = value
+        report = apply_features(node_map, wanted)
         effective, note = setup_trigger(node_map, rc.trigger, rc.trigger_line)
-        refused = dict(report.refused)
-        for k in rc.features:
-            if k in ADAPTER_OWNED:
-                refused[k] = "driven by the camera adapter (use the recipe's trigger and trigger_line)"
-        self.report = replace(report, refused=refused, trigger_requested=rc.trigger,
+        self.report = replace(report, refused={**report.refused, **refused}, trigger_requested=rc.trigger,
                               trigger_effective=effective, trigger_note=note)
         problems = self.report.problems()
         if problems:

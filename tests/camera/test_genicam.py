@@ -181,3 +181,33 @@ def test_recipe_cannot_drive_the_nodes_the_adapter_owns(open_camera):
     assert "driven by the camera adapter" in cam.report.refused["AcquisitionStop"]
     assert "driven by the camera adapter" in cam.report.refused["TriggerMode"]
     assert cam.grab(1, 1.0).image.shape == (120, 160)
+
+
+def test_a_pixel_format_the_station_cannot_convert_is_refused_at_recipe_load(open_camera):
+    cam = open_camera("0", features={**FAST, "PixelFormat": "YUV422_8"})
+    assert cam.report.refused["PixelFormat"].startswith("the station cannot convert 'YUV422_8'")
+    assert cam.grab(1, 1.0).image.dtype == np.uint8
+
+
+def test_frames_in_an_unconvertible_format_reject_with_an_alarm_but_keep_the_device(open_camera, alarms, monkeypatch):
+    # viky.cti only sends Mono8/RGBa8: the converter is made to refuse two frames the way it
+    # refuses a format it does not know (a device switched to Mono12p behind the station's back)
+    import station.camera.genicam as genicam_module
+    from station.camera.pixels import PixelFormatError
+
+    real = genicam_module.to_station_image
+    refusals = iter([True, True])
+
+    def converter(*args, **kwargs):
+        if next(refusals, False):
+            raise PixelFormatError("pixel format 'Mono12p' is not supported")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(genicam_module, "to_station_image", converter)
+    cam = open_camera("0")
+    for part in (1, 2):
+        with pytest.raises(CameraError, match="camera top: pixel format 'Mono12p' is not supported"):
+            cam.grab(part, 1.0)
+    assert alarms.is_active("camera_format:top") and cam.connected and cam.counters.losses == 0
+    assert cam.grab(3, 1.0).image.shape == (120, 160)
+    assert not alarms.is_active("camera_format:top")
