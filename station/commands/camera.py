@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import cv2
 import numpy as np
+import psutil
 
 from station.alarms import AlarmBoard
 
@@ -146,6 +147,7 @@ def cmd_grab(args) -> int:
             print(f"warning: {problem}", file=sys.stderr)
         thread.start()
         latencies_ms = []
+        rss_start = psutil.Process().memory_info().rss
         views = (camera.grab(n, args.timeout_ms / 1000.0) for n in range(args.count)) if args.per_part \
             else camera.frames(args.count)
         t0 = last = time.perf_counter()
@@ -173,4 +175,7 @@ def cmd_grab(args) -> int:
     print(f"grabbed {got} frames in {elapsed:.2f} s: {got / elapsed:.1f} fps; dropped {c['dropped']}, "
           f"incomplete {c['incomplete']}, stale discarded {c['stale_discarded']}; PNGs in {args.out}")
     print(f"{what} latency: median {p50:.1f} ms, p99 {p99:.1f} ms")
+    rss_end = psutil.Process().memory_info().rss
+    print(f"process memory: {rss_start / 2**20:.1f} MB before, {rss_end / 2**20:.1f} MB after "
+          f"({(rss_end - rss_start) / 2**20:+.1f} MB)")
     return 0
