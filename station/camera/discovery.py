@@ -248,8 +248,8 @@ class ProducerSet:
         listed = "; ".join(f"[{d.index}] {d.vendor} {d.model} serial {d.serial_number!r}" for d in devices) or "none"
         if hits:
             raise CameraError(f"device {key!r} is ambiguous: {len(hits)} devices match (devices: {listed})")
-        return_problems = "; ".join(self.problems.values())
-        extra = f"; producer problems: {return_problems}" if return_problems else ""
+        producer_problems = "; ".join(self.problems.values())
+        extra = f"; producer problems: {producer_problems}" if producer_problems else ""
         raise CameraError(f"no device {key!r} among the GenTL devices (devices: {listed}){extra}")
 
     def create_acquirer(self, device: DeviceFacts):
@@ -264,10 +264,10 @@ class ProducerSet:
 
         with self.exclusive():
             try:
-                self._harvester.reset()  # runs the Harvester's finalizer, which works only once:
+                self._harvester.reset()
             except Exception:  # an acquirer half-destroyed by a lost device may object; drop it anyway
                 log.exception("releasing GenTL producers")
-            self._harvester = Harvester()
+            self._harvester = Harvester()  # reset() runs a finalizer, which works once: start afresh
             self.files.clear()
             self.problems.clear()
             self.generation += 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from genicam.genapi import EAccessMode
+
 # Geometry is written first, in this order: the pixel format changes the payload, and the
 # offsets go to 0 before Width/Height so a larger size fits, then to their own value.
 GEOMETRY_FEATURES = ("PixelFormat", "Width", "Height", "OffsetX", "OffsetY")
@@ -37,8 +39,6 @@ class FeatureReport:
 
 
 def _access_writable(node) -> bool:
-    from genicam.genapi import EAccessMode
-
     return node.get_access_mode() in (EAccessMode.RW, EAccessMode.WO)
 
 
@@ -61,8 +61,6 @@ def write_feature(node_map, name: str, value) -> tuple[str, object]:
     kind = type(node).__name__
     try:
         if not _access_writable(node):
-            from genicam.genapi import EAccessMode
-
             return "refused", f"not writable now (access mode {EAccessMode(node.get_access_mode()).name})"
         if kind == "ICommand":
             if value is True:
