@@ -49,7 +49,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, ech
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         # pysqlite only opens transactions before DML, so DDL (migrations) would autocommit
         # statement by statement; take transaction control back (SQLAlchemy's documented recipe)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
@@ -58,6 +58,16 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, ech
             raise DatabaseUrlError(f"use postgresql+psycopg:// (psycopg 3), not {parsed.drivername!r}")
         return create_engine(parsed, echo=echo, pool_pre_ping=True)
     raise DatabaseUrlError(f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+WRITE = {"sqlite_begin": "IMMEDIATE"}  # execution options for a connection that will write
+
+
+def _sqlite_begin(conn) -> None:
+    # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred transaction that read
+    # first cannot wait for the lock (SQLITE_BUSY at once, the busy timeout does not apply).
+    mode = conn.get_execution_options().get("sqlite_begin", "")
+    conn.exec_driver_sql(f"BEGIN {mode}" if mode in ("IMMEDIATE", "EXCLUSIVE") else "BEGIN")
 
 
 def _sqlite_pragmas(busy_timeout_ms: int):

@@ -13,9 +13,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+
+from db.engine import WRITE
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_KEY = 0x57A710  # PostgreSQL advisory lock: one migrator per database at a time
 log = logging.getLogger("db.migrate")
 # alembic logs its plugin set-up and context at INFO on every start; we log what changed
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -63,7 +66,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision``; returns (before, after). Raises SchemaTooNew."""
     before = check_known(engine)
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
+    # one migrator at a time (the HMI and the writer may both upgrade at start-up)
+    with engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE does it
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     after = current_revision(engine) or ""

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 
 from db import rle
 from db.archive import ImageArchive, apply_retention, reconcile
-from db.engine import make_engine
+from db.engine import WRITE, make_engine
 from db.migrate import SchemaTooNew, upgrade
 from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
 from station.alarms import AlarmBoard, Severity
@@ -387,7 +387,7 @@ class HistoryWriter:
         return []
 
     def _insert(self, batch: list[_Pending]) -> None:
-        with self.engine.begin() as conn:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             self._store_recipes(conn, batch)
             ids = conn.execute(
                 insert(InspectionRow.__table__).returning(InspectionRow.__table__.c.id, sort_by_parameter_order=True),

@@ -144,3 +144,28 @@ def test_mask_rle_round_trips(mask, data):
 def test_malformed_rle_is_an_error():
     with pytest.raises(ValueError, match="sum"):
         rle.decode("2 2 0 1 1")
+
+
+def test_concurrent_start_ups_migrate_once_without_errors(db_url):
+    """The HMI and the writer (or several stations on one PostgreSQL) may upgrade at the same time."""
+    import threading
+
+    errors, engines = [], [make_engine(db_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines))
+
+    def start(engine):
+        barrier.wait()
+        try:
+            upgrade(engine)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert current_revision(engines[0]) == head_revision()
+    for e in engines:
+        e.dispose()
