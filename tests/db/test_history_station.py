@@ -27,6 +27,7 @@ def test_every_published_verdict_is_in_the_history(tmp_path):
     station = Station(demo_config(tmp_path), plc=False)
     recorder = Recorder()
     station.start()
+    writer = station.history  # Station.stop() lets go of it
     try:
         station.pipeline.sinks.append(recorder)
         seqs = []
@@ -36,12 +37,12 @@ def test_every_published_verdict_is_in_the_history(tmp_path):
             except Exception:
                 time.sleep(0.02)  # queue full: offer the part again
         assert station.pipeline.wait_published(seqs[-1], 120)
-        assert station.history.flush(30)
+        assert writer.flush(30)
     finally:
         station.stop()
     published = {i.sequence: i for i in recorder.inspections}
     assert sorted(published) == seqs
-    with Session(station.history.engine) as s:
+    with Session(writer.engine) as s:
         rows = s.scalars(select(InspectionRow).options(selectinload(InspectionRow.defects), selectinload(InspectionRow.images))).all()
         assert sorted(r.sequence for r in rows) == seqs
         assert {r.outcome for r in rows} == {"pass", "reject"}, "the demo line should give both verdicts"
@@ -56,4 +57,4 @@ def test_every_published_verdict_is_in_the_history(tmp_path):
                 assert {i.kind for i in r.images} >= {"raw"}
                 for img in r.images:
                     assert (tmp_path / "var" / "images" / img.path).stat().st_size == img.bytes
-    assert station.history.stats.lost == 0
+    assert writer.stats.lost == 0 and writer.stats.written == len(seqs)
