@@ -119,3 +119,10 @@ def test_resolve_backend_for_the_station_config(monkeypatch):
     c = resolve_backend("auto", 3, rk3566)
     assert c.backend == "auto:1" and "1 NPU core" in c.reason  # a one-core SoC gets one runtime
     assert parse_backend(c.backend) == ("auto", 1)
+
+
+def test_analyse_workers_cover_every_npu_core():
+    from station.inference.select import analyse_workers
+
+    assert analyse_workers("rknn:3", 1) == 4 and analyse_workers("auto:1", 1) == 2
+    assert analyse_workers("onnxruntime", 1) == 1 and analyse_workers("rknn:2", 6) == 6
