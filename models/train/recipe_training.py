@@ -145,7 +145,8 @@ def update_recipe_models(recipe_path: Path, proposals: str, classifier: str) -> 
             if re.search(rf"^{key}\s*=.*$", body, flags=re.M):
                 body = re.sub(rf"^{key}\s*=.*$", line, body, flags=re.M)
             else:
-                body = body.rstrip("\n") + "\n" + line + "\n"
+                stripped = body.rstrip("\n")
+                body = stripped + "\n" + line + body[len(stripped) :]
         text = text[: m.start(1)] + body + text[m.end(1) :]
     recipe_path.write_text(text, encoding="utf-8")
 

@@ -1,0 +1,113 @@
+"""Grouped folds, recipe model references, and `station train` end to end on a few real tiles."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from station.recipe import load_recipe
+from station.vision.dataset import Row, grouped_folds
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_grouped_folds_never_split_a_group_and_spread_classes():
+    rows = []
+    for g in range(30):
+        cls = ["a", "b", "good"][g % 3]
+        for light in range(1 + g % 4):
+            rows.append(Row(len(rows) + 1, Path(f"{g}_{light}.png"), None, cls, {"grp": f"g{g}"}))
+    folds = grouped_folds(rows, 5, "grp", seed=1)
+    assert sorted(i for f in folds for i in f) == list(range(len(rows)))
+    fold_of_group = {}
+    for k, f in enumerate(folds):
+        for i in f:
+            assert fold_of_group.setdefault(rows[i].extra["grp"], k) == k
+    for cls in ("a", "b", "good"):
+        per_fold = [sum(rows[i].label == cls for i in f) for f in folds]
+        assert min(per_fold) > 0, (cls, per_fold)
+
+
+def test_update_recipe_models_rewrites_only_the_models_table(tmp_path):
+    pytest.importorskip("torch")
+    from models.train.recipe_training import update_recipe_models
+
+    src = (REPO_ROOT / "recipes" / "steel-strip.toml").read_text()
+    path = tmp_path / "steel-strip.toml"
+    path.write_text(src)
+    update_recipe_models(path, "p1", "c1")
+    update_recipe_models(path, "p2", "c2")
+    text = path.read_text()
+    assert text.count("\nproposals = ") == 1 and 'proposals = "p2"' in text and 'classifier = "c2"' in text
+    recipe = load_recipe(path).recipe
+    assert recipe.models.segmentation == "litemedsam" and recipe.models.proposals == "p2"
+    def others(t: str) -> list[str]:
+        return [line for line in t.splitlines() if line.strip() and not line.startswith(("proposals =", "classifier ="))]
+
+    assert others(text) == others(src)
+
+
+@pytest.mark.slow
+def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
+    pytest.importorskip("torch")
+    data = shared_dir / "data" / "magnetic-tile-train"
+    rows = list(csv.DictReader(open(data / "manifest.csv")))
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        by_class.setdefault(r["class"], [])
+        if r["tile_group"] not in by_class[r["class"]] and len(by_class[r["class"]]) < 4:
+            by_class[r["class"]].append(r["tile_group"])
+    groups = {g for gs in by_class.values() for g in gs}
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            if r["tile_group"] in groups and r["lighting"] in ("1", "2"):
+                r = dict(r)
+                r["image"] = os.path.relpath(data / r["image"], tmp_path)
+                r["mask"] = os.path.relpath(data / r["mask"], tmp_path)
+                w.writerow(r)
+    recipe = tmp_path / "magnetic-tile.toml"
+    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    recipe.write_text(text.replace('mask_source = "sam"', 'mask_source = "proposal"'))
+    out = tmp_path / "trained"
+    proc = subprocess.run(
+        [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
+         "--folds", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--models-dir", str(tmp_path / "models")],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "grouped 2-fold cross-validation" in proc.stdout and "detection_rate" in proc.stdout
+    record = json.loads((out / "magnetic-tile.record.json").read_text())
+    assert record["data"]["group_by"] == "tile_group" and record["cross_validation"]["folds"] == 2
+    assert len(record["cross_validation"]["per_fold"]) == 2
+    for name in ("magnetic-tile-proposals", "magnetic-tile-classifier"):
+        meta = json.loads((out / f"{name}.json").read_text())
+        assert (out / meta["file"]).stat().st_size < 2_000_000
+        assert meta["sha256"] == record["final"]["sha256"][name]
+    clf = json.loads((out / "magnetic-tile-classifier.json").read_text())
+    assert clf["classes"] == ["blowhole", "break", "crack", "fray", "uneven", "not_defect"]
+    updated = load_recipe(recipe).recipe
+    assert updated.models.proposals == "magnetic-tile-proposals" and updated.models.classifier == "magnetic-tile-classifier"
+    # the trained models run through `station eval` (copied in by pull from the models dir)
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    for f in out.iterdir():
+        if f.suffix in (".onnx", ".json") and not f.name.endswith("record.json"):
+            (models / f.name).write_bytes(f.read_bytes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "station.cli", "eval", "--recipe", str(recipe), "--data", str(manifest), "--json",
+         "--models-dir", str(models)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads(proc.stdout)
+    assert m["images"] == sum(1 for _ in open(manifest)) - 1 and m["skipped"] == 0
+    assert 0 <= m["detection_rate"] <= 1 and 0 <= m["false_reject_rate"] <= 1
