@@ -130,6 +130,7 @@ class HistoryWriter:
         self._migrated = False
         self._next_maintenance = time.monotonic() + min(60.0, maintenance_interval_s)
         self._attempt = 0  # consecutive failures, for the backoff
+        self._maintenance_runs = 0
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -489,8 +490,15 @@ class HistoryWriter:
         self._next_maintenance = now + self.maintenance_interval_s
         self.run_maintenance()
 
-    def run_maintenance(self) -> None:
-        """Retention and reconciliation of this station's archive. Errors are alarms."""
+    RECONCILE_EVERY = 6  # maintenance runs: reconciliation walks the whole archive, so hourly is enough
+
+    def run_maintenance(self, *, reconcile_now: bool | None = None) -> None:
+        """Retention (every run) and reconciliation (the first and every RECONCILE_EVERY-th run)
+        of this station's archive. Errors are alarms."""
+        runs = self._maintenance_runs
+        self._maintenance_runs += 1
+        if reconcile_now is None:
+            reconcile_now = runs % self.RECONCILE_EVERY == 0
         try:
             rep = apply_retention(self.engine, self.archive, self.archive_config, self.station_id)
             if rep.over_budget_young:
@@ -502,6 +510,8 @@ class HistoryWriter:
                 )
             else:
                 self.alarms.clear(ALARM_ARCHIVE_FULL)
+            if not reconcile_now:
+                return
             rec = reconcile(self.engine, self.archive, self.station_id, grace_s=self.reconcile_grace_s)
             if not rec.clean:
                 log.warning(

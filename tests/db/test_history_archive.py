@@ -146,3 +146,25 @@ def test_archive_refuses_non_uint8_images(tmp_path):
 
     with pytest.raises(ValueError, match="uint8"):
         ImageArchive(tmp_path).encode(np.zeros((4, 4), np.float32))
+
+
+def test_the_writer_applies_retention_and_reconciles_by_itself(migrated, tmp_path):
+    d = tmp_path / "img"
+    orphan = d / "2020" / "orphan.png"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"x")
+    os.utime(orphan, (1, 1))
+    cfg = ArchiveConfig(dir=d, retention_days=30, min_age_days=7)
+    w = HistoryWriter(DatabaseConfig(url=str(migrated.url)), cfg, AlarmBoard(), "st-1", engine=migrated,
+                      maintenance_interval_s=0.2, reconcile_grace_s=60)
+    w.start()
+    for k, age in enumerate([100, 1]):
+        w.publish(make_inspection(k, reject=True, when=NOW - dt.timedelta(days=age)))
+    assert w.flush(10)
+    deadline = time.monotonic() + 10
+    while (orphan.exists() or images_by_age(migrated)[100]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    w.close()
+    assert not orphan.exists()
+    assert {age: len(imgs) for age, imgs in images_by_age(migrated).items()} == {100: 0, 1: 2}
+    assert files(d) == {i.path for i in images_by_age(migrated)[1]}
