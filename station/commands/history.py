@@ -98,9 +98,9 @@ def _err(msg: str, code: int) -> int:
 
 # ---- station history ----------------------------------------------------------------------
 def cmd_history(args) -> int:
-    from db.export import write_csv, write_jsonl
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db.filters import FilterError, HistoryFilter
-    from db.queries import HistoryQueries, summary_dict
 
     url, _config = _resolve(args)
     try:
@@ -110,11 +110,28 @@ def cmd_history(args) -> int:
         )
         if args.limit < 0:
             raise FilterError("limit", f"must be >= 0, got {args.limit}")
-        engine = _engine(url)
-        q = HistoryQueries(engine)
-        q.check(flt)
     except FilterError as exc:
         return _err(str(exc), 2)
+    engine = _engine(url)
+    try:
+        return _history(args, engine, flt)
+    except FilterError as exc:
+        return _err(str(exc), 2)
+    except SQLAlchemyError as exc:
+        return _err(f"cannot read the history database: {str(exc).splitlines()[0]}", 1)
+    except BrokenPipeError:  # `station history … | head`
+        sys.stdout = None  # nothing more can be written; keep Python from complaining at exit
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _history(args, engine, flt) -> int:
+    from db.export import write_csv, write_jsonl
+    from db.queries import HistoryQueries, summary_dict
+
+    q = HistoryQueries(engine)
+    q.check(flt)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         if args.summary:
@@ -128,13 +145,13 @@ def cmd_history(args) -> int:
             n = write_jsonl(rows, out)
         else:
             n = _print_table([summary_dict(r) for r in rows], out)
+        out.flush()
         if args.output:
             print(f"{n} inspections written to {args.output}", file=sys.stderr)
         return 0
     finally:
         if args.output:
             out.close()
-        engine.dispose()
 
 
 def _print_table(rows: list[dict], out) -> int:

@@ -196,3 +196,39 @@ def test_station_entry_point_has_the_history_commands(filled):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 3
+
+
+def test_history_into_a_closed_pipe_and_from_an_unreachable_server(tmp_path):
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    w = HistoryWriter(DatabaseConfig(url=url), ArchiveConfig(dir=tmp_path / "img"), AlarmBoard(), "cli-st")
+    w.start()
+    for i in range(400):
+        insp = make_inspection(i, reject=True)
+        insp.views, insp.overlay = [], None
+        w.publish(insp)
+    assert w.flush(30)
+    w.close()
+    # ~500 KB of JSONL into a pipe that closes after 2 lines: more than the pipe buffer holds
+    r = subprocess.run(f"{sys.executable} -m station.cli history --db {url} --limit 0 --format jsonl --defects | head -n 2",
+                       shell=True, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert len(r.stdout.splitlines()) == 2
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    r = subprocess.run([sys.executable, "-m", "station.cli", "history", "--db", f"postgresql+psycopg://u@127.0.0.1:{port}/x"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "cannot read the history database" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_db_bench_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
+    """The benchmark command itself works (figures come from real runs, not from tests)."""
+    code, out, err = run(["db", "bench", "--dir", str(tmp_path), "--inserts", "300", "--rows", "3000", "--repeat", "2", "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert report["inserts"]["written"] == 300 and report["inserts"]["lost"] == 0
+    assert report["large"]["rows"] == 3000
+    assert set(report["queries"]) >= {"latest 50 (no filter)", "Pareto, last 7 days", "yield per shift, last 7 days"}
+    assert "inspections/s" in err
