@@ -143,3 +143,17 @@ def test_int8_needs_image_inputs(tmp_path, tiny_onnx):
     write_metadata(d, "cls", tmp_path / "crops.onnx")
     with pytest.raises(ConversionError, match=r"int8 calibration needs image inputs .*\['crops'\]: use --quant fp16"):
         convert_model(d, "cls", quant="int8", calib=tmp_path, venv=tmp_path / "no-venv")
+
+
+def test_parity_floors():
+    from station.inference.convert import check_parity
+
+    ok = {"image_embeddings": {"cosine": 0.99998, "max_abs_error": 0.0063}}
+    check_parity("enc", "fp16", ok)
+    with pytest.raises(ConversionError, match=r"enc: int8 parity under 0.99: image_embeddings cosine 0.66347"):
+        check_parity("enc", "int8", {"image_embeddings": {"cosine": 0.66347, "max_abs_error": 3.1}})
+    # measured on the LiteMedSAM decoder in int8: logits close by cosine, masks not
+    dec = {"masks": {"cosine": 0.995867, "max_abs_error": 17.6, "mask_iou": 0.185}, "iou_predictions": {"cosine": 0.99994, "max_abs_error": 0.036}}
+    with pytest.raises(ConversionError, match=r"dec: int8 masks differ .* IoU under 0.9: masks mask IoU 0.185"):
+        check_parity("dec", "int8", dec)
+    check_parity("dec", "fp16", {"masks": {"cosine": 1.0, "max_abs_error": 0.1, "mask_iou": 0.99}})
