@@ -19,6 +19,7 @@ NAV = [  # (path, label, role needed)
     ("/charts", "Charts", "engineer"),
     ("/recipes", "Recipes", "engineer"),
     ("/users", "Users", "admin"),
+    ("/settings", "Settings", "admin"),
 ]
 
 GREEN, RED, AMBER, BLUE, GREY = "#15803d", "#b91c1c", "#b45309", "#1d4ed8", "#4b5563"

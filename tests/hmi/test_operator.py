@@ -104,3 +104,14 @@ async def test_one_image_in_flight_per_browser(hmi):
     user.find(marker="live-image").trigger("load")  # the browser reports it has the image
     await user.should_see("part 102 ", marker="part", retries=30)
     assert image.props["src"] == "/hmi/live/2.jpg"
+
+
+async def test_thumbnail_click_enlarges_that_part(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    run_parts(ctx.station, 3, first_id=201)
+    await wait_rendered(ctx, 3)
+    await user.should_see(marker="thumb-1", retries=30)
+    user.find(marker="thumb-1").click()
+    first = ctx.state.result(1)
+    await user.should_see(f"part 201 · {first.reason}", retries=30)

@@ -11,7 +11,8 @@ from tests.hmi.conftest import PASSWORDS, field_error, login, simulated_hmi
 
 pytestmark = pytest.mark.asyncio
 
-PAGES = {"/": "operator", "/history": "engineer", "/charts": "engineer", "/recipes": "engineer", "/users": "admin"}
+PAGES = {"/": "operator", "/history": "engineer", "/charts": "engineer", "/recipes": "engineer", "/users": "admin",
+         "/settings": "admin"}
 RANK = {"operator": 0, "engineer": 1, "admin": 2}
 
 
@@ -118,3 +119,15 @@ async def test_demo_autologin_opens_only_the_operator_view(tmp_path):
             await user.should_see(marker="forbidden")
     finally:
         st.stop()
+
+
+async def test_settings_page_shows_configuration_and_health(hmi):
+    from tests.hmi.conftest import only, run_parts
+
+    ctx, new_user = hmi
+    run_parts(ctx.station, 3)
+    user = await login(new_user(), "ada", "/settings")
+    await user.should_see('"station_id": "demo"', marker="station-config")
+    await user.should_see("written: 3", marker="writer-stats", retries=40)
+    stages = {r["stage"] for r in only(user, "latency").rows}
+    assert {"acquire", "analyse", "total"} <= stages
