@@ -3,7 +3,9 @@
 Per view: the proposal stage finds candidate regions at native resolution; the classifier
 (when the recipe has one) names each region or drops it as "not a defect"; each kept region
 is outlined either by the SAM decoder from its box (class ``mask_source = "sam"``; the view
-is encoded once and reused by every prompt on it) or by the proposal's own region
+is encoded once and reused by every prompt on it, or with ``vision.tile_px`` > 0 a window of
+that many native pixels around each proposal is encoded, for views much larger than the
+encoder input where small defects would vanish) or by the proposal's own region
 (``mask_source = "proposal"``, better for diffuse defects).
 
 Confidence of a defect = sqrt(proposal score x (1 - p(not a defect))): both stages must agree
@@ -54,6 +56,20 @@ class SamAnalyzer:
             probs = np.sqrt(probs * cls / cls.sum())
         return probs / probs.sum(), p_not
 
+    def _crop_mask(self, image: np.ndarray, box: tuple[int, int, int, int], side_px: int) -> np.ndarray:
+        """SAM mask from an encoding of a native-resolution window around ``box`` (at least
+        ``side_px`` square, grown to hold the box), pasted back into the view frame."""
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = box
+        side_x, side_y = min(w, max(side_px, x1 - x0)), min(h, max(side_px, y1 - y0))
+        cx0 = int(np.clip((x0 + x1) // 2 - side_x // 2, 0, w - side_x))
+        cy0 = int(np.clip((y0 + y1) // 2 - side_y // 2, 0, h - side_y))
+        crop = image[cy0 : cy0 + side_y, cx0 : cx0 + side_x]
+        sub, _ = self.segmenter.box_mask(self.segmenter.encode(crop), (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0))
+        out = np.zeros((h, w), bool)
+        out[cy0 : cy0 + side_y, cx0 : cx0 + side_x] = sub
+        return out
+
     def find(self, view: View) -> list[Defect]:
         vision = self.recipe.vision
         grey = to_gray(view.image)
@@ -75,11 +91,14 @@ class SamAnalyzer:
             confidence = float(np.sqrt(prop.score * (1.0 - p_not)))
             mask = prop.mask
             if self.segmenter is not None and self.recipe.defect_class(name).mask_source == "sam":
-                if encoded is None:
-                    encoded = self.segmenter.encode(view.image)
                 x0, y0, x1, y1 = prop.box
                 box = (max(0, x0 - BOX_MARGIN_PX), max(0, y0 - BOX_MARGIN_PX), min(w, x1 + BOX_MARGIN_PX), min(h, y1 + BOX_MARGIN_PX))
-                sam_mask, _ = self.segmenter.box_mask(encoded, box)
+                if vision.tile_px:
+                    sam_mask = self._crop_mask(view.image, box, vision.tile_px)
+                else:
+                    if encoded is None:
+                        encoded = self.segmenter.encode(view.image)
+                    sam_mask, _ = self.segmenter.box_mask(encoded, box)
                 # the decoder may leak outside the prompt box; a defect stays where it was proposed
                 clipped = np.zeros_like(sam_mask)
                 clipped[box[1] : box[3], box[0] : box[2]] = sam_mask[box[1] : box[3], box[0] : box[2]]

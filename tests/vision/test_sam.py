@@ -86,3 +86,17 @@ def test_missing_and_corrupt_models_are_clear_errors(sam_models_dir, tmp_path, r
     meta.model_copy(update={"sha256": sha256_file(models / meta.file)}).write(meta_path)
     with pytest.raises(ModelError, match="cannot load"):
         build_inspector(loaded, models)
+
+
+def test_native_resolution_window_mode_outlines_the_same_blowhole(segmenter, shared_dir, repo_root):
+    from station.vision.sam_analyzer import SamAnalyzer
+
+    image = cv2.imread(str(shared_dir / f"{TILE}.jpg"), cv2.IMREAD_GRAYSCALE)
+    truth = cv2.imread(str(shared_dir / f"{TILE}.png"), cv2.IMREAD_GRAYSCALE) >= 128
+    region = components(truth)[0]
+    x0, y0, x1, y1 = region.box
+    recipe = load_recipe(repo_root / "recipes" / "magnetic-tile.toml").recipe
+    analyzer = SamAnalyzer(recipe, proposals=None, classifier=None, segmenter=segmenter, model_hashes={})
+    mask = analyzer._crop_mask(image, (x0 - 2, y0 - 2, x1 + 2, y1 + 2), side_px=96)
+    assert mask.shape == image.shape
+    assert (mask & region.mask).sum() / (mask | region.mask).sum() > 0.5
