@@ -10,14 +10,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def encode(mask: np.ndarray, box: tuple[int, int, int, int] | None = None) -> str:
-    """RLE of ``mask`` (bool HxW in the view's frame) cropped to ``box`` (x0, y0, x1, y1)."""
+def crop(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part of ``mask`` (bool HxW, view frame) inside ``box`` (x0, y0, x1, y1), clipped at 0."""
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {m.shape}")
-    if box is not None:
-        x0, y0, x1, y1 = (int(v) for v in box)
-        m = m[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return m[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)]
+
+
+def encode(mask: np.ndarray, box: tuple[int, int, int, int] | None = None) -> str:
+    """RLE of ``mask`` (bool HxW in the view's frame) cropped to ``box`` (x0, y0, x1, y1)."""
+    m = crop(mask, box) if box is not None else np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
     h, w = m.shape
     flat = m.ravel()
     if flat.size == 0:

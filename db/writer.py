@@ -69,7 +69,7 @@ class _Pending:
     """One inspection waiting to be written; everything the writer needs, nothing mutable shared."""
 
     row: dict
-    defects: list
+    defects: list  # column dicts with "mask_crop", until prepared
     views: list  # (camera, image) of raw views to archive
     overlay: np.ndarray | None
     recipe: LoadedRecipe | None
@@ -234,7 +234,10 @@ class HistoryWriter:
         if self._wants_images(outcome, insp.recipe, recipe):
             views = [(vw.camera, vw.image) for vw in insp.views if vw.image is not None]
             overlay = insp.overlay
-        p = _Pending(row, list(insp.defects), views, overlay, recipe)
+        # defects become rows now, each mask cut to its box: holding full-frame masks in a
+        # queue of thousands would hold gigabytes; RLE encoding waits for the writer thread
+        defects = [self._defect_row(d, row["triggered_at"]) for d in insp.defects]
+        p = _Pending(row, defects, views, overlay, recipe)
         p.image_bytes = sum(int(img.nbytes) for _, img in views) + (int(overlay.nbytes) if overlay is not None else 0)
         return p
 
@@ -439,26 +442,28 @@ class HistoryWriter:
         if p.recipe is not None:
             row["thresholds"] = _thresholds(p.recipe)
         _fit(row, _INSPECTION_LENGTHS)
-        p.defect_rows = [_fit(self._defect_row(d, row["triggered_at"]), _DEFECT_LENGTHS) for d in p.defects]
+        for d in p.defects:
+            crop = d.pop("mask_crop")
+            d["mask_rle"] = None if crop is None else rle.encode(crop)
+            p.defect_rows.append(_fit(d, _DEFECT_LENGTHS))
         p.defects = []
 
     @staticmethod
     def _defect_row(d, when: dt.datetime) -> dict:
+        """Column values of a defect; ``mask_crop`` (a copy of the mask inside the box) is replaced
+        by ``mask_rle`` in the writer thread."""
         x0, y0, x1, y1 = (int(v) for v in d.box)
-        mask = None
-        if d.mask is not None:
-            mask = rle.encode(d.mask, d.box)
         return {
             "triggered_at": when,
-            "view": d.view,
-            "class_name": d.class_name,
+            "view": str(d.view),
+            "class_name": str(d.class_name),
             "confidence": _number(d.confidence) or 0.0,
             "x0": x0, "y0": y0, "x1": x1, "y1": y1,
             "area_px": int(d.area_px),
             "area_mm2": _number(d.area_mm2),
             "proposal_score": _number(d.proposal_score) or 0.0,
             "zone": d.zone,
-            "mask_rle": mask,
+            "mask_crop": None if d.mask is None else rle.crop(d.mask, d.box).copy(),
         }
 
     def _store_recipes(self, conn, batch: list[_Pending]) -> None:

@@ -299,3 +299,22 @@ def test_postgres_unreachable_at_start_then_back(pg_server, tmp_path):
     w.engine.dispose()
     with psycopg.connect(pg_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_queued_results_do_not_hold_full_frame_masks(tmp_path):
+    import gc
+    import weakref
+
+    w = writer_for(tmp_path)
+    insp = make_inspection(1, reject=True, size=(1000, 1000))
+    insp.views, insp.overlay = [], None
+    refs = [weakref.ref(d.mask) for d in insp.defects]
+    w.publish(insp)  # queued, not written: the writer is not started
+    del insp
+    gc.collect()
+    assert all(r() is None for r in refs), "the queue keeps 1 MB masks alive"
+    w.start()
+    assert w.flush(10)
+    w.close()
+    (row,) = rows(w.engine)
+    assert all(d.mask_rle for d in row.defects)
