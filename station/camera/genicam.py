@@ -228,6 +228,8 @@ class GenicamCamera(Camera):
     # ---- internals (called with self._lock held) ------------------------------------------------
     def _connect(self) -> None:
         """Find, open, configure and start the device; raises CameraError."""
+        from harvesters.core import ImageAcquirer
+
         if self.producers is None:
             self.producers = shared_producers()
         paths = producer_paths(self.config.cti)
@@ -258,18 +260,16 @@ class GenicamCamera(Camera):
                     f"camera {self.name}: cannot open device {device.serial_number or device.id!r}: {type(exc).__name__}: {exc}"
                 ) from None
             self._generation = self.producers.generation
-        from harvesters.core import ImageAcquirer
-
-        self._ia, self.device = ia, device
-        try:
-            with self.producers.in_use():
+            self._ia, self.device = ia, device
+            # set up in the same exclusive section: a re-enumeration in between would destroy it
+            try:
                 ia.num_buffers = self.config.num_buffers
                 ia.add_callback(ImageAcquirer.Events.INCOMPLETE_BUFFER, _IncompleteCounter(self.counters))
                 self._apply_recipe()
                 ia.start()
-        except Exception as exc:
-            self._release()
-            raise CameraError(f"camera {self.name}: cannot start device: {type(exc).__name__}: {exc}") from None
+            except Exception as exc:
+                self._release()
+                raise CameraError(f"camera {self.name}: cannot start device: {type(exc).__name__}: {exc}") from None
         self._state, self._down_reason = "open", ""
         self._last_frame_id = None
         self._failures_in_a_row = 0
