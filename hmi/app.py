@@ -77,6 +77,18 @@ def _record_running_recipes(ctx: HmiContext) -> None:
             log.exception("could not record recipe %s", loaded.recipe.name)
 
 
+UI_RUN_OPTIONS = dict(
+    title="Inspection station",
+    reload=False,
+    show=False,
+    dark=True,
+    show_welcome_message=False,
+    reconnect_timeout=10.0,
+    # each browser's replay buffer for reconnects holds live images (data URLs): keep it short
+    message_history_length=200,
+)
+
+
 def run(station, config: HmiConfig | None = None, *, storage_secret: str | None = None) -> None:
     """Mount and serve until the process is stopped (blocks, like ``ui.run``)."""
     config = config or station.config.hmi
@@ -84,12 +96,7 @@ def run(station, config: HmiConfig | None = None, *, storage_secret: str | None 
     ui.run(
         host=config.host,
         port=config.port,
-        title="Inspection station",
-        reload=False,
-        show=False,
-        dark=True,
-        show_welcome_message=False,
         # sessions do not outlive the process unless a secret is given: a restart signs everyone out
         storage_secret=storage_secret or secrets.token_urlsafe(32),
-        reconnect_timeout=10.0,
+        **UI_RUN_OPTIONS,
     )

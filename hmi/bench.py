@@ -28,7 +28,7 @@ from pathlib import Path
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 COUNT_LOADS_JS = """
-const img = document.querySelector("img[src*='/hmi/live/']") || document.querySelector("img");
+const img = document.querySelector("img[src^='data:image/jpeg']");
 if (!img) return false;
 if (!window.__hmiLoads) { window.__hmiLoads = 0; img.addEventListener('load', () => window.__hmiLoads++); }
 return true;
@@ -232,7 +232,7 @@ def run_with_hmi(work) -> None:
     """Serve the demo station's HMI in this process and run ``work(station, url)`` beside it."""
     from nicegui import app, ui
 
-    from hmi.app import mount
+    from hmi.app import UI_RUN_OPTIONS, mount
 
     root = Path(tempfile.mkdtemp(prefix="hmi-bench-"))
     (root / "var").mkdir()
@@ -251,8 +251,7 @@ def run_with_hmi(work) -> None:
 
     app.on_startup(lambda: threading.Thread(target=runner, daemon=True).start())
     try:
-        ui.run(host="127.0.0.1", port=port, reload=False, show=False, show_welcome_message=False,
-               storage_secret=os.urandom(16).hex(), title="bench")
+        ui.run(host="127.0.0.1", port=port, storage_secret=os.urandom(16).hex(), **UI_RUN_OPTIONS)
     finally:
         station.stop()
         shutil.rmtree(root, ignore_errors=True)

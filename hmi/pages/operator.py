@@ -2,13 +2,17 @@
 counters, a strip of the last results, station state and alarms.
 
 Each browser polls the shared state a few times a second and sends only what changed. The
-image is fetched by the browser from ``/hmi/live/{sequence}.jpg``; a new one is sent only when
-the browser reports (``load`` / ``error``) that the previous one arrived, so each browser has
-at most one image in flight and a slow client only sees fewer frames, it never slows the line.
+image (JPEG encoded once per part by the state's renderer) is pushed as a data URL over the
+page's websocket; a new one is sent only when the browser reports (``load`` / ``error``) that
+the previous one arrived, so each browser has at most one image in flight and a slow client
+only sees fewer frames, it never slows the line. (Measured with 3 browsers: about half the
+server CPU per update of serving each image through an HTTP route, which passes NiceGUI's
+middlewares; ``/hmi/live/{sequence}.jpg`` stays for the enlarged view.)
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import time
 
@@ -23,6 +27,10 @@ POLL_S = 0.2
 SLOW_S = 1.0  # counters, strip and station state: once a second is enough to read, and cheaper
 STUCK_IMAGE_S = 5.0  # a lost load event must not freeze the view forever
 STATUS_COLOURS = {StationStatus.READY: GREEN, StationStatus.BUSY: BLUE, StationStatus.OFFLINE: GREY}
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii") if jpeg else ""
 
 
 def _image_response(ctx, data: bytes | None) -> Response:
@@ -199,7 +207,7 @@ class LiveView:
                 continue
             slot["seq"] = r.sequence
             colour = GREEN if r.passed else RED
-            img._props["src"] = f"/hmi/thumb/{r.sequence}.jpg"
+            img._props["src"] = data_url(r.thumb_jpeg)
             img.style(f"height:90px; border:4px solid {colour}")
             label.set_text(f"{'PASS' if r.passed else 'REJECT'} #{r.part_id}")
             label.style(f"color:{'#4ade80' if r.passed else '#f87171'}")
@@ -226,7 +234,7 @@ class LiveView:
         self.image_seq = latest.sequence
         self.image_sent_at = time.monotonic()
         self.images_sent += 1
-        self.image._props["src"] = f"/hmi/live/{latest.sequence}.jpg"
+        self.image._props["src"] = data_url(latest.image_jpeg)
         self.image.update()
 
     def _image_arrived(self, _=None) -> None:
@@ -268,11 +276,6 @@ def register(ctx) -> None:
     def live_image(sequence: int) -> Response:
         r = ctx.state.result(sequence)
         return _image_response(ctx, r.image_jpeg if r else None)
-
-    @app.get("/hmi/thumb/{sequence}.jpg")
-    def thumb_image(sequence: int) -> Response:
-        r = ctx.state.result(sequence)
-        return _image_response(ctx, r.thumb_jpeg if r else None)
 
     @ui.page("/")
     def operator_page():

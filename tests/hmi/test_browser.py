@@ -137,7 +137,7 @@ def test_live_view_changes_as_parts_are_inspected(demo, browser):
                     what="the part line")
     first = part.text
     wait_for(lambda: part.text != first, 20, "the live view to show the next part")
-    img = browser.find_element(By.XPATH, "//img[contains(@src,'/hmi/live/')]")
+    img = browser.find_element(By.XPATH, "//img[starts-with(@src,'data:image/jpeg')]")
     wait_for(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0,
              what="the live image to load")
     assert banner.text in ("PASS", "REJECT")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from hmi.pages.operator import data_url
+
 from tests.hmi.conftest import field_error, login, only, run_parts, wait_rendered
 
 pytestmark = pytest.mark.asyncio
@@ -92,7 +94,7 @@ async def test_one_image_in_flight_per_browser(hmi):
     await wait_rendered(ctx, 1)
     await user.should_see("part 101 ", marker="part", retries=50)
     image = only(user, "live-image")
-    assert image.props["src"] == "/hmi/live/1.jpg"
+    assert image.props["src"] == data_url(ctx.state.result(1).image_jpeg)
     run_parts(ctx.station, 1, first_id=102)
     await wait_rendered(ctx, 2)
     await user.should_see("Last parts")
@@ -100,10 +102,10 @@ async def test_one_image_in_flight_per_browser(hmi):
 
     await asyncio.sleep(1.0)  # several polls pass: the browser has not reported the first image
     await user.should_see("part 101 ", marker="part")
-    assert image.props["src"] == "/hmi/live/1.jpg"
+    assert image.props["src"] == data_url(ctx.state.result(1).image_jpeg)
     user.find(marker="live-image").trigger("load")  # the browser reports it has the image
     await user.should_see("part 102 ", marker="part", retries=30)
-    assert image.props["src"] == "/hmi/live/2.jpg"
+    assert image.props["src"] == data_url(ctx.state.result(2).image_jpeg)
 
 
 async def test_thumbnail_click_enlarges_that_part(hmi):
