@@ -62,6 +62,14 @@ class Station:
         return f"{self.backend} ({self.backend_reason})"
 
     def start(self) -> None:
+        """Start everything or nothing: on StartupError whatever had started is stopped again."""
+        try:
+            self._start()
+        except StartupError:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         opened = 0
         for name, cam in self.cameras.items():
             try:
@@ -98,7 +106,6 @@ class Station:
                 self.plc.start()
         except Exception as exc:
             log.exception("start-up failed")
-            self.stop()
             raise StartupError(f"{type(exc).__name__}: {exc}") from None
         self.started = True
 

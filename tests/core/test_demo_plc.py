@@ -58,3 +58,12 @@ def test_plc_port_in_use_is_a_startup_error_and_nothing_keeps_running(tmp_path):
             station.start()
     assert not station.started and station.history is None and station.plc is None
     assert not station.pipeline.running
+
+
+def test_unknown_active_recipe_is_a_startup_error_and_cameras_are_closed(tmp_path):
+    from station.app import StartupError
+
+    station = Station(demo_config(tmp_path, active_recipe="no-such-part", plc={"enabled": False}, hmi={"enabled": False}))
+    with pytest.raises(StartupError, match="no-such-part"):
+        station.start()
+    assert not any(cam.connected for cam in station.cameras.values())
