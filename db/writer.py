@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import Engine, String, insert, select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from db import rle
 from db.archive import ImageArchive, apply_retention, reconcile
@@ -131,6 +131,7 @@ class HistoryWriter:
         self._next_maintenance = time.monotonic() + min(60.0, maintenance_interval_s)
         self._attempt = 0  # consecutive failures, for the backoff
         self._maintenance_runs = 0
+        self._in_hand: list = []  # the batch the writer thread holds (settled as lost if it crashes)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -273,16 +274,20 @@ class HistoryWriter:
                 return
             except Exception as exc:  # the writer thread must outlive any bug in one batch
                 log.exception("history writer loop failed; restarting it")
-                self.alarms.raise_(ALARM_DB, "database", f"history writer error: {type(exc).__name__}: {exc}")
+                lost, self._in_hand = len(self._in_hand), []
+                self._settle(lost=lost)
+                self.alarms.raise_(ALARM_DB, "database", f"history writer error ({lost} results lost): {type(exc).__name__}: {exc}")
                 self._stopping.wait(1.0)
 
     def _loop(self) -> None:
         batch: list[_Pending] = []
         while True:
+            self._in_hand = batch
             if not batch:
                 batch = self._take_batch()
                 if batch is None:
                     return
+                self._in_hand = batch
             if not self._migrated and not self._try_migrate(raise_too_new=False):
                 self._backoff()
                 if self._stopping.is_set():
@@ -557,12 +562,13 @@ def _fit(row: dict, lengths: dict[str, int]) -> dict:
 
 
 def _permanent(exc: BaseException) -> bool:
-    """True if the data was refused (retrying cannot help); False for locked/full/offline/corrupt."""
+    """True if retrying cannot help (the data is refused, or a bug); False for a database that is
+    locked, full, offline, corrupt or missing tables: those are held and retried."""
     if isinstance(exc, (IntegrityError, DataError)):
         return True
-    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
-        return True  # failed while binding parameters, before reaching the database
-    return isinstance(exc, (TypeError, ValueError, OverflowError))
+    if isinstance(exc, (DBAPIError, OSError)):
+        return False
+    return True  # StatementError while binding, TypeError, ValueError, OverflowError, bugs
 
 
 def _thresholds(loaded: LoadedRecipe) -> dict:

@@ -318,3 +318,47 @@ def test_queued_results_do_not_hold_full_frame_masks(tmp_path):
     w.close()
     (row,) = rows(w.engine)
     assert all(d.mask_rle for d in row.defects)
+
+
+def test_a_bug_in_the_writer_loses_one_batch_counted_and_the_writer_goes_on(tmp_path, monkeypatch):
+    w = writer_for(tmp_path, batch_size=5)
+    real = HistoryWriter._prepare
+    calls = {"n": 0}
+
+    def buggy(self, p):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("bug while preparing")
+        return real(self, p)
+
+    monkeypatch.setattr(HistoryWriter, "_prepare", buggy)
+    for i in range(5):
+        w.publish(make_inspection(i, reject=False))
+    w.start()
+    assert w.flush(10)  # settled: the batch is counted lost, flush does not hang
+    for i in range(5, 8):
+        w.publish(make_inspection(i, reject=False))
+    assert w.flush(10)
+    w.close()
+    assert w.stats.lost == 5 and w.stats.written == 3
+    assert "5 results lost" in next(a.message for a in w.alarms.all() if a.key == ALARM_DB)
+    assert sorted(r.sequence for r in rows(w.engine)) == [5, 6, 7]
+
+
+def test_an_unexpected_insert_error_is_narrowed_to_the_result_that_causes_it(tmp_path, monkeypatch):
+    w = writer_for(tmp_path, batch_size=10)
+    real = HistoryWriter._insert
+
+    def picky(self, batch):
+        if any(p.row["sequence"] == 3 for p in batch):
+            raise RuntimeError("cannot store seq 3")
+        return real(self, batch)
+
+    monkeypatch.setattr(HistoryWriter, "_insert", picky)
+    for i in range(8):
+        w.publish(make_inspection(i, reject=False))
+    w.start()
+    assert w.flush(10)
+    w.close()
+    assert sorted(r.sequence for r in rows(w.engine)) == [0, 1, 2, 4, 5, 6, 7]
+    assert w.stats.lost == 1
