@@ -169,3 +169,14 @@ def test_concurrent_start_ups_migrate_once_without_errors(db_url):
     assert current_revision(engines[0]) == head_revision()
     for e in engines:
         e.dispose()
+
+
+def test_every_db_folder_with_python_files_is_a_package():
+    """setuptools only installs packages: a folder without __init__.py (e.g. migrations/versions)
+    would be missing from an installed station, which could then not migrate."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "db"
+    missing = [str(d) for d in [root, *root.rglob("*")] if d.is_dir() and "__pycache__" not in d.parts
+               and any(d.glob("*.py")) and not (d / "__init__.py").exists()]
+    assert missing == []
