@@ -34,6 +34,7 @@ import numpy as np
 log = logging.getLogger("station.inference.rknn_double")
 
 RKNN_MAGIC = b"RKNN"
+MEMO_FULL_HASH_BYTES = 256 * 1024  # memo keys hash larger inputs sparsely
 
 
 @dataclass
@@ -290,6 +291,10 @@ class RKNNLite:
                 a = np.ascontiguousarray(feed[name])
                 h.update(name.encode())
                 h.update(str(a.shape).encode() + str(a.dtype).encode())
+                if a.nbytes > MEMO_FULL_HASH_BYTES:
+                    # a 4 MB embedding would cost more to hash than the decoder's 8.6 ms; every 17th
+                    # element tells distinct images apart (inputs equal there share outputs)
+                    a = np.ascontiguousarray(a.reshape(-1)[::17])
                 h.update(a.data)
             key = h.digest()
             with self._memo_lock:

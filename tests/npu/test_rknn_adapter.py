@@ -198,3 +198,14 @@ def test_corrupt_onnx_with_matching_metadata_is_a_model_error(models_dir):
         load_model(models_dir, "tiny", "onnxruntime")
     with pytest.raises(ModelError, match=r"model tiny: cannot load"):
         load_model(models_dir, "tiny", "auto")  # auto here (no NPU) is onnxruntime: same clear error
+
+
+def test_memoised_double_still_returns_each_inputs_own_outputs(models_dir, images):
+    rknn_double.add_simulated_form(models_dir, "tiny")
+    cls = rknn_double.simulated(memoize=True, memo_entries=4)
+    with load_model(models_dir, "tiny", "rknn:2", runtime_class=cls, scheduler=CoreScheduler()) as m:
+        for _ in range(2):  # the second round is served from the memo
+            for img in images:
+                x = normalise(img)
+                np.testing.assert_allclose(m.run({"image": x})["logits"], _onnx_logits(models_dir, x), rtol=1e-4, atol=1e-4)
+    assert len(cls._memo_store) == 4  # bounded
