@@ -33,7 +33,7 @@ def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return batch
 
 
-def train_classifier(crops: np.ndarray, labels: np.ndarray, n_classes: int, epochs: int = 10, seed: int = 0) -> CropClassifier:
+def train_classifier(crops: np.ndarray, labels: np.ndarray, n_classes: int, epochs: int = 6, seed: int = 0) -> CropClassifier:
     """``labels``: 0..K-1 the classes, K not a defect."""
     torch.manual_seed(seed)
     model = CropClassifier(n_classes, width=WIDTH)
@@ -43,7 +43,7 @@ def train_classifier(crops: np.ndarray, labels: np.ndarray, n_classes: int, epoc
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-3)
     xt, yt = torch.from_numpy(crops.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
-    batch = 64
+    batch = 128
     steps = epochs * max(1, (len(yt) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     gen = torch.Generator().manual_seed(seed)

@@ -82,7 +82,7 @@ class PixelMLPConv(nn.Module):
         return torch.softmax(self.net(features), dim=1)
 
 
-def train_pixel_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int = 8, seed: int = 0) -> PixelMLP:
+def train_pixel_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int = 5, seed: int = 0) -> PixelMLP:
     torch.manual_seed(seed)
     model = PixelMLP(n_classes)
     counts = np.bincount(y, minlength=n_classes + 1).astype(np.float64)

@@ -40,8 +40,8 @@ from station.vision.regions import components
 log = logging.getLogger("station.train")
 
 PROPOSALS_PER_IMAGE = 8
-MAX_NEGATIVES_PER_POSITIVE = 3  # cap on not-a-defect crops, so training time stays bounded
-GT_JITTERS = 3
+MAX_NEGATIVES_PER_POSITIVE = 2  # cap on not-a-defect crops, so training time stays bounded
+GT_JITTERS = 2
 
 
 def _write_metadata(path: Path, name: str, role: str, classes: list[str], input_spec: InputSpec | None, extra: dict, source: str) -> ModelMetadata:
