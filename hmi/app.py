@@ -55,7 +55,11 @@ def mount(station, config: HmiConfig | None = None, *, engine=None, throttle: Lo
     config = config or station.config.hmi
     if engine is None:
         engine = make_engine(station.config.database.url)
-    ensure_schema(engine)
+    try:
+        ensure_schema(engine)
+    except Exception as exc:  # the live view must still come up; history pages will show the error
+        log.exception("HMI cannot prepare the database")
+        station.alarms.raise_("hmi_database", "database", f"HMI cannot use the database: {exc}")
     store = HmiStore(engine)
     state = HmiState(station)
     state.start()
