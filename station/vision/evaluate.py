@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from station.inference.metadata import ModelError
 from station.inspection import Inspection, Outcome, View
 from station.recipe import Recipe
 from station.vision.dataset import Row, SkippedRow, group_of, load_sample, skip_summary
@@ -66,6 +67,8 @@ def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[
         timings["decide"] = (time.perf_counter() - t) * 1000
     except ValueError as exc:  # a bad image the inspector refuses (e.g. bit depth)
         return None, f"image {row.image}: {exc}"
+    except ModelError as exc:  # a model failing on this image: counted, the others continue
+        return None, f"image {row.image}: model error: {exc}"
     iou = None
     if row.label != recipe.good_class and sample.mask is not None and sample.mask.any():
         pred = np.zeros(sample.mask.shape, bool)

@@ -111,3 +111,16 @@ def test_real_litemedsam_pair_pulled_by_the_cli(sam_models_dir, shared_dir):
 def test_ensure_recipe_models_pulls_only_what_the_recipe_uses(tmp_path):
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "demo-part.toml"
     assert ensure_recipe_models(recipe, tmp_path / "models") == []  # threshold analyzer: no model
+
+
+def test_trained_recipe_models_are_copied_with_their_metadata_and_checked(tmp_path):
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "r-classifier.onnx").write_bytes(PAYLOAD)
+    ModelMetadata(name="r-classifier", role="classifier", file="r-classifier.onnx", sha256=SHA,
+                  classes=["a", "not_defect"]).write(trained / "r-classifier.json")
+    [res] = pull("r-classifier", tmp_path / "models", manifest=manifest(), sources=[], trained_dir=trained)
+    assert res.action == "copied" and ModelMetadata.read(tmp_path / "models" / "r-classifier.json").classes == ["a", "not_defect"]
+    (trained / "r-classifier.onnx").write_bytes(b"changed after training")
+    with pytest.raises(ModelError, match="does not match"):
+        pull("r-classifier", tmp_path / "other", manifest=manifest(), sources=[], trained_dir=trained)

@@ -1,0 +1,45 @@
+"""Markdown tables from a training record (``models/trained/<recipe>.record.json``).
+
+    python -m models.train.report models/trained/magnetic-tile.record.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _f(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def report(record: dict) -> str:
+    out = [f"## {record['recipe']}", "", f"Command: `{record.get('command') or 'station train …'}`", ""]
+    d = record["data"]
+    out.append(f"Data: {d['manifest']} (sha256 {d['manifest_sha256'][:12]}…), {d['used']} of {d['rows']} rows used, "
+               f"grouped by {d['group_by'] or 'row'}; classes {d['class_counts']}")
+    cv = record.get("cross_validation")
+    if cv:
+        keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate"]
+        out += ["", f"### Grouped {cv['folds']}-fold cross-validation (held-out folds)", "",
+                "| fold | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for i, m in enumerate(cv["per_fold"], 1):
+            out.append(f"| {i} | " + " | ".join(_f(m.get(k)) for k in keys) + " |")
+        out.append("| pooled | " + " | ".join(_f(cv["pooled"].get(k)) for k in keys) + " |")
+        out += ["", "| class | images | rejected | detection / false reject | type accuracy | mean IoU | predicted as |", "|---|---|---|---|---|---|---|"]
+        for cls, e in cv["pooled"]["per_class"].items():
+            rate = e.get("detection_rate", e.get("false_reject_rate"))
+            out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | "
+                       f"{_f(e.get('mean_iou'))} | {e.get('predicted_as', '')} |")
+        lat = cv["pooled"]["latency_ms"]
+        out += ["", "Latency ms (p50 / p99, this shared 2-core VM): " + ", ".join(f"{k} {v['p50']:.0f} / {v['p99']:.0f}" for k, v in lat.items())]
+    f = record["final"]
+    out += ["", f"Final models: {f['proposals']} ({f['sha256'][f['proposals']][:12]}…), {f['classifier']} "
+                f"({f['sha256'][f['classifier']][:12]}…), trained on all rows at {record.get('trained_at', '?')}."]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        print(report(json.loads(Path(path).read_text())))
