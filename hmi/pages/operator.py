@@ -139,8 +139,8 @@ class LiveView:
         if now - self._last_slow >= SLOW_S:
             self._last_slow = now
             self._render_status()
-            if self.summary_version != self.shown_version:
-                self.summary_version = self.shown_version
+            if self.summary_version != st.version:  # not tied to this browser's image pace
+                self.summary_version = st.version
                 self._render_counters()
                 self._render_strip()
 

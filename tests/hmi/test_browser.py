@@ -142,6 +142,11 @@ def test_live_view_changes_as_parts_are_inspected(demo, browser):
              what="the live image to load")
     assert banner.text in ("PASS", "REJECT")
     browser.save_screenshot(str(ARTIFACTS / "operator.png"))
+    # a reject shows its reason next to the overlay (about a third of the demo's parts)
+    wait_for(lambda: banner.text == "REJECT", 60, "a rejected part")
+    reason = browser.find_element(By.XPATH, "//*[contains(text(),'zone') or contains(text(),'mm²')]")
+    assert reason.text
+    browser.save_screenshot(str(ARTIFACTS / "operator-reject.png"))
 
 
 def test_login_history_filter_detail_csv_and_charts(demo, browser):
