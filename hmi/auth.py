@@ -76,12 +76,13 @@ class LoginThrottle:
     """Failed-login counter per key (user name, client address). Times in seconds (monotonic)."""
 
     def __init__(self, max_failures: int = 5, window_s: float = 900.0, lockout_s: float = 30.0,
-                 max_lockout_s: float = 900.0, clock=time.monotonic):
+                 max_lockout_s: float = 900.0, clock=time.monotonic, max_keys: int = 10_000):
         self.max_failures = max_failures
         self.window_s = window_s
         self.lockout_s = lockout_s
         self.max_lockout_s = max_lockout_s
         self.clock = clock
+        self.max_keys = max_keys
         self._lock = threading.Lock()
         self._failures: dict[str, list[float]] = {}
         self._locked_until: dict[str, float] = {}
@@ -95,6 +96,8 @@ class LoginThrottle:
         """Count a failure; returns the lockout now in force for ``key`` (0: none)."""
         now = self.clock()
         with self._lock:
+            if len(self._failures) > self.max_keys:
+                self._prune(now)
             recent = [t for t in self._failures.get(key, []) if now - t < self.window_s] + [now]
             self._failures[key] = recent
             excess = len(recent) - self.max_failures
@@ -103,6 +106,13 @@ class LoginThrottle:
             lock = min(self.max_lockout_s, self.lockout_s * 2**excess)
             self._locked_until[key] = now + lock
             return lock
+
+    def _prune(self, now: float) -> None:
+        """Forget keys with no recent failure and no lock (many guessed names must not grow memory)."""
+        for key in list(self._failures):
+            if self._locked_until.get(key, 0.0) <= now and all(now - t >= self.window_s for t in self._failures[key]):
+                del self._failures[key]
+                self._locked_until.pop(key, None)
 
     def success(self, key: str) -> None:
         with self._lock:

@@ -1,0 +1,169 @@
+"""The HMI's model and login rules without a browser: fast, exact."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hmi.auth import AuthError, LoginThrottle, allows, check_password, check_username, hash_password, verify_password
+from hmi.overlay import encode_jpeg, render_overlay
+from hmi.state import HmiState, StationStatus
+from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
+from tests.hmi.stand import make_station
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_throttle_locks_after_max_failures_and_doubles():
+    clock = FakeClock()
+    th = LoginThrottle(max_failures=3, window_s=60, lockout_s=10, max_lockout_s=35, clock=clock)
+    assert [th.failure("user:a") for _ in range(2)] == [0.0, 0.0]
+    assert th.wait_s("user:a") == 0
+    assert th.failure("user:a") == 10
+    assert th.wait_s("user:a") == 10
+    assert th.failure("user:a") == 20
+    assert th.failure("user:a") == 35  # capped
+    clock.t += 36
+    assert th.wait_s("user:a") == 0
+    th.success("user:a")
+    assert th.failure("user:a") == 0.0
+    assert th.wait_s("user:b") == 0  # keys are independent
+
+
+def test_throttle_failures_expire_and_memory_is_bounded():
+    clock = FakeClock()
+    th = LoginThrottle(max_failures=2, window_s=60, clock=clock, max_keys=100)
+    th.failure("user:a")
+    clock.t += 61
+    assert th.failure("user:a") == 0.0  # the first failure left the window
+    for i in range(500):
+        th.failure(f"user:guess{i}")
+        clock.t += 1
+    assert len(th._failures) <= 161  # noqa: SLF001 (pruned to the keys failing within the window)
+
+
+def test_roles_rank():
+    assert allows("admin", "engineer") and allows("engineer", "operator") and allows("operator", "operator")
+    assert not allows("operator", "engineer") and not allows("engineer", "admin")
+    assert not allows(None, "operator") and not allows("root", "operator")
+
+
+@pytest.mark.parametrize("name", ["a", "Bad Name", "x" * 65, "-lead", "<script>", "robert'); drop"])
+def test_bad_usernames(name):
+    with pytest.raises(AuthError):
+        check_username(name.lower() if name != "Bad Name" else name)
+
+
+@pytest.mark.parametrize("password,username", [("short", "x"), ("bobbybobby", "bobbybobby"), ("aaaaaaaaaaaa", "x"),
+                                               ("x" * 2000, "x")])
+def test_weak_passwords(password, username):
+    with pytest.raises(AuthError):
+        check_password(password, username)
+
+
+def test_hash_round_trip_and_no_plaintext():
+    h = hash_password("zürich-line-4")
+    assert h.startswith("$argon2id$") and "zürich" not in h
+    assert verify_password(h, "zürich-line-4")
+    assert verify_password(h, "zu\u0308rich-line-4")  # NFC-normalised: the same password typed differently
+    assert not verify_password(h, "zurich-line-4")
+    assert not verify_password("not a hash", "x")
+
+
+def _inspection(seq: int, passed: bool, image: np.ndarray | None = None) -> Inspection:
+    img = image if image is not None else np.full((48, 64), 120, np.uint8)
+    d = Defect("top", "scratch", 0.91, (5, 5, 20, 12), 80, mask=np.zeros(img.shape[:2], bool))
+    v = Verdict(Outcome.PASS, "no defect") if passed else Verdict(Outcome.REJECT, "scratch", top_defect=d, plc_code=1)
+    return Inspection(seq, seq, "demo-part", 1, time.time(), 0.0, views=[View("top", img)],
+                      defects=[] if passed else [d], verdict=v, timings_ms={"total": 12.0})
+
+
+def test_publish_never_blocks_and_skips_to_newest_under_load(tmp_path):
+    st = make_station(tmp_path, history=False)
+    state = HmiState(st, mailbox=2)  # renderer not started: the mailbox fills
+    t0 = time.perf_counter()
+    for i in range(1, 101):
+        state.publish(_inspection(i, passed=i % 3 != 0))
+    per_call_ms = (time.perf_counter() - t0) * 10  # 100 calls -> ms per call
+    assert per_call_ms < 50  # O(1) hand-off, no encoding on the publisher thread (loose bound: shared CI)
+    c = state.counters()
+    assert (c.parts, c.rejected, c.reject_classes["scratch"]) == (100, 33, 33)
+    assert state.skipped == 98 and state.received == 100
+    state.start()
+    deadline = time.monotonic() + 10
+    while state.rendered < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    state.stop()
+    assert [r.sequence for r in state.strip()] == [100, 99]  # newest first; older ones skipped
+    assert state.latest().image_jpeg[:2] == b"\xff\xd8"
+
+
+def test_failsafe_reject_counts_by_reason(tmp_path):
+    st = make_station(tmp_path, history=False)
+    state = HmiState(st)
+    insp = _inspection(1, passed=True)
+    insp.verdict = Verdict.failsafe(RejectReason.TIMEOUT, "budget exceeded")
+    state.publish(insp)
+    insp2 = _inspection(2, passed=True)
+    insp2.verdict = None  # no verdict at all is a reject, never a pass
+    state.publish(insp2)
+    c = state.counters()
+    assert (c.parts, c.passed, c.rejected) == (2, 0, 2)
+    assert c.reject_classes == {"timeout": 1, "no verdict": 1}
+    assert state.render(insp2).outcome is Outcome.REJECT
+
+
+def test_status_words(tmp_path):
+    st = make_station(tmp_path, history=False)
+    state = HmiState(st)
+    assert state.status() is StationStatus.OFFLINE  # not started
+    st.start()
+    try:
+        assert state.status() is StationStatus.READY
+        st.pipeline.offline = True
+        assert state.status() is StationStatus.OFFLINE
+    finally:
+        st.stop()
+
+
+def test_overlay_draws_mask_and_box_in_recipe_colour():
+    img = np.full((40, 60), 100, np.uint8)
+    mask = np.zeros((40, 60), bool)
+    mask[10:20, 10:30] = True
+    out = render_overlay(img, [Defect("top", "crack", 0.8, (10, 10, 30, 20), 200, mask=mask)], {"crack": "#ff9500"})
+    assert out.shape == (40, 60, 3) and out.dtype == np.uint8
+    inside = out[15, 20]
+    assert inside[0] > inside[2]  # tinted towards orange (R > B) inside the mask
+    assert tuple(out[2, 55]) == (100, 100, 100)  # untouched away from the defect and its label
+    big = encode_jpeg(np.zeros((2000, 3000, 3), np.uint8), max_side_px=1024)
+    import cv2
+
+    decoded = cv2.imdecode(np.frombuffer(big, np.uint8), cv2.IMREAD_COLOR)
+    assert max(decoded.shape[:2]) == 1024
+
+
+def test_renderer_survives_a_bad_image(tmp_path):
+    st = make_station(tmp_path, history=False)
+    state = HmiState(st)
+    bad = _inspection(1, passed=False, image=np.zeros((0, 0), np.uint8))
+    state.start()
+    try:
+        state.publish(bad)
+        state.publish(_inspection(2, passed=True))
+        deadline = time.monotonic() + 10
+        while state.rendered < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        state.stop()
+    assert [r.sequence for r in state.strip()] == [2, 1]
+    assert state.result(1).image_jpeg == b"" and state.result(1).outcome is Outcome.REJECT
+    assert threading.active_count() >= 1
