@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
 
 from fastapi import Response
 from fastapi.responses import FileResponse
