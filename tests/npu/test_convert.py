@@ -157,3 +157,18 @@ def test_parity_floors():
     with pytest.raises(ConversionError, match=r"dec: int8 masks differ .* IoU under 0.9: masks mask IoU 0.185"):
         check_parity("dec", "int8", dec)
     check_parity("dec", "fp16", {"masks": {"cosine": 1.0, "max_abs_error": 0.1, "mask_iou": 0.99}})
+
+
+def test_models_list_command_shows_forms_and_bad_metadata(models_dir, capsys):
+    from station.cli import main
+    from station.inference import rknn_double
+
+    rknn_double.add_simulated_form(models_dir, "tiny")
+    (models_dir / "broken.json").write_text("{not json")
+    assert main(["models", "list", "--models-dir", str(models_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in report["models"]}
+    assert set(rows["tiny"]["forms"]) == {"onnxruntime", "rknn-rk3588-fp16"}
+    assert rows["tiny"]["forms"]["rknn-rk3588-fp16"]["present"] is True
+    assert "invalid" in rows["broken"]["error"]
+    assert report["npu"]["present"] is False  # this machine
