@@ -65,6 +65,23 @@ class CoreScheduler:
 # One RK3588 per board: every pool in the process shares this one unless given another.
 NPU_CORES = CoreScheduler()
 
+# Called with (model name, message) when a pool runs on fewer cores than asked (at load or
+# after taking a failing core out). The station routes these to its AlarmBoard.
+_degraded_listeners: list[Callable[[str, str], None]] = []
+
+
+def on_degraded(listener: Callable[[str, str], None]) -> None:
+    """Subscribe to "model X now runs on fewer NPU cores" events (e.g. raise a warning alarm)."""
+    _degraded_listeners.append(listener)
+
+
+def _degraded(name: str, message: str) -> None:
+    for listener in list(_degraded_listeners):
+        try:
+            listener(name, message)
+        except Exception:  # a broken listener must not break inference
+            log.exception("NPU degraded listener failed")
+
 
 class ModelPool(InferenceModel):
     """Several runtimes of one model, one per core mask; ``run`` is thread-safe."""
@@ -106,10 +123,9 @@ class ModelPool(InferenceModel):
         if not runtimes:
             raise ModelError(f"model {name}: no NPU runtime could be loaded ({'; '.join(errors)})")
         if errors:
-            log.warning(
-                "model %s: runs on %d of %d NPU cores (%s); %s",
-                name, len(runtimes), len(core_masks), sorted(runtimes), "; ".join(errors),
-            )
+            message = f"model {name}: runs on {len(runtimes)} of {len(core_masks)} NPU cores ({sorted(runtimes)}); " + "; ".join(errors)
+            log.warning("%s", message)
+            _degraded(name, message)
         else:
             log.info("model %s: one runtime on each of %d NPU cores (masks %s)", name, len(runtimes), sorted(runtimes))
         return cls(runtimes, scheduler=scheduler, quarantine_after=quarantine_after)
@@ -148,11 +164,13 @@ class ModelPool(InferenceModel):
                 return
             runtime = self._runtimes.pop(mask)
             left = sorted(self._runtimes)
-        log.error(
-            "model %s: NPU runtime on core mask %d failed %d times in a row; taken out, %d left (masks %s)",
-            self.name, mask, self._quarantine_after, len(left), left,
+        message = (
+            f"model {self.name}: NPU runtime on core mask {mask} failed {self._quarantine_after} times in a row; "
+            f"taken out, {len(left)} left (masks {left})"
         )
+        log.error("%s", message)
         runtime.close()
+        _degraded(self.name, message)
 
     def close(self) -> None:
         with self._lock:

@@ -91,12 +91,18 @@ def test_pools_of_two_models_share_the_cores(tmp_path, tiny_onnx, images):
     assert max(waits) < 0.035, waits
 
 
-def test_model_too_big_for_every_core_runs_on_fewer(models_dir, images, caplog):
+def test_model_too_big_for_every_core_runs_on_fewer(models_dir, images, caplog, monkeypatch):
+    from station.inference import pool as pool_module
+
+    events = []
+    monkeypatch.setattr(pool_module, "_degraded_listeners", [])
+    pool_module.on_degraded(lambda name, msg: events.append(name))
     cls = rknn_double.simulated(faults=rknn_double.Faults(init_cores=frozenset({4})))
     with caplog.at_level(logging.WARNING, logger="station.inference.pool"):
         pool = _pool(models_dir, cls)
     assert pool.core_masks == [1, 2]
     assert "model tiny: runs on 2 of 3 NPU cores" in caplog.text and "core mask 4" in caplog.text
+    assert events == ["tiny"]
     assert pool.run({"image": images[0]})["logits"].shape == (1, 4)
 
 
@@ -106,7 +112,11 @@ def test_no_core_loads_is_a_model_error_with_every_reason(models_dir):
         _pool(models_dir, cls)
 
 
-def test_core_failing_mid_run_is_taken_out_and_the_rest_carry_on(models_dir, images, caplog):
+def test_core_failing_mid_run_is_taken_out_and_the_rest_carry_on(models_dir, images, caplog, monkeypatch):
+    from station.inference import pool as pool_module
+
+    events = []
+    monkeypatch.setattr(pool_module, "_degraded_listeners", [lambda name, msg: events.append((name, msg))])
     cls = rknn_double.simulated(latency_s=0.005, faults=rknn_double.Faults(inference_cores=frozenset({2})))
     pool = _pool(models_dir, cls)
     with caplog.at_level(logging.ERROR, logger="station.inference.pool"):
@@ -115,6 +125,7 @@ def test_core_failing_mid_run_is_taken_out_and_the_rest_carry_on(models_dir, ima
     assert len(errors) == 3 and all("core mask 2" in str(e) for e in errors)
     assert pool.core_masks == [1, 4]
     assert "core mask 2 failed 3 times in a row; taken out, 2 left" in caplog.text
+    assert events == [("tiny", "model tiny: NPU runtime on core mask 2 failed 3 times in a row; taken out, 2 left (masks [1, 4])")]
 
 
 # ---- through the real pipeline ------------------------------------------------------------
