@@ -94,7 +94,9 @@ class Station:
             if self._want_history:
                 from db.writer import HistoryWriter
 
-                self.history = HistoryWriter(self.config.database, self.config.archive, self.alarms, self.config.station_id)
+                self.history = HistoryWriter(
+                    self.config.database, self.config.archive, self.alarms, self.config.station_id, recipes=self.recipes.get
+                )
                 self.history.start()
                 self.pipeline.sinks.append(self.history)
             self.pipeline.start()
@@ -102,7 +104,7 @@ class Station:
                 from station.plc.service import PlcService
 
                 self.plc = PlcService(self.config.plc, self.pipeline, self.recipes, self.alarms, self.stats)
-                self.pipeline.sinks.append(self.plc)
+                self.pipeline.sinks.insert(0, self.plc)  # the PLC's answer goes out first
                 self.plc.start()
         except Exception as exc:
             log.exception("start-up failed")
