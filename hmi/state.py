@@ -26,15 +26,6 @@ from station.inspection import Inspection, Outcome
 log = logging.getLogger("hmi.state")
 
 
-def parts_in_flight(pipeline) -> int:
-    """Parts triggered but not yet published."""
-    if hasattr(pipeline, "in_flight"):
-        return int(pipeline.in_flight)
-    # the core Pipeline has no public count yet: read its pending table under its lock
-    with pipeline._pending_lock:
-        return len(pipeline._pending)
-
-
 class StationStatus(str, enum.Enum):
     READY = "READY"
     BUSY = "BUSY"
@@ -237,9 +228,9 @@ class HmiState:
         """OFFLINE: not started or taken offline; BUSY: parts in flight; else READY."""
         st = self.station
         pipeline = st.pipeline
-        if not getattr(st, "started", True) or pipeline.offline or not getattr(pipeline, "_running", True):
+        if not getattr(st, "started", True) or pipeline.offline or not pipeline.running:
             return StationStatus.OFFLINE
-        return StationStatus.BUSY if parts_in_flight(pipeline) else StationStatus.READY
+        return StationStatus.BUSY if pipeline.in_flight else StationStatus.READY
 
     def alarms(self) -> list[Alarm]:
         return self.station.alarms.all()

@@ -159,6 +159,16 @@ class Pipeline:
             t.join(timeout=timeout_s)
         self._threads.clear()
 
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def in_flight(self) -> int:
+        """Parts triggered and not yet published (the HMI shows BUSY while > 0)."""
+        with self._pending_lock:
+            return len(self._pending)
+
     def wait_idle(self, timeout_s: float) -> bool:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
