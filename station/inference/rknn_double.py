@@ -56,6 +56,7 @@ class SimulatedNpu:
         self._cv = threading.Condition()
         self.peak_busy = 0  # most cores busy at once so far (observability for tests and benches)
         self.calls_by_core: dict[int, int] = {m: 0 for m in self.masks}
+        self.queued_beside_idle_core = 0
 
     def _wanted(self, core_mask: int) -> list[int]:
         if core_mask == 0:
@@ -70,6 +71,8 @@ class SimulatedNpu:
                 held = [free[0]]
             else:
                 held = self._wanted(core_mask)
+                if any(m in self._busy for m in held) and any(m not in self._busy for m in self.masks):
+                    self.queued_beside_idle_core += 1  # a scheduling miss: this call waits, another core idles
                 while any(m in self._busy for m in held):
                     self._cv.wait()
             self._busy.update(held)

@@ -74,21 +74,20 @@ def test_pools_of_two_models_share_the_cores(tmp_path, tiny_onnx, images):
     sched = CoreScheduler()
     enc = load_model(d, "enc", "rknn", runtime_class=cls, scheduler=sched)
     dec = load_model(d, "dec", "rknn", runtime_class=cls, scheduler=sched)
-    waits = []
+    done = []
 
     def part(i):
         for _ in range(3):
             enc.run({"image": images[i]})
-            t = time.perf_counter()
             dec.run({"image": images[i]})
-            waits.append(time.perf_counter() - t)
+            done.append(i)
 
     ts = [threading.Thread(target=part, args=(i,)) for i in range(3)]
     [t.start() for t in ts]
     [t.join(30) for t in ts]
-    assert len(waits) == 9 and cls.npu.peak_busy == 3
-    # with 3 parts on 3 cores a decoder never queues behind another part's 40 ms encoder
-    assert max(waits) < 0.035, waits
+    assert len(done) == 9 and cls.npu.peak_busy == 3
+    # no call was ever sent to a busy core while another core stood idle
+    assert cls.npu.queued_beside_idle_core == 0
 
 
 def test_model_too_big_for_every_core_runs_on_fewer(models_dir, images, caplog, monkeypatch):
