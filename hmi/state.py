@@ -243,19 +243,19 @@ class HmiState:
         return f"{r.name} v{r.version}"
 
     def plc_label(self) -> tuple[bool | None, str]:
-        """(connected, text); connected None when the station runs without a PLC link."""
+        """(online, text); online is None when the station runs without a PLC link."""
         plc = getattr(self.station, "plc", None)
         if plc is None:
             return None, "PLC: not configured"
-        connected = getattr(plc, "connected", None)
-        if callable(connected):
-            connected = connected()
-        status = getattr(plc, "status", None)
-        detail = status() if callable(status) else status
-        text = "PLC: online" if connected else "PLC: OFFLINE"
-        if isinstance(detail, str) and detail:
-            text += f" ({detail})"
-        return bool(connected), text
+        try:
+            snap = plc.snapshot()  # station.plc.service.PlcService
+        except Exception as exc:  # the banner must still render
+            return False, f"PLC: status unknown ({type(exc).__name__})"
+        online = bool(snap.get("plc_online")) and snap.get("connected", True)
+        text = f"PLC: {'online' if online else 'OFFLINE'} ({snap.get('mode', '?')} {snap.get('address', '')})"
+        if snap.get("error_code"):
+            text += f" · {snap.get('error')}"
+        return online, text
 
     def cameras(self) -> list[tuple[str, bool]]:
         return [(name, bool(cam.connected)) for name, cam in self.station.cameras.items()]

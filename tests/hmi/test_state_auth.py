@@ -165,3 +165,31 @@ def test_renderer_survives_a_bad_image(tmp_path):
         state.stop()
     assert [r.sequence for r in state.strip()] == [2, 1]
     assert state.result(1).image_jpeg == b"" and state.result(1).outcome is Outcome.REJECT
+
+
+def test_plc_status_from_a_real_plc_service(tmp_path):
+    """The PLC badge reads PlcService.snapshot(): a server nobody polls is OFFLINE, in words."""
+    import socket
+
+    from station.config import PlcConfig
+    from station.plc.service import PlcService
+
+    st = make_station(tmp_path, history=False)
+    st.start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = PlcConfig(mode="server", host="127.0.0.1", port=port, heartbeat_timeout_ms=200)
+    plc = PlcService(config, st.pipeline, st.recipes, st.alarms, st.stats)
+    plc.start()
+    st.plc = plc
+    state = HmiState(st)
+    try:
+        deadline = time.monotonic() + 10
+        while state.plc_label()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)  # no PLC writes the heartbeat: the link goes offline after 200 ms
+        online, text = state.plc_label()
+        assert online is False and text.startswith(f"PLC: OFFLINE (server 127.0.0.1:{port})")
+    finally:
+        plc.stop()
+        st.stop()
