@@ -68,6 +68,8 @@ class RecipePage:
         self.form_box.clear()
         with self.form_box:
             self.form = ModelForm(Recipe, data)
+        version = self.form.element("version")
+        version.props("readonly hint='set when saved: the next version number'")
         self.general_error.set_text("")
 
     def _validated(self):
