@@ -131,3 +131,9 @@ async def test_settings_page_shows_configuration_and_health(hmi):
     await user.should_see("written: 3", marker="writer-stats", retries=40)
     stages = {r["stage"] for r in only(user, "latency").rows}
     assert {"acquire", "analyse", "total"} <= stages
+
+
+async def test_login_never_redirects_off_site(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga", "//evil.example/phish")
+    await user.should_see(marker="banner")  # landed on the operator view of this station
