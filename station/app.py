@@ -11,10 +11,11 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from station.alarms import AlarmBoard
+from station.alarms import AlarmBoard, Severity
 from station.camera import Camera, make_camera
 from station.config import StationConfig
-from station.inference.select import resolve_backend
+from station.inference import pool as npu_pool
+from station.inference.select import analyse_workers, resolve_backend
 from station.pipeline import Pipeline
 from station.recipe import LoadedRecipe, RecipeBook
 from station.stats import StationStats
@@ -43,12 +44,18 @@ class Station:
         self.cameras: dict[str, Camera] = {c.name: make_camera(c, self.alarms) for c in config.cameras}
         choice = resolve_backend(config.inference.backend, config.inference.npu_cores)
         self.backend, self.backend_reason = choice.backend, choice.reason
+        if self.backend != "onnxruntime":
+            # a core that fails is taken out of its pool; the operator must hear about it
+            npu_pool.on_degraded(
+                lambda model, message: self.alarms.raise_(f"npu_degraded:{model}", "npu", message, Severity.WARNING)
+            )
         self.pipeline = Pipeline(
             self.cameras,
             partial(build_inspector, models_dir=config.models_dir, backend=self.backend, threads=config.inference.threads),
             self.alarms,
             queue_depth=config.pipeline.queue_depth,
-            inference_workers=config.pipeline.inference_workers,
+            # with N NPU cores, N + 1 analyse threads keep every core busy (station bench)
+            inference_workers=analyse_workers(self.backend, config.pipeline.inference_workers),
             stats=self.stats,
         )
         self._want_plc = config.plc.enabled if plc is None else plc
