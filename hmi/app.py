@@ -96,9 +96,20 @@ UI_RUN_OPTIONS = dict(
 )
 
 
+def _keep_sessions_in(directory: Path) -> None:
+    """NiceGUI keeps per-browser storage (here: who is signed in) in files; by default in the
+    working directory, which a service may not own. Put it next to the station's other data."""
+    from nicegui.storage import Storage
+
+    directory.mkdir(parents=True, exist_ok=True)
+    Storage.path = directory.resolve()
+    app.storage = Storage()
+
+
 def run(station, config: HmiConfig | None = None, *, storage_secret: str | None = None) -> None:
     """Mount and serve until the process is stopped (blocks, like ``ui.run``)."""
     config = config or station.config.hmi
+    _keep_sessions_in(Path(station.config.archive.dir).parent / "hmi-sessions")
     mount(station, config)
     ui.run(
         host=config.host,
