@@ -128,8 +128,18 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
     return prop_name, clf_name, info
 
 
-def _fold_recipe(recipe: Recipe, prop: str, clf: str) -> Recipe:
-    return recipe.model_copy(update={"models": ModelRefs(segmentation=recipe.models.segmentation, proposals=prop, classifier=clf)})
+def _fold_recipe(recipe: Recipe, prop: str, clf: str, mask_source: str | None) -> Recipe:
+    update: dict = {"models": ModelRefs(segmentation=recipe.models.segmentation, proposals=prop, classifier=clf)}
+    if mask_source:
+        update["classes"] = [c.model_copy(update={"mask_source": mask_source}) for c in recipe.classes]
+    return recipe.model_copy(update=update)
+
+
+def update_recipe_confidence(recipe_path: Path, min_confidence: float) -> None:
+    """Set every class's ``min_confidence`` in the recipe file (other lines untouched)."""
+    text = recipe_path.read_text(encoding="utf-8")
+    text = re.sub(r"^min_confidence\s*=.*$", f"min_confidence = {min_confidence:.4f}", text, flags=re.M)
+    recipe_path.write_text(text, encoding="utf-8")
 
 
 def update_recipe_models(recipe_path: Path, proposals: str, classifier: str) -> None:
@@ -153,7 +163,7 @@ def update_recipe_models(recipe_path: Path, proposals: str, classifier: str) -> 
 
 def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: Path, models_dir: Path,
                  group_by: str | None = None, folds: int = 5, seed: int = 0, update_recipe: bool = True,
-                 command: str = "") -> dict:
+                 command: str = "", cv_mask_source: str | None = None) -> dict:
     """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
     from station.vision.inspector import build_inspector
 
@@ -188,11 +198,11 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             fold_dir = work_dir / f"fold{k}"
             t = time.monotonic()
             prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache)
-            fold_loaded = LoadedRecipe(recipe=_fold_recipe(recipe, prop, clf), path=loaded.path, text=loaded.text,
+            fold_loaded = LoadedRecipe(recipe=_fold_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
                                        content_hash=loaded.content_hash)
-            _link_sam(models_dir, fold_dir, recipe)
+            _link_sam(models_dir, fold_dir, fold_loaded.recipe)
             inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
-            metrics, results = evaluate(inspector, recipe, test_rows, group_by)
+            metrics, results = evaluate(inspector, fold_loaded.recipe, test_rows, group_by)
             metrics.pop("skipped_rows", None)
             metrics["train_info"] = info
             metrics["seconds"] = round(time.monotonic() - t, 1)
@@ -201,7 +211,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
-        record["cross_validation"] = {"folds": folds, "pooled": pooled_metrics, "per_fold": fold_metrics}
+        record["cross_validation"] = {"folds": folds, "pooled": pooled_metrics, "per_fold": fold_metrics,
+                                      "mask_source": cv_mask_source or "as in the recipe"}
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
     prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache if folds > 1 else None)
     record["final"] = {"proposals": prop, "classifier": clf, "train_info": info,
@@ -210,6 +221,12 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if update_recipe:
         update_recipe_models(loaded.path, prop, clf)
+        point = record.get("cross_validation", {}).get("pooled", {}).get("threshold_at_1pct_false_reject")
+        if point is not None:  # the operating point read off the pooled held-out folds
+            update_recipe_confidence(loaded.path, min(0.999, point + 1e-4))
+            record["operating_point"] = {"min_confidence": round(min(0.999, point + 1e-4), 4),
+                                         "chosen_on": "pooled held-out folds: highest good-image score allowed 1 % false rejects"}
+            (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
 
@@ -231,5 +248,6 @@ def _fmt(v) -> str:
 
 
 def _line(m: dict) -> str:
-    keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate"]
+    keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",
+            "auroc", "detection_at_1pct_false_reject"]
     return "  ".join(f"{k} {_fmt(m.get(k))}" for k in keys if k in m)

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models-dir", type=Path, default=Path("var/models"), help="SAM models for the fold evaluations")
     p.add_argument("--recipes-dir", type=Path, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-update-recipe", action="store_true", help="leave the recipe's [models] as they are")
+    p.add_argument("--no-update-recipe", action="store_true", help="leave the recipe's [models] and min_confidence as they are")
+    p.add_argument("--cv-mask-source", choices=["sam", "proposal"], help="outline every class this way in the CV folds (proposal: no SAM encoder runs, much faster)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="inspect every image of a manifest and report detection, false rejects, type accuracy, IoU")
@@ -52,7 +53,8 @@ def _fmt(v) -> str:
 
 
 def print_metrics(m: dict) -> None:
-    keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate"]
+    keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",
+            "auroc", "detection_at_1pct_false_reject", "threshold_at_1pct_false_reject"]
     for k in keys:
         if k in m:
             print(f"{k:<24}{_fmt(m[k])}")
@@ -116,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         record = train_recipe(
             loaded, args.data, args.out, args.work_dir / loaded.recipe.name, args.models_dir, args.group_by,
-            args.folds, args.seed, not args.no_update_recipe, command,
+            args.folds, args.seed, not args.no_update_recipe, command, args.cv_mask_source,
         )
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ class ImageResult:
     iou: float | None
     reason: str
     timings_ms: dict[str, float]
+    score: float = 0.0  # the most confident defect found (0: none), for operating-point analysis
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -77,7 +78,25 @@ def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[
                 pred |= d.mask
         iou = float((pred & sample.mask).sum() / max(1, (pred | sample.mask).sum()))
     top = verdict.top_defect.class_name if verdict.top_defect is not None else None
-    return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings), None
+    score = max((d.confidence for d in insp.defects), default=0.0)
+    return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings, score), None
+
+
+def operating_point(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01) -> dict:
+    """AUROC of the image score (defective vs good), and the detection rate at the lowest score
+    threshold that rejects at most ``max_false_reject`` of the good images (the baselines' metric;
+    a threshold read off the same images it is applied to, so optimistic)."""
+    bad = np.array([r.score for r in results if r.truth != good_class])
+    good = np.array([r.score for r in results if r.truth == good_class])
+    if not len(bad) or not len(good):
+        return {}
+    auroc = float(((bad[:, None] > good[None, :]).mean() + 0.5 * (bad[:, None] == good[None, :]).mean()))
+    allowed = int(np.floor(max_false_reject * len(good)))
+    ranked = np.sort(good)[::-1]
+    threshold = float(ranked[allowed]) if allowed < len(ranked) else 0.0  # reject when score > threshold
+    return {"auroc": auroc, "threshold_at_1pct_false_reject": threshold,
+            "detection_at_1pct_false_reject": float((bad > threshold).mean()),
+            "false_reject_at_threshold": float((good > threshold).mean())}
 
 
 def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class: str, grouped: bool) -> dict:
@@ -97,6 +116,7 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
         "skipped_reasons": skip_summary(skipped),
         "skipped_rows": [{"row": s.row.index, "image": str(s.row.image), "reason": s.reason} for s in skipped],
     }
+    out.update(operating_point(results, good_class))
     per_class = {}
     for cls in sorted({r.truth for r in results}):
         rs = [r for r in results if r.truth == cls]
