@@ -99,6 +99,11 @@ def test_eval_metrics_match_the_known_answers(tmp_path, manifest):
     assert m["skipped_reasons"] == {"not found": 1, "unreadable": 1, "bit depth": 1, "too small": 1, "mask": 1, "class": 1}
     reasons = {Path(s["image"]).name: s["reason"] for s in m["skipped_rows"]}
     assert "16" in reasons["deep.png"] and "10x10" in reasons["mismatch.png"] and "'dent'" in reasons["dent.png"]
+    # image scores: blobs at grey 30 under a threshold of 80 -> confidence 0.5 + 0.5 * 50 / 64
+    # defective [0.89, 0.89, 0], good [0, 0.89]: AUROC (1 + .5 + 1 + .5 + .5 + 0) / 6
+    assert m["auroc"] == pytest.approx(3.5 / 6)
+    assert m["threshold_at_1pct_false_reject"] == pytest.approx(0.5 + 0.5 * 50 / 64)
+    assert m["detection_at_1pct_false_reject"] == 0.0
     for stage in ("preprocess", "analyse", "decide", "total"):
         assert 0 <= m["latency_ms"][stage]["p50"] <= m["latency_ms"][stage]["p99"]
 
