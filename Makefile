@@ -10,6 +10,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+# Models are pulled from local copies first: the read-only shared folder next to the checkout.
+export STATION_MODEL_DIRS ?= $(abspath $(wildcard ../shared/models))
 
 .PHONY: demo test venv system-deps bench eval clean
 

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--root", type=Path, default=Path.cwd(), help="where var/ (database, images, models) lives")
     p.add_argument("--recipe", default="demo-part", help="recipe to run (default demo-part)")
+    p.add_argument("--replay", type=Path, default=None,
+                   help="play images from this folder or manifest CSV instead of the simulated camera "
+                        "(e.g. ../shared/data/magnetic-tile-train/manifest.csv with --recipe magnetic-tile)")
     p.add_argument("--interval-ms", type=float, default=None, help="time between parts (default: as fast as inspected, 500 ms with the HMI)")
     p.add_argument("--hmi-port", type=int, default=8080)
     p.add_argument("--plc-port", type=int, default=5020)
@@ -106,9 +109,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from station.app import Station, StartupError
     from station.demo import Conveyor, demo_config, run_headless
 
+    overrides = {}
+    if args.replay is not None:
+        from station.demo import REPO_ROOT
+        from station.recipe import load_recipe
+
+        recipe = load_recipe(REPO_ROOT / "recipes" / f"{args.recipe}.toml").recipe
+        overrides["cameras"] = [
+            {"type": "replay", "name": cam.name, "path": str(args.replay.resolve()), "shuffle_seed": 1} for cam in recipe.cameras
+        ]
     config = demo_config(
         args.root.resolve(),
         active_recipe=args.recipe,
+        **overrides,
         plc={"mode": "server", "host": "127.0.0.1", "port": args.plc_port, "enabled": not (args.no_plc or args.headless)},
         hmi={"host": "127.0.0.1", "port": args.hmi_port, "demo_autologin": True, "enabled": not args.headless},
     )

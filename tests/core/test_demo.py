@@ -39,3 +39,16 @@ def test_headless_demo_reports_50_verdicts_and_stores_50_inspections(tmp_path, s
         verdicts = dict(conn.execute("select outcome, count(*) from inspections group by outcome").fetchall())
     assert count == 50
     assert verdicts.get("reject", 0) == summary["reject"]
+
+
+def test_headless_demo_replays_a_manifest(tmp_path):
+    data = tmp_path / "parts"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "station.cli", *a], capture_output=True, text=True, timeout=300)
+    sim = run("simulate", "--count", "12", "--out", str(data), "--seed", "7", "--defect-rate", "0.5")
+    assert sim.returncode == 0, sim.stderr
+    proc = run("demo", "--headless", "--parts", "12", "--json", "--root", str(tmp_path), "--replay", str(data / "manifest.csv"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    truths = [v["truth"][0] for v in summary["verdicts"]]
+    assert summary["parts"] == 12 and set(truths) > {"good"}  # replayed ground truth came through
+    assert sum((t == "good") == (v["verdict"] == "pass") for t, v in zip(truths, summary["verdicts"])) >= 11
