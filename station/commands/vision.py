@@ -57,7 +57,7 @@ def print_metrics(m: dict) -> None:
             "auroc", "detection_at_1pct_false_reject", "threshold_at_1pct_false_reject"]
     for k in keys:
         if k in m:
-            print(f"{k:<24}{_fmt(m[k])}")
+            print(f"{k:<32}{_fmt(m[k])}")
     counts = f"images {m['images']} (defective {m['defective_images']}, good {m['good_images']}, with masks {m['images_with_masks']})"
     if "parts" in m:
         counts += f"  parts {m['parts']} (defective {m['defective_parts']}, good {m['good_parts']})"

@@ -2,7 +2,8 @@
 contours, boxes, "class 0.93" labels, zone outlines and a verdict banner.
 
 Input image: uint8 HxW or HxWx3 RGB. Output: a new uint8 HxWx3 RGB image, same size (the
-banner is drawn over the top rows, so pixel coordinates stay those of the view).
+banner is drawn over the top rows, under the defects, so pixel coordinates stay those of the
+view and a defect near the top edge stays visible).
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def render_overlay(
                 cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), rgb, 1, cv2.LINE_4)
             else:
                 cv2.polylines(out, [np.array(z.polygon, np.int32)], True, rgb, 1)
+    if verdict is not None:
+        passed = verdict.outcome is Outcome.PASS
+        text = ("PASS" if passed else "REJECT") + ("" if passed and verdict.reason == "no defect" else f": {verdict.reason}")
+        text = text.replace("²", "2")  # Hershey fonts are ASCII only
+        bar = int(max(14, 28 * scale))
+        banner = out[:bar].astype(np.float32) * 0.25 + np.array(PASS_RGB if passed else REJECT_RGB) * 0.75
+        out[:bar] = banner.astype(np.uint8)
+        cv2.putText(out, text, (4, bar - max(3, bar // 4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
     shown = [d for d in defects if view is None or d.view == view]
     # masks first, all of them, so a label is never hidden under another defect's fill
     for d in shown:
@@ -83,12 +92,4 @@ def render_overlay(
         x0, y0, x1, y1 = (int(v) for v in d.box)
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), rgb, 1)
         _label(out, f"{d.class_name} {d.confidence:.2f}", x0, y0, rgb, scale, thick)
-    if verdict is not None:
-        passed = verdict.outcome is Outcome.PASS
-        text = ("PASS" if passed else "REJECT") + ("" if passed and verdict.reason == "no defect" else f": {verdict.reason}")
-        text = text.replace("²", "2")  # Hershey fonts are ASCII only
-        bar = int(max(14, 28 * scale))
-        banner = out[:bar].astype(np.float32) * 0.25 + np.array(PASS_RGB if passed else REJECT_RGB) * 0.75
-        out[:bar] = banner.astype(np.uint8)
-        cv2.putText(out, text, (4, bar - max(3, bar // 4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return out

@@ -112,7 +112,8 @@ def test_eval_without_group_by_has_no_part_rates_and_prints_a_table(tmp_path, ma
     write_recipe(tmp_path / "blobs.toml")
     proc = run_eval("--recipe", str(tmp_path / "blobs.toml"), "--data", str(manifest), "--models-dir", str(tmp_path / "m"))
     assert proc.returncode == 0, proc.stderr
-    assert "detection_rate          0.6667" in proc.stdout
+    lines = {line.split()[0]: line.split()[-1] for line in proc.stdout.splitlines() if line.strip()}
+    assert lines["detection_rate"] == "0.6667" and lines["false_reject_rate"] == "0.5000"
     assert "part_detection_rate" not in proc.stdout
     assert "skipped 6" in proc.stdout
 
