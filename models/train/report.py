@@ -21,7 +21,8 @@ def report(record: dict) -> str:
                f"grouped by {d['group_by'] or 'row'}; classes {d['class_counts']}")
     cv = record.get("cross_validation")
     if cv:
-        keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate"]
+        keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",
+                "auroc", "detection_at_1pct_false_reject"]
         out += ["", f"### Grouped {cv['folds']}-fold cross-validation (held-out folds)", "",
                 "| fold | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for i, m in enumerate(cv["per_fold"], 1):
@@ -34,6 +35,10 @@ def report(record: dict) -> str:
                        f"{_f(e.get('mean_iou'))} | {e.get('predicted_as', '')} |")
         lat = cv["pooled"]["latency_ms"]
         out += ["", "Latency ms (p50 / p99, this shared 2-core VM): " + ", ".join(f"{k} {v['p50']:.0f} / {v['p99']:.0f}" for k, v in lat.items())]
+    if record.get("operating_point"):
+        out += ["", f"Operating point written to the recipe: min_confidence {record['operating_point']['min_confidence']} "
+                    f"({record['operating_point']['chosen_on']}). The fold metrics above were measured at the recipe's "
+                    "min_confidence before this update."]
     f = record["final"]
     out += ["", f"Final models: {f['proposals']} ({f['sha256'][f['proposals']][:12]}…), {f['classifier']} "
                 f"({f['sha256'][f['classifier']][:12]}…), trained on all rows at {record.get('trained_at', '?')}."]
