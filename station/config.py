@@ -10,13 +10,9 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from station.config_errors import ConfigError, load_toml_model
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from station.config_errors import ConfigError, StrictModel as Strict, load_toml_model
 
 
 class SimulatedCameraConfig(Strict):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,15 +47,27 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def load_toml_model(path: Path, model: type[M], text: str | None = None) -> M:
-    """Read a TOML file and validate it into ``model``; any problem becomes a ConfigError."""
-    path = Path(path)
+class StrictModel(BaseModel):
+    """Base of every configuration model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a configuration file; a missing or unreadable file is a ConfigError."""
     try:
-        raw = text if text is not None else path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, [("", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [("", f"cannot read: {exc}")]) from None
+
+
+def load_toml_model(path: Path, model: type[M], text: str | None = None) -> M:
+    """Read a TOML file (or ``text`` claimed to come from it) and validate it into ``model``.
+    Any problem becomes a ConfigError naming file, key and reason."""
+    path = Path(path)
+    raw = text if text is not None else read_config_text(path)
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:

@@ -128,10 +128,6 @@ class Pipeline:
         log.info("recipe %s v%s active", loaded.recipe.name, loaded.recipe.version)
 
     # ---- lifecycle ----------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._running
-
     def start(self) -> None:
         if self._running:
             return

@@ -13,13 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from station.config_errors import ConfigError, load_toml_model
+from station.config_errors import ConfigError, StrictModel as Strict, load_toml_model, read_config_text
 
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RecipeCamera(Strict):
@@ -166,12 +162,7 @@ def load_recipe(path: Path | str, text: str | None = None) -> LoadedRecipe:
     """Load and validate a recipe file (or ``text`` claimed to come from ``path``). Raises ConfigError."""
     path = Path(path)
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(path, [("", "file not found")]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(path, [("", f"cannot read: {exc}")]) from None
+        text = read_config_text(path)
     recipe = load_toml_model(path, Recipe, text=text)
     return LoadedRecipe(
         recipe=recipe, path=path, text=text, content_hash=hashlib.sha256(text.encode()).hexdigest()

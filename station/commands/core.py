@@ -105,8 +105,20 @@ def _pull_models(config, recipe_name: str) -> None:
     ensure_recipe_models(config.recipes_dir / f"{recipe_name}.toml", config.models_dir)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _start_station(config):
+    """A started Station, or None after printing why it cannot run (exit status 1)."""
     from station.app import Station, StartupError
+
+    station = Station(config)
+    try:
+        station.start()
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return station
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from station.demo import Conveyor, demo_config, run_headless
 
     overrides = {}
@@ -127,11 +139,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     (args.root / "var").mkdir(parents=True, exist_ok=True)
     _pull_models(config, args.recipe)
-    station = Station(config)
-    try:
-        station.start()
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    station = _start_station(config)
+    if station is None:
         return 1
     try:
         if args.headless:
@@ -147,15 +156,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             else:
                 _print_summary(summary)
             return 0
-        conveyor = None
+        interval_s = (args.interval_ms or 500) / 1000.0
         if station.plc is None:
-            conveyor = Conveyor(station.pipeline, (args.interval_ms or 500) / 1000.0)
-            conveyor.start()
-        else:
+            conveyor = Conveyor(station.pipeline, interval_s)
+        else:  # the line's PLC, played through the station's own Modbus server
             from station.plc.simulator import PlcSimulator
 
-            conveyor = PlcSimulator(config.plc.host, config.plc.port, interval_s=(args.interval_ms or 500) / 1000.0)
-            conveyor.start()
+            conveyor = PlcSimulator(config.plc.host, config.plc.port, interval_s=interval_s)
+        conveyor.start()
         from hmi.app import run as run_hmi
 
         print(f"HMI on http://{config.hmi.host}:{config.hmi.port}  (Ctrl-C to stop)", file=sys.stderr)
@@ -167,14 +175,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from station.app import Station, StartupError
-
     config = load_station_config(args.config)
-    station = Station(config)
-    try:
-        station.start()
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    station = _start_station(config)
+    if station is None:
         return 1
     from station.watchdog import ServiceWatchdog
 

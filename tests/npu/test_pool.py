@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from station.alarms import AlarmBoard
@@ -18,7 +17,7 @@ from station.inference.pool import CoreScheduler, ModelPool
 from station.inspection import Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings, Pipeline, TriggerRefused
 from station.recipe import load_recipe
-from tests.npu.conftest import TINY_SIZE, normalise, write_metadata
+from tests.npu.conftest import normalise, write_metadata
 
 
 def _pool(models_dir, cls, cores=3, scheduler=None):
