@@ -90,7 +90,10 @@ class SamAnalyzer:
             name = self.class_names[int(np.argmax(probs))]
             confidence = float(np.sqrt(prop.score * (1.0 - p_not)))
             mask = prop.mask
-            if self.segmenter is not None and self.recipe.defect_class(name).mask_source == "sam":
+            cls = self.recipe.defect_class(name)
+            # SAM only outlines defects that can count: below the class's confidence the
+            # proposal's region is shown, and no encoder run is spent on it
+            if self.segmenter is not None and cls.mask_source == "sam" and confidence >= cls.min_confidence:
                 x0, y0, x1, y1 = prop.box
                 box = (max(0, x0 - BOX_MARGIN_PX), max(0, y0 - BOX_MARGIN_PX), min(w, x1 + BOX_MARGIN_PX), min(h, y1 + BOX_MARGIN_PX))
                 if vision.tile_px:

@@ -42,8 +42,13 @@ def models(sam_models_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def inspector(models):
-    return build_inspector(load_recipe(RECIPE), models, threads=2)
+def inspector(models, tmp_path_factory):
+    # a lower operating point than shipped, so that SAM outlines are exercised on these tiles
+    import re
+
+    path = tmp_path_factory.mktemp("recipe") / "magnetic-tile.toml"
+    path.write_text(re.sub(r"^min_confidence = .*$", "min_confidence = 0.5", RECIPE.read_text(), flags=re.M))
+    return build_inspector(load_recipe(path), models, threads=2)
 
 
 def run(inspector, image: np.ndarray) -> Inspection:
@@ -78,13 +83,15 @@ def test_real_tiles_give_consistent_defects_verdicts_and_overlays(inspector, til
                 assert d.class_name in names and 0.0 <= d.confidence <= 1.0
                 assert d.mask.shape == image.shape and d.area_px == int(d.mask.sum()) > 0
                 assert d.box == box_of(d.mask)
-            sam_defects = [d for d in insp.defects if recipe.defect_class(d.class_name).mask_source == "sam"]
+            sam_defects = [d for d in insp.defects if recipe.defect_class(d.class_name).mask_source == "sam"
+                           and d.confidence >= recipe.defect_class(d.class_name).min_confidence]
             # one encoder run per view at most, however many prompts it had
             assert encodes["n"] - before == (1 if sam_defects else 0)
             if insp.verdict.outcome is Outcome.REJECT:
                 assert insp.verdict.top_defect in insp.defects and insp.verdict.plc_code == recipe.defect_class(insp.verdict.top_defect.class_name).plc_code
             else:
                 assert insp.verdict.plc_code == 0
+        assert encodes["n"] >= 1, "no SAM outline was exercised on these tiles"
     finally:
         encoder.run = real_run
 
