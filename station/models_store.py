@@ -234,7 +234,8 @@ def recipe_model_names(recipe) -> list[str]:
     """Models the recipe loads by name (a SAM pair's partner is pulled through its metadata)."""
     names = []
     if recipe.vision.analyzer == "sam":
-        names.append(recipe.models.segmentation)
+        if any(c.mask_source == "sam" for c in recipe.classes):  # else the SAM pair is never loaded
+            names.append(recipe.models.segmentation)
         names += [n for n in (recipe.models.proposals, recipe.models.classifier) if n]
     return names
 
