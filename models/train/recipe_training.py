@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -30,8 +29,8 @@ from station.inference.onnx import OnnxModel
 from station.recipe import LoadedRecipe, ModelRefs, Recipe
 from station.vision.classifier import NOT_DEFECT
 from station.vision.crops import region_crop
-from station.vision.dataset import Row, Sample, grouped_folds, load_samples, read_manifest, skip_summary
-from station.vision.evaluate import ImageResult, evaluate, summarise
+from station.vision.dataset import Sample, grouped_folds, load_samples, read_manifest, skip_summary
+from station.vision.evaluate import evaluate, summarise
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray
 from station.vision.proposals import BACKGROUND, ProposalStage
