@@ -409,9 +409,11 @@ def bench_recipe(
     threads: int = 0, distinct_frames: int = 8,
 ) -> dict:
     """Parts/s of a shipped recipe as configured (its own models and analyzer) on its own images."""
+    from station.models_store import ensure_recipe_models
     from station.vision.inspector import build_inspector
 
     loaded = load_recipe(recipe_path)
+    ensure_recipe_models(loaded.path, models_dir)  # the recipe's models, checksummed, as a station would get them
     refs = loaded.recipe.models
     names = [n for n in (refs.proposals, refs.classifier) if n]
     if loaded.recipe.vision.analyzer == "sam":

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from station.config_errors import ConfigError
+from station.inference.metadata import ModelError
 
 # Modules that add subcommands: each has register(subparsers) -> None.
 # A parser added there sets `func=callable(args) -> int` via set_defaults.
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ModelError as exc:  # missing, corrupt or mismatching model: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

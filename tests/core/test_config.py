@@ -111,3 +111,21 @@ def test_recipe_book_keeps_good_recipes_and_reports_bad(tmp_path):
     assert list(book.recipes) == ["widget"]
     assert len(book.errors) == 1 and "oops" in str(book.errors[0])
     assert book.by_plc_id(7).recipe.name == "widget"
+
+
+def test_cli_reports_a_missing_model_without_traceback(tmp_path):
+    recipe = tmp_path / "widget.toml"
+    recipe.write_text(GOOD_RECIPE + '\n[models]\nproposals = "no-such-model"\nclassifier = "no-such-model"\n')
+    img = tmp_path / "a.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(img), np.zeros((32, 32), np.uint8))
+    env = {"STATION_MODEL_DIRS": str(tmp_path / "nowhere"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "station.cli", "inspect", "--recipe", str(recipe), "--models-dir", str(tmp_path / "m"), str(img)],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: model litemedsam: could not be fetched"), proc.stderr
