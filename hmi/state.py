@@ -19,9 +19,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from hmi.overlay import encode_jpeg, render_overlay
+from hmi.overlay import encode_jpeg
 from station.alarms import Alarm
 from station.inspection import Inspection, Outcome
+from station.vision.overlay import render_overlay
 
 log = logging.getLogger("hmi.state")
 
@@ -166,10 +167,6 @@ class HmiState:
                 self.rendered += 1
                 self.version += 1
 
-    def _colours(self) -> dict[str, str]:
-        active = self.station.pipeline.recipe
-        return {c.name: c.colour for c in active.loaded.recipe.classes} if active else {}
-
     def render(self, insp: Inspection) -> LiveResult:
         """Overlay + JPEG (display size) + thumbnail for one inspection."""
         image = b""
@@ -178,7 +175,10 @@ class HmiState:
             rgb = insp.overlay
         elif insp.views:
             first = insp.views[0]
-            rgb = render_overlay(first.image, [d for d in insp.defects if d.view == first.camera], self._colours())
+            # no overlay from the vision stage (e.g. a fail-safe reject): draw one with the same renderer
+            active = self.station.pipeline.recipe
+            recipe = active.loaded.recipe if active else None
+            rgb = render_overlay(first.image, insp.defects, recipe, insp.verdict, view=first.camera)
         else:
             rgb = None
         if rgb is not None:

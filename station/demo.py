@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,9 +17,26 @@ log = logging.getLogger("station.demo")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def demo_recipes(root: Path) -> Path:
+    """The demo's own recipe folder, ``root/var/recipes``: copies of the repository's recipes.
+
+    The HMI's recipe editor writes recipe files; the demo must not rewrite the repository's.
+    Recipes missing from the copy are added at each start; edited ones are kept (delete the
+    folder to start over from the shipped recipes).
+    """
+    target = root / "var" / "recipes"
+    target.mkdir(parents=True, exist_ok=True)
+    for src in sorted((REPO_ROOT / "recipes").glob("*.toml")):
+        dst = target / src.name
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+    return target
+
+
 def demo_config(root: Path, **overrides) -> StationConfig:
-    """Embedded defaults rooted at ``root`` (var/ lives there), with the repository's recipes."""
-    overrides.setdefault("recipes_dir", str(REPO_ROOT / "recipes"))
+    """Embedded defaults rooted at ``root`` (var/ lives there), with copies of the shipped recipes."""
+    if "recipes_dir" not in overrides:
+        overrides["recipes_dir"] = str(demo_recipes(root))
     return StationConfig.embedded(root, **overrides)
 
 

@@ -138,7 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         hmi={"host": "127.0.0.1", "port": args.hmi_port, "demo_autologin": True, "enabled": not args.headless},
     )
     (args.root / "var").mkdir(parents=True, exist_ok=True)
-    _pull_models(config, args.recipe)
+    _pull_models(config, args.recipe)  # recipes_dir is var/recipes: copies of recipes/
     station = _start_station(config)
     if station is None:
         return 1

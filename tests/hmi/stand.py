@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hmi.overlay import render_overlay
 from station.app import Station
 from station.config import StationConfig
 from station.inspection import Defect, Inspection, Outcome, Verdict, View
 from station.pipeline import Findings
 from station.recipe import LoadedRecipe
+from station.vision.overlay import render_overlay
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,8 +42,7 @@ class GroundTruthInspector:
                 box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                 defects.append(Defect(view=v.camera, class_name=cls, confidence=0.9, box=box,
                                       area_px=int(mask.sum()), mask=mask))
-        colours = {c.name: c.colour for c in self.recipe.classes}
-        overlay = render_overlay(views[0].image, defects, colours) if defects else None
+        overlay = render_overlay(views[0].image, defects, self.recipe) if defects else None
         return Findings(defects=defects, scores={"defects": float(len(defects))}, overlay=overlay)
 
     def decide(self, insp: Inspection) -> Verdict:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from pathlib import Path
 import pytest
 
 from hmi.auth import AuthError, LoginThrottle, allows, check_password, check_username, hash_password, verify_password
-from hmi.overlay import encode_jpeg, render_overlay
+from hmi.overlay import encode_jpeg
 from hmi.state import HmiState, StationStatus
 from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
 from tests.hmi.stand import make_station
@@ -135,14 +136,18 @@ def test_status_words(tmp_path):
 
 
 def test_overlay_draws_mask_and_box_in_recipe_colour():
-    img = np.full((40, 60), 100, np.uint8)
-    mask = np.zeros((40, 60), bool)
-    mask[10:20, 10:30] = True
-    out = render_overlay(img, [Defect("top", "crack", 0.8, (10, 10, 30, 20), 200, mask=mask)], {"crack": "#ff9500"})
-    assert out.shape == (40, 60, 3) and out.dtype == np.uint8
-    inside = out[15, 20]
+    img = np.full((480, 640), 100, np.uint8)
+    mask = np.zeros((480, 640), bool)
+    mask[300:340, 300:400] = True
+    from station.recipe import load_recipe
+    from station.vision.overlay import render_overlay
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes/demo-part.toml").recipe  # crack is #ff9500
+    out = render_overlay(img, [Defect("top", "crack", 0.8, (300, 300, 400, 340), 4000, mask=mask)], recipe)
+    assert out.shape == (480, 640, 3) and out.dtype == np.uint8
+    inside = out[320, 350]
     assert inside[0] > inside[2]  # tinted towards orange (R > B) inside the mask
-    assert tuple(out[2, 55]) == (100, 100, 100)  # untouched away from the defect and its label
+    assert tuple(out[200, 200]) == (100, 100, 100)  # untouched inside the plate, away from the defect
     big = encode_jpeg(np.zeros((2000, 3000, 3), np.uint8), max_side_px=1024)
     import cv2
 
