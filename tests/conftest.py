@@ -21,3 +21,16 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.fail(f"shared material not found at {SHARED_DIR} (set STATION_SHARED_DIR)")
     return SHARED_DIR
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (CI=true) a skipped test is a failure: the bootstrap installs everything the tests
+    drive, so a skip there means a real part (PostgreSQL, Chromium, gcc, a tmpfs mount...) went
+    missing and its tests would silently stop testing anything."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where nothing may be skipped: {reason}"
