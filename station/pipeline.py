@@ -14,13 +14,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from station.alarms import AlarmBoard
 from station.camera.base import Camera
-from station.inspection import Inspection, Outcome, RejectReason, Verdict, View
+from station.inspection import Inspection, RejectReason, Verdict, View
 from station.recipe import LoadedRecipe
 from station.stats import StationStats
 
@@ -288,12 +288,10 @@ class Pipeline:
             self.last_progress_s = time.monotonic()
             with self._pending_lock:
                 head = self._pending.get(next_seq)
-            if head is None and next_seq not in finished:
-                timeout = 0.05
-            else:
-                timeout = max(0.0, head.deadline_s - time.monotonic()) if head else 0.0
+            # wait for a finished part, at most until the head's deadline (and 50 ms, for liveness)
+            wait_s = 0.05 if head is None else min(0.05, max(0.0, head.deadline_s - time.monotonic()))
             try:
-                item = self._done_q.get(timeout=min(timeout, 0.05)) if next_seq not in finished else None
+                item = None if next_seq in finished else self._done_q.get(timeout=wait_s)
             except queue.Empty:
                 item = None
             if item is _STOP:
@@ -364,8 +362,4 @@ class Pipeline:
             self._published_cv.notify_all()
 
 
-def defect_outcome(verdict: Verdict | None) -> Outcome:
-    return verdict.outcome if verdict else Outcome.REJECT
-
-
-__all__ = ["Pipeline", "Inspector", "Findings", "ResultSink", "TriggerRefused", "Sequence"]
+__all__ = ["Pipeline", "Inspector", "Findings", "ResultSink", "TriggerRefused"]
