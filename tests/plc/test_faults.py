@@ -200,7 +200,8 @@ def test_ready_drops_while_the_pipeline_is_full(make_rig):
         accepted += 1
     else:
         raise AssertionError("READY never dropped with the pipeline full")
-    assert 2 <= accepted < 11
+    # how many fit before READY drops depends on how fast part 1 leaves the 1-deep queue: at least one
+    assert 1 <= accepted < 11
     assert plc.outputs()[Out.ERROR_CODE] == 0
     plc.wait(lambda o: bool(o[Out.STATUS] & Status.READY), timeout_s=5)
     got = [part_id_of(plc.take_result()) for _ in range(accepted)]
