@@ -70,17 +70,22 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def verified_file(path: Path, model: str, sha256: str, missing_hint: str, verify: bool = True) -> Path:
+    """``path`` if it exists and (with ``verify``) its sha256 is ``sha256``; else ModelError naming ``model``."""
+    if not path.is_file():
+        raise ModelError(f"model {model}: file {path} is missing ({missing_hint})")
+    if verify:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise ModelError(
+                f"model {model}: {path} has sha256 {actual[:12]}…, metadata says {sha256[:12]}…; refusing to load"
+            )
+    return path
+
+
 def resolve_model(models_dir: Path | str, name: str, verify: bool = True) -> tuple[ModelMetadata, Path]:
     """Find ``name.json`` in ``models_dir``, check its file's sha256, return (metadata, model path)."""
     models_dir = Path(models_dir)
     meta = ModelMetadata.read(models_dir / f"{name}.json")
-    path = models_dir / meta.file
-    if not path.is_file():
-        raise ModelError(f"model {name}: file {path} is missing (run `station models pull {name}`)")
-    if verify:
-        actual = sha256_file(path)
-        if actual != meta.sha256:
-            raise ModelError(
-                f"model {name}: {path} has sha256 {actual[:12]}…, metadata says {meta.sha256[:12]}…; refusing to load"
-            )
+    path = verified_file(models_dir / meta.file, name, meta.sha256, f"run `station models pull {name}`", verify)
     return meta, path

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from station.inference.base import InferenceModel
-from station.inference.metadata import ModelError, ModelMetadata, sha256_file
+from station.inference.metadata import ModelError, ModelMetadata, verified_file
 
 log = logging.getLogger("station.inference.rknn")
 
@@ -118,16 +118,8 @@ def default_runtime_class() -> Callable[..., Any]:
 
 def resolve_form_file(models_dir: Path, metadata: ModelMetadata, form: RknnForm, verify: bool = True) -> Path:
     """Path of the form's .rknn, checked against the metadata's sha256. Raises ModelError."""
-    path = Path(models_dir) / form.file
-    if not path.is_file():
-        raise ModelError(f"model {metadata.name}: {path} is missing (run `station models convert --model {metadata.name}`)")
-    if verify:
-        actual = sha256_file(path)
-        if actual != form.sha256:
-            raise ModelError(
-                f"model {metadata.name}: {path} has sha256 {actual[:12]}…, metadata says {form.sha256[:12]}…; refusing to load"
-            )
-    return path
+    hint = f"run `station models convert --model {metadata.name}`"
+    return verified_file(Path(models_dir) / form.file, metadata.name, form.sha256, hint, verify)
 
 
 class RknnModel(InferenceModel):
