@@ -96,6 +96,10 @@ class Vision(Strict):
     tile_overlap_px: int = Field(default=0, ge=0)
     max_proposals: int = Field(default=8, ge=1)
     proposal_threshold: float = Field(default=0.5, ge=0, le=1)
+    # what `station train` trains as the proposal stage (the station runs whatever model the
+    # recipe names: its metadata says what it takes): a per-pixel MLP on a filter bank, or a
+    # small U-Net on the grey view
+    proposal_net: Literal["pixel-mlp", "unet"] = "pixel-mlp"
     # threshold analyzer (classical baseline, used for the simulated demo part)
     dark_threshold: int = Field(default=60, ge=0, le=255)
     bright_threshold: int = Field(default=200, ge=0, le=255)

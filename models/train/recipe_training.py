@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 from models.train.classifier import SIZE, export_classifier, train_classifier
+from models.train.nets import ProposalNet
+from models.train.proposal_net import STEPS as PROPOSAL_NET_STEPS
+from models.train.proposal_net import export_proposal_net, train_proposal_net
 from models.train.proposals import export_proposals, sample_pixels, train_pixel_mlp
 from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
@@ -58,7 +61,8 @@ def feature_cache(samples: list[Sample]) -> dict[int, np.ndarray]:
 
 
 def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str, seed: int = 0,
-               threshold: float | None = None, features: dict[int, np.ndarray] | None = None) -> tuple[str, str, dict]:
+               threshold: float | None = None, features: dict[int, np.ndarray] | None = None,
+               proposal_steps: int | None = None) -> tuple[str, str, dict]:
     """Train and export both models from ``samples``; returns (proposals name, classifier name, info)."""
     features = features if features is not None else {}
 
@@ -71,21 +75,27 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
     threshold = recipe.vision.proposal_threshold if threshold is None else threshold
     rng = np.random.default_rng(seed)
     t0 = time.monotonic()
-    xs, ys = [], []
-    for s in samples:
-        label = 0 if s.row.label == recipe.good_class else classes.index(s.row.label) + 1
-        x, y = sample_pixels(s, label, rng, feats(s))
-        xs.append(x)
-        ys.append(y)
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    mlp = train_pixel_mlp(x, y, len(classes), seed=seed)
+    labels = [0 if s.row.label == recipe.good_class else classes.index(s.row.label) + 1 for s in samples]
     prop_name = f"{prefix}-proposals"
     prop_path = out_dir / f"{prop_name}.onnx"
-    export_proposals(mlp, prop_path)
     source = "station train (models/train/recipe_training.py)"
+    if recipe.vision.proposal_net == "unet":
+        export_proposal_net(train_proposal_net(samples, labels, len(classes), seed=seed, steps=proposal_steps), prop_path)
+        extra = {"input": "grey", "stride": ProposalNet.STRIDE, "net": "unet",
+                 "note": "fully convolutional: any H, W (padded to the stride); input is the grey view 0..1"}
+        pixel_counts = None
+    else:
+        xs, ys = [], []
+        for s, label in zip(samples, labels):
+            x, y = sample_pixels(s, label, rng, feats(s))
+            xs.append(x)
+            ys.append(y)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        export_proposals(train_pixel_mlp(x, y, len(classes), seed=seed), prop_path)
+        extra = {"feature_set": FEATURE_SET, "net": "pixel-mlp", "note": "fully convolutional: any H, W; input is the feature map"}
+        pixel_counts = np.bincount(y, minlength=len(classes) + 1).tolist()
     prop_meta = _write_metadata(prop_path, prop_name, "proposals", [BACKGROUND] + classes,
-                                InputSpec(size=256, channels=1, resize="stretch", normalization="scale"),
-                                {"feature_set": FEATURE_SET, "note": "fully convolutional: any H, W; input is the feature map"}, source)
+                                InputSpec(size=256, channels=1, resize="stretch", normalization="scale"), extra, source)
     t_prop = time.monotonic() - t0
     # classifier examples: true regions, and what the trained proposal stage finds on the training images
     stage = ProposalStage(OnnxModel(prop_path, prop_meta), classes)
@@ -101,7 +111,7 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     ctx = float(rng.uniform(0.3, 0.9))
                     crops.append(region_crop(grey, region.mask, region.box, SIZE, ctx))
                     labels.append(classes.index(s.row.label))
-        for p in stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=feats(s)):
+        for p in stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=None if stage.grey_input else feats(s)):
             hit = is_defect and bool((p.mask & truth).any())
             crops.append(region_crop(grey, p.mask, p.box, SIZE))
             labels.append(classes.index(s.row.label) if hit else not_defect)
@@ -119,7 +129,8 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     InputSpec(size=SIZE, channels=2, resize="stretch", normalization="scale"),
                     {"crop_context": 0.5, "channels": ["grey 0..1", "region mask"]}, source)
     info = {
-        "pixel_samples": int(len(y)), "pixel_class_counts": np.bincount(y, minlength=len(classes) + 1).tolist(),
+        "proposal_net": recipe.vision.proposal_net,
+        **({"pixel_class_counts": pixel_counts} if pixel_counts else {}),
         "classifier_examples": int(len(label_arr)),
         "classifier_class_counts": np.bincount(label_arr, minlength=len(classes) + 1).tolist(),
         "seconds": {"proposals": round(t_prop, 1), "total": round(time.monotonic() - t0, 1)},
@@ -162,7 +173,7 @@ def update_recipe_models(recipe_path: Path, proposals: str, classifier: str) -> 
 
 def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: Path, models_dir: Path,
                  group_by: str | None = None, folds: int = 5, seed: int = 0, update_recipe: bool = True,
-                 command: str = "", cv_mask_source: str | None = None) -> dict:
+                 command: str = "", cv_mask_source: str | None = None, proposal_steps: int | None = None) -> dict:
     """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
     from station.vision.inspector import build_inspector
 
@@ -184,10 +195,12 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
         },
         "seed": seed,
-        "feature_set": FEATURE_SET,
+        **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if recipe.vision.proposal_net == "unet" else {}),
+        "proposal_net": recipe.vision.proposal_net,
+        **({"feature_set": FEATURE_SET} if recipe.vision.proposal_net == "pixel-mlp" else {}),
     }
     if folds > 1:
-        cache = feature_cache(samples)
+        cache = feature_cache(samples) if recipe.vision.proposal_net == "pixel-mlp" else None
         fold_idx = grouped_folds([s.row for s in samples], folds, group_by, seed)
         fold_metrics, pooled = [], []
         for k, held in enumerate(fold_idx, 1):
@@ -196,7 +209,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             test_rows = [samples[i].row for i in held]
             fold_dir = work_dir / f"fold{k}"
             t = time.monotonic()
-            prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache)
+            prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache,
+                                        proposal_steps=proposal_steps)
             fold_loaded = LoadedRecipe(recipe=_fold_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
                                        content_hash=loaded.content_hash)
             _link_sam(models_dir, fold_dir, fold_loaded.recipe)
@@ -213,7 +227,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         record["cross_validation"] = {"folds": folds, "pooled": pooled_metrics, "per_fold": fold_metrics,
                                       "mask_source": cv_mask_source or "as in the recipe"}
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
-    prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache if folds > 1 else None)
+    prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache if folds > 1 else None,
+                                 proposal_steps=proposal_steps)
     record["final"] = {"proposals": prop, "classifier": clf, "train_info": info,
                        "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (prop, clf)}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-update-recipe", action="store_true", help="leave the recipe's [models] and min_confidence as they are")
     p.add_argument("--cv-mask-source", choices=["sam", "proposal"], help="outline every class this way in the CV folds (proposal: no SAM encoder runs, much faster)")
+    p.add_argument("--proposal-steps", type=int, default=None, metavar="N",
+                   help="training steps of a U-Net proposal stage (recipe vision.proposal_net = \"unet\"; default 2500: ~8 min on 2 cores)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="inspect every image of a manifest and report detection, false rejects, type accuracy, IoU")
@@ -118,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         record = train_recipe(
             loaded, args.data, args.out, args.work_dir / loaded.recipe.name, args.models_dir, args.group_by,
-            args.folds, args.seed, not args.no_update_recipe, command, args.cv_mask_source,
+            args.folds, args.seed, not args.no_update_recipe, command, args.cv_mask_source, args.proposal_steps,
         )
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)

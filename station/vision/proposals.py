@@ -1,9 +1,15 @@
 """The proposal stage: where on a view to look, and a first guess of what is there.
 
-A per-pixel model (``role = "proposals"``) maps the filter-bank features of the grey view
-(``station.vision.features``) to class probabilities [K+1, H, W] (0 = background). Regions
-are hysteresis components of the defect probability ``1 - p(background)``: seeded above
-``threshold`` and grown down to half of it. Coordinates are view px.
+A proposal model (``role = "proposals"``) gives class probabilities [K+1, H, W] (0 =
+background) at the view's native resolution. Its metadata says what it takes:
+
+- ``extra.input = "grey"``: a fully convolutional network on the grey view itself, in
+  ``image`` [1, 1, H, W] 0..1, H and W padded (reflected) up to a multiple of ``extra.stride``;
+- otherwise ``extra.feature_set``: a per-pixel model on the filter-bank features of the grey
+  view (``station.vision.features``), in ``features`` [1, F, H, W].
+
+Regions are hysteresis components of the defect probability ``1 - p(background)``: seeded
+above ``threshold`` and grown down to half of it. Coordinates are view px.
 """
 
 from __future__ import annotations
@@ -37,7 +43,11 @@ class ProposalStage:
         meta = model.metadata
         if meta.role != "proposals":
             raise ModelError(f"model {meta.name}: role {meta.role!r}, expected 'proposals'")
-        if meta.extra.get("feature_set") != FEATURE_SET:
+        self.grey_input = meta.extra.get("input") == "grey"
+        self.stride = int(meta.extra.get("stride", 1))
+        if self.grey_input and self.stride < 1:
+            raise ModelError(f"model {meta.name}: stride {self.stride} must be >= 1")
+        if not self.grey_input and meta.extra.get("feature_set") != FEATURE_SET:
             raise ModelError(
                 f"model {meta.name}: trained on features {meta.extra.get('feature_set')!r}, this station computes {FEATURE_SET!r}; retrain it"
             )
@@ -50,6 +60,12 @@ class ProposalStage:
 
     def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """float32 [K+1, H, W] class probabilities for a uint8 HxW grey view (or its precomputed features)."""
+        if self.grey_input:
+            h, w = grey.shape
+            ph, pw = -h % self.stride, -w % self.stride
+            padded = cv2.copyMakeBorder(grey, 0, ph, 0, pw, cv2.BORDER_REFLECT) if ph or pw else grey
+            out = self.model.run({"image": (padded.astype(np.float32) / 255.0)[None, None]})
+            return next(iter(out.values()))[0][:, :h, :w]
         feats = pixel_features(grey) if features is None else features
         out = self.model.run({"features": feats[None].astype(np.float32)})
         return next(iter(out.values()))[0]
