@@ -32,7 +32,13 @@ from station.inference.onnx import OnnxModel
 from station.recipe import LoadedRecipe, ModelRefs, Recipe
 from station.vision.classifier import NOT_DEFECT
 from station.vision.crops import region_crop
-from station.vision.dataset import Sample, grouped_folds, load_samples, read_manifest, skip_summary
+from station.vision.dataset import (
+    Sample,
+    grouped_folds,
+    load_samples,
+    read_manifest,
+    skip_summary,
+)
 from station.vision.evaluate import evaluate, summarise
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray

@@ -16,8 +16,12 @@ from station.vision.proposals import BACKGROUND, ProposalStage
 
 torch = pytest.importorskip("torch")
 
-from models.train.nets import ProposalNet  # noqa: E402
-from models.train.proposal_net import export_proposal_net, loss_terms, train_proposal_net  # noqa: E402
+from models.train.nets import ProposalNet
+from models.train.proposal_net import (
+    export_proposal_net,
+    loss_terms,
+    train_proposal_net,
+)
 
 
 def streaky_part(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
