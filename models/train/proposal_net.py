@@ -1,9 +1,13 @@
 """Train the U-Net proposal stage (``vision.proposal_net = "unet"``) on the grey view (torch, CPU).
 
 The network (``models.train.nets.ProposalNet``) sees native-resolution crops of the training
-images: crops around a defect (``DEFECT_CROP_SHARE`` of the defective images' draws) and
-anywhere on good and defective parts. Sampling: half the batch from good parts, half from
-defective parts with the classes balanced by the square root of their counts.
+images. Sampling: half the batch from good parts, half from defective parts with the classes
+balanced by the square root of their counts. ``DEFECT_CROP_SHARE`` of the defective parts'
+crops are centred near a defect, the rest anywhere; as many of the good parts' crops are
+centred where defects sit on the defective parts (same relative position on the part), the
+rest anywhere. Without that matching the net learns where defects are rather than what they
+are: breaks and frays sit at the tile's edges and corners, so every good tile's corner looked
+like a fray.
 
 Loss = per-pixel cross-entropy (background + the recipe's classes) + an image-level term:
 the crop's defect logit (top-k mean of logsumexp(defect classes) - background) must be low
@@ -58,6 +62,10 @@ class CropSampler:
             self.maps.append(np.pad(target, pad))
         lab = np.asarray(labels)
         self.labels = lab
+        # where defects sit, as fractions of their part's height and width
+        spots = [np.argwhere(m > 0)[:: max(1, int((m > 0).sum()) // 200)] / np.array(m.shape) for m in
+                 (t[CROP_PX:-CROP_PX, CROP_PX:-CROP_PX] for t in self.maps) if (m > 0).any()]
+        self.defect_spots = np.concatenate(spots) if spots else np.zeros((0, 2))
         weights = np.zeros(len(lab))
         if (lab == 0).any():
             weights[lab == 0] = 0.5 / (lab == 0).sum()
@@ -73,10 +81,15 @@ class CropSampler:
         rng, grey, target = self.rng, self.greys[i], self.maps[i]
         pad = CROP_PX
         h, w = grey.shape[0] - 2 * pad, grey.shape[1] - 2 * pad
-        ys, xs = np.nonzero(target) if self.labels[i] and rng.random() < DEFECT_CROP_SHARE else ((), ())
+        jitter = rng.integers(-CROP_PX // 3, CROP_PX // 3 + 1, 2)
+        near_defect = rng.random() < DEFECT_CROP_SHARE
+        ys, xs = np.nonzero(target) if self.labels[i] and near_defect else ((), ())
         if len(ys):
             k = rng.integers(len(ys))
-            cy, cx = ys[k] + rng.integers(-CROP_PX // 3, CROP_PX // 3 + 1), xs[k] + rng.integers(-CROP_PX // 3, CROP_PX // 3 + 1)
+            cy, cx = ys[k] + jitter[0], xs[k] + jitter[1]
+        elif not self.labels[i] and near_defect and len(self.defect_spots):
+            fy, fx = self.defect_spots[rng.integers(len(self.defect_spots))]
+            cy, cx = pad + int(fy * h) + jitter[0], pad + int(fx * w) + jitter[1]
         else:
             cy, cx = rng.integers(pad, pad + h), rng.integers(pad, pad + w)
         y0 = int(np.clip(cy - CROP_PX // 2, 0, grey.shape[0] - CROP_PX))

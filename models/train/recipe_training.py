@@ -39,7 +39,7 @@ from station.vision.dataset import (
     read_manifest,
     skip_summary,
 )
-from station.vision.evaluate import evaluate, summarise
+from station.vision.evaluate import cross_fitted, evaluate, summarise
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray
 from station.vision.proposals import BACKGROUND, ProposalStage
@@ -208,7 +208,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     if folds > 1:
         cache = feature_cache(samples) if recipe.vision.proposal_net == "pixel-mlp" else None
         fold_idx = grouped_folds([s.row for s in samples], folds, group_by, seed)
-        fold_metrics, pooled = [], []
+        fold_metrics, pooled, by_fold = [], [], []
         for k, held in enumerate(fold_idx, 1):
             held_set = set(held)
             train = [s for i, s in enumerate(samples) if i not in held_set]
@@ -227,12 +227,15 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             metrics["seconds"] = round(time.monotonic() - t, 1)
             fold_metrics.append(metrics)
             pooled += results
+            by_fold.append(results)
             print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
+        fitted = cross_fitted(by_fold, recipe.good_class, bool(group_by))
         record["cross_validation"] = {"folds": folds, "pooled": pooled_metrics, "per_fold": fold_metrics,
-                                      "mask_source": cv_mask_source or "as in the recipe"}
+                                      "operating_point": fitted, "mask_source": cv_mask_source or "as in the recipe"}
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
+        print("pooled held-out, cross-fitted 1 % operating point: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
     prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache if folds > 1 else None,
                                  proposal_steps=proposal_steps)
     record["final"] = {"proposals": prop, "classifier": clf, "train_info": info,

@@ -33,6 +33,19 @@ def report(record: dict) -> str:
             rate = e.get("detection_rate", e.get("false_reject_rate"))
             out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | "
                        f"{_f(e.get('mean_iou'))} | {e.get('predicted_as', '')} |")
+        fitted = cv.get("operating_point")
+        if fitted:
+            rates = ["detection_rate", "false_reject_rate", "type_accuracy", "part_detection_rate", "part_false_reject_rate"]
+            out += ["", f"### At an operating point no fold chose for itself ({fitted['rule']})", "",
+                    "| fold | threshold | " + " | ".join(rates) + " |", "|---" * (len(rates) + 2) + "|"]
+            for i, (t, m) in enumerate(zip(fitted["thresholds"], fitted["per_fold"]), 1):
+                out.append(f"| {i} | {t:.3f} | " + " | ".join(_f(m.get(k)) for k in rates) + " |")
+            out.append("| pooled | | " + " | ".join(_f(fitted["pooled"].get(k)) for k in rates) + " |")
+            out += ["", "| class | images | rejected | detection / false reject | type accuracy | predicted as |", "|---|---|---|---|---|---|"]
+            for cls, e in fitted["pooled"]["per_class"].items():
+                rate = e.get("detection_rate", e.get("false_reject_rate"))
+                out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | "
+                           f"{e.get('predicted_as', '')} |")
         lat = cv["pooled"]["latency_ms"]
         out += ["", "Latency ms (p50 / p99, this shared 2-core VM): " + ", ".join(f"{k} {v['p50']:.0f} / {v['p99']:.0f}" for k, v in lat.items())]
     if record.get("operating_point"):

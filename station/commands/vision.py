@@ -129,6 +129,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cv:
         print(f"grouped {cv['folds']}-fold cross-validation, pooled over held-out folds:")
         print_metrics(cv["pooled"])
+        fitted = cv.get("operating_point")
+        if fitted:
+            print(f"at a cross-fitted operating point ({fitted['rule']}; thresholds "
+                  + ", ".join(f"{t:.3f}" for t in fitted["thresholds"]) + "):")
+            print_metrics(fitted["pooled"])
     final = record["final"]
     print(f"trained {final['proposals']} and {final['classifier']} into {args.out}")
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class ImageResult:
     reason: str
     timings_ms: dict[str, float]
     score: float = 0.0  # the most confident defect found (0: none), for operating-point analysis
+    top_found: str | None = None  # class of that defect, whatever the recipe's min_confidence
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -78,8 +79,10 @@ def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[
                 pred |= d.mask
         iou = float((pred & sample.mask).sum() / max(1, (pred | sample.mask).sum()))
     top = verdict.top_defect.class_name if verdict.top_defect is not None else None
-    score = max((d.confidence for d in insp.defects), default=0.0)
-    return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings, score), None
+    best = max(insp.defects, key=lambda d: d.confidence, default=None)
+    score = best.confidence if best is not None else 0.0
+    return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings, score,
+                       best.class_name if best is not None else None), None
 
 
 def operating_point(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01) -> dict:
@@ -97,6 +100,35 @@ def operating_point(results: list[ImageResult], good_class: str, max_false_rejec
     return {"auroc": auroc, "threshold_at_1pct_false_reject": threshold,
             "detection_at_1pct_false_reject": float((bad > threshold).mean()),
             "false_reject_at_threshold": float((good > threshold).mean())}
+
+
+def at_threshold(results: list[ImageResult], threshold: float) -> list[ImageResult]:
+    """The results as if the recipe rejected exactly the images scoring above ``threshold``
+    (every class's min_confidence just above it): rejected, and the top class with it."""
+    return [replace(r, rejected=r.score > threshold, top_class=r.top_found if r.score > threshold else None) for r in results]
+
+
+def cross_fitted(folds: list[list[ImageResult]], good_class: str, grouped: bool, max_false_reject: float = 0.01) -> dict:
+    """Cross-validated rates at an operating point no fold chose for itself: fold k is judged at
+    the threshold that keeps false rejects at ``max_false_reject`` on the good images of the
+    *other* held-out folds. Returns per-fold and pooled metrics and the thresholds."""
+    judged, per_fold, thresholds = [], [], []
+    for k, mine in enumerate(folds):
+        others = [r for j, f in enumerate(folds) if j != k for r in f]
+        point = operating_point(others, good_class, max_false_reject)
+        t = point.get("threshold_at_1pct_false_reject", 0.0)
+        rs = at_threshold(mine, t)
+        judged += rs
+        thresholds.append(t)
+        m = summarise(rs, [], good_class, grouped)
+        per_fold.append({key: m.get(key) for key in RATE_KEYS if key in m})
+    pooled = summarise(judged, [], good_class, grouped)
+    pooled.pop("skipped_rows", None)
+    return {"rule": f"fold k judged at the score that rejects {max_false_reject:.0%} of the other folds' good images",
+            "thresholds": thresholds, "per_fold": per_fold, "pooled": pooled}
+
+
+RATE_KEYS = ("detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate")
 
 
 def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class: str, grouped: bool) -> dict:

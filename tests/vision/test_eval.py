@@ -126,3 +126,32 @@ def test_empty_manifest_and_unknown_group_column_are_clear_errors(tmp_path, mani
     assert proc.returncode == 2 and "no rows" in proc.stderr
     proc = run_eval("--recipe", str(tmp_path / "blobs.toml"), "--data", str(manifest), "--group-by", "lighting")
     assert proc.returncode == 2 and "no column 'lighting'" in proc.stderr
+
+
+def _result(label: str, score: float, group: str, top: str | None = None):
+    from station.vision.dataset import Row
+    from station.vision.evaluate import ImageResult
+
+    row = Row(0, Path(f"{group}.png"), None, label)
+    return ImageResult(row, group, label, True, top, None, "", {}, score, top)
+
+
+def test_cross_fitted_operating_point_judges_each_fold_at_the_other_folds_threshold():
+    from station.vision.evaluate import cross_fitted
+
+    # fold A: good scores 0.1..0.5 (5 parts), defects 0.9 (crack, found as crack) and 0.3 (missed)
+    # fold B: good scores 0.2..0.6 and one good part at 0.95, defects 0.8 (blowhole, named crack)
+    fold_a = [_result("good", s, f"a{i}") for i, s in enumerate((0.1, 0.2, 0.3, 0.4, 0.5))]
+    fold_a += [_result("crack", 0.9, "ad1", "crack"), _result("crack", 0.3, "ad2", "crack")]
+    fold_b = [_result("good", s, f"b{i}") for i, s in enumerate((0.2, 0.3, 0.4, 0.5, 0.6, 0.95))]
+    fold_b += [_result("blowhole", 0.8, "bd1", "crack")]
+    out = cross_fitted([fold_a, fold_b], "good", grouped=True)
+    # 1 % of 6 (or 5) good images allows none: the threshold is the other fold's highest good score
+    assert out["thresholds"] == [0.95, 0.5]
+    a, b = out["per_fold"]
+    assert a["detection_rate"] == 0.0 and a["false_reject_rate"] == 0.0  # nothing in A scores above 0.95
+    assert b["detection_rate"] == 1.0 and b["false_reject_rate"] == 2 / 6  # 0.6 and 0.95 > 0.5
+    assert b["type_accuracy"] == 0.0  # the blowhole was named a crack
+    pooled = out["pooled"]
+    assert pooled["detection_rate"] == 1 / 3 and pooled["false_reject_rate"] == 2 / 11
+    assert pooled["part_detection_rate"] == 1 / 3 and pooled["part_false_reject_rate"] == 2 / 11
