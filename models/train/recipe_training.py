@@ -39,7 +39,7 @@ from station.vision.dataset import (
     read_manifest,
     skip_summary,
 )
-from station.vision.evaluate import cross_fitted, evaluate, summarise
+from station.vision.evaluate import class_thresholds, cross_fitted, evaluate, summarise
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray
 from station.vision.proposals import BACKGROUND, ProposalStage
@@ -151,11 +151,20 @@ def _fold_recipe(recipe: Recipe, prop: str, clf: str, mask_source: str | None) -
     return recipe.model_copy(update=update)
 
 
-def update_recipe_confidence(recipe_path: Path, min_confidence: float) -> None:
-    """Set every class's ``min_confidence`` in the recipe file (other lines untouched)."""
+def update_recipe_confidence(recipe_path: Path, min_confidence: dict[str, float]) -> None:
+    """Set ``min_confidence`` of the named classes in the recipe file (other lines untouched)."""
     text = recipe_path.read_text(encoding="utf-8")
-    text = re.sub(r"^min_confidence\s*=.*$", f"min_confidence = {min_confidence:.4f}", text, flags=re.M)
-    recipe_path.write_text(text, encoding="utf-8")
+    blocks = re.split(r"(?=^\[)", text, flags=re.MULTILINE)
+    for i, block in enumerate(blocks):
+        name = re.search(r'^name\s*=\s*"([^"]+)"', block, flags=re.MULTILINE)
+        if not block.startswith("[[classes]]") or name is None or name.group(1) not in min_confidence:
+            continue
+        line = f"min_confidence = {min_confidence[name.group(1)]:.4f}"
+        if re.search(r"^min_confidence\s*=.*$", block, flags=re.MULTILINE):
+            blocks[i] = re.sub(r"^min_confidence\s*=.*$", line, block, flags=re.MULTILINE)
+        else:
+            blocks[i] = block[: name.end()] + "\n" + line + block[name.end() :]
+    recipe_path.write_text("".join(blocks), encoding="utf-8")
 
 
 def update_recipe_models(recipe_path: Path, proposals: str, classifier: str) -> None:
@@ -231,11 +240,18 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
-        fitted = cross_fitted(by_fold, recipe.good_class, bool(group_by))
+        names = [c.name for c in recipe.classes]
+        fitted = cross_fitted(by_fold, recipe.good_class, bool(group_by), classes=names)
+        one = cross_fitted(by_fold, recipe.good_class, bool(group_by))
         record["cross_validation"] = {"folds": folds, "pooled": pooled_metrics, "per_fold": fold_metrics,
-                                      "operating_point": fitted, "mask_source": cv_mask_source or "as in the recipe"}
+                                      "operating_point": fitted, "operating_point_one_threshold": one,
+                                      "mask_source": cv_mask_source or "as in the recipe"}
+        record["operating_point"] = {
+            "min_confidence": {c: round(min(0.999, t + 1e-4), 4) for c, t in class_thresholds(pooled, recipe.good_class, names).items()},
+            "chosen_on": "pooled held-out folds: per-class thresholds that reject at most 1 % of the good images (class_thresholds)"}
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
-        print("pooled held-out, cross-fitted 1 % operating point: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
+        print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
+        print("pooled held-out, cross-fitted 1 % operating point, per class: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
     prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache if folds > 1 else None,
                                  proposal_steps=proposal_steps)
     record["final"] = {"proposals": prop, "classifier": clf, "train_info": info,
@@ -244,12 +260,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if update_recipe:
         update_recipe_models(loaded.path, prop, clf)
-        point = record.get("cross_validation", {}).get("pooled", {}).get("threshold_at_1pct_false_reject")
-        if point is not None:  # the operating point read off the pooled held-out folds
-            update_recipe_confidence(loaded.path, min(0.999, point + 1e-4))
-            record["operating_point"] = {"min_confidence": round(min(0.999, point + 1e-4), 4),
-                                         "chosen_on": "pooled held-out folds: highest good-image score allowed 1 % false rejects"}
-            (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if "operating_point" in record:  # read off the pooled held-out folds
+            update_recipe_confidence(loaded.path, record["operating_point"]["min_confidence"])
     return record
 
 

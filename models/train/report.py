@@ -33,13 +33,16 @@ def report(record: dict) -> str:
             rate = e.get("detection_rate", e.get("false_reject_rate"))
             out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | "
                        f"{_f(e.get('mean_iou'))} | {e.get('predicted_as', '')} |")
-        fitted = cv.get("operating_point")
-        if fitted:
+        for key in ("operating_point_one_threshold", "operating_point"):
+            fitted = cv.get(key)
+            if not fitted:
+                continue
             rates = ["detection_rate", "false_reject_rate", "type_accuracy", "part_detection_rate", "part_false_reject_rate"]
-            out += ["", f"### At an operating point no fold chose for itself ({fitted['rule']})", "",
-                    "| fold | threshold | " + " | ".join(rates) + " |", "|---" * (len(rates) + 2) + "|"]
+            out += ["", f"### Cross-fitted operating point: {fitted['rule']}", "",
+                    "| fold | thresholds | " + " | ".join(rates) + " |", "|---" * (len(rates) + 2) + "|"]
             for i, (t, m) in enumerate(zip(fitted["thresholds"], fitted["per_fold"]), 1):
-                out.append(f"| {i} | {t:.3f} | " + " | ".join(_f(m.get(k)) for k in rates) + " |")
+                shown = t if isinstance(t, (int, float)) else ", ".join(f"{c} {v:.3f}" for c, v in t.items())
+                out.append(f"| {i} | {shown} | " + " | ".join(_f(m.get(k)) for k in rates) + " |")
             out.append("| pooled | | " + " | ".join(_f(fitted["pooled"].get(k)) for k in rates) + " |")
             out += ["", "| class | images | rejected | detection / false reject | type accuracy | predicted as |", "|---|---|---|---|---|---|"]
             for cls, e in fitted["pooled"]["per_class"].items():
@@ -51,7 +54,7 @@ def report(record: dict) -> str:
     if record.get("operating_point"):
         out += ["", f"Operating point written to the recipe: min_confidence {record['operating_point']['min_confidence']} "
                     f"({record['operating_point']['chosen_on']}). The fold metrics above were measured at the recipe's "
-                    "min_confidence before this update."]
+                    "min_confidence before this update; the cross-fitted tables are the honest ones."]
     f = record["final"]
     out += ["", f"Final models: {f['proposals']} ({f['sha256'][f['proposals']][:12]}…), {f['classifier']} "
                 f"({f['sha256'][f['classifier']][:12]}…), trained on all rows at {record.get('trained_at', '?')}."]

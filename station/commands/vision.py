@@ -129,11 +129,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cv:
         print(f"grouped {cv['folds']}-fold cross-validation, pooled over held-out folds:")
         print_metrics(cv["pooled"])
-        fitted = cv.get("operating_point")
-        if fitted:
-            print(f"at a cross-fitted operating point ({fitted['rule']}; thresholds "
-                  + ", ".join(f"{t:.3f}" for t in fitted["thresholds"]) + "):")
-            print_metrics(fitted["pooled"])
+        for key in ("operating_point_one_threshold", "operating_point"):
+            fitted = cv.get(key)
+            if fitted:
+                print(f"cross-fitted operating point ({fitted['rule']}):")
+                for k, t in enumerate(fitted["thresholds"], 1):
+                    print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:.3f}" for c, v in t.items()))
+                print_metrics(fitted["pooled"])
     final = record["final"]
     print(f"trained {final['proposals']} and {final['classifier']} into {args.out}")
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class ImageResult:
     reason: str
     timings_ms: dict[str, float]
     score: float = 0.0  # the most confident defect found (0: none), for operating-point analysis
-    top_found: str | None = None  # class of that defect, whatever the recipe's min_confidence
+    class_scores: dict[str, float] = field(default_factory=dict)  # most confident finding per class, any min_confidence
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -79,10 +79,12 @@ def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[
                 pred |= d.mask
         iou = float((pred & sample.mask).sum() / max(1, (pred | sample.mask).sum()))
     top = verdict.top_defect.class_name if verdict.top_defect is not None else None
-    best = max(insp.defects, key=lambda d: d.confidence, default=None)
-    score = best.confidence if best is not None else 0.0
+    class_scores: dict[str, float] = {}
+    for d in insp.defects:
+        class_scores[d.class_name] = max(class_scores.get(d.class_name, 0.0), d.confidence)
+    score = max(class_scores.values(), default=0.0)
     return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings, score,
-                       best.class_name if best is not None else None), None
+                       class_scores), None
 
 
 def operating_point(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01) -> dict:
@@ -102,29 +104,75 @@ def operating_point(results: list[ImageResult], good_class: str, max_false_rejec
             "false_reject_at_threshold": float((good > threshold).mean())}
 
 
-def at_threshold(results: list[ImageResult], threshold: float) -> list[ImageResult]:
-    """The results as if the recipe rejected exactly the images scoring above ``threshold``
-    (every class's min_confidence just above it): rejected, and the top class with it."""
-    return [replace(r, rejected=r.score > threshold, top_class=r.top_found if r.score > threshold else None) for r in results]
+def at_thresholds(results: list[ImageResult], thresholds: dict[str, float]) -> list[ImageResult]:
+    """The results as if the recipe rejected exactly the images with a finding of class c scoring
+    above ``thresholds[c]`` (that class's min_confidence just above it): rejected, and the top
+    class with it (the most confident finding that counts)."""
+    out = []
+    for r in results:
+        over = {c: v for c, v in r.class_scores.items() if v > thresholds.get(c, 1.0)}
+        top = max(over, key=over.get) if over else None
+        out.append(replace(r, rejected=bool(over), top_class=top))
+    return out
 
 
-def cross_fitted(folds: list[list[ImageResult]], good_class: str, grouped: bool, max_false_reject: float = 0.01) -> dict:
+def class_thresholds(results: list[ImageResult], good_class: str, classes: list[str], max_false_reject: float = 0.01) -> dict[str, float]:
+    """Per-class thresholds that reject at most ``max_false_reject`` of the good images and as
+    many defective images as a greedy search finds: start with every class above its highest
+    good-image score, then repeatedly lower the class whose next step detects the most
+    defective images per newly rejected good image, while the budget lasts."""
+    good = [r for r in results if r.truth == good_class]
+    bad = [r for r in results if r.truth != good_class]
+    allowed = int(np.floor(max_false_reject * len(good)))
+    steps = {c: sorted({r.class_scores[c] for r in good if c in r.class_scores} | {0.0}, reverse=True) for c in classes}
+    level = dict.fromkeys(classes, 0)  # index into steps[c]: threshold = steps[c][level]
+
+    def rejected(rs: list[ImageResult], t: dict[str, float]) -> int:
+        return sum(any(v > t.get(c, 1.0) for c, v in r.class_scores.items()) for r in rs)
+
+    t = {c: steps[c][0] for c in classes}
+    while True:
+        base_good, base_bad = rejected(good, t), rejected(bad, t)
+        best, best_value = None, None
+        for c in classes:
+            if level[c] + 1 >= len(steps[c]):
+                continue
+            trial = {**t, c: steps[c][level[c] + 1]}
+            cost, gain = rejected(good, trial) - base_good, rejected(bad, trial) - base_bad
+            if base_good + cost > allowed or (cost and not gain):
+                continue
+            value = gain / (cost + 1e-3)
+            if best_value is None or value > best_value:
+                best, best_value = c, value
+        if best is None:
+            return t
+        level[best] += 1
+        t[best] = steps[best][level[best]]
+
+
+def cross_fitted(folds: list[list[ImageResult]], good_class: str, grouped: bool, classes: list[str] | None = None,
+                 max_false_reject: float = 0.01) -> dict:
     """Cross-validated rates at an operating point no fold chose for itself: fold k is judged at
-    the threshold that keeps false rejects at ``max_false_reject`` on the good images of the
-    *other* held-out folds. Returns per-fold and pooled metrics and the thresholds."""
+    the threshold(s) that keep false rejects at ``max_false_reject`` on the good images of the
+    *other* held-out folds: one threshold for all classes, or with ``classes`` one per class
+    (``class_thresholds``). Returns per-fold and pooled metrics and the thresholds."""
     judged, per_fold, thresholds = [], [], []
     for k, mine in enumerate(folds):
         others = [r for j, f in enumerate(folds) if j != k for r in f]
-        point = operating_point(others, good_class, max_false_reject)
-        t = point.get("threshold_at_1pct_false_reject", 0.0)
-        rs = at_threshold(mine, t)
+        if classes:
+            t = class_thresholds(others, good_class, classes, max_false_reject)
+        else:
+            one = operating_point(others, good_class, max_false_reject).get("threshold_at_1pct_false_reject", 0.0)
+            t = {c: one for r in others for c in r.class_scores} or {"": one}
+        rs = at_thresholds(mine, t)
         judged += rs
-        thresholds.append(t)
+        thresholds.append({c: round(v, 4) for c, v in sorted(t.items())})
         m = summarise(rs, [], good_class, grouped)
         per_fold.append({key: m.get(key) for key in RATE_KEYS if key in m})
     pooled = summarise(judged, [], good_class, grouped)
     pooled.pop("skipped_rows", None)
-    return {"rule": f"fold k judged at the score that rejects {max_false_reject:.0%} of the other folds' good images",
+    kind = "per-class thresholds" if classes else "one threshold"
+    return {"rule": f"fold k judged at the {kind} that reject at most {max_false_reject:.0%} of the other folds' good images",
             "thresholds": thresholds, "per_fold": per_fold, "pooled": pooled}
 
 

@@ -128,12 +128,13 @@ def test_empty_manifest_and_unknown_group_column_are_clear_errors(tmp_path, mani
     assert proc.returncode == 2 and "no column 'lighting'" in proc.stderr
 
 
-def _result(label: str, score: float, group: str, top: str | None = None):
+def _result(label: str, score: float, group: str, top: str | None = "crack", **more: float):
     from station.vision.dataset import Row
     from station.vision.evaluate import ImageResult
 
     row = Row(0, Path(f"{group}.png"), None, label)
-    return ImageResult(row, group, label, True, top, None, "", {}, score, top)
+    scores = {top: score, **more} if top else {}
+    return ImageResult(row, group, label, True, top, None, "", {}, max(scores.values(), default=0.0), scores)
 
 
 def test_cross_fitted_operating_point_judges_each_fold_at_the_other_folds_threshold():
@@ -147,7 +148,7 @@ def test_cross_fitted_operating_point_judges_each_fold_at_the_other_folds_thresh
     fold_b += [_result("blowhole", 0.8, "bd1", "crack")]
     out = cross_fitted([fold_a, fold_b], "good", grouped=True)
     # 1 % of 6 (or 5) good images allows none: the threshold is the other fold's highest good score
-    assert out["thresholds"] == [0.95, 0.5]
+    assert out["thresholds"] == [{"crack": 0.95}, {"crack": 0.5}]
     a, b = out["per_fold"]
     assert a["detection_rate"] == 0.0 and a["false_reject_rate"] == 0.0  # nothing in A scores above 0.95
     assert b["detection_rate"] == 1.0 and b["false_reject_rate"] == 2 / 6  # 0.6 and 0.95 > 0.5
@@ -155,3 +156,22 @@ def test_cross_fitted_operating_point_judges_each_fold_at_the_other_folds_thresh
     pooled = out["pooled"]
     assert pooled["detection_rate"] == 1 / 3 and pooled["false_reject_rate"] == 2 / 11
     assert pooled["part_detection_rate"] == 1 / 3 and pooled["part_false_reject_rate"] == 2 / 11
+
+
+def test_class_thresholds_spend_the_false_reject_budget_where_it_detects_most():
+    from station.vision.evaluate import at_thresholds, class_thresholds
+
+    # 100 good images: "fray" fires on ten of them at 0.8-0.89 (tile corners), "blowhole" on one at 0.5
+    good = [_result("free", 0.8 + i / 100, f"g{i}", "fray") for i in range(10)]
+    good += [_result("free", 0.5, "g10", "blowhole")] + [_result("free", 0.0, f"g{i}", None) for i in range(11, 100)]
+    # defects: five faint blowholes at 0.2-0.4, two frays at 0.7 (below the good corners), one fray at 0.95
+    bad = [_result("blowhole", 0.2 + i / 20, f"b{i}", "blowhole") for i in range(5)]
+    bad += [_result("fray", 0.7, "f1", "fray"), _result("fray", 0.7, "f2", "fray"), _result("fray", 0.95, "f3", "fray")]
+    t = class_thresholds(good + bad, "free", ["blowhole", "fray"], max_false_reject=0.01)
+    # the one allowed false reject is spent on blowhole (5 more found), not on fray (none more found)
+    assert t == {"blowhole": 0.0, "fray": 0.89}
+    judged = at_thresholds(good + bad, t)
+    assert sum(r.rejected for r in judged[:100]) == 1
+    assert [r.rejected for r in judged[100:]] == [True] * 5 + [False, False, True]
+    # one threshold for all classes would have had to sit at 0.88: no blowhole found
+    assert not any(r.score > 0.88 for r in bad[:5])

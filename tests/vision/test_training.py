@@ -53,6 +53,21 @@ def test_update_recipe_models_rewrites_only_the_models_table(tmp_path):
     assert others(text) == others(src)
 
 
+def test_update_recipe_confidence_sets_each_named_class_only(tmp_path):
+    pytest.importorskip("torch")
+    from models.train.recipe_training import update_recipe_confidence
+
+    src = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    path = tmp_path / "magnetic-tile.toml"
+    path.write_text(src)
+    update_recipe_confidence(path, {"blowhole": 0.25, "fray": 0.999})
+    classes = {c.name: c for c in load_recipe(path).recipe.classes}
+    before = {c.name: c for c in load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe.classes}
+    assert classes["blowhole"].min_confidence == 0.25 and classes["fray"].min_confidence == 0.999
+    for name in ("break", "crack", "uneven"):
+        assert classes[name].min_confidence == before[name].min_confidence
+
+
 @pytest.mark.slow
 def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
     pytest.importorskip("torch")
@@ -80,7 +95,7 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
     out = tmp_path / "trained"
     proc = subprocess.run(
         [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
-         "--folds", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--models-dir", str(tmp_path / "models")],
+         "--folds", "2", "--proposal-steps", "60", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--models-dir", str(tmp_path / "models")],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -92,6 +107,8 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
         meta = json.loads((out / f"{name}.json").read_text())
         assert (out / meta["file"]).stat().st_size < 2_000_000
         assert meta["sha256"] == record["final"]["sha256"][name]
+    prop = json.loads((out / "magnetic-tile-proposals.json").read_text())
+    assert prop["extra"]["input"] == "grey" and record["proposal_net"] == "unet" and record["proposal_steps"] == 60
     clf = json.loads((out / "magnetic-tile-classifier.json").read_text())
     assert clf["classes"] == ["blowhole", "break", "crack", "fray", "uneven", "not_defect"]
     updated = load_recipe(recipe).recipe
