@@ -98,8 +98,9 @@ class Vision(Strict):
     proposal_threshold: float = Field(default=0.5, ge=0, le=1)
     # what `station train` trains as the proposal stage (the station runs whatever model the
     # recipe names: its metadata says what it takes): a per-pixel MLP on a filter bank, or a
-    # small U-Net on the grey view
-    proposal_net: Literal["pixel-mlp", "unet"] = "pixel-mlp"
+    # small U-Net on the grey view, or a per-location head on the SAM encoder's embedding of the
+    # view (the encoder then runs on every view, not only on views with a candidate)
+    proposal_net: Literal["pixel-mlp", "unet", "sam-head"] = "pixel-mlp"
     # threshold analyzer (classical baseline, used for the simulated demo part)
     dark_threshold: int = Field(default=60, ge=0, le=255)
     bright_threshold: int = Field(default=200, ge=0, le=255)

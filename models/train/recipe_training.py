@@ -27,6 +27,12 @@ from models.train.nets import ProposalNet
 from models.train.proposal_net import STEPS as PROPOSAL_NET_STEPS
 from models.train.proposal_net import export_proposal_net, train_proposal_net
 from models.train.proposals import export_proposals, sample_pixels, train_pixel_mlp
+from models.train.sam_head import (
+    encode_views,
+    encoded_samples,
+    export_sam_head,
+    train_sam_head,
+)
 from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
 from station.recipe import LoadedRecipe, ModelRefs, Recipe
@@ -44,6 +50,7 @@ from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray
 from station.vision.proposals import BACKGROUND, ProposalStage
 from station.vision.regions import components
+from station.vision.segmentation import EncodedView, SamSegmenter
 
 log = logging.getLogger("station.train")
 
@@ -68,8 +75,11 @@ def feature_cache(samples: list[Sample]) -> dict[int, np.ndarray]:
 
 def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str, seed: int = 0,
                threshold: float | None = None, features: dict[int, np.ndarray] | None = None,
-               proposal_steps: int | None = None) -> tuple[str, str, dict]:
-    """Train and export both models from ``samples``; returns (proposals name, classifier name, info)."""
+               proposal_steps: int | None = None, views: dict[int, EncodedView] | None = None,
+               encoder_sha256: str | None = None) -> tuple[str, str, dict]:
+    """Train and export both models from ``samples``; returns (proposals name, classifier name, info).
+    A "sam-head" proposal stage needs ``views`` (every sample encoded, `encode_views`) and the
+    encoder's sha256."""
     features = features if features is not None else {}
 
     def feats(s: Sample) -> np.ndarray:
@@ -85,7 +95,17 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
     prop_name = f"{prefix}-proposals"
     prop_path = out_dir / f"{prop_name}.onnx"
     source = "station train (models/train/recipe_training.py)"
-    if recipe.vision.proposal_net == "unet":
+    if recipe.vision.proposal_net == "sam-head":
+        if views is None or not encoder_sha256:
+            raise ValueError("a sam-head proposal stage is trained on the views' SAM embeddings: pass views and encoder_sha256")
+        encoded = encoded_samples(samples, labels, views)
+        channels, grid = encoded[0].embedding.shape[0], encoded[0].embedding.shape[-1]
+        export_sam_head(train_sam_head(encoded, len(classes), seed=seed), prop_path, channels, grid)
+        extra = {"input": "sam_embedding", "encoder": recipe.models.segmentation, "encoder_sha256": encoder_sha256,
+                 "channels": channels, "grid": grid, "net": "sam-head",
+                 "note": "per-location head on the SAM encoder's embedding of the whole view; static shape"}
+        pixel_counts = None
+    elif recipe.vision.proposal_net == "unet":
         export_proposal_net(train_proposal_net(samples, labels, len(classes), seed=seed, steps=proposal_steps), prop_path)
         extra = {"input": "grey", "stride": ProposalNet.STRIDE, "net": "unet",
                  "note": "fully convolutional: any H, W (padded to the stride); input is the grey view 0..1"}
@@ -117,7 +137,9 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     ctx = float(rng.uniform(0.3, 0.9))
                     crops.append(region_crop(grey, region.mask, region.box, SIZE, ctx))
                     labels.append(classes.index(s.row.label))
-        for p in stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=None if stage.grey_input else feats(s)):
+        found = (stage.find(grey, threshold, PROPOSALS_PER_IMAGE, encoded=views[s.row.index]) if stage.embedding_input
+                 else stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=None if stage.grey_input else feats(s)))
+        for p in found:
             hit = is_defect and bool((p.mask & truth).any())
             crops.append(region_crop(grey, p.mask, p.box, SIZE))
             labels.append(classes.index(s.row.label) if hit else not_defect)
@@ -137,7 +159,7 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
     info = {
         "proposal_net": recipe.vision.proposal_net,
         **({"pixel_class_counts": pixel_counts} if pixel_counts else {}),
-        "classifier_examples": int(len(label_arr)),
+        "classifier_examples": len(label_arr),
         "classifier_class_counts": np.bincount(label_arr, minlength=len(classes) + 1).tolist(),
         "seconds": {"proposals": round(t_prop, 1), "total": round(time.monotonic() - t0, 1)},
     }
@@ -214,6 +236,13 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         "proposal_net": recipe.vision.proposal_net,
         **({"feature_set": FEATURE_SET} if recipe.vision.proposal_net == "pixel-mlp" else {}),
     }
+    views, encoder_sha256 = None, None
+    if recipe.vision.proposal_net == "sam-head":
+        segmenter = _load_segmenter(models_dir, recipe)
+        encoder_sha256 = segmenter.encoder.metadata.sha256
+        views = encode_views(samples, segmenter)
+        record["encoder"] = {"name": recipe.models.segmentation, "sha256": encoder_sha256}
+    cache = None
     if folds > 1:
         cache = feature_cache(samples) if recipe.vision.proposal_net == "pixel-mlp" else None
         fold_idx = grouped_folds([s.row for s in samples], folds, group_by, seed)
@@ -225,7 +254,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             fold_dir = work_dir / f"fold{k}"
             t = time.monotonic()
             prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache,
-                                        proposal_steps=proposal_steps)
+                                        proposal_steps=proposal_steps, views=views, encoder_sha256=encoder_sha256)
             fold_loaded = LoadedRecipe(recipe=_fold_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
                                        content_hash=loaded.content_hash)
             _link_sam(models_dir, fold_dir, fold_loaded.recipe)
@@ -257,8 +286,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, per class: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
-    prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache if folds > 1 else None,
-                                 proposal_steps=proposal_steps)
+    prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache, proposal_steps=proposal_steps,
+                                 views=views, encoder_sha256=encoder_sha256)
     record["final"] = {"proposals": prop, "classifier": clf, "train_info": info,
                        "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (prop, clf)}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -270,9 +299,20 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     return record
 
 
+def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
+    """The recipe's SAM pair, pulled into ``models_dir`` if needed (a head is trained on its embeddings)."""
+    from station.inference.factory import load_model
+    from station.models_store import pull
+
+    name = recipe.models.segmentation
+    pull(name, models_dir)
+    decoder = ModelMetadata.read(Path(models_dir) / f"{name}.json").pair
+    return SamSegmenter(load_model(models_dir, name, "onnxruntime", 0), load_model(models_dir, decoder, "onnxruntime", 0))
+
+
 def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
     """Make the SAM pair visible in a fold's model directory (symlinks to the pulled files)."""
-    if not any(c.mask_source == "sam" for c in recipe.classes):
+    if recipe.vision.proposal_net != "sam-head" and not any(c.mask_source == "sam" for c in recipe.classes):
         return
     from station.models_store import pull
 

@@ -5,6 +5,10 @@ background) at the view's native resolution. Its metadata says what it takes:
 
 - ``extra.input = "grey"``: a fully convolutional network on the grey view itself, in
   ``image`` [1, 1, H, W] 0..1, H and W padded (reflected) up to a multiple of ``extra.stride``;
+- ``extra.input = "sam_embedding"``: a head on the SAM encoder's embedding of the view, in
+  ``image_embeddings`` [1, C, g, g], out [1, K+1, g, g] over the padded encoder input; mapped
+  back to view px here. ``extra.encoder_sha256`` names the encoder it was trained on: another
+  encoder's embeddings mean nothing to it, so the analyzer refuses the pair;
 - otherwise ``extra.feature_set``: a per-pixel model on the filter-bank features of the grey
   view (``station.vision.features``), in ``features`` [1, F, H, W].
 
@@ -23,6 +27,7 @@ from station.inference.base import InferenceModel
 from station.inference.metadata import ModelError
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.regions import components
+from station.vision.segmentation import EncodedView
 
 BACKGROUND = "background"
 SMOOTH_SIGMA_PX = 1.0
@@ -44,10 +49,14 @@ class ProposalStage:
         if meta.role != "proposals":
             raise ModelError(f"model {meta.name}: role {meta.role!r}, expected 'proposals'")
         self.grey_input = meta.extra.get("input") == "grey"
+        self.embedding_input = meta.extra.get("input") == "sam_embedding"
+        self.encoder_sha256 = meta.extra.get("encoder_sha256")
         self.stride = int(meta.extra.get("stride", 1))
         if self.grey_input and self.stride < 1:
             raise ModelError(f"model {meta.name}: stride {self.stride} must be >= 1")
-        if not self.grey_input and meta.extra.get("feature_set") != FEATURE_SET:
+        if self.embedding_input and not self.encoder_sha256:
+            raise ModelError(f"model {meta.name}: a head on SAM embeddings must name its encoder (extra.encoder_sha256)")
+        if not (self.grey_input or self.embedding_input) and meta.extra.get("feature_set") != FEATURE_SET:
             raise ModelError(
                 f"model {meta.name}: trained on features {meta.extra.get('feature_set')!r}, this station computes {FEATURE_SET!r}; retrain it"
             )
@@ -58,8 +67,14 @@ class ProposalStage:
         self.model = model
         self.classes = meta.classes[1:]
 
-    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        """float32 [K+1, H, W] class probabilities for a uint8 HxW grey view (or its precomputed features)."""
+    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None, encoded: EncodedView | None = None) -> np.ndarray:
+        """float32 [K+1, H, W] class probabilities for a uint8 HxW grey view (or its precomputed
+        features; a head on SAM embeddings needs the view's ``encoded``)."""
+        if self.embedding_input:
+            if encoded is None:
+                raise ValueError(f"model {self.model.metadata.name} proposes from SAM embeddings: encode the view first")
+            out = self.model.run({"image_embeddings": encoded.embedding.astype(np.float32, copy=False)})
+            return embedding_map_to_view(next(iter(out.values()))[0], encoded)
         if self.grey_input:
             h, w = grey.shape
             ph, pw = -h % self.stride, -w % self.stride
@@ -71,8 +86,8 @@ class ProposalStage:
         return next(iter(out.values()))[0]
 
     def find(self, grey: np.ndarray, threshold: float, max_regions: int, roi: np.ndarray | None = None,
-             features: np.ndarray | None = None) -> list[Proposal]:
-        probs = self.probabilities(grey, features)
+             features: np.ndarray | None = None, encoded: EncodedView | None = None) -> list[Proposal]:
+        probs = self.probabilities(grey, features, encoded)
         p = cv2.GaussianBlur(1.0 - probs[0], (0, 0), SMOOTH_SIGMA_PX)
         if roi is not None:
             p = np.where(roi, p, 0.0)
@@ -87,3 +102,15 @@ class ProposalStage:
             out.append(Proposal(region.mask, region.box, region.area_px, float(p[region.mask].max()), cls / max(cls.sum(), 1e-6)))
         out.sort(key=lambda r: -r.score)
         return out[:max_regions]
+
+
+def embedding_map_to_view(grid: np.ndarray, encoded: EncodedView) -> np.ndarray:
+    """[K+1, g, g] probabilities over the padded encoder input -> float32 [K+1, H, W] over the
+    view: upsampled to the encoder's input size, cropped to the image's extent in it (the rest
+    is padding), resized to the view."""
+    size = encoded.input_size
+    nh, nw = encoded.model_hw
+    h, w = encoded.view_hw
+    full = cv2.resize(np.ascontiguousarray(grid.transpose(1, 2, 0), np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    view = cv2.resize(np.ascontiguousarray(full.reshape(size, size, -1)[:nh, :nw]), (w, h), interpolation=cv2.INTER_LINEAR)
+    return view.reshape(h, w, -1).transpose(2, 0, 1)

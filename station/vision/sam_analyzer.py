@@ -6,7 +6,9 @@ is outlined either by the SAM decoder from its box (class ``mask_source = "sam"`
 is encoded once and reused by every prompt on it, or with ``vision.tile_px`` > 0 a window of
 that many native pixels around each proposal is encoded, for views much larger than the
 encoder input where small defects would vanish) or by the proposal's own region
-(``mask_source = "proposal"``, better for diffuse defects).
+(``mask_source = "proposal"``, better for diffuse defects). A proposal stage that is a head
+on the SAM embedding (``extra.input = "sam_embedding"``) gets the view encoded first, and the
+outlines reuse that encoding.
 
 Confidence of a defect = sqrt(proposal score x (1 - p(not a defect))): both stages must agree
 that something is there. Its class: the normalised product of the two stages' class
@@ -75,13 +77,14 @@ class SamAnalyzer:
         grey = to_gray(view.image)
         h, w = grey.shape
         roi = roi_mask(self.recipe.zones, view.camera, (h, w))
-        found = self.proposals.find(grey, vision.proposal_threshold, vision.max_proposals, roi)
+        # a proposal head on SAM embeddings needs the view encoded first; the outlines reuse it
+        encoded = self.segmenter.encode(view.image) if self.proposals.embedding_input else None
+        found = self.proposals.find(grey, vision.proposal_threshold, vision.max_proposals, roi, encoded=encoded)
         if not found:
             return []
         cls_probs = None
         if self.classifier is not None:
             cls_probs = self.classifier.classify(grey, [(p.mask, p.box) for p in found])
-        encoded = None
         defects = []
         for i, prop in enumerate(found):
             probs, p_not = self._names(prop.class_probs, None if cls_probs is None else cls_probs[i])
@@ -128,9 +131,14 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
     proposals = ProposalStage(open_model(refs.proposals), names)
     classifier = RegionClassifier(open_model(refs.classifier), names) if refs.classifier else None
     segmenter = None
-    if any(c.mask_source == "sam" for c in recipe.classes):
+    if proposals.embedding_input or any(c.mask_source == "sam" for c in recipe.classes):
         meta, _ = resolve_model(models_dir, refs.segmentation, verify=False)
         if not meta.pair:
             raise ModelError(f"model {refs.segmentation}: metadata names no decoder (pair)")
         segmenter = SamSegmenter(open_model(refs.segmentation), open_model(meta.pair))
+    if proposals.embedding_input and proposals.encoder_sha256 != segmenter.encoder.metadata.sha256:
+        raise ModelError(
+            f"model {refs.proposals} was trained on the embeddings of encoder sha256 {proposals.encoder_sha256[:12]}…; "
+            f"the recipe's segmentation model {refs.segmentation} has {segmenter.encoder.metadata.sha256[:12]}…: retrain it"
+        )
     return SamAnalyzer(recipe, proposals, classifier, segmenter, hashes)

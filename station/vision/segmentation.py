@@ -31,6 +31,7 @@ class EncodedView:
     model_hw: tuple[int, int]  # the image's extent inside the padded model input (H, W px)
     scale_x: float
     scale_y: float
+    input_size: int  # side of the square encoder input the embedding covers (model px)
 
 
 class SamSegmenter:
@@ -75,7 +76,7 @@ class SamSegmenter:
         emb = out.get(self.embedding_name)
         if emb is None:
             emb = next(iter(out.values()))
-        return EncodedView(emb, image.shape[:2], model_hw, sx, sy)
+        return EncodedView(emb, image.shape[:2], model_hw, sx, sy, self.spec.size)
 
     # -- decoder ----------------------------------------------------------------------------
     def box_mask(self, encoded: EncodedView, box: tuple[int, int, int, int]) -> tuple[np.ndarray, float]:

@@ -70,7 +70,8 @@ def test_update_recipe_confidence_sets_each_named_class_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
+@pytest.mark.parametrize("proposal_net", ["unet", "sam-head"])
+def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, proposal_net):
     pytest.importorskip("torch")
     data = shared_dir / "data" / "magnetic-tile-train"
     rows = list(csv.DictReader(open(data / "manifest.csv")))
@@ -93,14 +94,16 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
     recipe = tmp_path / "magnetic-tile.toml"
     text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
     text = text.replace('mask_source = "sam"', 'mask_source = "proposal"')
-    # the U-Net path is the one with more moving parts (grey input, stride padding): train it here
-    text = re.sub(r'(?m)^proposal_net = .*\n', "", text).replace("[vision]\n", '[vision]\nproposal_net = "unet"\n', 1)
+    # the proposal stages with more moving parts than the shipped pixel MLP (grey input and stride
+    # padding; SAM embeddings mapped back to the view), whatever the shipped recipe uses
+    text = re.sub(r'(?m)^proposal_net = .*\n', "", text).replace("[vision]\n", f'[vision]\nproposal_net = "{proposal_net}"\n', 1)
     recipe.write_text(text)
     out = tmp_path / "trained"
+    env = {**os.environ, "STATION_MODEL_DIRS": str(shared_dir / "models")}  # the SAM pair, for a head on its embeddings
     proc = subprocess.run(
         [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
          "--folds", "2", "--proposal-steps", "60", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--models-dir", str(tmp_path / "models")],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "grouped 2-fold cross-validation" in proc.stdout and "detection_rate" in proc.stdout
@@ -112,7 +115,13 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
         assert (out / meta["file"]).stat().st_size < 2_000_000
         assert meta["sha256"] == record["final"]["sha256"][name]
     prop = json.loads((out / "magnetic-tile-proposals.json").read_text())
-    assert prop["extra"]["input"] == "grey" and record["proposal_net"] == "unet" and record["proposal_steps"] == 60
+    assert record["proposal_net"] == proposal_net
+    if proposal_net == "unet":
+        assert prop["extra"]["input"] == "grey" and record["proposal_steps"] == 60
+    else:
+        encoder = json.loads((tmp_path / "models" / "litemedsam.json").read_text())
+        assert prop["extra"]["input"] == "sam_embedding" and prop["extra"]["encoder_sha256"] == encoder["sha256"]
+        assert record["encoder"]["sha256"] == encoder["sha256"]
     clf = json.loads((out / "magnetic-tile-classifier.json").read_text())
     assert clf["classes"] == ["blowhole", "break", "crack", "fray", "uneven", "not_defect"]
     updated = load_recipe(recipe).recipe
@@ -125,7 +134,7 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir):
             (models / f.name).write_bytes(f.read_bytes())
     proc = subprocess.run(
         [sys.executable, "-m", "station.cli", "eval", "--recipe", str(recipe), "--data", str(manifest), "--json",
-         "--models-dir", str(models)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+         "--models-dir", str(models)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads(proc.stdout)

@@ -1,0 +1,154 @@
+"""Train the proposal stage as a head on frozen SAM encoder embeddings (torch, CPU).
+
+Recipe ``vision.proposal_net = "sam-head"``. Every training view is encoded once by the
+recipe's SAM encoder (the station encodes each view anyway to outline its defects); a small
+per-location network (1x1 convolutions: C -> HIDDEN -> HIDDEN -> K+1) learns from each
+embedding cell the class of the defect under it. A cell is labelled with the part's defect
+class when at least ``POSITIVE_FRACTION`` of it is inside the defect mask, background when
+none of it is, and is ignored in between (or when it lies on the encoder's padding).
+
+Loss: per-cell cross-entropy plus an image-level term on the top-k cells' defect probability
+(a good part with one confident false cell is penalised as a whole), as for the U-Net.
+
+Exported: in ``image_embeddings`` [1, C, g, g], out ``probs`` [1, K+1, g, g]; metadata
+``extra.input = "sam_embedding"`` and the encoder's sha256.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from station.vision.dataset import Sample
+from station.vision.segmentation import EncodedView, SamSegmenter
+
+log = logging.getLogger("station.train")
+
+HIDDEN = 64
+POSITIVE_FRACTION = 0.1
+IGNORE = -1
+BATCH = 16
+EPOCHS = 20
+DEFECT_CLASS_WEIGHT = 4.0
+TOP_K_CELLS = 4
+IMAGE_LOSS_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    embedding: np.ndarray  # float16 [C, g, g]
+    target: np.ndarray  # int64 [g, g]: 0 background, 1.. class, IGNORE
+    label: int  # 0 good part, else 1 + class index
+
+
+def cell_targets(mask: np.ndarray | None, label: int, model_hw: tuple[int, int], input_size: int, grid: int) -> np.ndarray:
+    """int64 [grid, grid] cell labels for one view (see the module doc)."""
+    cell = input_size / grid
+    nh, nw = model_hw
+    gh, gw = min(grid, max(1, round(nh / cell))), min(grid, max(1, round(nw / cell)))
+    target = np.full((grid, grid), IGNORE, np.int64)
+    target[:gh, :gw] = 0
+    if label and mask is not None and mask.any():
+        frac = cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+        inner = target[:gh, :gw]
+        inner[frac >= POSITIVE_FRACTION] = label
+        inner[(frac > 0) & (frac < POSITIVE_FRACTION)] = IGNORE
+    return target
+
+
+def encode_views(samples: list[Sample], segmenter: SamSegmenter) -> dict[int, EncodedView]:
+    """Every sample's view encoded once (float16 embeddings), by manifest row: the slow part,
+    ~0.6 s per view on 2 CPU cores; shared by all folds and the final training."""
+    out = {}
+    t0 = time.monotonic()
+    for n, s in enumerate(samples):
+        enc = segmenter.encode(s.image)
+        out[s.row.index] = replace(enc, embedding=enc.embedding.astype(np.float16))
+        if n % 100 == 0:
+            log.info("encoded %d/%d views (%.0f s)", n, len(samples), time.monotonic() - t0)
+    return out
+
+
+def encoded_samples(samples: list[Sample], labels: list[int], views: dict[int, EncodedView]) -> list[EncodedSample]:
+    out = []
+    for s, label in zip(samples, labels):
+        v = views[s.row.index]
+        emb = v.embedding[0]
+        out.append(EncodedSample(emb, cell_targets(s.mask, label, v.model_hw, v.input_size, emb.shape[-1]), label))
+    return out
+
+
+class EmbeddingHead(nn.Module):
+    def __init__(self, channels: int, n_classes: int, hidden: int = HIDDEN):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, n_classes + 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def head_loss(logits: torch.Tensor, target: torch.Tensor, is_defect: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """Cell cross-entropy + image-level BCE on the mean defect probability of the top-k valid cells."""
+    cells = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE)
+    defect = 1.0 - logits.softmax(1)[:, 0]
+    # on a good part the ignored cells are the encoder's padding: not part of the view
+    defect = defect.masked_fill((target == IGNORE) & ~is_defect[:, None, None], 0.0)
+    top = defect.flatten(1).topk(TOP_K_CELLS, 1).values.mean(1).clamp(1e-4, 1 - 1e-4)
+    return cells + IMAGE_LOSS_WEIGHT * F.binary_cross_entropy(top, is_defect.float())
+
+
+def train_sam_head(encoded: list[EncodedSample], n_classes: int, seed: int = 0, epochs: int = EPOCHS) -> EmbeddingHead:
+    """Half of each batch good parts, half defective (when both exist); random 90° rotations."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(np.stack([e.embedding for e in encoded]))
+    t = torch.from_numpy(np.stack([e.target for e in encoded]))
+    y = torch.tensor([e.label for e in encoded])
+    good = (y == 0).numpy()
+    weights = np.where(good, 0.5 / max(1, good.sum()), 0.5 / max(1, (~good).sum()))
+    weights /= weights.sum()
+    steps = max(50, epochs * len(encoded) // BATCH)
+    net = EmbeddingHead(x.shape[1], n_classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    class_weights = torch.tensor([1.0] + [DEFECT_CLASS_WEIGHT] * n_classes)
+    t0 = time.monotonic()
+    net.train()
+    for step in range(steps):
+        pick = torch.from_numpy(rng.choice(len(encoded), BATCH, p=weights))
+        k = int(rng.integers(4))
+        xb, tb = torch.rot90(x[pick].float(), k, (2, 3)), torch.rot90(t[pick], k, (1, 2))
+        loss = head_loss(net(xb), tb, y[pick] > 0, class_weights)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 500 == 0:
+            log.info("sam head step %d/%d: loss %.3f (%.0f s)", step, steps, loss.item(), time.monotonic() - t0)
+    return net.eval()
+
+
+class _WithSoftmax(nn.Module):
+    def __init__(self, net: EmbeddingHead):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(image_embeddings), dim=1)
+
+
+def export_sam_head(net: EmbeddingHead, path, channels: int, grid: int) -> None:
+    torch.onnx.export(
+        _WithSoftmax(net).eval(), (torch.zeros(1, channels, grid, grid),), str(path), input_names=["image_embeddings"],
+        output_names=["probs"], opset_version=17, dynamo=False,
+    )
