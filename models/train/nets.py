@@ -10,9 +10,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+log = logging.getLogger("station.train")
 
 
 def _block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
@@ -75,3 +81,33 @@ class CropClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grey = standardise(x[:, :1])
         return self.head(self.features(torch.cat([grey, x[:, 1:2]], dim=1)))
+
+
+class WithSoftmax(nn.Module):
+    """``net`` with a softmax over the class axis, as exported: the station reads probabilities."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
+def fit_one_cycle(net: nn.Module, steps: int, weight_decay: float, step_loss: Callable[[], tuple[torch.Tensor, str]],
+                  what: str, log_every: int = 500) -> nn.Module:
+    """AdamW under a one-cycle schedule (peak lr 3e-3) for ``steps`` steps; ``step_loss`` draws a
+    batch and returns (loss, a short text for the log). Returns ``net`` in eval mode."""
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    t0 = time.monotonic()
+    net.train()
+    for step in range(steps):
+        loss, detail = step_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0:
+            log.info("%s step %d/%d: %s (%.0f s)", what, step, steps, detail, time.monotonic() - t0)
+    return net.eval()

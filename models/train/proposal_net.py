@@ -22,19 +22,14 @@ Exported with dynamic H, W: in ``image`` [1, 1, H, W] grey 0..1 (H, W multiples 
 
 from __future__ import annotations
 
-import logging
-import time
-
 import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from models.train.nets import ProposalNet
+from models.train.nets import ProposalNet, WithSoftmax, fit_one_cycle
 from station.vision.dataset import Sample
 from station.vision.preprocess import to_gray
-
-log = logging.getLogger("station.train")
 
 CROP_PX = 128
 BATCH = 16
@@ -128,38 +123,19 @@ def train_proposal_net(samples: list[Sample], labels: list[int], n_classes: int,
     torch.manual_seed(seed)
     sampler = CropSampler(samples, labels, seed)
     net = ProposalNet(n_classes, width=WIDTH)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     class_weights = torch.tensor([1.0] + [DEFECT_CLASS_WEIGHT] * n_classes)
-    t0 = time.monotonic()
-    net.train()
-    for step in range(steps):
+
+    def step_loss() -> tuple[torch.Tensor, str]:
         x, y = sampler.batch()
         pixel, image = loss_terms(net(x), y, class_weights)
-        loss = pixel + IMAGE_LOSS_WEIGHT * image
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0:
-            log.info("proposal net step %d/%d: pixel %.3f image %.3f (%.0f s)", step, steps, pixel.item(), image.item(),
-                     time.monotonic() - t0)
-    net.eval()
-    return net
+        return pixel + IMAGE_LOSS_WEIGHT * image, f"pixel {pixel.item():.3f} image {image.item():.3f}"
 
-
-class _WithSoftmax(torch.nn.Module):
-    def __init__(self, net: ProposalNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(image), dim=1)
+    return fit_one_cycle(net, steps, 1e-4, step_loss, "proposal net")
 
 
 def export_proposal_net(net: ProposalNet, path) -> None:
     dummy = torch.zeros(1, 1, 64, 64)
     torch.onnx.export(
-        _WithSoftmax(net).eval(), (dummy,), str(path), input_names=["image"], output_names=["probs"], opset_version=17,
+        WithSoftmax(net).eval(), (dummy,), str(path), input_names=["image"], output_names=["probs"], opset_version=17,
         dynamo=False, dynamic_axes={"image": {2: "height", 3: "width"}, "probs": {2: "height", 3: "width"}},
     )

@@ -137,9 +137,8 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     ctx = float(rng.uniform(0.3, 0.9))
                     crops.append(region_crop(grey, region.mask, region.box, SIZE, ctx))
                     labels.append(classes.index(s.row.label))
-        found = (stage.find(grey, threshold, PROPOSALS_PER_IMAGE, encoded=views[s.row.index]) if stage.embedding_input
-                 else stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=None if stage.grey_input else feats(s)))
-        for p in found:
+        for p in stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=feats(s) if stage.feature_input else None,
+                            encoded=views[s.row.index] if stage.embedding_input else None):
             hit = is_defect and bool((p.mask & truth).any())
             crops.append(region_crop(grey, p.mask, p.box, SIZE))
             labels.append(classes.index(s.row.label) if hit else not_defect)

@@ -14,6 +14,16 @@ def _f(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def _class_table(per_class: dict, with_iou: bool) -> list[str]:
+    cols = ["class", "images", "rejected", "detection / false reject", "type accuracy"] + (["mean IoU"] if with_iou else []) + ["predicted as"]
+    out = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    for cls, e in per_class.items():
+        rate = e.get("detection_rate", e.get("false_reject_rate"))
+        iou = f"{_f(e.get('mean_iou'))} | " if with_iou else ""
+        out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | {iou}{e.get('predicted_as', '')} |")
+    return out
+
+
 def report(record: dict) -> str:
     out = [f"## {record['recipe']}", "", f"Command: `{record.get('command') or 'station train …'}`", ""]
     d = record["data"]
@@ -28,11 +38,7 @@ def report(record: dict) -> str:
         for i, m in enumerate(cv["per_fold"], 1):
             out.append(f"| {i} | " + " | ".join(_f(m.get(k)) for k in keys) + " |")
         out.append("| pooled | " + " | ".join(_f(cv["pooled"].get(k)) for k in keys) + " |")
-        out += ["", "| class | images | rejected | detection / false reject | type accuracy | mean IoU | predicted as |", "|---|---|---|---|---|---|---|"]
-        for cls, e in cv["pooled"]["per_class"].items():
-            rate = e.get("detection_rate", e.get("false_reject_rate"))
-            out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | "
-                       f"{_f(e.get('mean_iou'))} | {e.get('predicted_as', '')} |")
+        out += ["", *_class_table(cv["pooled"]["per_class"], with_iou=True)]
         for key in ("operating_point_one_threshold", "operating_point"):
             fitted = cv.get(key)
             if not fitted:
@@ -44,11 +50,7 @@ def report(record: dict) -> str:
                 shown = t if isinstance(t, (int, float)) else ", ".join(f"{c} {v:.3f}" for c, v in t.items())
                 out.append(f"| {i} | {shown} | " + " | ".join(_f(m.get(k)) for k in rates) + " |")
             out.append("| pooled | | " + " | ".join(_f(fitted["pooled"].get(k)) for k in rates) + " |")
-            out += ["", "| class | images | rejected | detection / false reject | type accuracy | predicted as |", "|---|---|---|---|---|---|"]
-            for cls, e in fitted["pooled"]["per_class"].items():
-                rate = e.get("detection_rate", e.get("false_reject_rate"))
-                out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | "
-                           f"{e.get('predicted_as', '')} |")
+            out += ["", *_class_table(fitted["pooled"]["per_class"], with_iou=False)]
         lat = cv["pooled"]["latency_ms"]
         out += ["", "Latency ms (p50 / p99, this shared 2-core VM): " + ", ".join(f"{k} {v['p50']:.0f} / {v['p99']:.0f}" for k, v in lat.items())]
     if record.get("operating_point"):

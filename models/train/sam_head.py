@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.train.nets import WithSoftmax, fit_one_cycle
 from station.vision.dataset import Sample
 from station.vision.segmentation import EncodedView, SamSegmenter
 
@@ -119,36 +120,20 @@ def train_sam_head(encoded: list[EncodedSample], n_classes: int, seed: int = 0, 
     weights /= weights.sum()
     steps = max(50, epochs * len(encoded) // BATCH)
     net = EmbeddingHead(x.shape[1], n_classes)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     class_weights = torch.tensor([1.0] + [DEFECT_CLASS_WEIGHT] * n_classes)
-    t0 = time.monotonic()
-    net.train()
-    for step in range(steps):
+
+    def step_loss() -> tuple[torch.Tensor, str]:
         pick = torch.from_numpy(rng.choice(len(encoded), BATCH, p=weights))
         k = int(rng.integers(4))
         xb, tb = torch.rot90(x[pick].float(), k, (2, 3)), torch.rot90(t[pick], k, (1, 2))
         loss = head_loss(net(xb), tb, y[pick] > 0, class_weights)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0:
-            log.info("sam head step %d/%d: loss %.3f (%.0f s)", step, steps, loss.item(), time.monotonic() - t0)
-    return net.eval()
+        return loss, f"loss {loss.item():.3f}"
 
-
-class _WithSoftmax(nn.Module):
-    def __init__(self, net: EmbeddingHead):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image_embeddings: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(image_embeddings), dim=1)
+    return fit_one_cycle(net, steps, 1e-3, step_loss, "sam head")
 
 
 def export_sam_head(net: EmbeddingHead, path, channels: int, grid: int) -> None:
     torch.onnx.export(
-        _WithSoftmax(net).eval(), (torch.zeros(1, channels, grid, grid),), str(path), input_names=["image_embeddings"],
+        WithSoftmax(net).eval(), (torch.zeros(1, channels, grid, grid),), str(path), input_names=["image_embeddings"],
         output_names=["probs"], opset_version=17, dynamo=False,
     )

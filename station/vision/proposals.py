@@ -50,13 +50,14 @@ class ProposalStage:
             raise ModelError(f"model {meta.name}: role {meta.role!r}, expected 'proposals'")
         self.grey_input = meta.extra.get("input") == "grey"
         self.embedding_input = meta.extra.get("input") == "sam_embedding"
+        self.feature_input = not (self.grey_input or self.embedding_input)
         self.encoder_sha256 = meta.extra.get("encoder_sha256")
         self.stride = int(meta.extra.get("stride", 1))
         if self.grey_input and self.stride < 1:
             raise ModelError(f"model {meta.name}: stride {self.stride} must be >= 1")
         if self.embedding_input and not self.encoder_sha256:
             raise ModelError(f"model {meta.name}: a head on SAM embeddings must name its encoder (extra.encoder_sha256)")
-        if not (self.grey_input or self.embedding_input) and meta.extra.get("feature_set") != FEATURE_SET:
+        if self.feature_input and meta.extra.get("feature_set") != FEATURE_SET:
             raise ModelError(
                 f"model {meta.name}: trained on features {meta.extra.get('feature_set')!r}, this station computes {FEATURE_SET!r}; retrain it"
             )
