@@ -263,6 +263,18 @@ class HistoryQueries:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(InspectionRow).where(*self._where(flt))))
 
+    def verdict_counts(self, station_id: str, since: dt.datetime) -> list[tuple[str, str | None, str | None, int]]:
+        """One station's inspections triggered at or after ``since`` (aware), grouped: rows of
+        (outcome, top_class, reject_reason, count). Seeds the operator's counters at start-up
+        (``station.counters``); uses the station/time index."""
+        stmt = (
+            select(I.outcome, I.top_class, I.reject_reason, func.count())
+            .where(I.station_id == station_id, I.triggered_at >= since)
+            .group_by(I.outcome, I.top_class, I.reject_reason)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], int(r[3])) for r in conn.execute(stmt)]
+
     def inspection(self, inspection_id: int) -> InspectionDetail | None:
         """Everything stored about one inspection, or None."""
         with self.engine.connect() as conn:

@@ -5,14 +5,14 @@ tested without one. It is fed by the pipeline as a result sink (``publish``) and
 alarm board (``AlarmBoard.subscribe``). ``publish`` only hands the inspection to a renderer
 thread through a small bounded mailbox, so the line never waits for the HMI; the renderer
 draws the overlay and encodes JPEGs once per part, whatever the number of browsers. Under
-overload the renderer skips to the newest parts (``skipped`` counts them); counters still
-count every part.
+overload the renderer skips to the newest parts (``skipped`` counts them); the counters are
+the station's (``station.stats.day``, see ``station.counters``): they count every part, go on
+across HMI mounts and station restarts, and follow the PLC's counter reset.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import enum
 import logging
 import threading
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from hmi.overlay import encode_jpeg
 from station.alarms import Alarm
+from station.counters import DayCounters
 from station.inspection import Inspection, Outcome
 from station.vision.overlay import render_overlay
 
@@ -54,21 +55,6 @@ class LiveResult:
         return self.outcome is Outcome.PASS
 
 
-@dataclass
-class DayCounters:
-    """Counts since local midnight of ``day``."""
-
-    day: dt.date
-    parts: int = 0
-    passed: int = 0
-    rejected: int = 0
-    reject_classes: collections.Counter = field(default_factory=collections.Counter)
-
-    @property
-    def yield_pct(self) -> float:
-        return 100.0 * self.passed / self.parts if self.parts else 0.0
-
-
 class HmiState:
     """Observable state for all browsers. Thread-safe; ``publish`` never blocks."""
 
@@ -83,7 +69,6 @@ class HmiState:
         self._wake = threading.Condition(self._lock)
         self._mailbox: collections.deque[Inspection] = collections.deque(maxlen=mailbox)
         self._strip: collections.deque[LiveResult] = collections.deque(maxlen=strip_length)
-        self._counters = self._seed_counters(station)
         self.version = 0  # bumps when a new result is shown
         self.alarm_version = 0  # bumps on every alarm change
         self.received = 0
@@ -93,21 +78,11 @@ class HmiState:
         self._thread: threading.Thread | None = None
         station.alarms.subscribe(self._on_alarm)
 
-    @staticmethod
-    def _seed_counters(station) -> DayCounters:
-        """Start from the station's own counters: parts inspected before the HMI was mounted count."""
-        snap = station.stats.snapshot()
-        classes = collections.Counter(snap.get("reject_classes", {}))
-        for reason, n in snap.get("reject_reasons", {}).items():
-            if reason != "defect":
-                classes[reason] += n
-        return DayCounters(dt.date.today(), snap["parts"], snap["pass"], snap["reject"], classes)
-
     # ---- feeding ------------------------------------------------------------------------
     def publish(self, inspection: Inspection) -> None:
-        """ResultSink: count the part and queue it for rendering (drops the oldest if full)."""
+        """ResultSink: queue the part for rendering (drops the oldest if full). The pipeline
+        counts it in ``station.stats`` before any sink sees it."""
         with self._wake:
-            self._count(inspection)
             self.received += 1
             if len(self._mailbox) == self._mailbox.maxlen:
                 self.skipped += 1
@@ -117,22 +92,6 @@ class HmiState:
     def _on_alarm(self, alarm: Alarm) -> None:
         with self._lock:
             self.alarm_version += 1
-
-    def _count(self, insp: Inspection) -> None:
-        today = dt.date.today()
-        if self._counters.day != today:
-            self._counters = DayCounters(today)
-        c = self._counters
-        c.parts += 1
-        v = insp.verdict
-        if v is not None and v.outcome is Outcome.PASS:
-            c.passed += 1
-        else:
-            c.rejected += 1
-            if v is not None and v.top_defect is not None:
-                c.reject_classes[v.top_defect.class_name] += 1
-            else:
-                c.reject_classes[v.reject_reason.value if v and v.reject_reason else "no verdict"] += 1
 
     # ---- rendering thread ---------------------------------------------------------------
     def start(self) -> None:
@@ -218,11 +177,8 @@ class HmiState:
             return next((r for r in self._strip if r.sequence == sequence), None)
 
     def counters(self) -> DayCounters:
-        with self._lock:
-            if self._counters.day != dt.date.today():
-                self._counters = DayCounters(dt.date.today())
-            c = self._counters
-            return DayCounters(c.day, c.parts, c.passed, c.rejected, collections.Counter(c.reject_classes))
+        """The operator's counters of the current period (since local midnight or the last reset)."""
+        return self.station.stats.day.snapshot()
 
     def status(self) -> StationStatus:
         """OFFLINE: not started or taken offline; BUSY: parts in flight; else READY."""

@@ -2,7 +2,8 @@
 
 Start-up order: recipes → cameras (each failure an alarm; no camera at all is fatal) →
 active recipe and its models (failure is fatal: nothing could be inspected) → history
-writer → pipeline → PLC. Shutdown runs the other way, after parts in flight are published.
+writer (then the operator's day counters are seeded from the history) → pipeline → PLC.
+Shutdown runs the other way, after parts in flight are published.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from station.alarms import AlarmBoard, Severity
 from station.camera import Camera, make_camera
 from station.config import StationConfig
+from station.counters import PartCounters
 from station.inference import pool as npu_pool
 from station.inference.select import analyse_workers, resolve_backend
 from station.pipeline import Pipeline
@@ -21,6 +23,10 @@ from station.recipe import LoadedRecipe, RecipeBook
 from station.stats import StationStats
 
 log = logging.getLogger("station.app")
+
+
+COUNTER_STATE_FILE = "counters.json"  # in the var dir: the time of the last counter reset
+ALARM_COUNTERS = "counters_seed"
 
 
 class StartupError(Exception):
@@ -37,7 +43,8 @@ class Station:
     def __init__(self, config: StationConfig, *, plc: bool | None = None, history: bool = True):
         self.config = config
         self.alarms = AlarmBoard()
-        self.stats = StationStats()
+        # the var dir (the archive's parent) is the station's own writable place, as for the HMI's sessions
+        self.stats = StationStats(day=PartCounters(Path(config.archive.dir).parent / COUNTER_STATE_FILE))
         self.recipes = RecipeBook(config.recipes_dir)
         for err in self.recipes.errors:
             self.alarms.raise_(f"recipe_invalid:{Path(err.path).name}", "recipes", str(err))
@@ -106,6 +113,7 @@ class Station:
                 )
                 self.history.start()
                 self.pipeline.sinks.append(self.history)
+                self._seed_counters()  # before the first part: nothing is counted twice
             self.pipeline.start()
             if self._want_plc:
                 from station.plc.service import PlcService
@@ -117,6 +125,23 @@ class Station:
             log.exception("start-up failed")
             raise StartupError(f"{type(exc).__name__}: {exc}") from None
         self.started = True
+
+    def _seed_counters(self) -> None:
+        """The operator's counters after a restart: this station's verdicts of the current period
+        are in the history. If it cannot be read the counters start from zero, with a warning."""
+        from db.queries import HistoryQueries
+
+        day = self.stats.day
+        since = day.period_start()
+        try:
+            groups = HistoryQueries(self.history.engine).verdict_counts(self.config.station_id, since)
+        except Exception as exc:
+            log.warning("part counters start from zero: %s", exc)
+            first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+            self.alarms.raise_(ALARM_COUNTERS, "database",
+                               f"part counters start from zero: the history could not be read ({first_line})", Severity.WARNING)
+            return
+        day.seed(since, groups)
 
     def load_recipe(self, name: str) -> LoadedRecipe:
         """Switch recipes between parts; on failure the running recipe stays and the error is raised."""

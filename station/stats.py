@@ -7,12 +7,17 @@ from collections import Counter, deque
 
 import numpy as np
 
+from station.counters import PartCounters
 from station.inspection import Inspection, Outcome
 
 
 class StationStats:
-    def __init__(self, window: int = 2000):
+    """Since the process started (or the PLC's last RESET_COUNTERS): parts, pass, reject, reasons,
+    classes and latency; ``day`` holds the operator's counters of the day (``station.counters``)."""
+
+    def __init__(self, window: int = 2000, *, day: PartCounters | None = None):
         self._lock = threading.Lock()
+        self.day = day if day is not None else PartCounters()
         self.parts = 0
         self.passed = 0
         self.rejected = 0
@@ -36,6 +41,7 @@ class StationStats:
                     self.reject_classes[v.top_defect.class_name] += 1
             for stage, ms in insp.timings_ms.items():
                 self._latency.setdefault(stage, deque(maxlen=self._window)).append(ms)
+        self.day.record(insp)
 
     def count_refused(self) -> None:
         with self._lock:
@@ -46,10 +52,12 @@ class StationStats:
             self.late_results += 1
 
     def reset(self) -> None:
+        """The PLC's RESET_COUNTERS: these counters and the operator's day counters start again."""
         with self._lock:
             self.parts = self.passed = self.rejected = 0
             self.reject_reasons.clear()
             self.reject_classes.clear()
+        self.day.reset()
 
     def latency(self) -> dict[str, dict[str, float]]:
         """Per stage: p50, p99 and mean in ms over the recent window."""

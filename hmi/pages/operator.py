@@ -107,6 +107,7 @@ class LiveView:
                 with ui.column().classes("gap-0 p-2 rounded").style("background:#1f2937"):
                     ui.label(label).classes("text-lg text-gray-300")
                     self.counter[key] = ui.label("0").classes("text-4xl font-bold").mark(f"count-{key}")
+        self.since = ui.label("").classes("text-lg text-gray-300").mark("count-since")
         ui.label("Rejects per class today").classes("text-xl font-bold mt-2")
         self.classes = ui.column().classes("w-full gap-1").mark("reject-classes")
 
@@ -139,9 +140,9 @@ class LiveView:
         if now - self._last_slow >= SLOW_S:
             self._last_slow = now
             self._render_status()
+            self._render_counters()  # also without new parts: a counter reset, a new day
             if self.summary_version != st.version:  # not tied to this browser's image pace
                 self.summary_version = st.version
-                self._render_counters()
                 self._render_strip()
 
     def _render_status(self) -> None:
@@ -169,6 +170,9 @@ class LiveView:
         self._set(self.counter["passed"], str(c.passed))
         self._set(self.counter["rejected"], str(c.rejected))
         self._set(self.counter["yield"], f"{c.yield_pct:.1f} %")
+        if c.since is not None:
+            since = c.since.astimezone()
+            self._set(self.since, "since midnight" if since.time() == dt.time() else f"since {since:%H:%M} (counter reset)")
         classes_key = repr(c.reject_classes.most_common())
         if self._last_texts.get(-2) != classes_key:  # rebuilt only when a count changes
             self._last_texts[-2] = classes_key

@@ -157,6 +157,22 @@ def test_yield_per_shift_in_a_local_time_zone(history, zone, plan):
     assert [(g.date, g.shift) for g in got] == sorted(want, key=lambda k: (k[0], "ABN".index(k[1])))
 
 
+def test_verdict_counts_of_one_station_since_a_time(history):
+    """What seeds the operator's counters at start-up (station.counters)."""
+    q, written = history
+    since = T0 + dt.timedelta(hours=20, minutes=3)
+    for station in ("line-1", "line-2", "nowhere"):
+        mine = [insp for insp, s in written if s["station"] == station and s["when"] >= since]
+        expected = collections.Counter(
+            (insp.verdict.outcome.value, insp.verdict.top_defect.class_name if insp.verdict.top_defect else None,
+             insp.verdict.reject_reason.value if insp.verdict.reject_reason else None)
+            for insp in mine
+        )
+        got = q.verdict_counts(station, since)
+        assert {row[:3]: row[3] for row in got} == expected and len(got) == len(expected)
+        assert sum(n for *_, n in got) == len(mine)
+
+
 def test_pareto_counts_defects_by_class(history):
     q, written = history
     since = T0 + dt.timedelta(hours=12)

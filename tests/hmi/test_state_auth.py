@@ -91,11 +91,14 @@ def test_publish_never_blocks_and_skips_to_newest_under_load(tmp_path):
     st = make_station(tmp_path, history=False)
     state = HmiState(st, mailbox=2)  # renderer not started: the mailbox fills
     t0 = time.perf_counter()
-    for i in range(1, 101):
-        state.publish(_inspection(i, passed=i % 3 != 0))
+    parts = [_inspection(i, passed=i % 3 != 0) for i in range(1, 101)]
+    for insp in parts:
+        state.publish(insp)
     per_call_ms = (time.perf_counter() - t0) * 10  # 100 calls -> ms per call
     assert per_call_ms < 50  # O(1) hand-off, no encoding on the publisher thread (loose bound: shared CI)
-    c = state.counters()
+    for insp in parts:
+        st.stats.record(insp)  # as the pipeline does for every part, before its sinks
+    c = state.counters()  # every part counts, whatever the renderer skipped
     assert (c.parts, c.rejected, c.reject_classes["scratch"]) == (100, 33, 33)
     assert state.skipped == 98 and state.received == 100
     state.start()
@@ -116,6 +119,8 @@ def test_failsafe_reject_counts_by_reason(tmp_path):
     insp2 = _inspection(2, passed=True)
     insp2.verdict = None  # no verdict at all is a reject, never a pass
     state.publish(insp2)
+    st.stats.record(insp)  # as the pipeline does for every part
+    st.stats.record(insp2)
     c = state.counters()
     assert (c.parts, c.passed, c.rejected) == (2, 0, 2)
     assert c.reject_classes == {"timeout": 1, "no verdict": 1}

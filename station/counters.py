@@ -1,0 +1,175 @@
+"""The operator's part counters: parts, pass, reject and rejects per class in the current
+counting period, which runs from local midnight, or from the last counter reset (the PLC's
+RESET_COUNTERS) if that came later today.
+
+They survive a restart of the station: every verdict is in the history database, so at
+start-up the station seeds them from it (``Station._start``, before the first part), and the
+time of the last reset is kept in a small state file under the var dir, so that a reset is
+still a reset after the restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from station.inspection import Inspection, Outcome
+
+log = logging.getLogger("station.counters")
+
+NO_VERDICT = "no verdict"
+
+
+@dataclass
+class DayCounters:
+    """Counts of the local date ``day`` since ``since`` (aware; local midnight or the last reset)."""
+
+    day: dt.date
+    parts: int = 0
+    passed: int = 0
+    rejected: int = 0
+    reject_classes: Counter = field(default_factory=Counter)
+    since: dt.datetime | None = None
+
+    @property
+    def yield_pct(self) -> float:
+        return 100.0 * self.passed / self.parts if self.parts else 0.0
+
+
+def reject_key(top_class: str | None, reject_reason: str | None) -> str:
+    """What a reject is counted under: its top defect's class, else the fail-safe reason."""
+    return top_class or reject_reason or NO_VERDICT
+
+
+def local_midnight(now: dt.datetime) -> dt.datetime:
+    """Start of ``now``'s local date, aware (the system's time zone, DST-correct)."""
+    return dt.datetime.combine(now.astimezone().date(), dt.time()).astimezone()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class PartCounters:
+    """Thread-safe day counters with a persistent reset time.
+
+    ``state_file`` (JSON, ``{"reset_at": ISO time}``) keeps the last reset across restarts;
+    without it a reset lasts until the process ends. ``clock`` returns an aware datetime.
+    """
+
+    def __init__(self, state_file: Path | None = None, *, clock: Callable[[], dt.datetime] = _utcnow):
+        self.state_file = state_file
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.reset_at = self._load_reset()
+        self._c = self._fresh(clock())
+
+    # ---- period -----------------------------------------------------------------------------
+    def period_start(self, now: dt.datetime | None = None) -> dt.datetime:
+        """Local midnight of ``now`` (default: the clock), or the last reset if later that day."""
+        now = now or self._clock()
+        start = local_midnight(now)
+        if self.reset_at is not None and start <= self.reset_at <= now:
+            return self.reset_at.astimezone()
+        return start
+
+    def _fresh(self, now: dt.datetime) -> DayCounters:
+        return DayCounters(now.astimezone().date(), since=self.period_start(now))
+
+    def _current(self) -> DayCounters:
+        """The running counters; a new local day starts from zero. Call with the lock held."""
+        now = self._clock()
+        if self._c.day != now.astimezone().date():
+            self._c = self._fresh(now)
+        return self._c
+
+    # ---- counting ---------------------------------------------------------------------------
+    def record(self, insp: Inspection) -> None:
+        """Count one published part. No verdict at all counts as a reject, never a pass."""
+        v = insp.verdict
+        if v is not None and v.outcome is Outcome.PASS:
+            self._add(Outcome.PASS.value, None, None, 1)
+        else:
+            top = v.top_defect.class_name if v is not None and v.top_defect is not None else None
+            reason = v.reject_reason.value if v is not None and v.reject_reason is not None else None
+            self._add(Outcome.REJECT.value, top, reason, 1)
+
+    def seed(self, since: dt.datetime, groups: Iterable[tuple[str, str | None, str | None, int]]) -> bool:
+        """Take the counts of the period that started at ``since`` from the history: rows of
+        (outcome, top_class, reject_reason, count). They replace what was counted (call before
+        parts flow, so a second start of the same station does not count twice). Ignored
+        (False) if the period has moved on since ``since`` was read."""
+        with self._lock:
+            if self._current().since != since:
+                return False
+            self._c = DayCounters(self._c.day, since=since)
+            for outcome, top_class, reject_reason, n in groups:
+                self._add_locked(outcome, top_class, reject_reason, n)
+        return True
+
+    def _add(self, outcome: str, top_class: str | None, reject_reason: str | None, n: int) -> None:
+        with self._lock:
+            self._current()
+            self._add_locked(outcome, top_class, reject_reason, n)
+
+    def _add_locked(self, outcome: str, top_class: str | None, reject_reason: str | None, n: int) -> None:
+        c = self._c
+        c.parts += n
+        if outcome == Outcome.PASS.value:
+            c.passed += n
+        else:
+            c.rejected += n
+            c.reject_classes[reject_key(top_class, reject_reason)] += n
+
+    def reset(self) -> None:
+        """Zero the counters from now on, and remember when (the state file, if any)."""
+        now = self._clock()
+        with self._lock:
+            self.reset_at = now.astimezone(dt.timezone.utc)
+            self._c = self._fresh(now)
+        self._save_reset(self.reset_at)
+
+    def snapshot(self) -> DayCounters:
+        with self._lock:
+            c = self._current()
+            return DayCounters(c.day, c.parts, c.passed, c.rejected, Counter(c.reject_classes), c.since)
+
+    # ---- the state file ---------------------------------------------------------------------
+    def _load_reset(self) -> dt.datetime | None:
+        if self.state_file is None or not self.state_file.exists():
+            return None
+        try:
+            value = dt.datetime.fromisoformat(json.loads(self.state_file.read_text())["reset_at"])
+            if value.tzinfo is None:
+                raise ValueError("reset_at has no time zone")
+            return value.astimezone(dt.timezone.utc)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # the counters then run from midnight: worth a log line, not worth refusing to start
+            log.warning("ignoring counter state file %s: %s", self.state_file, exc)
+            return None
+
+    def _save_reset(self, when: dt.datetime) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump({"reset_at": when.isoformat()}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_file)  # a crash leaves the old or the new file, never half of one
+            dirfd = os.open(self.state_file.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+        except OSError as exc:
+            log.error("counter reset not saved to %s (a restart will count from midnight again): %s", self.state_file, exc)
