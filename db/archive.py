@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import Engine, delete, func, select
 
 from db.models import ImageRow, InspectionRow
+from db.quarantine import set_aside_before
 from station.config import ArchiveConfig
 
 log = logging.getLogger("db.archive")
@@ -209,6 +210,7 @@ class ReconcileReport:
     dangling_rows_removed: list[str] = field(default_factory=list)  # rows whose file is gone
     temp_files_removed: list[str] = field(default_factory=list)  # left by a crash mid-write
     mismatched: list[str] = field(default_factory=list)  # size (or sha256 with verify) differs; kept
+    kept_set_aside: list[str] = field(default_factory=list)  # no row, but older than a set-aside database: kept
 
     @property
     def clean(self) -> bool:
@@ -228,12 +230,15 @@ def reconcile(
     """Make files and rows agree, both ways, for this station.
 
     Files younger than ``grace_s`` are left alone: the writer writes files before committing
-    their rows. ``verify`` re-hashes every file (slow). ``dry_run`` only reports.
+    their rows. So are files older than a corrupt database set aside next to this one
+    (``db.quarantine``): its rows name them. ``verify`` re-hashes every file (slow).
+    ``dry_run`` only reports.
     """
     import time
 
     now_s = time.time() if now_s is None else now_s
     report = ReconcileReport()
+    kept_before_s = set_aside_before(engine)
     files = {rel: st for rel, st in archive.walk()}
     rows: dict[str, tuple[int, int, str]] = {}
     with engine.connect() as conn:
@@ -248,7 +253,9 @@ def reconcile(
             if old:
                 report.temp_files_removed.append(rel)
         elif rel not in rows:
-            if old:
+            if old and kept_before_s is not None and st.st_mtime < kept_before_s:
+                report.kept_set_aside.append(rel)
+            elif old:
                 report.orphan_files_removed.append(rel)
         else:
             _rid, size, sha = rows[rel]

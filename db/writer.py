@@ -6,6 +6,10 @@ takes batches from the queue, writes their archive images, then inserts each bat
 inspections with their defects and image rows in one transaction — so after a crash (even
 ``kill -9``) every stored inspection is complete.
 
+A SQLite file found corrupt at start-up (not a database, truncated, failing quick_check) is
+renamed aside next to itself (``db.quarantine``, never deleted) and a fresh database is
+created; alarm ``history_db_corrupt`` says where the old file went.
+
 When the database is locked, full or broken, the batch is retried with backoff while new
 results wait in the queue; an alarm says what is wrong. If the queue overflows, results
 are dropped and counted (``stats.lost``, and an alarm naming the count). Images that cannot
@@ -33,6 +37,7 @@ from db.archive import ImageArchive, apply_retention, reconcile
 from db.engine import WRITE, make_engine
 from db.migrate import SchemaTooNew, upgrade
 from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
+from db.quarantine import corruption, set_aside, sqlite_file
 from station.alarms import AlarmBoard, Severity
 from station.config import ArchiveConfig, DatabaseConfig
 from station.inspection import Inspection, Outcome
@@ -41,6 +46,7 @@ from station.recipe import ImagePolicy, LoadedRecipe
 log = logging.getLogger("db.writer")
 
 ALARM_DB = "history_db"
+ALARM_DB_CORRUPT = "history_db_corrupt"
 ALARM_QUEUE = "history_lost"
 ALARM_ARCHIVE = "archive_write"
 ALARM_ARCHIVE_FULL = "archive_over_budget"
@@ -135,11 +141,36 @@ class HistoryWriter:
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Upgrade the schema and start the writer thread. Raises SchemaTooNew; a database that
-        cannot be reached is an alarm, and the thread keeps trying."""
+        """Set a corrupt SQLite file aside, upgrade the schema and start the writer thread.
+        Raises SchemaTooNew; a database that cannot be reached is an alarm, and the thread keeps trying."""
+        self._set_aside_if_corrupt()
         self._try_migrate(raise_too_new=True)
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
+
+    def _set_aside_if_corrupt(self) -> None:
+        """A corrupt SQLite file would hold every result in memory until the queue overflows:
+        move it aside (its data may be recoverable) and let the migration create a fresh one."""
+        path = sqlite_file(self.engine)
+        if path is None:
+            return
+        problem = corruption(path)
+        if problem is None:
+            return
+        self.engine.dispose()  # no pooled connection may go on using the file being moved
+        try:
+            moved = set_aside(path)
+        except OSError as exc:
+            msg = (f"history database {path} is corrupt ({problem}) and could not be moved aside ({exc}): "
+                   "results are held in memory; move or restore the file")
+            log.error("%s", msg)
+            self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
+            return
+        msg = (f"history database {path} was corrupt ({problem}): moved to {moved} (kept for recovery) "
+               f"and a new, empty database started; history before this start is in the moved file, "
+               f"its images stay in {self.archive.directory} while the moved file is there")
+        log.error("%s", msg)
+        self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything published so far is written (or counted lost). False on timeout."""

@@ -310,6 +310,7 @@ def cmd_db_sweep(args) -> int:
         print(
             f"reconcile: {len(rep.orphan_files_removed)} files without row, {len(rep.dangling_rows_removed)} rows without file, "
             f"{len(rep.temp_files_removed)} temp files {verb}; {len(rep.mismatched)} mismatched (kept)"
+            + (f"; {len(rep.kept_set_aside)} files of a set-aside corrupt database (kept)" if rep.kept_set_aside else "")
         )
         return 0 if not rep.mismatched else 1
     finally:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
-from db.writer import ALARM_ARCHIVE, ALARM_DB, ALARM_QUEUE, HistoryWriter
+from db.writer import ALARM_ARCHIVE, ALARM_DB, ALARM_DB_CORRUPT, ALARM_QUEUE, HistoryWriter
 from history_testkit import make_inspection
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
@@ -125,17 +125,24 @@ def test_locked_database_raises_an_alarm_holds_results_and_counts_overflow(tmp_p
 
 
 def test_corrupt_database_is_an_alarm_not_a_crash(tmp_path):
-    path = tmp_path / "history.db"
-    path.write_bytes(os.urandom(64 * 1024))
-    w = writer_for(tmp_path, retry_backoff_s=(0.05,))
+    """A file corrupt at start-up is set aside and replaced (test_history_corrupt.py). One that
+    cannot be moved is left exactly as it is, and results wait under an alarm as for any broken
+    database. Here the rename really fails: with 240 characters the name still fits NAME_MAX
+    with SQLite's "-wal", but not with ".corrupt-<time>"."""
+    path = tmp_path / ("h" * 237 + ".db")
+    data = os.urandom(64 * 1024)
+    path.write_bytes(data)
+    w = writer_for(tmp_path, url=f"sqlite:///{path}", retry_backoff_s=(0.05,))
     w.start()  # must not raise: the station keeps inspecting
     for i in range(5):
         w.publish(make_inspection(i, reject=True))
-    assert ALARM_DB in {a.key for a in w.alarms.active()}
+    assert {ALARM_DB, ALARM_DB_CORRUPT} <= {a.key for a in w.alarms.active()}
     assert "database" in next(a.message for a in w.alarms.active() if a.key == ALARM_DB)
+    assert "could not be moved aside" in next(a.message for a in w.alarms.active() if a.key == ALARM_DB_CORRUPT)
     assert not w.flush(0.5)
     w.close(timeout=1)
     assert w.stats.written == 0 and w.stats.lost == 5
+    assert path.read_bytes() == data and [p.name for p in tmp_path.iterdir() if p.name != "images"] == [path.name]
 
 
 def test_queued_image_memory_is_bounded(tmp_path):
