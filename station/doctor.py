@@ -385,9 +385,9 @@ def model_names(recipe) -> list[str]:
     names = []
     if recipe.vision.analyzer == "sam":
         names.append(recipe.models.segmentation)
-    for extra in (recipe.models.proposals, recipe.models.classifier):
-        if extra:
-            names.append(extra)
+    names += recipe.models.proposals
+    if recipe.models.classifier:
+        names.append(recipe.models.classifier)
     return names
 
 

@@ -234,9 +234,12 @@ def recipe_model_names(recipe) -> list[str]:
     """Models the recipe loads by name (a SAM pair's partner is pulled through its metadata)."""
     names = []
     if recipe.vision.analyzer == "sam":
-        if any(c.mask_source == "sam" for c in recipe.classes):  # else the SAM pair is never loaded
+        # the SAM pair is loaded to outline defects, or when a proposal stage is a head on its embeddings
+        if any(c.mask_source == "sam" for c in recipe.classes) or "sam-head" in recipe.vision.proposal_net:
             names.append(recipe.models.segmentation)
-        names += [n for n in (recipe.models.proposals, recipe.models.classifier) if n]
+        names += recipe.models.proposals
+        if recipe.models.classifier:
+            names.append(recipe.models.classifier)
     return names
 
 

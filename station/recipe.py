@@ -80,12 +80,28 @@ class Preprocess(Strict):
     denoise_sigma: float = Field(default=0.0, ge=0)
 
 
+ProposalNetKind = Literal["pixel-mlp", "unet", "sam-head"]
+
+
 class ModelRefs(Strict):
     """Models by name in the models directory (each ``NAME.json`` next to its file, with sha256)."""
 
     segmentation: str = "litemedsam"
-    proposals: str | None = None
+    # one proposal model, or several whose evidence is fused per pixel (station.vision.proposals)
+    proposals: list[str] = Field(default_factory=list)
     classifier: str | None = None
+
+    @field_validator("proposals", mode="before")
+    @classmethod
+    def _one_or_several(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("proposals")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"proposal models are named twice: {v}")
+        return v
 
 
 class Vision(Strict):
@@ -96,11 +112,24 @@ class Vision(Strict):
     tile_overlap_px: int = Field(default=0, ge=0)
     max_proposals: int = Field(default=8, ge=1)
     proposal_threshold: float = Field(default=0.5, ge=0, le=1)
-    # what `station train` trains as the proposal stage (the station runs whatever model the
-    # recipe names: its metadata says what it takes): a per-pixel MLP on a filter bank, or a
-    # small U-Net on the grey view, or a per-location head on the SAM encoder's embedding of the
-    # view (the encoder then runs on every view, not only on views with a candidate)
-    proposal_net: Literal["pixel-mlp", "unet", "sam-head"] = "pixel-mlp"
+    # what `station train` trains as the proposal stage (the station runs whatever models the
+    # recipe names: their metadata says what they take): a per-pixel MLP on a filter bank, a
+    # small U-Net on the grey view, a per-location head on the SAM encoder's embedding of the
+    # view (the encoder then runs on every view, not only on views with a candidate), or a
+    # list of these, trained each on its own and fused per pixel at run time
+    proposal_net: list[ProposalNetKind] = Field(default_factory=lambda: ["pixel-mlp"], min_length=1)
+
+    @field_validator("proposal_net", mode="before")
+    @classmethod
+    def _one_or_several(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("proposal_net")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a proposal net is named twice: {v}")
+        return v
     # threshold analyzer (classical baseline, used for the simulated demo part)
     dark_threshold: int = Field(default=60, ge=0, le=255)
     bright_threshold: int = Field(default=200, ge=0, le=255)

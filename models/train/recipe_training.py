@@ -48,7 +48,7 @@ from station.vision.dataset import (
 from station.vision.evaluate import cross_fitted, evaluate, operating_point, summarise
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray
-from station.vision.proposals import BACKGROUND, ProposalStage
+from station.vision.proposals import BACKGROUND, ProposalEnsemble, ProposalStage
 from station.vision.regions import components
 from station.vision.segmentation import EncodedView, SamSegmenter
 
@@ -76,10 +76,11 @@ def feature_cache(samples: list[Sample]) -> dict[int, np.ndarray]:
 def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str, seed: int = 0,
                threshold: float | None = None, features: dict[int, np.ndarray] | None = None,
                proposal_steps: int | None = None, views: dict[int, EncodedView] | None = None,
-               encoder_sha256: str | None = None) -> tuple[str, str, dict]:
-    """Train and export both models from ``samples``; returns (proposals name, classifier name, info).
-    A "sam-head" proposal stage needs ``views`` (every sample encoded, `encode_views`) and the
-    encoder's sha256."""
+               encoder_sha256: str | None = None) -> tuple[list[str], str, dict]:
+    """Train and export the recipe's proposal net(s) and the classifier from ``samples``; returns
+    (proposal model names, classifier name, info). Several proposal nets are trained each on its
+    own; the classifier learns from what their fusion finds. A "sam-head" proposal stage needs
+    ``views`` (every sample encoded, `encode_views`) and the encoder's sha256."""
     features = features if features is not None else {}
 
     def feats(s: Sample) -> np.ndarray:
@@ -92,39 +93,26 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
     rng = np.random.default_rng(seed)
     t0 = time.monotonic()
     labels = [0 if s.row.label == recipe.good_class else classes.index(s.row.label) + 1 for s in samples]
-    prop_name = f"{prefix}-proposals"
-    prop_path = out_dir / f"{prop_name}.onnx"
+    nets = recipe.vision.proposal_net
     source = "station train (models/train/recipe_training.py)"
-    if recipe.vision.proposal_net == "sam-head":
-        if views is None or not encoder_sha256:
-            raise ValueError("a sam-head proposal stage is trained on the views' SAM embeddings: pass views and encoder_sha256")
-        encoded = encoded_samples(samples, labels, views)
-        channels, grid = encoded[0].embedding.shape[0], encoded[0].embedding.shape[-1]
-        export_sam_head(train_sam_head(encoded, len(classes), seed=seed), prop_path, channels, grid)
-        extra = {"input": "sam_embedding", "encoder": recipe.models.segmentation, "encoder_sha256": encoder_sha256,
-                 "channels": channels, "grid": grid, "net": "sam-head",
-                 "note": "per-location head on the SAM encoder's embedding of the whole view; static shape"}
-        pixel_counts = None
-    elif recipe.vision.proposal_net == "unet":
-        export_proposal_net(train_proposal_net(samples, labels, len(classes), seed=seed, steps=proposal_steps), prop_path)
-        extra = {"input": "grey", "stride": ProposalNet.STRIDE, "net": "unet",
-                 "note": "fully convolutional: any H, W (padded to the stride); input is the grey view 0..1"}
-        pixel_counts = None
-    else:
-        xs, ys = [], []
-        for s, label in zip(samples, labels):
-            x, y = sample_pixels(s, label, rng, feats(s))
-            xs.append(x)
-            ys.append(y)
-        x, y = np.concatenate(xs), np.concatenate(ys)
-        export_proposals(train_pixel_mlp(x, y, len(classes), seed=seed), prop_path)
-        extra = {"feature_set": FEATURE_SET, "net": "pixel-mlp", "note": "fully convolutional: any H, W; input is the feature map"}
-        pixel_counts = np.bincount(y, minlength=len(classes) + 1).tolist()
-    prop_meta = _write_metadata(prop_path, prop_name, "proposals", [BACKGROUND] + classes,
-                                InputSpec(size=256, channels=1, resize="stretch", normalization="scale"), extra, source)
+    stages, prop_names, pixel_counts, seconds = [], [], None, {}
+    for net in nets:
+        t = time.monotonic()
+        prop_name = f"{prefix}-proposals" if len(nets) == 1 else f"{prefix}-proposals-{net}"
+        prop_path = out_dir / f"{prop_name}.onnx"
+        extra, counts = _train_proposal_stage(net, samples, labels, len(classes), prop_path, seed, rng, feats,
+                                              proposal_steps, views, encoder_sha256)
+        if net == "sam-head":
+            extra["encoder"] = recipe.models.segmentation
+        pixel_counts = counts if counts is not None else pixel_counts
+        meta = _write_metadata(prop_path, prop_name, "proposals", [BACKGROUND] + classes,
+                               InputSpec(size=256, channels=1, resize="stretch", normalization="scale"), extra, source)
+        stages.append(ProposalStage(OnnxModel(prop_path, meta), classes))
+        prop_names.append(prop_name)
+        seconds[net] = round(time.monotonic() - t, 1)
     t_prop = time.monotonic() - t0
     # classifier examples: true regions, and what the trained proposal stage finds on the training images
-    stage = ProposalStage(OnnxModel(prop_path, prop_meta), classes)
+    stage = stages[0] if len(stages) == 1 else ProposalEnsemble(stages)
     crops, labels = [], []
     not_defect = len(classes)
     for s in samples:
@@ -156,16 +144,50 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     InputSpec(size=SIZE, channels=2, resize="stretch", normalization="scale"),
                     {"crop_context": 0.5, "channels": ["grey 0..1", "region mask"]}, source)
     info = {
-        "proposal_net": recipe.vision.proposal_net,
+        "proposal_net": _one_or_list(nets),
         **({"pixel_class_counts": pixel_counts} if pixel_counts else {}),
         "classifier_examples": len(label_arr),
         "classifier_class_counts": np.bincount(label_arr, minlength=len(classes) + 1).tolist(),
-        "seconds": {"proposals": round(t_prop, 1), "total": round(time.monotonic() - t0, 1)},
+        "seconds": {"proposals": round(t_prop, 1), **({"per_net": seconds} if len(nets) > 1 else {}),
+                    "total": round(time.monotonic() - t0, 1)},
     }
-    return prop_name, clf_name, info
+    return prop_names, clf_name, info
 
 
-def _fold_recipe(recipe: Recipe, prop: str, clf: str, mask_source: str | None) -> Recipe:
+def _one_or_list(items: list[str]) -> str | list[str]:
+    """A recipe/record field that names one thing or several (one stays a plain string)."""
+    return items[0] if len(items) == 1 else list(items)
+
+
+def _train_proposal_stage(net: str, samples: list[Sample], labels: list[int], n_classes: int, path: Path, seed: int,
+                          rng: np.random.Generator, feats, proposal_steps: int | None,
+                          views: dict[int, EncodedView] | None, encoder_sha256: str | None) -> tuple[dict, list[int] | None]:
+    """Train one proposal net and export it to ``path``; (metadata extra, pixel class counts or None)."""
+    if net == "sam-head":
+        if views is None or not encoder_sha256:
+            raise ValueError("a sam-head proposal stage is trained on the views' SAM embeddings: pass views and encoder_sha256")
+        encoded = encoded_samples(samples, labels, views)
+        channels, grid = encoded[0].embedding.shape[0], encoded[0].embedding.shape[-1]
+        export_sam_head(train_sam_head(encoded, n_classes, seed=seed), path, channels, grid)
+        return {"input": "sam_embedding", "encoder_sha256": encoder_sha256,
+                "channels": channels, "grid": grid, "net": "sam-head",
+                "note": "per-location head on the SAM encoder's embedding of the whole view; static shape"}, None
+    if net == "unet":
+        export_proposal_net(train_proposal_net(samples, labels, n_classes, seed=seed, steps=proposal_steps), path)
+        return {"input": "grey", "stride": ProposalNet.STRIDE, "net": "unet",
+                "note": "fully convolutional: any H, W (padded to the stride); input is the grey view 0..1"}, None
+    xs, ys = [], []
+    for s, label in zip(samples, labels):
+        x, y = sample_pixels(s, label, rng, feats(s))
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    export_proposals(train_pixel_mlp(x, y, n_classes, seed=seed), path)
+    return ({"feature_set": FEATURE_SET, "net": "pixel-mlp", "note": "fully convolutional: any H, W; input is the feature map"},
+            np.bincount(y, minlength=n_classes + 1).tolist())
+
+
+def _fold_recipe(recipe: Recipe, prop: list[str], clf: str, mask_source: str | None) -> Recipe:
     update: dict = {"models": ModelRefs(segmentation=recipe.models.segmentation, proposals=prop, classifier=clf)}
     if mask_source:
         update["classes"] = [c.model_copy(update={"mask_source": mask_source}) for c in recipe.classes]
@@ -188,10 +210,11 @@ def update_recipe_confidence(recipe_path: Path, min_confidence: dict[str, float]
     recipe_path.write_text("".join(blocks), encoding="utf-8")
 
 
-def update_recipe_models(recipe_path: Path, proposals: str, classifier: str) -> None:
+def update_recipe_models(recipe_path: Path, proposals: list[str], classifier: str) -> None:
     """Point the recipe file's [models] table at the trained models (other lines untouched)."""
     text = recipe_path.read_text(encoding="utf-8")
-    lines = {"proposals": f'proposals = "{proposals}"', "classifier": f'classifier = "{classifier}"'}
+    names = f'"{proposals[0]}"' if len(proposals) == 1 else "[" + ", ".join(f'"{n}"' for n in proposals) + "]"
+    lines = {"proposals": f"proposals = {names}", "classifier": f'classifier = "{classifier}"'}
     m = re.search(r"^\[models\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.M | re.S)
     if m is None:
         text = text.rstrip() + "\n\n[models]\n" + "\n".join(lines.values()) + "\n"
@@ -215,6 +238,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
+    nets = recipe.vision.proposal_net
     rows = read_manifest(manifest)
     known = {c.name for c in recipe.classes} | {recipe.good_class}
     usable = [r for r in rows if r.label in known]
@@ -231,19 +255,19 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
         },
         "seed": seed,
-        **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if recipe.vision.proposal_net == "unet" else {}),
-        "proposal_net": recipe.vision.proposal_net,
-        **({"feature_set": FEATURE_SET} if recipe.vision.proposal_net == "pixel-mlp" else {}),
+        **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if "unet" in nets else {}),
+        "proposal_net": _one_or_list(nets),
+        **({"feature_set": FEATURE_SET} if "pixel-mlp" in nets else {}),
     }
     views, encoder_sha256 = None, None
-    if recipe.vision.proposal_net == "sam-head":
+    if "sam-head" in nets:
         segmenter = _load_segmenter(models_dir, recipe)
         encoder_sha256 = segmenter.encoder.metadata.sha256
         views = encode_views(samples, segmenter)
         record["encoder"] = {"name": recipe.models.segmentation, "sha256": encoder_sha256}
     cache = None
     if folds > 1:
-        cache = feature_cache(samples) if recipe.vision.proposal_net == "pixel-mlp" else None
+        cache = feature_cache(samples) if "pixel-mlp" in nets else None
         fold_idx = grouped_folds([s.row for s in samples], folds, group_by, seed)
         fold_metrics, pooled, by_fold = [], [], []
         for k, held in enumerate(fold_idx, 1):
@@ -287,8 +311,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         print("pooled held-out, cross-fitted 1 % operating point, per class: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
     prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache, proposal_steps=proposal_steps,
                                  views=views, encoder_sha256=encoder_sha256)
-    record["final"] = {"proposals": prop, "classifier": clf, "train_info": info,
-                       "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (prop, clf)}}
+    record["final"] = {"proposals": _one_or_list(prop), "classifier": clf, "train_info": info,
+                       "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (*prop, clf)}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if update_recipe:
@@ -311,7 +335,7 @@ def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
 
 def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
     """Make the SAM pair visible in a fold's model directory (symlinks to the pulled files)."""
-    if recipe.vision.proposal_net != "sam-head" and not any(c.mask_source == "sam" for c in recipe.classes):
+    if "sam-head" not in recipe.vision.proposal_net and not any(c.mask_source == "sam" for c in recipe.classes):
         return
     from station.models_store import pull
 

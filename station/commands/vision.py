@@ -137,5 +137,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                     print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:.3f}" for c, v in t.items()))
                 print_metrics(fitted["pooled"])
     final = record["final"]
-    print(f"trained {final['proposals']} and {final['classifier']} into {args.out}")
+    proposals = final["proposals"] if isinstance(final["proposals"], str) else ", ".join(final["proposals"])
+    print(f"trained {proposals} and {final['classifier']} into {args.out}")
     return 0

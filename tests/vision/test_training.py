@@ -42,12 +42,14 @@ def test_update_recipe_models_rewrites_only_the_models_table(tmp_path):
     src = (REPO_ROOT / "recipes" / "steel-strip.toml").read_text()
     path = tmp_path / "steel-strip.toml"
     path.write_text(src)
-    update_recipe_models(path, "p1", "c1")
-    update_recipe_models(path, "p2", "c2")
+    update_recipe_models(path, ["p1"], "c1")
+    update_recipe_models(path, ["p2", "p3"], "c2")  # several proposal models: a TOML list
+    assert load_recipe(path).recipe.models.proposals == ["p2", "p3"]
+    update_recipe_models(path, ["p2"], "c2")
     text = path.read_text()
     assert text.count("\nproposals = ") == 1 and 'proposals = "p2"' in text and 'classifier = "c2"' in text
     recipe = load_recipe(path).recipe
-    assert recipe.models.segmentation == "litemedsam" and recipe.models.proposals == "p2"
+    assert recipe.models.segmentation == "litemedsam" and recipe.models.proposals == ["p2"]
     def others(t: str) -> list[str]:
         return [line for line in t.splitlines() if line.strip() and not line.startswith(("proposals =", "classifier ="))]
 
@@ -70,7 +72,7 @@ def test_update_recipe_confidence_sets_each_named_class_only(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("proposal_net", ["unet", "sam-head"])
+@pytest.mark.parametrize("proposal_net", ["unet", ["pixel-mlp", "sam-head"]], ids=["unet", "mlp+sam-head"])
 def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, proposal_net):
     pytest.importorskip("torch")
     data = shared_dir / "data" / "magnetic-tile-train"
@@ -94,9 +96,11 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, propo
     recipe = tmp_path / "magnetic-tile.toml"
     text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
     text = text.replace('mask_source = "sam"', 'mask_source = "proposal"')
-    # the proposal stages with more moving parts than the shipped pixel MLP (grey input and stride
-    # padding; SAM embeddings mapped back to the view), whatever the shipped recipe uses
-    text = re.sub(r'(?m)^proposal_net = .*\n', "", text).replace("[vision]\n", f'[vision]\nproposal_net = "{proposal_net}"\n', 1)
+    # the proposal stages with more moving parts than one pixel MLP (grey input and stride padding;
+    # SAM embeddings mapped back to the view, fused with the MLP), whatever the shipped recipe uses
+    nets = [proposal_net] if isinstance(proposal_net, str) else proposal_net
+    toml_nets = "[" + ", ".join(f'"{n}"' for n in nets) + "]"
+    text = re.sub(r'(?m)^proposal_net = .*\n', "", text).replace("[vision]\n", f"[vision]\nproposal_net = {toml_nets}\n", 1)
     recipe.write_text(text)
     out = tmp_path / "trained"
     env = {**os.environ, "STATION_MODEL_DIRS": str(shared_dir / "models")}  # the SAM pair, for a head on its embeddings
@@ -110,22 +114,25 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, propo
     record = json.loads((out / "magnetic-tile.record.json").read_text())
     assert record["data"]["group_by"] == "tile_group" and record["cross_validation"]["folds"] == 2
     assert len(record["cross_validation"]["per_fold"]) == 2
-    for name in ("magnetic-tile-proposals", "magnetic-tile-classifier"):
+    proposals = ["magnetic-tile-proposals"] if len(nets) == 1 else [f"magnetic-tile-proposals-{n}" for n in nets]
+    for name in (*proposals, "magnetic-tile-classifier"):
         meta = json.loads((out / f"{name}.json").read_text())
         assert (out / meta["file"]).stat().st_size < 2_000_000
         assert meta["sha256"] == record["final"]["sha256"][name]
-    prop = json.loads((out / "magnetic-tile-proposals.json").read_text())
     assert record["proposal_net"] == proposal_net
-    if proposal_net == "unet":
-        assert prop["extra"]["input"] == "grey" and record["proposal_steps"] == 60
-    else:
-        encoder = json.loads((tmp_path / "models" / "litemedsam.json").read_text())
-        assert prop["extra"]["input"] == "sam_embedding" and prop["extra"]["encoder_sha256"] == encoder["sha256"]
-        assert record["encoder"]["sha256"] == encoder["sha256"]
+    for net, name in zip(nets, proposals):
+        prop = json.loads((out / f"{name}.json").read_text())
+        assert prop["extra"]["net"] == net
+        if net == "unet":
+            assert prop["extra"]["input"] == "grey" and record["proposal_steps"] == 60
+        elif net == "sam-head":
+            encoder = json.loads((tmp_path / "models" / "litemedsam.json").read_text())
+            assert prop["extra"]["input"] == "sam_embedding" and prop["extra"]["encoder_sha256"] == encoder["sha256"]
+            assert record["encoder"]["sha256"] == encoder["sha256"]
     clf = json.loads((out / "magnetic-tile-classifier.json").read_text())
     assert clf["classes"] == ["blowhole", "break", "crack", "fray", "uneven", "not_defect"]
     updated = load_recipe(recipe).recipe
-    assert updated.models.proposals == "magnetic-tile-proposals" and updated.models.classifier == "magnetic-tile-classifier"
+    assert updated.models.proposals == proposals and updated.models.classifier == "magnetic-tile-classifier"
     # the trained models run through `station eval` (copied in by pull from the models dir)
     models = tmp_path / "models"
     models.mkdir(exist_ok=True)

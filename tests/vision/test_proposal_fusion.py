@@ -1,0 +1,141 @@
+"""Several proposal models fused per pixel (recipe ``models.proposals`` a list): the fusion
+rule, the ensemble over real ONNX models, its refusals, and the analyzer loading one."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from station.inference.metadata import ModelError, ModelMetadata, sha256_file
+from station.inference.onnx import OnnxModel
+from station.recipe import load_recipe
+from station.vision.proposals import BACKGROUND, ProposalEnsemble, ProposalStage, fuse
+
+torch = pytest.importorskip("torch")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def two_class_map(defect: np.ndarray, blowhole_share: float = 1.0) -> np.ndarray:
+    """[3, H, W]: background, blowhole, crack with the given defect probability."""
+    return np.stack([1 - defect, defect * blowhole_share, defect * (1 - blowhole_share)]).astype(np.float32)
+
+
+def test_fusion_adds_log_odds_and_weights_classes_by_confidence():
+    d_a = np.array([[0.7, 0.9, 0.1, 0.5]])
+    d_b = np.array([[0.7, 0.5, 0.1, 0.5]])
+    fused = fuse([two_class_map(d_a, 1.0), two_class_map(d_b, 0.0)])
+    defect = 1 - fused[0, 0]
+    assert defect[0] == pytest.approx(0.49 / (0.49 + 0.09), abs=1e-5)  # two half-sure models: sure
+    assert defect[1] == pytest.approx(0.9, abs=1e-5)  # a model at 0.5 changes nothing
+    assert defect[2] == pytest.approx(0.01 / (0.01 + 0.81), abs=1e-5)  # both say background
+    assert defect[3] == pytest.approx(0.5, abs=1e-5)
+    assert np.allclose(fused.sum(axis=0), 1.0, atol=1e-5)
+    # where A (blowhole) is surer than B (crack), the fused class leans to blowhole
+    assert fused[1, 0, 1] > fused[2, 0, 1]
+    assert fused[1, 0, 0] == pytest.approx(fused[2, 0, 0], abs=1e-5)
+    one = two_class_map(d_a)
+    assert fuse([one]) is one
+
+
+class DarkBelow(torch.nn.Module):
+    """A stand-in proposal net on the grey view: p(blowhole) = 0.7 where the grey is below
+    ``level``, 0.05 elsewhere (a steep sigmoid, so exported as ordinary ONNX ops)."""
+
+    def __init__(self, level: float):
+        super().__init__()
+        self.level = level
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        d = 0.05 + 0.65 * torch.sigmoid(200.0 * (self.level - image))
+        return torch.cat([1 - d, d], dim=1)
+
+
+def grey_model(tmp_path: Path, name: str, level: float, classes=(BACKGROUND, "blowhole"), extra=None) -> OnnxModel:
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(DarkBelow(level), (torch.zeros(1, 1, 8, 8),), str(path), input_names=["image"], output_names=["probs"],
+                      opset_version=17, dynamo=False,
+                      dynamic_axes={"image": {2: "h", 3: "w"}, "probs": {2: "h", 3: "w"}})
+    meta = ModelMetadata(name=name, role="proposals", file=path.name, sha256=sha256_file(path), classes=list(classes),
+                         extra=extra or {"input": "grey", "stride": 1})
+    meta.write(tmp_path / f"{name}.json")
+    return OnnxModel(path, meta)
+
+
+def part_with_two_marks() -> np.ndarray:
+    grey = np.full((60, 80), 255, np.uint8)
+    grey[10:20, 10:20] = 77  # 0.3: dark for both models
+    grey[35:45, 50:60] = 153  # 0.6: dark only for the model with level 0.75
+    return grey
+
+
+def test_ensemble_finds_what_both_models_half_see_and_drops_what_only_one_sees(tmp_path):
+    a = ProposalStage(grey_model(tmp_path, "a", 0.5), ["blowhole"])
+    b = ProposalStage(grey_model(tmp_path, "b", 0.75), ["blowhole"])
+    grey = part_with_two_marks()
+    for alone in (a, b):  # 0.7 at most: below the 0.8 threshold on its own
+        assert alone.find(grey, 0.8, 8) == []
+    ensemble = ProposalEnsemble([a, b])
+    found = ensemble.find(grey, 0.8, 8)
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert x0 >= 8 and y0 >= 8 and x1 <= 22 and y1 <= 22 and found[0].score > 0.8
+    assert ensemble.classes == ["blowhole"] and not ensemble.embedding_input and not ensemble.feature_input
+
+
+def test_ensemble_refuses_models_that_do_not_fit_together(tmp_path):
+    a = ProposalStage(grey_model(tmp_path, "a", 0.5), ["blowhole", "crack"])
+    c = ProposalStage(grey_model(tmp_path, "c", 0.5, classes=(BACKGROUND, "crack")), ["blowhole", "crack"])
+    with pytest.raises(ModelError, match="do not share their classes"):
+        ProposalEnsemble([a, c])
+    heads = [ProposalStage(grey_model(tmp_path, f"h{i}", 0.5, extra={"input": "sam_embedding", "encoder_sha256": sha}),
+                           ["blowhole"]) for i, sha in enumerate(("ab" * 32, "cd" * 32))]
+    with pytest.raises(ModelError, match="different encoders"):
+        ProposalEnsemble(heads)
+    assert ProposalEnsemble([heads[0], ProposalStage(grey_model(tmp_path, "g", 0.5), ["blowhole"])]).encoder_sha256 == "ab" * 32
+
+
+def test_recipe_names_one_or_several_proposal_models_never_twice(tmp_path):
+    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    one = load_recipe(path).recipe
+    assert len(one.models.proposals) == 1 and len(one.vision.proposal_net) == 1
+    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "b"]', text)
+                    .replace("[vision]\n", '[vision]\nproposal_net = ["pixel-mlp", "sam-head"]\n', 1))
+    two = load_recipe(path).recipe
+    assert two.models.proposals == ["a", "b"] and two.vision.proposal_net == ["pixel-mlp", "sam-head"]
+    from station.config_errors import ConfigError
+
+    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "a"]', text))
+    with pytest.raises(ConfigError, match="named twice"):
+        load_recipe(path)
+    path.write_text(text.replace("[vision]\n", '[vision]\nproposal_net = ["unet", "yolo"]\n', 1))
+    with pytest.raises(ConfigError, match="proposal_net"):
+        load_recipe(path)
+
+
+def test_the_analyzer_loads_a_recipe_with_two_proposal_models_and_outlines_the_fused_finding(tmp_path, sam_models_dir):
+    from station.inspection import View
+    from station.vision.sam_analyzer import load_sam_analyzer
+
+    models = tmp_path / "models"
+    shutil.copytree(sam_models_dir, models)
+    grey_model(models, "a", 0.5)
+    grey_model(models, "b", 0.75)
+    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    text = re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "b"]', re.sub(r"(?m)^classifier = .*\n", "", text))
+    text = re.sub(r"(?m)^proposal_threshold = .*$", "proposal_threshold = 0.8", text)
+    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
+    (tmp_path / "r.toml").write_text(text)
+    recipe = load_recipe(tmp_path / "r.toml").recipe
+    analyzer = load_sam_analyzer(recipe, models)
+    assert isinstance(analyzer.proposals, ProposalEnsemble)
+    defects = analyzer.find(View(camera="top", image=part_with_two_marks()))
+    assert [d.class_name for d in defects] == ["blowhole"]
+    _, _, x1, y1 = defects[0].box
+    assert x1 <= 25 and y1 <= 25  # the mark both models half-see, not the one only b sees
