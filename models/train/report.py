@@ -58,8 +58,9 @@ def report(record: dict) -> str:
                     f"({record['operating_point']['chosen_on']}). The fold metrics above were measured at the recipe's "
                     "min_confidence before this update; the cross-fitted tables are the honest ones."]
     f = record["final"]
-    out += ["", f"Final models: {f['proposals']} ({f['sha256'][f['proposals']][:12]}…), {f['classifier']} "
-                f"({f['sha256'][f['classifier']][:12]}…), trained on all rows at {record.get('trained_at', '?')}."]
+    names = [f["proposals"]] if isinstance(f["proposals"], str) else f["proposals"]
+    models = ", ".join(f"{n} ({f['sha256'][n][:12]}…)" for n in (*names, f["classifier"]))
+    out += ["", f"Final models: {models}, trained on all rows at {record.get('trained_at', '?')}."]
     return "\n".join(out) + "\n"
 
 

@@ -120,6 +120,10 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, propo
         assert (out / meta["file"]).stat().st_size < 2_000_000
         assert meta["sha256"] == record["final"]["sha256"][name]
     assert record["proposal_net"] == proposal_net
+    from models.train.report import report
+
+    final_line = report(record).strip().splitlines()[-1]  # the README's tables are printed from records
+    assert all(f"{n} ({record['final']['sha256'][n][:12]}" in final_line for n in (*proposals, "magnetic-tile-classifier"))
     for net, name in zip(nets, proposals):
         prop = json.loads((out / f"{name}.json").read_text())
         assert prop["extra"]["net"] == net
