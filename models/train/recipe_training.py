@@ -45,7 +45,14 @@ from station.vision.dataset import (
     read_manifest,
     skip_summary,
 )
-from station.vision.evaluate import cross_fitted, evaluate, operating_point, summarise
+from station.vision.evaluate import (
+    ImageResult,
+    cross_fitted,
+    evaluate,
+    operating_point,
+    summarise,
+    threshold_for,
+)
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray
 from station.vision.proposals import BACKGROUND, ProposalEnsemble, ProposalStage
@@ -187,6 +194,15 @@ def _train_proposal_stage(net: str, samples: list[Sample], labels: list[int], n_
             np.bincount(y, minlength=n_classes + 1).tolist())
 
 
+def _write_held_out(path: Path, by_fold: list[list[ImageResult]]) -> None:
+    """Every held-out image's scores, for analysis after the run (work dir, not committed)."""
+    rows = [{"fold": k, "image": str(r.row.image), "group": r.group, "truth": r.truth, "score": r.score,
+             "class_scores": r.class_scores, "top_class": r.top_class, "iou": r.iou}
+            for k, results in enumerate(by_fold, 1) for r in results]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows) + "\n", encoding="utf-8")
+
+
 def _fold_recipe(recipe: Recipe, prop: list[str], clf: str, mask_source: str | None) -> Recipe:
     update: dict = {"models": ModelRefs(segmentation=recipe.models.segmentation, proposals=prop, classifier=clf)}
     if mask_source:
@@ -293,22 +309,32 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
         names = [c.name for c in recipe.classes]
+        _write_held_out(work_dir / "held_out.json", by_fold)
         fitted = cross_fitted(by_fold, recipe.good_class, bool(group_by), classes=names)
         one = cross_fitted(by_fold, recipe.good_class, bool(group_by))
         record["cross_validation"] = {"folds": folds, "pooled": pooled_metrics, "per_fold": fold_metrics,
                                       "operating_point": fitted, "operating_point_one_threshold": one,
                                       "mask_source": cv_mask_source or "as in the recipe"}
+        if group_by:
+            per_part = cross_fitted(by_fold, recipe.good_class, True, per_part=True)
+            record["cross_validation"]["operating_point_per_part"] = per_part
         # one threshold for all classes: per-class thresholds are reported too, but on the
         # magnetic tiles they overfit the good images they were chosen on (the cross-fitted
-        # false-reject rate came out much higher), so the recipe gets the single one
-        point = operating_point(pooled, recipe.good_class).get("threshold_at_1pct_false_reject")
-        if point is not None:
+        # false-reject rate came out much higher), so the recipe gets the single one. With
+        # parts (group_by) it must hold for parts too: the station rejects a part when any
+        # of its views is rejected.
+        if operating_point(pooled, recipe.good_class):
+            point = threshold_for(pooled, recipe.good_class, per_part=bool(group_by))
+            which = "good images and good parts" if group_by else "good images"
             record["operating_point"] = {
                 "min_confidence": dict.fromkeys(names, round(min(0.999, point + 1e-4), 4)),
-                "chosen_on": "pooled held-out folds: one threshold for all classes that rejects at most 1 % of the good images"}
+                "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, per class: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
+        if group_by:
+            print("pooled held-out, cross-fitted 1 % operating point, one threshold for images and parts: "
+                  + _line(per_part["pooled"]), file=sys.stderr, flush=True)
     prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache, proposal_steps=proposal_steps,
                                  views=views, encoder_sha256=encoder_sha256)
     record["final"] = {"proposals": _one_or_list(prop), "classifier": clf, "train_info": info,

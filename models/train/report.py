@@ -39,7 +39,7 @@ def report(record: dict) -> str:
             out.append(f"| {i} | " + " | ".join(_f(m.get(k)) for k in keys) + " |")
         out.append("| pooled | " + " | ".join(_f(cv["pooled"].get(k)) for k in keys) + " |")
         out += ["", *_class_table(cv["pooled"]["per_class"], with_iou=True)]
-        for key in ("operating_point_one_threshold", "operating_point"):
+        for key in ("operating_point_one_threshold", "operating_point", "operating_point_per_part"):
             fitted = cv.get(key)
             if not fitted:
                 continue

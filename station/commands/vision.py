@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cv:
         print(f"grouped {cv['folds']}-fold cross-validation, pooled over held-out folds:")
         print_metrics(cv["pooled"])
-        for key in ("operating_point_one_threshold", "operating_point"):
+        for key in ("operating_point_one_threshold", "operating_point", "operating_point_per_part"):
             fitted = cv.get(key)
             if fitted:
                 print(f"cross-fitted operating point ({fitted['rule']}):")

@@ -104,6 +104,23 @@ def operating_point(results: list[ImageResult], good_class: str, max_false_rejec
             "false_reject_at_threshold": float((good > threshold).mean())}
 
 
+def threshold_for(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01, per_part: bool = False) -> float:
+    """The lowest score threshold (reject when score > threshold) that rejects at most
+    ``max_false_reject`` of the good images and, with ``per_part``, also of the good parts (a
+    part is rejected when any of its views is: with six lights per tile, 1 % per image can be
+    6 % per part)."""
+    good = [r for r in results if r.truth == good_class]
+    candidates = [operating_point(results, good_class, max_false_reject).get("threshold_at_1pct_false_reject", 0.0)]
+    if per_part:
+        parts: dict[str, float] = defaultdict(float)
+        for r in good:
+            parts[r.group] = max(parts[r.group], r.score)
+        ranked = sorted(parts.values(), reverse=True)
+        allowed = int(np.floor(max_false_reject * len(ranked)))
+        candidates.append(ranked[allowed] if allowed < len(ranked) else 0.0)
+    return float(max(candidates))
+
+
 def at_thresholds(results: list[ImageResult], thresholds: dict[str, float]) -> list[ImageResult]:
     """The results as if the recipe rejected exactly the images with a finding of class c scoring
     above ``thresholds[c]`` (that class's min_confidence just above it): rejected, and the top
@@ -151,18 +168,19 @@ def class_thresholds(results: list[ImageResult], good_class: str, classes: list[
 
 
 def cross_fitted(folds: list[list[ImageResult]], good_class: str, grouped: bool, classes: list[str] | None = None,
-                 max_false_reject: float = 0.01) -> dict:
+                 max_false_reject: float = 0.01, per_part: bool = False) -> dict:
     """Cross-validated rates at an operating point no fold chose for itself: fold k is judged at
     the threshold(s) that keep false rejects at ``max_false_reject`` on the good images of the
-    *other* held-out folds: one threshold for all classes, or with ``classes`` one per class
-    (``class_thresholds``). Returns per-fold and pooled metrics and the thresholds."""
+    *other* held-out folds: one threshold for all classes (with ``per_part``, on their good parts
+    too: ``threshold_for``), or with ``classes`` one per class (``class_thresholds``). Returns
+    per-fold and pooled metrics and the thresholds."""
     judged, per_fold, thresholds = [], [], []
     for k, mine in enumerate(folds):
         others = [r for j, f in enumerate(folds) if j != k for r in f]
         if classes:
             t = class_thresholds(others, good_class, classes, max_false_reject)
         else:
-            one = operating_point(others, good_class, max_false_reject).get("threshold_at_1pct_false_reject", 0.0)
+            one = threshold_for(others, good_class, max_false_reject, per_part)
             t = {c: one for r in others for c in r.class_scores} or {"": one}
         rs = at_thresholds(mine, t)
         judged += rs
@@ -172,7 +190,8 @@ def cross_fitted(folds: list[list[ImageResult]], good_class: str, grouped: bool,
     pooled = summarise(judged, [], good_class, grouped)
     pooled.pop("skipped_rows", None)
     kind = "per-class thresholds" if classes else "one threshold"
-    return {"rule": f"fold k judged at the {kind} that reject at most {max_false_reject:.0%} of the other folds' good images",
+    which = "good images and good parts" if per_part and not classes else "good images"
+    return {"rule": f"fold k judged at the {kind} that reject at most {max_false_reject:.0%} of the other folds' {which}",
             "thresholds": thresholds, "per_fold": per_fold, "pooled": pooled}
 
 

@@ -175,3 +175,21 @@ def test_class_thresholds_spend_the_false_reject_budget_where_it_detects_most():
     assert [r.rejected for r in judged[100:]] == [True] * 5 + [False, False, True]
     # one threshold for all classes would have had to sit at 0.88: no blowhole found
     assert not any(r.score > 0.88 for r in bad[:5])
+
+
+def test_threshold_for_parts_holds_the_false_reject_budget_per_part_too():
+    from station.vision.evaluate import cross_fitted, threshold_for
+
+    # 200 good images = 50 good parts of 4 views; four parts each have one view at 0.6-0.9,
+    # the rest score 0.1: 2 % of the images (allowed: 2) but 8 % of the parts (allowed: 0)
+    good = [_result("good", 0.1, f"p{p}") for p in range(50) for _ in range(3)]
+    good += [_result("good", s, f"p{p}") for p, s in zip(range(50), [0.9, 0.8, 0.7, 0.6] + [0.1] * 46)]
+    bad = [_result("crack", s, f"d{i}") for i, s in enumerate((0.95, 0.85, 0.75, 0.5))]
+    assert threshold_for(good + bad, "good") == 0.7  # per image: the two views above 0.7 are the 1 %
+    assert threshold_for(good + bad, "good", per_part=True) == 0.9  # per part: no good part may go
+    # without groups every row is its own part: the same as per image
+    ungrouped = [_result(r.truth, r.score, f"row{i}") for i, r in enumerate(good + bad)]
+    assert threshold_for(ungrouped, "good", per_part=True) == 0.7
+    out = cross_fitted([good + bad, good + bad], "good", grouped=True, per_part=True)
+    assert out["thresholds"] == [{"crack": 0.9}, {"crack": 0.9}] and "good parts" in out["rule"]
+    assert out["pooled"]["part_false_reject_rate"] == 0.0 and out["pooled"]["detection_rate"] == 0.25
