@@ -78,15 +78,17 @@ def test_real_tiles_give_consistent_defects_verdicts_and_overlays(inspector, til
             insp = run(inspector, image)
             assert isinstance(insp.verdict, Verdict)
             assert insp.overlay.shape == image.shape + (3,) and insp.overlay.dtype == np.uint8
-            assert set(insp.model_hashes) == {"magnetic-tile-proposals", "magnetic-tile-classifier", "litemedsam", "litemedsam_decoder"}
+            assert set(insp.model_hashes) == {*recipe.models.proposals, "magnetic-tile-classifier", "litemedsam", "litemedsam_decoder"}
             for d in insp.defects:
                 assert d.class_name in names and 0.0 <= d.confidence <= 1.0
                 assert d.mask.shape == image.shape and d.area_px == int(d.mask.sum()) > 0
                 assert d.box == box_of(d.mask)
             sam_defects = [d for d in insp.defects if recipe.defect_class(d.class_name).mask_source == "sam"
                            and d.confidence >= recipe.defect_class(d.class_name).min_confidence]
-            # one encoder run per view at most, however many prompts it had
-            assert encodes["n"] - before == (1 if sam_defects else 0)
+            # one encoder run per view at most, however many prompts it had (and always one when a
+            # proposal model is a head on the SAM embedding: the outlines reuse that run)
+            needs_encoding = bool(sam_defects) or inspector.analyzer.proposals.embedding_input
+            assert encodes["n"] - before == (1 if needs_encoding else 0)
             if insp.verdict.outcome is Outcome.REJECT:
                 assert insp.verdict.top_defect in insp.defects and insp.verdict.plc_code == recipe.defect_class(insp.verdict.top_defect.class_name).plc_code
             else:
