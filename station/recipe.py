@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from station.config_errors import ConfigError, StrictModel as Strict, load_toml_model, read_config_text
 
@@ -83,25 +83,28 @@ class Preprocess(Strict):
 ProposalNetKind = Literal["pixel-mlp", "unet", "sam-head"]
 
 
+def _listed(v):
+    return [v] if isinstance(v, str) else v
+
+
+def _distinct(v: list) -> list:
+    if len(set(v)) != len(v):
+        raise ValueError(f"{v}: an entry is named twice")
+    return v
+
+
+T = TypeVar("T")
+# a TOML field that names one thing (a plain string) or several (a list), never one twice
+OneOrSeveral = Annotated[list[T], BeforeValidator(_listed), AfterValidator(_distinct)]
+
+
 class ModelRefs(Strict):
     """Models by name in the models directory (each ``NAME.json`` next to its file, with sha256)."""
 
     segmentation: str = "litemedsam"
     # one proposal model, or several whose evidence is fused per pixel (station.vision.proposals)
-    proposals: list[str] = Field(default_factory=list)
+    proposals: OneOrSeveral[str] = Field(default_factory=list)
     classifier: str | None = None
-
-    @field_validator("proposals", mode="before")
-    @classmethod
-    def _one_or_several(cls, v):
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("proposals")
-    @classmethod
-    def _distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"proposal models are named twice: {v}")
-        return v
 
 
 class Vision(Strict):
@@ -117,19 +120,7 @@ class Vision(Strict):
     # small U-Net on the grey view, a per-location head on the SAM encoder's embedding of the
     # view (the encoder then runs on every view, not only on views with a candidate), or a
     # list of these, trained each on its own and fused per pixel at run time
-    proposal_net: list[ProposalNetKind] = Field(default_factory=lambda: ["pixel-mlp"], min_length=1)
-
-    @field_validator("proposal_net", mode="before")
-    @classmethod
-    def _one_or_several(cls, v):
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("proposal_net")
-    @classmethod
-    def _distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"a proposal net is named twice: {v}")
-        return v
+    proposal_net: OneOrSeveral[ProposalNetKind] = Field(default_factory=lambda: ["pixel-mlp"], min_length=1)
     # threshold analyzer (classical baseline, used for the simulated demo part)
     dark_threshold: int = Field(default=60, ge=0, le=255)
     bright_threshold: int = Field(default=200, ge=0, le=255)

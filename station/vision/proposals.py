@@ -27,6 +27,7 @@ above ``threshold`` and grown down to half of it. Coordinates are view px.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import cv2
@@ -53,14 +54,14 @@ class Proposal:
     class_probs: np.ndarray  # [K] mean class probabilities in the region, sums to 1
 
 
-class _Proposer:
+class _Proposer(ABC):
     """What both a single stage and an ensemble offer: ``probabilities`` and, from them, regions."""
 
     classes: list[str]
 
+    @abstractmethod
     def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
-                      encoded: EncodedView | None = None) -> np.ndarray:
-        raise NotImplementedError
+                      encoded: EncodedView | None = None) -> np.ndarray: ...
 
     def find(self, grey: np.ndarray, threshold: float, max_regions: int, roi: np.ndarray | None = None,
              features: np.ndarray | None = None, encoded: EncodedView | None = None) -> list[Proposal]:
@@ -143,10 +144,11 @@ class ProposalEnsemble(_Proposer):
         self.feature_input = any(s.feature_input for s in stages)
         self.embedding_input = bool(encoders)
         self.encoder_sha256 = next(iter(encoders), None)
-        self.names = names
 
     def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
                       encoded: EncodedView | None = None) -> np.ndarray:
+        if self.feature_input and features is None:  # the filter bank once per view, for every stage that reads it
+            features = pixel_features(grey)
         return fuse([s.probabilities(grey, features, encoded) for s in self.stages])
 
 
