@@ -121,6 +121,10 @@ class Vision(Strict):
     # view (the encoder then runs on every view, not only on views with a candidate), or a
     # list of these, trained each on its own and fused per pixel at run time
     proposal_net: OneOrSeveral[ProposalNetKind] = Field(default_factory=lambda: ["pixel-mlp"], min_length=1)
+    # what the region classifier (models.classifier) does with each proposal: name it and drop
+    # it when it says "not a defect" (its doubt also lowers the confidence), or only name it
+    # (the confidence is then the proposal stage's alone)
+    classifier_role: Literal["name-and-drop", "name"] = "name-and-drop"
     # threshold analyzer (classical baseline, used for the simulated demo part)
     dark_threshold: int = Field(default=60, ge=0, le=255)
     bright_threshold: int = Field(default=200, ge=0, le=255)

@@ -1,8 +1,8 @@
 """The model pipeline (recipe ``vision.analyzer = "sam"``): propose, name, outline.
 
 Per view: the proposal stage (one model, or several fused per pixel) finds candidate regions
-at native resolution; the classifier (when the recipe has one) names each region or drops it
-as "not a defect"; each kept region is outlined either by the SAM decoder from its box (class
+at native resolution; the classifier (when the recipe has one) names each region and, unless
+the recipe's ``vision.classifier_role`` is ``"name"``, drops it as "not a defect"; each kept region is outlined either by the SAM decoder from its box (class
 ``mask_source = "sam"``; the view is encoded once and reused by every prompt on it, or with
 ``vision.tile_px`` > 0 a window of that many native pixels around each proposal is encoded,
 for views much larger than the encoder input where small defects would vanish) or by the
@@ -46,13 +46,14 @@ class SamAnalyzer:
         self.class_names = [c.name for c in recipe.classes]
 
     def _names(self, proposal_probs: np.ndarray, classifier_probs: np.ndarray | None) -> tuple[np.ndarray, float]:
-        """(probabilities over the recipe's classes, p(not a defect))."""
+        """(probabilities over the recipe's classes, p(not a defect); 0 unless the classifier may drop)."""
         probs = np.full(len(self.class_names), 1e-6)
         for i, name in enumerate(self.proposals.classes):
             probs[self.class_names.index(name)] += proposal_probs[i]
         p_not = 0.0
         if classifier_probs is not None:
-            p_not = float(classifier_probs[-1])
+            if self.recipe.vision.classifier_role == "name-and-drop":
+                p_not = float(classifier_probs[-1])
             cls = np.full(len(self.class_names), 1e-6)
             for i, name in enumerate(self.classifier.classes):
                 cls[self.class_names.index(name)] += classifier_probs[i]

@@ -140,3 +140,53 @@ def test_the_analyzer_loads_a_recipe_with_two_proposal_models_and_outlines_the_f
     assert [d.class_name for d in defects] == ["blowhole"]
     _, _, x1, y1 = defects[0].box
     assert x1 <= 25 and y1 <= 25  # the mark both models half-see, not the one only b sees
+
+
+class SaysNotADefect(torch.nn.Module):
+    """A stand-in region classifier: every crop is "not a defect" with p = 0.9."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.probs = torch.tensor([0.1 / n_classes] * n_classes + [0.9])
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.probs.expand(crops.shape[0], -1) + 0.0 * crops.mean()
+
+
+def doubting_classifier(models: Path, classes: list[str]) -> None:
+    from station.inference.metadata import InputSpec
+
+    path = models / "doubter.onnx"
+    torch.onnx.export(SaysNotADefect(len(classes)), (torch.zeros(1, 2, 32, 32),), str(path), input_names=["crops"],
+                      output_names=["probs"], opset_version=17, dynamo=False, dynamic_axes={"crops": {0: "n"}, "probs": {0: "n"}})
+    ModelMetadata(name="doubter", role="classifier", file=path.name, sha256=sha256_file(path), classes=[*classes, "not_defect"],
+                  input=InputSpec(size=32, channels=2, resize="stretch", normalization="scale", mean=[0.0] * 3, std=[255.0] * 3),
+                  extra={"crop_context": 0.5}).write(models / "doubter.json")
+
+
+@pytest.mark.parametrize("role", ["name-and-drop", "name"])
+def test_classifier_role_decides_whether_not_a_defect_drops_the_region(tmp_path, sam_models_dir, role):
+    from station.inspection import View
+    from station.vision.sam_analyzer import load_sam_analyzer
+
+    models = tmp_path / "models"
+    shutil.copytree(sam_models_dir, models)
+    grey_model(models, "a", 0.5)
+    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    text = re.sub(r'(?m)^proposals = .*$', 'proposals = "a"', text)
+    text = re.sub(r"(?m)^proposal_net = .*$", f'classifier_role = "{role}"', text)
+    text = re.sub(r'(?m)^classifier = .*$', 'classifier = "doubter"', text)
+    text = re.sub(r"(?m)^proposal_threshold = .*$", "proposal_threshold = 0.6", text)
+    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
+    (tmp_path / "r.toml").write_text(text)
+    recipe = load_recipe(tmp_path / "r.toml").recipe
+    assert recipe.vision.classifier_role == role
+    doubting_classifier(models, [c.name for c in recipe.classes])
+    defects = load_sam_analyzer(recipe, models).find(View(camera="top", image=part_with_two_marks()))
+    if role == "name-and-drop":
+        assert defects == []  # p(not a defect) 0.9: dropped
+    else:
+        # kept, named from the proposal and the classifier together, at the proposal's own confidence
+        assert [d.class_name for d in defects] == ["blowhole"]
+        assert defects[0].confidence == pytest.approx(np.sqrt(defects[0].proposal_score), abs=1e-6)
+        assert defects[0].proposal_score > 0.6
