@@ -274,6 +274,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if "unet" in nets else {}),
         "proposal_net": _one_or_list(nets),
         **({"feature_set": FEATURE_SET} if "pixel-mlp" in nets else {}),
+        "classifier_role": recipe.vision.classifier_role,
     }
     views, encoder_sha256 = None, None
     if "sam-head" in nets:

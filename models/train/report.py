@@ -29,6 +29,10 @@ def report(record: dict) -> str:
     d = record["data"]
     out.append(f"Data: {d['manifest']} (sha256 {d['manifest_sha256'][:12]}…), {d['used']} of {d['rows']} rows used, "
                f"grouped by {d['group_by'] or 'row'}; classes {d['class_counts']}")
+    nets = record.get("proposal_net", "pixel-mlp")
+    # records written before the field existed: the classifier always named and dropped
+    out += ["", f"Proposal nets: {', '.join([nets] if isinstance(nets, str) else nets)}; classifier role: "
+                f"{record.get('classifier_role', 'name-and-drop')}"]
     cv = record.get("cross_validation")
     if cv:
         keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",

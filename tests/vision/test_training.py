@@ -122,7 +122,10 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, propo
     assert record["proposal_net"] == proposal_net
     from models.train.report import report
 
-    final_line = report(record).strip().splitlines()[-1]  # the README's tables are printed from records
+    printed = report(record)
+    final_line = printed.strip().splitlines()[-1]  # the README's tables are printed from records
+    assert record["classifier_role"] == load_recipe(recipe).recipe.vision.classifier_role
+    assert f"classifier role: {record['classifier_role']}" in printed
     assert all(f"{n} ({record['final']['sha256'][n][:12]}" in final_line for n in (*proposals, "magnetic-tile-classifier"))
     for net, name in zip(nets, proposals):
         prop = json.loads((out / f"{name}.json").read_text())
