@@ -38,11 +38,25 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return img.copy()
 
 
-def _label(out: np.ndarray, text: str, x: int, y: int, rgb, scale: float, thick: int, above: bool = True) -> None:
+MIN_TEXT_SCALE = 0.3
+
+
+def _label(out: np.ndarray, text: str, x: int, y: int, rgb, scale: float, thick: int, top: int = 0,
+           taken: list[tuple[int, int, int, int]] | None = None) -> None:
+    """A label on a black ground above ``y``, or below it when that would cover rows < ``top``
+    (the verdict banner); moved down past the labels already in ``taken`` (x0, y0, x1, y1),
+    and added to it, so two defects close together keep both labels readable."""
     h, w = out.shape[:2]
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    ty = y - 4 if above and y - th - base - 4 >= 0 else min(h - base - 1, y + th + 4)
+    ty = y - 4 if y - th - base - 4 >= top else min(h - base - 1, max(y, top) + th + base + 4)
     x = int(np.clip(x, 0, max(0, w - tw - 4)))
+    taken = [] if taken is None else taken
+    for _ in range(len(taken)):
+        hit = [r for r in taken if x < r[2] and r[0] < x + tw + 4 and ty - th - base < r[3] and r[1] < ty + base]
+        if not hit or ty + th + 2 * base >= h:
+            break
+        ty = min(h - base - 1, max(r[3] for r in hit) + th + base + 1)
+    taken.append((x, ty - th - base, x + tw + 4, ty + base))
     cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base), (0, 0, 0), -1)
     cv2.putText(out, text, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, rgb, thick, cv2.LINE_AA)
 
@@ -70,6 +84,7 @@ def render_overlay(
                 cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), rgb, 1, cv2.LINE_4)
             else:
                 cv2.polylines(out, [np.array(z.polygon, np.int32)], True, rgb, 1)
+    bar = 0
     if verdict is not None:
         passed = verdict.outcome is Outcome.PASS
         text = ("PASS" if passed else "REJECT") + ("" if passed and verdict.reason == "no defect" else f": {verdict.reason}")
@@ -77,7 +92,13 @@ def render_overlay(
         bar = int(max(14, 28 * scale))
         banner = out[:bar].astype(np.float32) * 0.25 + np.array(PASS_RGB if passed else REJECT_RGB) * 0.75
         out[:bar] = banner.astype(np.uint8)
-        cv2.putText(out, text, (4, bar - max(3, bar // 4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+        # a narrow view gets smaller text, then a cut one, rather than a reason running off the edge
+        fit = scale
+        while fit > MIN_TEXT_SCALE and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fit, thick)[0][0] > w - 8:
+            fit = max(MIN_TEXT_SCALE, fit * 0.9)
+        while len(text) > 4 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fit, thick)[0][0] > w - 8:
+            text = text[:-4] + "..."
+        cv2.putText(out, text, (4, bar - max(3, bar // 4)), cv2.FONT_HERSHEY_SIMPLEX, fit, (255, 255, 255), thick, cv2.LINE_AA)
     shown = [d for d in defects if view is None or d.view == view]
     # masks first, all of them, so a label is never hidden under another defect's fill
     for d in shown:
@@ -87,9 +108,10 @@ def render_overlay(
             out[m] = (out[m] * (1 - MASK_ALPHA) + np.array(rgb) * MASK_ALPHA).astype(np.uint8)
             contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, rgb, thick)
+    labels: list[tuple[int, int, int, int]] = []
     for d in shown:
         rgb = colours.get(d.class_name, UNKNOWN_RGB)
         x0, y0, x1, y1 = (int(v) for v in d.box)
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), rgb, 1)
-        _label(out, f"{d.class_name} {d.confidence:.2f}", x0, y0, rgb, scale, thick)
+        _label(out, f"{d.class_name} {d.confidence:.2f}", x0, y0, rgb, scale, thick, top=bar, taken=labels)
     return out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from station.camera.simulated import synthesize_part
-from station.inspection import Inspection, Outcome, View
+from station.inspection import Defect, Inspection, Outcome, Verdict, View
 from station.recipe import load_recipe
 from station.vision.inspector import build_inspector
 from station.vision.overlay import hex_rgb, render_overlay
@@ -82,6 +82,39 @@ def test_overlay_marks_defect_in_class_colour_with_verdict_banner(demo, tmp_path
     good = render_overlay(np.full((100, 100), 128, np.uint8), [], loaded.recipe,
                           inspector.decide(Inspection(1, 1, "x", 1, 0, 0, views=[View("top", np.full((100, 100), 128, np.uint8))])))
     assert good[:3].reshape(-1, 3).mean(axis=0)[1] > good[:3].reshape(-1, 3).mean(axis=0)[0]  # green banner
+
+
+def test_overlay_on_a_narrow_view_keeps_the_banner_readable(demo):
+    loaded, _ = demo
+    h, w = 320, 110  # a magnetic-tile view can be this narrow
+    mask = np.zeros((h, w), bool)
+    mask[2:12, 60:70] = True  # a defect touching the banner rows
+    defect = Defect("top", "scratch", 0.87, (60, 2, 70, 12), int(mask.sum()), mask)
+    verdict = Verdict(Outcome.PASS, "1 finding(s) below the recipe's limits")
+    bar = 14
+    plain = render_overlay(np.full((h, w), 60, np.uint8), [], loaded.recipe, verdict)[:bar]
+    # the reason is shrunk or cut to the view's width: no text at the right edge
+    assert not (plain[:, -4:] > 200).all(axis=2).any()
+    assert (plain > 200).all(axis=2).any(), "banner text drawn"
+    ov = render_overlay(np.full((h, w), 60, np.uint8), [defect], loaded.recipe, verdict)
+    banner = ov[:bar]
+    # the defect's label went below the banner, not over it (labels sit on black)
+    assert not (banner == 0).all(axis=2).any()
+    assert (ov[bar:] == 0).all(axis=2).any()
+
+
+def test_labels_of_defects_close_together_do_not_cover_each_other():
+    from station.vision.overlay import _label
+
+    out = np.full((200, 110), 60, np.uint8)[..., None].repeat(3, axis=2)
+    taken: list[tuple[int, int, int, int]] = []
+    for text in ("break 0.87", "crack 0.72", "fray 0.66"):
+        _label(out, text, 60, 40, (255, 149, 0), 0.35, 1, top=14, taken=taken)
+    assert len(taken) == 3
+    for i, a in enumerate(taken):
+        assert a[1] >= 14  # never over the banner
+        for b in taken[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
 
 
 def test_bad_images_are_refused_with_the_reason(demo):
