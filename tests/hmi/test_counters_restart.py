@@ -53,6 +53,11 @@ def write_history(root: Path, parts: list[tuple[str, dt.datetime, str]]) -> None
         assert w.stats.written == len(items) and w.stats.lost == 0
 
 
+def _counts(c) -> tuple:
+    """What the operator sees of a DayCounters: parts, passed, rejected, rejects by class."""
+    return c.parts, c.passed, c.rejected, c.reject_classes
+
+
 async def _login_new_operator(ctx, new_user):
     for name, role in ROLES.items():
         ctx.auth.create_user(name, role, PASSWORDS[name], "test")
@@ -116,8 +121,7 @@ async def test_a_restart_shows_the_same_counters_as_before_it(tmp_path):
     try:
         async with simulated_hmi(second) as (ctx, new_user):
             after = ctx.state.counters()
-            assert (after.parts, after.passed, after.rejected, after.reject_classes) == (
-                before.parts, before.passed, before.rejected, before.reject_classes)
+            assert _counts(after) == _counts(before)
             user = await _login_new_operator(ctx, new_user)
             await _shows_counters(user, before.parts, before.passed, before.rejected)
             for name in before.reject_classes:
@@ -147,8 +151,7 @@ async def test_a_counter_reset_survives_a_restart(tmp_path):
     try:
         async with simulated_hmi(second) as (ctx, new_user):
             after = ctx.state.counters()
-            assert (after.parts, after.passed, after.rejected, after.reject_classes) == (
-                before.parts, before.passed, before.rejected, before.reject_classes)
+            assert _counts(after) == _counts(before)
             assert after.since == before.since and after.since > local_midnight(after.since)
             user = await _login_new_operator(ctx, new_user)
             await _shows_counters(user, 3, before.passed, before.rejected)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from station.inference.metadata import ModelError, ModelMetadata, sha256_file
+from station.inference.metadata import InputSpec, ModelError, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
 from station.recipe import load_recipe
 from station.vision.proposals import BACKGROUND, ProposalEnsemble, ProposalStage, fuse
@@ -154,8 +154,6 @@ class SaysNotADefect(torch.nn.Module):
 
 
 def doubting_classifier(models: Path, classes: list[str]) -> None:
-    from station.inference.metadata import InputSpec
-
     path = models / "doubter.onnx"
     torch.onnx.export(SaysNotADefect(len(classes)), (torch.zeros(1, 2, 32, 32),), str(path), input_names=["crops"],
                       output_names=["probs"], opset_version=17, dynamo=False, dynamic_axes={"crops": {0: "n"}, "probs": {0: "n"}})
