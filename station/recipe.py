@@ -115,6 +115,9 @@ class Vision(Strict):
     tile_overlap_px: int = Field(default=0, ge=0)
     max_proposals: int = Field(default=8, ge=1)
     proposal_threshold: float = Field(default=0.5, ge=0, le=1)
+    # no proposal is seeded or scored this close to the view's edge (regions seeded further in
+    # still reach it): a crop's border or the part's outline looks like a defect to the nets
+    edge_margin_px: int = Field(default=0, ge=0)
     # what `station train` trains as the proposal stage (the station runs whatever models the
     # recipe names: their metadata says what they take): a per-pixel MLP on a filter bank, a
     # small U-Net on the grey view, a per-location head on the SAM encoder's embedding of the

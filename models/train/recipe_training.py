@@ -133,7 +133,8 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     crops.append(region_crop(grey, region.mask, region.box, SIZE, ctx))
                     labels.append(classes.index(s.row.label))
         for p in stage.find(grey, threshold, PROPOSALS_PER_IMAGE, features=feats(s) if stage.feature_input else None,
-                            encoded=views[s.row.index] if stage.embedding_input else None):
+                            encoded=views[s.row.index] if stage.embedding_input else None,
+                            edge_margin_px=recipe.vision.edge_margin_px):
             hit = is_defect and bool((p.mask & truth).any())
             crops.append(region_crop(grey, p.mask, p.box, SIZE))
             labels.append(classes.index(s.row.label) if hit else not_defect)

@@ -23,6 +23,12 @@ rate as either alone.
 
 Regions are hysteresis components of the defect probability ``1 - p(background)``: seeded
 above ``threshold`` and grown down to half of it. Coordinates are view px.
+
+``edge_margin_px`` (recipe ``vision.edge_margin_px``): no region is seeded, and no region's
+score is taken, within that many px of the view's edge; a region seeded further in still grows
+up to the edge. The filter bank and the networks see a view's edge as an edge (a crop's border,
+the part's outline): on the magnetic tiles half of the good views that scored highest had
+their maximum in the outer 2-3 px (measured, models/trained/README.md).
 """
 
 from __future__ import annotations
@@ -64,12 +70,14 @@ class _Proposer(ABC):
                       encoded: EncodedView | None = None) -> np.ndarray: ...
 
     def find(self, grey: np.ndarray, threshold: float, max_regions: int, roi: np.ndarray | None = None,
-             features: np.ndarray | None = None, encoded: EncodedView | None = None) -> list[Proposal]:
+             features: np.ndarray | None = None, encoded: EncodedView | None = None,
+             edge_margin_px: int = 0) -> list[Proposal]:
         probs = self.probabilities(grey, features, encoded)
         p = cv2.GaussianBlur(1.0 - probs[0], (0, 0), SMOOTH_SIGMA_PX)
         if roi is not None:
             p = np.where(roi, p, 0.0)
-        seeds = p > threshold
+        inner = _inner(p, edge_margin_px)  # where seeds and scores are taken
+        seeds = inner > threshold
         if not seeds.any():
             return []
         out = []
@@ -77,9 +85,20 @@ class _Proposer(ABC):
             if not (seeds & region.mask).any():
                 continue
             cls = probs[1:, region.mask].mean(axis=1)
-            out.append(Proposal(region.mask, region.box, region.area_px, float(p[region.mask].max()), cls / max(cls.sum(), 1e-6)))
+            out.append(Proposal(region.mask, region.box, region.area_px, float(inner[region.mask].max()), cls / max(cls.sum(), 1e-6)))
         out.sort(key=lambda r: -r.score)
         return out[:max_regions]
+
+
+def _inner(p: np.ndarray, margin_px: int) -> np.ndarray:
+    """``p`` with its outer ``margin_px`` rows and columns set to 0 (a copy when there is a margin).
+    On a view too small for the margin its centre row/column is kept: a view is never left uninspected."""
+    margin_px = min(margin_px, (min(p.shape) - 1) // 2)
+    if margin_px <= 0:
+        return p
+    out = np.zeros_like(p)
+    out[margin_px:-margin_px, margin_px:-margin_px] = p[margin_px:-margin_px, margin_px:-margin_px]
+    return out
 
 
 class ProposalStage(_Proposer):

@@ -81,7 +81,8 @@ class SamAnalyzer:
         roi = roi_mask(self.recipe.zones, view.camera, (h, w))
         # a proposal head on SAM embeddings needs the view encoded first; the outlines reuse it
         encoded = self.segmenter.encode(view.image) if self.proposals.embedding_input else None
-        found = self.proposals.find(grey, vision.proposal_threshold, vision.max_proposals, roi, encoded=encoded)
+        found = self.proposals.find(grey, vision.proposal_threshold, vision.max_proposals, roi, encoded=encoded,
+                                    edge_margin_px=vision.edge_margin_px)
         if not found:
             return []
         cls_probs = None

@@ -189,3 +189,48 @@ def test_classifier_role_decides_whether_not_a_defect_drops_the_region(tmp_path,
         assert [d.class_name for d in defects] == ["blowhole"]
         assert defects[0].confidence == pytest.approx(np.sqrt(defects[0].proposal_score), abs=1e-6)
         assert defects[0].proposal_score > 0.6
+
+
+def part_with_edge_marks() -> np.ndarray:
+    grey = np.full((60, 80), 255, np.uint8)
+    grey[20:30, 0:3] = 77  # in the outer 3 px only: what a crop's border looks like to the nets
+    grey[40:50, 68:80] = 77  # from inside the view up to its edge: a chip on the part's outline
+    grey[10:20, 30:40] = 77  # well inside
+    return grey
+
+
+def test_edge_margin_seeds_no_region_at_the_views_edge_but_lets_inner_ones_reach_it(tmp_path):
+    stage = ProposalStage(grey_model(tmp_path, "a", 0.5), ["blowhole"])
+    grey = part_with_edge_marks()
+    boxes = sorted(p.box for p in stage.find(grey, 0.6, 8))
+    assert len(boxes) == 3 and boxes[0][0] == 0  # no margin: the edge mark too
+    found = stage.find(grey, 0.6, 8, edge_margin_px=4)
+    boxes = sorted(p.box for p in found)
+    assert len(boxes) == 2
+    assert boxes[0][0] >= 28 and boxes[0][2] <= 42  # the inner mark
+    assert boxes[1][0] >= 64 and boxes[1][2] == 80  # the chip, grown to the edge
+    assert all(0.6 < p.score <= 0.7 + 1e-6 for p in found)
+    # a view smaller than the margin is still inspected (its centre), never skipped
+    assert len(stage.find(np.full((6, 6), 77, np.uint8), 0.6, 8, edge_margin_px=10)) == 1
+
+
+def test_the_recipes_edge_margin_reaches_the_analyzer(tmp_path, sam_models_dir):
+    from station.inspection import View
+    from station.vision.sam_analyzer import load_sam_analyzer
+
+    models = tmp_path / "models"
+    shutil.copytree(sam_models_dir, models)
+    grey_model(models, "a", 0.5)
+    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    text = re.sub(r'(?m)^proposals = .*$', 'proposals = "a"', re.sub(r"(?m)^classifier = .*\n", "", text))
+    text = re.sub(r"(?m)^(proposal_net|edge_margin_px) = .*\n", "", text)
+    text = re.sub(r"(?m)^proposal_threshold = .*$", "proposal_threshold = 0.6", text)
+    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
+    found = {}
+    for margin in (0, 4):
+        (tmp_path / "r.toml").write_text(text.replace("[vision]\n", f"[vision]\nedge_margin_px = {margin}\n", 1))
+        recipe = load_recipe(tmp_path / "r.toml").recipe
+        assert recipe.vision.edge_margin_px == margin
+        found[margin] = load_sam_analyzer(recipe, models).find(View(camera="top", image=part_with_edge_marks()))
+    assert len(found[0]) == 3 and len(found[4]) == 2
+    assert min(d.box[0] for d in found[4]) >= 28
