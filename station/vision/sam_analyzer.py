@@ -1,15 +1,15 @@
 """The model pipeline (recipe ``vision.analyzer = "sam"``): propose, name, outline.
 
-Per view: the proposal stage (one model, or several fused per pixel) finds candidate regions
-at native resolution; the classifier (when the recipe has one) names each region and, unless
-the recipe's ``vision.classifier_role`` is ``"name"``, drops it as "not a defect"; each kept region is outlined either by the SAM decoder from its box (class
-``mask_source = "sam"``; the view is encoded once and reused by every prompt on it, or with
-``vision.tile_px`` > 0 a window of that many native pixels around each proposal is encoded,
-for views much larger than the encoder input where small defects would vanish) or by the
-proposal's own region
-(``mask_source = "proposal"``, better for diffuse defects). A proposal stage that is a head
-on the SAM embedding (``extra.input = "sam_embedding"``) gets the view encoded first, and the
-outlines reuse that encoding.
+Per view: the proposal stage (one model, or several fused per pixel) finds candidate regions at
+native resolution; the classifier (when the recipe has one) names each region and, unless the
+recipe's ``vision.classifier_role`` is ``"name"``, drops it as "not a defect"; each kept region
+is outlined either by the SAM decoder from its box (class ``mask_source = "sam"``; the view is
+encoded once and reused by every prompt on it, or with ``vision.tile_px`` > 0 a window of that
+many native pixels around each proposal is encoded, for views much larger than the encoder
+input where small defects would vanish) or by the proposal's own region (``mask_source =
+"proposal"``, better for diffuse defects). A proposal stage that is a head on the SAM embedding
+(``extra.input = "sam_embedding"``) gets the view encoded first, and the outlines reuse that
+encoding.
 
 Confidence of a defect = sqrt(proposal score x (1 - p(not a defect))): both stages must agree
 that something is there. Its class: the normalised product of the two stages' class

@@ -3,6 +3,7 @@ rule, the ensemble over real ONNX models, its refusals, and the analyzer loading
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -120,6 +121,25 @@ def test_recipe_names_one_or_several_proposal_models_never_twice(tmp_path):
         load_recipe(path)
 
 
+def stand_in_recipe(tmp_path: Path, proposals: str, threshold: float, classifier: str | None = None, **vision):
+    """The shipped magnetic-tile recipe on stand-in models: ``proposals`` (a TOML value), the
+    ``classifier`` (None: no classifier), the given proposal threshold, every class counting
+    from confidence 0.5, and ``vision`` settings in place of the recipe's own."""
+    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    text = re.sub(r"(?m)^proposals = .*$", f"proposals = {proposals}", text)
+    if classifier:
+        text = re.sub(r"(?m)^classifier = .*$", f'classifier = "{classifier}"', text)
+    else:
+        text = re.sub(r"(?m)^classifier = .*\n", "", text)
+    for key, value in vision.items():
+        text = re.sub(rf"(?m)^{key} = .*\n", "", text)
+        text = text.replace("[vision]\n", f"[vision]\n{key} = {json.dumps(value)}\n", 1)
+    text = re.sub(r"(?m)^proposal_threshold = .*$", f"proposal_threshold = {threshold}", text)
+    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
+    (tmp_path / "r.toml").write_text(text)
+    return load_recipe(tmp_path / "r.toml").recipe
+
+
 def test_the_analyzer_loads_a_recipe_with_two_proposal_models_and_outlines_the_fused_finding(tmp_path, sam_models_dir):
     from station.inspection import View
     from station.vision.sam_analyzer import load_sam_analyzer
@@ -128,12 +148,7 @@ def test_the_analyzer_loads_a_recipe_with_two_proposal_models_and_outlines_the_f
     shutil.copytree(sam_models_dir, models)
     grey_model(models, "a", 0.5)
     grey_model(models, "b", 0.75)
-    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
-    text = re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "b"]', re.sub(r"(?m)^classifier = .*\n", "", text))
-    text = re.sub(r"(?m)^proposal_threshold = .*$", "proposal_threshold = 0.8", text)
-    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
-    (tmp_path / "r.toml").write_text(text)
-    recipe = load_recipe(tmp_path / "r.toml").recipe
+    recipe = stand_in_recipe(tmp_path, '["a", "b"]', 0.8)
     analyzer = load_sam_analyzer(recipe, models)
     assert isinstance(analyzer.proposals, ProposalEnsemble)
     defects = analyzer.find(View(camera="top", image=part_with_two_marks()))
@@ -170,15 +185,7 @@ def test_classifier_role_decides_whether_not_a_defect_drops_the_region(tmp_path,
     models = tmp_path / "models"
     shutil.copytree(sam_models_dir, models)
     grey_model(models, "a", 0.5)
-    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
-    text = re.sub(r'(?m)^proposals = .*$', 'proposals = "a"', text)
-    text = re.sub(r"(?m)^(proposal_net|classifier_role) = .*\n", "", text)
-    text = text.replace("[vision]\n", f'[vision]\nclassifier_role = "{role}"\n', 1)
-    text = re.sub(r'(?m)^classifier = .*$', 'classifier = "doubter"', text)
-    text = re.sub(r"(?m)^proposal_threshold = .*$", "proposal_threshold = 0.6", text)
-    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
-    (tmp_path / "r.toml").write_text(text)
-    recipe = load_recipe(tmp_path / "r.toml").recipe
+    recipe = stand_in_recipe(tmp_path, '"a"', 0.6, classifier="doubter", classifier_role=role)
     assert recipe.vision.classifier_role == role
     doubting_classifier(models, [c.name for c in recipe.classes])
     defects = load_sam_analyzer(recipe, models).find(View(camera="top", image=part_with_two_marks()))
@@ -221,15 +228,9 @@ def test_the_recipes_edge_margin_reaches_the_analyzer(tmp_path, sam_models_dir):
     models = tmp_path / "models"
     shutil.copytree(sam_models_dir, models)
     grey_model(models, "a", 0.5)
-    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
-    text = re.sub(r'(?m)^proposals = .*$', 'proposals = "a"', re.sub(r"(?m)^classifier = .*\n", "", text))
-    text = re.sub(r"(?m)^(proposal_net|edge_margin_px) = .*\n", "", text)
-    text = re.sub(r"(?m)^proposal_threshold = .*$", "proposal_threshold = 0.6", text)
-    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
     found = {}
     for margin in (0, 4):
-        (tmp_path / "r.toml").write_text(text.replace("[vision]\n", f"[vision]\nedge_margin_px = {margin}\n", 1))
-        recipe = load_recipe(tmp_path / "r.toml").recipe
+        recipe = stand_in_recipe(tmp_path, '"a"', 0.6, edge_margin_px=margin)
         assert recipe.vision.edge_margin_px == margin
         found[margin] = load_sam_analyzer(recipe, models).find(View(camera="top", image=part_with_edge_marks()))
     assert len(found[0]) == 3 and len(found[4]) == 2
