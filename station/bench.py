@@ -415,7 +415,7 @@ def bench_recipe(
     loaded = load_recipe(recipe_path)
     ensure_recipe_models(loaded.path, models_dir)  # the recipe's models, checksummed, as a station would get them
     refs = loaded.recipe.models
-    names = [*refs.proposals, *([refs.classifier] if refs.classifier else [])]
+    names = [*refs.proposal_names, *([refs.classifier] if refs.classifier else [])]
     if loaded.recipe.vision.analyzer == "sam":
         names.append(refs.segmentation)
         pair = ModelMetadata.read(models_dir / f"{refs.segmentation}.json").pair

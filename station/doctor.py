@@ -385,7 +385,7 @@ def model_names(recipe) -> list[str]:
     names = []
     if recipe.vision.analyzer == "sam":
         names.append(recipe.models.segmentation)
-    names += recipe.models.proposals
+    names += recipe.models.proposal_names
     if recipe.models.classifier:
         names.append(recipe.models.classifier)
     return names

@@ -235,9 +235,9 @@ def recipe_model_names(recipe) -> list[str]:
     names = []
     if recipe.vision.analyzer == "sam":
         # the SAM pair is loaded to outline defects, or when a proposal stage is a head on its embeddings
-        if any(c.mask_source == "sam" for c in recipe.classes) or "sam-head" in recipe.vision.proposal_net:
+        if any(c.mask_source == "sam" for c in recipe.classes) or recipe.vision.proposals_on_sam_embedding:
             names.append(recipe.models.segmentation)
-        names += recipe.models.proposals
+        names += recipe.models.proposal_names
         if recipe.models.classifier:
             names.append(recipe.models.classifier)
     return names

@@ -80,31 +80,51 @@ class Preprocess(Strict):
     denoise_sigma: float = Field(default=0.0, ge=0)
 
 
-ProposalNetKind = Literal["pixel-mlp", "unet", "sam-head"]
+ProposalNetKind = Literal["pixel-mlp", "unet", "sam-head", "sam-context-head"]
 
 
-def _listed(v):
-    return [v] if isinstance(v, str) else v
+def _opinions(v):
+    """A proposal field as opinions: "a" -> [["a"]], ["a", "b"] -> [["a", "b"]] (one opinion of
+    two models, fused), [["a", "b"], ["c"]] stays (two opinions). Mixing names and lists is refused:
+    whether ["a", ["b"]] meant "fused" or "separate" cannot be told."""
+    if isinstance(v, str):
+        return [[v]]
+    if isinstance(v, list) and v and any(isinstance(x, list) for x in v):
+        if not all(isinstance(x, list) for x in v):
+            raise ValueError(f"{v}: write either a list of names (fused) or a list of lists (opinions), not both")
+        return v
+    return [v] if isinstance(v, list) and v else v
 
 
-def _distinct(v: list) -> list:
-    if len(set(v)) != len(v):
+def _distinct_opinions(v: list[list]) -> list[list]:
+    names = [n for opinion in v for n in opinion]
+    if len(set(names)) != len(names):
         raise ValueError(f"{v}: an entry is named twice")
+    if any(not opinion for opinion in v):
+        raise ValueError(f"{v}: an opinion names no model")
     return v
 
 
 T = TypeVar("T")
-# a TOML field that names one thing (a plain string) or several (a list), never one twice
-OneOrSeveral = Annotated[list[T], BeforeValidator(_listed), AfterValidator(_distinct)]
+# a TOML field that names the proposal stage's models: one (a plain string), several fused per
+# pixel (a list), or several opinions each fused on its own (a list of lists; see
+# station.vision.proposals); normalised to the list of opinions, never one name twice
+Opinions = Annotated[list[list[T]], BeforeValidator(_opinions), AfterValidator(_distinct_opinions)]
 
 
 class ModelRefs(Strict):
     """Models by name in the models directory (each ``NAME.json`` next to its file, with sha256)."""
 
     segmentation: str = "litemedsam"
-    # one proposal model, or several whose evidence is fused per pixel (station.vision.proposals)
-    proposals: OneOrSeveral[str] = Field(default_factory=list)
+    # one proposal model, several whose evidence is fused per pixel, or several such opinions
+    # of which the surest counts (station.vision.proposals)
+    proposals: Opinions[str] = Field(default_factory=list)
     classifier: str | None = None
+
+    @property
+    def proposal_names(self) -> list[str]:
+        """Every proposal model, in recipe order."""
+        return [n for opinion in self.proposals for n in opinion]
 
 
 class Vision(Strict):
@@ -122,8 +142,10 @@ class Vision(Strict):
     # recipe names: their metadata says what they take): a per-pixel MLP on a filter bank, a
     # small U-Net on the grey view, a per-location head on the SAM encoder's embedding of the
     # view (the encoder then runs on every view, not only on views with a candidate), or a
-    # list of these, trained each on its own and fused per pixel at run time
-    proposal_net: OneOrSeveral[ProposalNetKind] = Field(default_factory=lambda: ["pixel-mlp"], min_length=1)
+    # list of these, trained each on its own and fused per pixel at run time, or a list of such
+    # lists (opinions: fused each on its own, the surest counts); "sam-context-head" is a head on
+    # the embedding that also sees the cells around each one (dilated convolutions)
+    proposal_net: Opinions[ProposalNetKind] = Field(default_factory=lambda: [["pixel-mlp"]], min_length=1)
     # what the region classifier (models.classifier) does with each proposal: name it and drop
     # it when it says "not a defect" (its doubt also lowers the confidence), or only name it
     # (the confidence is then the proposal stage's alone)
@@ -131,6 +153,16 @@ class Vision(Strict):
     # threshold analyzer (classical baseline, used for the simulated demo part)
     dark_threshold: int = Field(default=60, ge=0, le=255)
     bright_threshold: int = Field(default=200, ge=0, le=255)
+
+    @property
+    def proposal_net_kinds(self) -> list[str]:
+        """Every proposal net `station train` trains, in recipe order."""
+        return [k for opinion in self.proposal_net for k in opinion]
+
+    @property
+    def proposals_on_sam_embedding(self) -> bool:
+        """Whether a proposal net reads the SAM encoder's embedding (the encoder then runs on every view)."""
+        return any(k.startswith("sam-") for k in self.proposal_net_kinds)
 
 
 class ImagePolicy(Strict):

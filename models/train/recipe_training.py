@@ -28,6 +28,7 @@ from models.train.proposal_net import STEPS as PROPOSAL_NET_STEPS
 from models.train.proposal_net import export_proposal_net, train_proposal_net
 from models.train.proposals import export_proposals, sample_pixels, train_pixel_mlp
 from models.train.sam_head import (
+    HEADS,
     encode_views,
     encoded_samples,
     export_sam_head,
@@ -55,7 +56,7 @@ from station.vision.evaluate import (
 )
 from station.vision.features import FEATURE_SET, pixel_features
 from station.vision.preprocess import to_gray
-from station.vision.proposals import BACKGROUND, ProposalEnsemble, ProposalStage
+from station.vision.proposals import BACKGROUND, ProposalStage, proposer
 from station.vision.regions import components
 from station.vision.segmentation import EncodedView, SamSegmenter
 
@@ -83,11 +84,12 @@ def feature_cache(samples: list[Sample]) -> dict[int, np.ndarray]:
 def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str, seed: int = 0,
                threshold: float | None = None, features: dict[int, np.ndarray] | None = None,
                proposal_steps: int | None = None, views: dict[int, EncodedView] | None = None,
-               encoder_sha256: str | None = None) -> tuple[list[str], str, dict]:
+               encoder_sha256: str | None = None) -> tuple[list[list[str]], str, dict]:
     """Train and export the recipe's proposal net(s) and the classifier from ``samples``; returns
-    (proposal model names, classifier name, info). Several proposal nets are trained each on its
-    own; the classifier learns from what their fusion finds. A "sam-head" proposal stage needs
-    ``views`` (every sample encoded, `encode_views`) and the encoder's sha256."""
+    (proposal model names as opinions, like the recipe's ``vision.proposal_net``, classifier name,
+    info). Several proposal nets are trained each on its own; the classifier learns from what
+    their fusion finds. A proposal stage on SAM embeddings ("sam-head", "sam-context-head")
+    needs ``views`` (every sample encoded, `encode_views`) and the encoder's sha256."""
     features = features if features is not None else {}
 
     def feats(s: Sample) -> np.ndarray:
@@ -100,26 +102,26 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
     rng = np.random.default_rng(seed)
     t0 = time.monotonic()
     labels = [0 if s.row.label == recipe.good_class else classes.index(s.row.label) + 1 for s in samples]
-    nets = recipe.vision.proposal_net
+    nets = recipe.vision.proposal_net_kinds
     source = "station train (models/train/recipe_training.py)"
-    stages, prop_names, pixel_counts, seconds = [], [], None, {}
+    stages, prop_names, pixel_counts, seconds = {}, {}, None, {}
     for net in nets:
         t = time.monotonic()
         prop_name = f"{prefix}-proposals" if len(nets) == 1 else f"{prefix}-proposals-{net}"
         prop_path = out_dir / f"{prop_name}.onnx"
         extra, counts = _train_proposal_stage(net, samples, labels, len(classes), prop_path, seed, rng, feats,
                                               proposal_steps, views, encoder_sha256)
-        if net == "sam-head":
+        if extra.get("input") == "sam_embedding":
             extra["encoder"] = recipe.models.segmentation
         pixel_counts = counts if counts is not None else pixel_counts
         meta = _write_metadata(prop_path, prop_name, "proposals", [BACKGROUND] + classes,
                                InputSpec(size=256, channels=1, resize="stretch", normalization="scale"), extra, source)
-        stages.append(ProposalStage(OnnxModel(prop_path, meta), classes))
-        prop_names.append(prop_name)
+        stages[net] = ProposalStage(OnnxModel(prop_path, meta), classes)
+        prop_names[net] = prop_name
         seconds[net] = round(time.monotonic() - t, 1)
     t_prop = time.monotonic() - t0
     # classifier examples: true regions, and what the trained proposal stage finds on the training images
-    stage = stages[0] if len(stages) == 1 else ProposalEnsemble(stages)
+    stage = proposer([[stages[net] for net in opinion] for opinion in recipe.vision.proposal_net])
     crops, labels = [], []
     not_defect = len(classes)
     for s in samples:
@@ -152,34 +154,38 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     InputSpec(size=SIZE, channels=2, resize="stretch", normalization="scale"),
                     {"crop_context": 0.5, "channels": ["grey 0..1", "region mask"]}, source)
     info = {
-        "proposal_net": _one_or_list(nets),
+        "proposal_net": _as_written(recipe.vision.proposal_net),
         **({"pixel_class_counts": pixel_counts} if pixel_counts else {}),
         "classifier_examples": len(label_arr),
         "classifier_class_counts": np.bincount(label_arr, minlength=len(classes) + 1).tolist(),
         "seconds": {"proposals": round(t_prop, 1), **({"per_net": seconds} if len(nets) > 1 else {}),
                     "total": round(time.monotonic() - t0, 1)},
     }
-    return prop_names, clf_name, info
+    return [[prop_names[net] for net in opinion] for opinion in recipe.vision.proposal_net], clf_name, info
 
 
-def _one_or_list(items: list[str]) -> str | list[str]:
-    """A recipe/record field that names one thing or several (one stays a plain string)."""
-    return items[0] if len(items) == 1 else list(items)
+def _as_written(opinions: list[list[str]]) -> str | list[str] | list[list[str]]:
+    """A recipe/record field of opinions as a recipe writes it: one name a plain string, one
+    opinion a list, several a list of lists (the inverse of the recipe's normalisation)."""
+    if len(opinions) > 1:
+        return [list(o) for o in opinions]
+    return opinions[0][0] if len(opinions[0]) == 1 else list(opinions[0])
 
 
 def _train_proposal_stage(net: str, samples: list[Sample], labels: list[int], n_classes: int, path: Path, seed: int,
                           rng: np.random.Generator, feats, proposal_steps: int | None,
                           views: dict[int, EncodedView] | None, encoder_sha256: str | None) -> tuple[dict, list[int] | None]:
     """Train one proposal net and export it to ``path``; (metadata extra, pixel class counts or None)."""
-    if net == "sam-head":
+    if net in HEADS:
         if views is None or not encoder_sha256:
-            raise ValueError("a sam-head proposal stage is trained on the views' SAM embeddings: pass views and encoder_sha256")
+            raise ValueError(f"a {net} proposal stage is trained on the views' SAM embeddings: pass views and encoder_sha256")
         encoded = encoded_samples(samples, labels, views)
         channels, grid = encoded[0].embedding.shape[0], encoded[0].embedding.shape[-1]
-        export_sam_head(train_sam_head(encoded, n_classes, seed=seed), path, channels, grid)
+        export_sam_head(train_sam_head(encoded, n_classes, seed=seed, kind=net), path, channels, grid)
+        what = "per-location head" if net == "sam-head" else "head with dilated 3x3 context"
         return {"input": "sam_embedding", "encoder_sha256": encoder_sha256,
-                "channels": channels, "grid": grid, "net": "sam-head",
-                "note": "per-location head on the SAM encoder's embedding of the whole view; static shape"}, None
+                "channels": channels, "grid": grid, "net": net,
+                "note": f"{what} on the SAM encoder's embedding of the whole view; static shape"}, None
     if net == "unet":
         export_proposal_net(train_proposal_net(samples, labels, n_classes, seed=seed, steps=proposal_steps), path)
         return {"input": "grey", "stride": ProposalNet.STRIDE, "net": "unet",
@@ -204,7 +210,7 @@ def _write_held_out(path: Path, by_fold: list[list[ImageResult]]) -> None:
     path.write_text(json.dumps(rows) + "\n", encoding="utf-8")
 
 
-def _fold_recipe(recipe: Recipe, prop: list[str], clf: str, mask_source: str | None) -> Recipe:
+def _fold_recipe(recipe: Recipe, prop: list[list[str]], clf: str, mask_source: str | None) -> Recipe:
     update: dict = {"models": ModelRefs(segmentation=recipe.models.segmentation, proposals=prop, classifier=clf)}
     if mask_source:
         update["classes"] = [c.model_copy(update={"mask_source": mask_source}) for c in recipe.classes]
@@ -227,10 +233,11 @@ def update_recipe_confidence(recipe_path: Path, min_confidence: dict[str, float]
     recipe_path.write_text("".join(blocks), encoding="utf-8")
 
 
-def update_recipe_models(recipe_path: Path, proposals: list[str], classifier: str) -> None:
-    """Point the recipe file's [models] table at the trained models (other lines untouched)."""
+def update_recipe_models(recipe_path: Path, proposals: list[list[str]], classifier: str) -> None:
+    """Point the recipe file's [models] table at the trained models (other lines untouched);
+    ``proposals`` as opinions (`train_pair`), written the way a recipe writes them."""
     text = recipe_path.read_text(encoding="utf-8")
-    names = f'"{proposals[0]}"' if len(proposals) == 1 else "[" + ", ".join(f'"{n}"' for n in proposals) + "]"
+    names = _toml_value(_as_written(proposals))
     lines = {"proposals": f"proposals = {names}", "classifier": f'classifier = "{classifier}"'}
     m = re.search(r"^\[models\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.M | re.S)
     if m is None:
@@ -255,7 +262,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
-    nets = recipe.vision.proposal_net
+    nets = recipe.vision.proposal_net_kinds
     rows = read_manifest(manifest)
     known = {c.name for c in recipe.classes} | {recipe.good_class}
     usable = [r for r in rows if r.label in known]
@@ -273,12 +280,12 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         },
         "seed": seed,
         **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if "unet" in nets else {}),
-        "proposal_net": _one_or_list(nets),
+        "proposal_net": _as_written(recipe.vision.proposal_net),
         **({"feature_set": FEATURE_SET} if "pixel-mlp" in nets else {}),
         "classifier_role": recipe.vision.classifier_role,
     }
     views, encoder_sha256 = None, None
-    if "sam-head" in nets:
+    if recipe.vision.proposals_on_sam_embedding:
         segmenter = _load_segmenter(models_dir, recipe)
         encoder_sha256 = segmenter.encoder.metadata.sha256
         views = encode_views(samples, segmenter)
@@ -339,8 +346,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
                   + _line(per_part["pooled"]), file=sys.stderr, flush=True)
     prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache, proposal_steps=proposal_steps,
                                  views=views, encoder_sha256=encoder_sha256)
-    record["final"] = {"proposals": _one_or_list(prop), "classifier": clf, "train_info": info,
-                       "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (*prop, clf)}}
+    record["final"] = {"proposals": _as_written(prop), "classifier": clf, "train_info": info,
+                       "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (*_flat(prop), clf)}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if update_recipe:
@@ -363,7 +370,7 @@ def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
 
 def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
     """Make the SAM pair visible in a fold's model directory (symlinks to the pulled files)."""
-    if "sam-head" not in recipe.vision.proposal_net and not any(c.mask_source == "sam" for c in recipe.classes):
+    if not recipe.vision.proposals_on_sam_embedding and not any(c.mask_source == "sam" for c in recipe.classes):
         return
     from station.models_store import pull
 
@@ -372,6 +379,14 @@ def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
             link = fold_dir / name
             if not link.exists():
                 link.symlink_to((Path(models_dir) / name).resolve())
+
+
+def _flat(opinions: list[list[str]]) -> list[str]:
+    return [n for o in opinions for n in o]
+
+
+def _toml_value(v: str | list) -> str:
+    return f'"{v}"' if isinstance(v, str) else "[" + ", ".join(_toml_value(x) for x in v) + "]"
 
 
 def _fmt(v) -> str:

@@ -31,7 +31,7 @@ def report(record: dict) -> str:
                f"grouped by {d['group_by'] or 'row'}; classes {d['class_counts']}")
     nets = record.get("proposal_net", "pixel-mlp")
     # records written before the field existed: the classifier always named and dropped
-    out += ["", f"Proposal nets: {', '.join([nets] if isinstance(nets, str) else nets)}; classifier role: "
+    out += ["", f"Proposal nets: {_nets(nets)}; classifier role: "
                 f"{record.get('classifier_role', 'name-and-drop')}"]
     cv = record.get("cross_validation")
     if cv:
@@ -62,12 +62,21 @@ def report(record: dict) -> str:
                     f"({record['operating_point']['chosen_on']}). The fold metrics above were measured at the recipe's "
                     "min_confidence before this update; the cross-fitted tables are the honest ones."]
     f = record["final"]
-    names = [f["proposals"]] if isinstance(f["proposals"], str) else f["proposals"]
-    models = ", ".join(f"{n} ({f['sha256'][n][:12]}…)" for n in (*names, f["classifier"]))
+    models = ", ".join(f"{n} ({sha[:12]}…)" for n, sha in f["sha256"].items())  # proposals, then the classifier
     out += ["", f"Final models: {models}, trained on all rows at {record.get('trained_at', '?')}."]
     return "\n".join(out) + "\n"
+
+
+def _nets(nets: str | list) -> str:
+    """"a", ["a", "b"] (fused: "a + b") or [["a", "b"], ["c"]] (opinions: "a + b | c")."""
+    if isinstance(nets, str):
+        return nets
+    if nets and isinstance(nets[0], list):
+        return " | ".join(" + ".join(o) for o in nets) + " (each opinion fused; the surest counts)"
+    return " + ".join(nets) + (" (fused)" if len(nets) > 1 else "")
 
 
 if __name__ == "__main__":
     for path in sys.argv[1:]:
         print(report(json.loads(Path(path).read_text())))
+

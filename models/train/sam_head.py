@@ -10,6 +10,12 @@ none of it is, and is ignored in between (or when it lies on the encoder's paddi
 Loss: per-cell cross-entropy plus an image-level term on the top-k cells' defect probability
 (a good part with one confident false cell is penalised as a whole), as for the U-Net.
 
+Recipe ``vision.proposal_net = "sam-context-head"``: the same, but after the 1x1 bottleneck
+(C -> HIDDEN -> CONTEXT_CHANNELS) four residual 3x3 convolutions dilated 1, 2, 4, 8 let each
+cell see ~31 cells (~120 px of a 256-px view) around it; trained with flips. On the magnetic
+tiles it finds break, fray and uneven that the per-location head and the pixel MLP miss
+(models/trained/README.md); it is meant as a second opinion next to them.
+
 Exported: in ``image_embeddings`` [1, C, g, g], out ``probs`` [1, K+1, g, g]; metadata
 ``extra.input = "sam_embedding"`` and the encoder's sha256.
 """
@@ -33,6 +39,8 @@ from station.vision.segmentation import EncodedView, SamSegmenter
 log = logging.getLogger("station.train")
 
 HIDDEN = 64
+CONTEXT_CHANNELS = 32
+CONTEXT_DILATIONS = (1, 2, 4, 8)
 POSITIVE_FRACTION = 0.1
 IGNORE = -1
 BATCH = 16
@@ -98,6 +106,50 @@ class EmbeddingHead(nn.Module):
         return self.net(x)
 
 
+class _Residual(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation),
+                                  nn.BatchNorm2d(channels), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class ContextHead(nn.Module):
+    """The per-location head's bottleneck, then dilated residual 3x3 convolutions (see the module doc)."""
+
+    def __init__(self, channels: int, n_classes: int, hidden: int = HIDDEN):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.Conv2d(hidden, CONTEXT_CHANNELS, 1), nn.ReLU(),
+            *(_Residual(CONTEXT_CHANNELS, d) for d in CONTEXT_DILATIONS),
+            nn.Conv2d(CONTEXT_CHANNELS, n_classes + 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+HEADS = {"sam-head": EmbeddingHead, "sam-context-head": ContextHead}
+
+
+def _rotate(x: torch.Tensor, k: int, dims: tuple[int, int]) -> torch.Tensor:
+    return torch.rot90(x, k, dims)
+
+
+def _flip(x: torch.Tensor, k: int, dims: tuple[int, int]) -> torch.Tensor:
+    """k in 0..3: as is, flipped along the second dim, along the first, along both."""
+    along = [d for d, on in zip(dims, ((k >> 1) & 1, k & 1)) if on]
+    return torch.flip(x, along) if along else x
+
+
+# the per-location head was measured with 90° rotations, the context head with flips
+# (a rotation turns the encoder's padding, bottom and right, to another side)
+AUGMENT = {"sam-head": _rotate, "sam-context-head": _flip}
+
+
 def head_loss(logits: torch.Tensor, target: torch.Tensor, is_defect: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
     """Cell cross-entropy + image-level BCE on the mean defect probability of the top-k valid cells."""
     cells = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE)
@@ -108,8 +160,10 @@ def head_loss(logits: torch.Tensor, target: torch.Tensor, is_defect: torch.Tenso
     return cells + IMAGE_LOSS_WEIGHT * F.binary_cross_entropy(top, is_defect.float())
 
 
-def train_sam_head(encoded: list[EncodedSample], n_classes: int, seed: int = 0, epochs: int = EPOCHS) -> EmbeddingHead:
-    """Half of each batch good parts, half defective (when both exist); random 90° rotations."""
+def train_sam_head(encoded: list[EncodedSample], n_classes: int, seed: int = 0, epochs: int = EPOCHS,
+                   kind: str = "sam-head") -> nn.Module:
+    """Half of each batch good parts, half defective (when both exist); random 90° rotations
+    (``kind`` "sam-head") or flips ("sam-context-head")."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(np.stack([e.embedding for e in encoded]))
@@ -119,20 +173,21 @@ def train_sam_head(encoded: list[EncodedSample], n_classes: int, seed: int = 0, 
     weights = np.where(good, 0.5 / max(1, good.sum()), 0.5 / max(1, (~good).sum()))
     weights /= weights.sum()
     steps = max(50, epochs * len(encoded) // BATCH)
-    net = EmbeddingHead(x.shape[1], n_classes)
+    net = HEADS[kind](x.shape[1], n_classes)
+    augment = AUGMENT[kind]
     class_weights = torch.tensor([1.0] + [DEFECT_CLASS_WEIGHT] * n_classes)
 
     def step_loss() -> tuple[torch.Tensor, str]:
         pick = torch.from_numpy(rng.choice(len(encoded), BATCH, p=weights))
         k = int(rng.integers(4))
-        xb, tb = torch.rot90(x[pick].float(), k, (2, 3)), torch.rot90(t[pick], k, (1, 2))
+        xb, tb = augment(x[pick].float(), k, (2, 3)), augment(t[pick], k, (1, 2))
         loss = head_loss(net(xb), tb, y[pick] > 0, class_weights)
         return loss, f"loss {loss.item():.3f}"
 
-    return fit_one_cycle(net, steps, 1e-3, step_loss, "sam head")
+    return fit_one_cycle(net, steps, 1e-3, step_loss, kind)
 
 
-def export_sam_head(net: EmbeddingHead, path, channels: int, grid: int) -> None:
+def export_sam_head(net: nn.Module, path, channels: int, grid: int) -> None:
     torch.onnx.export(
         WithSoftmax(net).eval(), (torch.zeros(1, channels, grid, grid),), str(path), input_names=["image_embeddings"],
         output_names=["probs"], opset_version=17, dynamo=False,

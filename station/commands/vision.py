@@ -137,6 +137,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                     print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:.3f}" for c, v in t.items()))
                 print_metrics(fitted["pooled"])
     final = record["final"]
-    proposals = final["proposals"] if isinstance(final["proposals"], str) else ", ".join(final["proposals"])
+    proposals = ", ".join(n for n in final["sha256"] if n != final["classifier"])
     print(f"trained {proposals} and {final['classifier']} into {args.out}")
     return 0

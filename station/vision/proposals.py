@@ -21,6 +21,14 @@ magnetic tiles (grouped 3-fold, models/trained/README.md) the pixel MLP and the 
 head miss different defects, and fused they find about twice as many at the same false-reject
 rate as either alone.
 
+Several such opinions (``ProposalOpinions``, recipe ``models.proposals`` a list of lists, each
+one model or several fused as above) are combined per pixel by the surest: the defect
+probability is the highest of the opinions', the class distribution that opinion's. A product
+lets one model's confident "background" veto another's finding; a second opinion cannot be
+vetoed, so a net that sees what the others miss (the context head on break, fray, uneven) adds
+its findings, and only its own false positives cost false rejects (measured on the magnetic
+tiles, models/trained/README.md).
+
 Regions are hysteresis components of the defect probability ``1 - p(background)``: seeded
 above ``threshold`` and grown down to half of it. Coordinates are view px.
 
@@ -60,8 +68,8 @@ class Proposal:
     class_probs: np.ndarray  # [K] mean class probabilities in the region, sums to 1
 
 
-class _Proposer(ABC):
-    """What both a single stage and an ensemble offer: ``probabilities`` and, from them, regions."""
+class Proposer(ABC):
+    """What a single stage, an ensemble and opinions offer: ``probabilities`` and, from them, regions."""
 
     classes: list[str]
 
@@ -101,7 +109,7 @@ def _inner(p: np.ndarray, margin_px: int) -> np.ndarray:
     return out
 
 
-class ProposalStage(_Proposer):
+class ProposalStage(Proposer):
     def __init__(self, model: InferenceModel, recipe_classes: list[str]):
         meta = model.metadata
         if meta.role != "proposals":
@@ -145,12 +153,13 @@ class ProposalStage(_Proposer):
         return next(iter(out.values()))[0]
 
 
-class ProposalEnsemble(_Proposer):
-    """Several proposal stages over the same classes, fused per pixel (see the module doc)."""
+class _Combined(Proposer):
+    """Proposers over the same classes (and, when they read SAM embeddings, the same encoder)."""
 
-    def __init__(self, stages: list[ProposalStage]):
-        if not stages:
-            raise ValueError("a proposal ensemble needs at least one stage")
+    def __init__(self, parts: list[Proposer], what: str):
+        if not parts:
+            raise ValueError(f"{what} needs at least one proposal stage")
+        stages = [s for p in parts for s in _stages(p)]
         names = [s.model.metadata.name for s in stages]
         for s in stages[1:]:
             if s.classes != stages[0].classes:
@@ -158,17 +167,51 @@ class ProposalEnsemble(_Proposer):
         encoders = {s.encoder_sha256 for s in stages if s.embedding_input}
         if len(encoders) > 1:
             raise ModelError(f"proposal models {names} were trained on the embeddings of different encoders")
-        self.stages = stages
         self.classes = stages[0].classes
         self.feature_input = any(s.feature_input for s in stages)
         self.embedding_input = bool(encoders)
         self.encoder_sha256 = next(iter(encoders), None)
 
-    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
-                      encoded: EncodedView | None = None) -> np.ndarray:
+    def _features(self, grey: np.ndarray, features: np.ndarray | None) -> np.ndarray | None:
         if self.feature_input and features is None:  # the filter bank once per view, for every stage that reads it
             features = pixel_features(grey)
+        return features
+
+
+def _stages(p: Proposer) -> list[ProposalStage]:
+    return [p] if isinstance(p, ProposalStage) else [s for part in p.parts for s in _stages(part)]
+
+
+class ProposalEnsemble(_Combined):
+    """Several proposal stages over the same classes, fused per pixel (product of experts, see the module doc)."""
+
+    def __init__(self, stages: list[ProposalStage]):
+        super().__init__(stages, "a proposal ensemble")
+        self.stages = self.parts = stages
+
+    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
+                      encoded: EncodedView | None = None) -> np.ndarray:
+        features = self._features(grey, features)
         return fuse([s.probabilities(grey, features, encoded) for s in self.stages])
+
+
+class ProposalOpinions(_Combined):
+    """Several opinions (a stage or an ensemble each), the surest counts per pixel (see the module doc)."""
+
+    def __init__(self, opinions: list[ProposalStage | ProposalEnsemble]):
+        super().__init__(opinions, "proposal opinions")
+        self.opinions = self.parts = opinions
+
+    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
+                      encoded: EncodedView | None = None) -> np.ndarray:
+        features = self._features(grey, features)
+        return surest([o.probabilities(grey, features, encoded) for o in self.opinions])
+
+
+def proposer(opinions: list[list[ProposalStage]]) -> Proposer:
+    """The proposal stage a recipe's ``models.proposals`` describes (opinions of fused stages), at its simplest."""
+    parts = [group[0] if len(group) == 1 else ProposalEnsemble(group) for group in opinions]
+    return parts[0] if len(parts) == 1 else ProposalOpinions(parts)
 
 
 def fuse(maps: list[np.ndarray]) -> np.ndarray:
@@ -182,6 +225,15 @@ def fuse(maps: list[np.ndarray]) -> np.ndarray:
     weighted = sum(m[1:] for m in maps)
     classes = weighted / np.maximum(weighted.sum(axis=0, keepdims=True), 1e-6)
     return np.concatenate([(1.0 - fused)[None], fused[None] * classes]).astype(np.float32)
+
+
+def surest(maps: list[np.ndarray]) -> np.ndarray:
+    """Per pixel the [K+1] probabilities of the map with the highest defect probability (see the module doc)."""
+    if len(maps) == 1:
+        return maps[0]
+    stacked = np.stack(maps)
+    winner = np.argmin(stacked[:, 0], axis=0)  # least background = most defect
+    return np.take_along_axis(stacked, winner[None, None], axis=0)[0].astype(np.float32, copy=False)
 
 
 def embedding_map_to_view(grid: np.ndarray, encoded: EncodedView) -> np.ndarray:

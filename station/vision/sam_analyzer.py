@@ -1,8 +1,9 @@
 """The model pipeline (recipe ``vision.analyzer = "sam"``): propose, name, outline.
 
-Per view: the proposal stage (one model, or several fused per pixel) finds candidate regions at
-native resolution; the classifier (when the recipe has one) names each region and, unless the
-recipe's ``vision.classifier_role`` is ``"name"``, drops it as "not a defect"; each kept region
+Per view: the proposal stage (one model, several fused per pixel, or opinions of such) finds
+candidate regions at native resolution; the classifier (when the recipe has one) names each
+region and, unless the recipe's ``vision.classifier_role`` is ``"name"``, drops it as "not a
+defect"; each kept region
 is outlined either by the SAM decoder from its box (class ``mask_source = "sam"``; the view is
 encoded once and reused by every prompt on it, or with ``vision.tile_px`` > 0 a window of that
 many native pixels around each proposal is encoded, for views much larger than the encoder
@@ -28,7 +29,7 @@ from station.inspection import Defect, View
 from station.recipe import Recipe
 from station.vision.classifier import RegionClassifier
 from station.vision.preprocess import to_gray
-from station.vision.proposals import ProposalEnsemble, ProposalStage
+from station.vision.proposals import ProposalStage, Proposer, proposer
 from station.vision.regions import box_of, roi_mask
 from station.vision.segmentation import SamSegmenter
 
@@ -36,7 +37,7 @@ BOX_MARGIN_PX = 2
 
 
 class SamAnalyzer:
-    def __init__(self, recipe: Recipe, proposals: ProposalStage | ProposalEnsemble, classifier: RegionClassifier | None,
+    def __init__(self, recipe: Recipe, proposals: Proposer, classifier: RegionClassifier | None,
                  segmenter: SamSegmenter | None, model_hashes: dict[str, str]):
         self.recipe = recipe
         self.proposals = proposals
@@ -131,8 +132,7 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
         hashes[name] = model.metadata.sha256
         return model
 
-    stages = [ProposalStage(open_model(name), names) for name in refs.proposals]
-    proposals = stages[0] if len(stages) == 1 else ProposalEnsemble(stages)
+    proposals = proposer([[ProposalStage(open_model(name), names) for name in opinion] for opinion in refs.proposals])
     classifier = RegionClassifier(open_model(refs.classifier), names) if refs.classifier else None
     segmenter = None
     if proposals.embedding_input or any(c.mask_source == "sam" for c in recipe.classes):
@@ -142,7 +142,7 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
         segmenter = SamSegmenter(open_model(refs.segmentation), open_model(meta.pair))
     if proposals.embedding_input and proposals.encoder_sha256 != segmenter.encoder.metadata.sha256:
         raise ModelError(
-            f"proposal model(s) {', '.join(refs.proposals)} were trained on the embeddings of encoder sha256 {proposals.encoder_sha256[:12]}…; "
+            f"proposal model(s) {', '.join(refs.proposal_names)} were trained on the embeddings of encoder sha256 {proposals.encoder_sha256[:12]}…; "
             f"the recipe's segmentation model {refs.segmentation} has {segmenter.encoder.metadata.sha256[:12]}…: retrain it"
         )
     return SamAnalyzer(recipe, proposals, classifier, segmenter, hashes)

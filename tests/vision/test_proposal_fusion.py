@@ -1,5 +1,6 @@
-"""Several proposal models fused per pixel (recipe ``models.proposals`` a list): the fusion
-rule, the ensemble over real ONNX models, its refusals, and the analyzer loading one."""
+"""Several proposal models fused per pixel (recipe ``models.proposals`` a list), and opinions of
+such (a list of lists, the surest counts): the rules, both over real ONNX models, their
+refusals, and the analyzer loading them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import pytest
 from station.inference.metadata import InputSpec, ModelError, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
 from station.recipe import load_recipe
-from station.vision.proposals import BACKGROUND, ProposalEnsemble, ProposalStage, fuse
+from station.vision.proposals import (
+    BACKGROUND,
+    ProposalEnsemble,
+    ProposalOpinions,
+    ProposalStage,
+    fuse,
+    surest,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -43,22 +51,32 @@ def test_fusion_adds_log_odds_and_weights_classes_by_confidence():
     assert fuse([one]) is one
 
 
-class DarkBelow(torch.nn.Module):
-    """A stand-in proposal net on the grey view: p(blowhole) = 0.7 where the grey is below
-    ``level``, 0.05 elsewhere (a steep sigmoid, so exported as ordinary ONNX ops)."""
+def test_opinions_keep_per_pixel_the_surest_map_with_its_own_classes():
+    a = two_class_map(np.array([[0.7, 0.2, 0.05]]), 1.0)  # says blowhole
+    b = two_class_map(np.array([[0.4, 0.9, 0.05]]), 0.0)  # says crack
+    out = surest([a, b])
+    assert np.allclose(1 - out[0, 0], [0.7, 0.9, 0.05])  # no vote: the surer one, whoever it is
+    assert np.allclose(out[:, 0, 0], a[:, 0, 0]) and np.allclose(out[:, 0, 1], b[:, 0, 1])  # its classes too
+    assert np.allclose(out.sum(axis=0), 1.0, atol=1e-6)
+    assert surest([a]) is a
 
-    def __init__(self, level: float):
+
+class DarkBelow(torch.nn.Module):
+    """A stand-in proposal net on the grey view: p(blowhole) = ``peak`` (0.7) where the grey is
+    below ``level``, 0.05 elsewhere (a steep sigmoid, so exported as ordinary ONNX ops)."""
+
+    def __init__(self, level: float, peak: float = 0.7):
         super().__init__()
-        self.level = level
+        self.level, self.peak = level, peak
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        d = 0.05 + 0.65 * torch.sigmoid(200.0 * (self.level - image))
+        d = 0.05 + (self.peak - 0.05) * torch.sigmoid(200.0 * (self.level - image))
         return torch.cat([1 - d, d], dim=1)
 
 
-def grey_model(tmp_path: Path, name: str, level: float, classes=(BACKGROUND, "blowhole"), extra=None) -> OnnxModel:
+def grey_model(tmp_path: Path, name: str, level: float, classes=(BACKGROUND, "blowhole"), extra=None, peak: float = 0.7) -> OnnxModel:
     path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(DarkBelow(level), (torch.zeros(1, 1, 8, 8),), str(path), input_names=["image"], output_names=["probs"],
+    torch.onnx.export(DarkBelow(level, peak), (torch.zeros(1, 1, 8, 8),), str(path), input_names=["image"], output_names=["probs"],
                       opset_version=17, dynamo=False,
                       dynamic_axes={"image": {2: "h", 3: "w"}, "probs": {2: "h", 3: "w"}})
     meta = ModelMetadata(name=name, role="proposals", file=path.name, sha256=sha256_file(path), classes=list(classes),
@@ -97,7 +115,33 @@ def test_ensemble_refuses_models_that_do_not_fit_together(tmp_path):
                            ["blowhole"]) for i, sha in enumerate(("ab" * 32, "cd" * 32))]
     with pytest.raises(ModelError, match="different encoders"):
         ProposalEnsemble(heads)
-    assert ProposalEnsemble([heads[0], ProposalStage(grey_model(tmp_path, "g", 0.5), ["blowhole"])]).encoder_sha256 == "ab" * 32
+    grey = ProposalStage(grey_model(tmp_path, "g", 0.5), ["blowhole"])
+    assert ProposalEnsemble([heads[0], grey]).encoder_sha256 == "ab" * 32
+    # opinions check every model inside them, not only their own parts
+    with pytest.raises(ModelError, match="different encoders"):
+        ProposalOpinions([ProposalEnsemble([heads[0], grey]), heads[1]])
+    with pytest.raises(ModelError, match="do not share their classes"):
+        ProposalOpinions([a, c])
+    assert ProposalOpinions([ProposalEnsemble([heads[0], grey]), grey]).encoder_sha256 == "ab" * 32
+
+
+def test_a_second_opinion_keeps_what_a_product_would_veto(tmp_path):
+    a = ProposalStage(grey_model(tmp_path, "a", 0.5), ["blowhole"])  # sure the lighter mark is background (0.05)
+    b = ProposalStage(grey_model(tmp_path, "b", 0.75), ["blowhole"])
+    c = ProposalStage(grey_model(tmp_path, "c", 0.75, peak=0.95), ["blowhole"])  # sure of both marks
+    grey = part_with_two_marks()
+    vetoed = ProposalEnsemble([a, b, c]).find(grey, 0.8, 8)
+    assert [p.box[0] < 30 for p in vetoed] == [True]  # a's "background" outvotes c on the lighter mark
+    opinions = ProposalOpinions([ProposalEnsemble([a, b]), c])
+    found = sorted(opinions.find(grey, 0.8, 8), key=lambda p: p.box[0])
+    assert len(found) == 2
+    assert found[0].box[2] <= 22 and found[1].box[0] >= 48 and found[1].box[2] <= 62
+    assert found[1].score == pytest.approx(0.95, abs=0.02)  # c's own certainty, not a vote
+    assert not opinions.embedding_input and not opinions.feature_input
+    # on plain background each opinion says its own: the product ~0.003, c 0.05, so 0.05
+    background = 1 - opinions.probabilities(grey)[0, 55, 75]
+    assert background == pytest.approx(0.05, abs=0.005)
+    assert 1 - ProposalEnsemble([a, b]).probabilities(grey)[0, 55, 75] < 0.005
 
 
 def test_recipe_names_one_or_several_proposal_models_never_twice(tmp_path):
@@ -106,16 +150,24 @@ def test_recipe_names_one_or_several_proposal_models_never_twice(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = "a"', text))  # one: a plain string
     one = load_recipe(path).recipe
-    assert one.models.proposals == ["a"] and one.vision.proposal_net == ["pixel-mlp"]
-    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "b"]', text)
+    assert one.models.proposals == [["a"]] and one.vision.proposal_net == [["pixel-mlp"]]
+    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "b"]', text)  # several: fused
                     .replace("[vision]\n", '[vision]\nproposal_net = ["pixel-mlp", "sam-head"]\n', 1))
     two = load_recipe(path).recipe
-    assert two.models.proposals == ["a", "b"] and two.vision.proposal_net == ["pixel-mlp", "sam-head"]
+    assert two.models.proposals == [["a", "b"]] and two.vision.proposal_net == [["pixel-mlp", "sam-head"]]
+    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = [["a", "b"], ["c"]]', text)  # opinions
+                    .replace("[vision]\n", '[vision]\nproposal_net = [["pixel-mlp", "sam-head"], ["sam-context-head"]]\n', 1))
+    opinions = load_recipe(path).recipe
+    assert opinions.models.proposals == [["a", "b"], ["c"]] and opinions.models.proposal_names == ["a", "b", "c"]
+    assert opinions.vision.proposal_net_kinds == ["pixel-mlp", "sam-head", "sam-context-head"]
+    assert opinions.vision.proposals_on_sam_embedding and not one.vision.proposals_on_sam_embedding
     from station.config_errors import ConfigError
 
-    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "a"]', text))
-    with pytest.raises(ConfigError, match="named twice"):
-        load_recipe(path)
+    for bad, why in (('["a", "a"]', "named twice"), ('[["a"], ["b", "a"]]', "named twice"),
+                     ('["a", ["b"]]', "not both"), ('[["a"], []]', "names no model")):
+        path.write_text(re.sub(r'(?m)^proposals = .*$', f"proposals = {bad}", text))
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            load_recipe(path)
     path.write_text(text.replace("[vision]\n", '[vision]\nproposal_net = ["unet", "yolo"]\n', 1))
     with pytest.raises(ConfigError, match="proposal_net"):
         load_recipe(path)
@@ -155,6 +207,22 @@ def test_the_analyzer_loads_a_recipe_with_two_proposal_models_and_outlines_the_f
     assert [d.class_name for d in defects] == ["blowhole"]
     _, _, x1, y1 = defects[0].box
     assert x1 <= 25 and y1 <= 25  # the mark both models half-see, not the one only b sees
+
+
+def test_the_analyzer_loads_a_recipe_with_two_opinions_and_keeps_the_second_ones_finding(tmp_path, sam_models_dir):
+    from station.inspection import View
+    from station.vision.sam_analyzer import load_sam_analyzer
+
+    models = tmp_path / "models"
+    shutil.copytree(sam_models_dir, models)
+    grey_model(models, "a", 0.5)
+    grey_model(models, "b", 0.75)
+    grey_model(models, "c", 0.75, peak=0.95)
+    analyzer = load_sam_analyzer(stand_in_recipe(tmp_path, '[["a", "b"], ["c"]]', 0.8), models)
+    assert isinstance(analyzer.proposals, ProposalOpinions)
+    assert set(analyzer.model_hashes) >= {"a", "b", "c"}
+    defects = analyzer.find(View(camera="top", image=part_with_two_marks()))
+    assert sorted(d.box[0] < 30 for d in defects) == [False, True]  # both marks: c's is not vetoed by a
 
 
 class SaysNotADefect(torch.nn.Module):

@@ -62,7 +62,7 @@ def test_checksum_mismatch_is_refused_when_the_recipe_loads(sam_models_dir, tmp_
     loaded = load_recipe(repo_root / "recipes" / "magnetic-tile.toml")
     from station.models_store import pull
 
-    for name in (*loaded.recipe.models.proposals, loaded.recipe.models.classifier):
+    for name in (*loaded.recipe.models.proposal_names, loaded.recipe.models.classifier):
         pull(name, models)
     with pytest.raises(ModelError, match="sha256 .* refusing to load"):
         build_inspector(loaded, models)
@@ -77,7 +77,7 @@ def test_missing_and_corrupt_models_are_clear_errors(sam_models_dir, tmp_path, r
     from station.inference.metadata import ModelMetadata, sha256_file
     from station.models_store import pull
 
-    for name in (*loaded.recipe.models.proposals, loaded.recipe.models.classifier):
+    for name in (*loaded.recipe.models.proposal_names, loaded.recipe.models.classifier):
         pull(name, models)
     # a file that is not ONNX at all, with metadata claiming its (matching) checksum
     meta_path = models / f"{loaded.recipe.models.classifier}.json"

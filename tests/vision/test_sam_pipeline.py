@@ -78,7 +78,7 @@ def test_real_tiles_give_consistent_defects_verdicts_and_overlays(inspector, til
             insp = run(inspector, image)
             assert isinstance(insp.verdict, Verdict)
             assert insp.overlay.shape == image.shape + (3,) and insp.overlay.dtype == np.uint8
-            assert set(insp.model_hashes) == {*recipe.models.proposals, "magnetic-tile-classifier", "litemedsam", "litemedsam_decoder"}
+            assert set(insp.model_hashes) == {*recipe.models.proposal_names, "magnetic-tile-classifier", "litemedsam", "litemedsam_decoder"}
             for d in insp.defects:
                 assert d.class_name in names and 0.0 <= d.confidence <= 1.0
                 assert d.mask.shape == image.shape and d.area_px == int(d.mask.sum()) > 0

@@ -42,14 +42,18 @@ def test_update_recipe_models_rewrites_only_the_models_table(tmp_path):
     src = (REPO_ROOT / "recipes" / "steel-strip.toml").read_text()
     path = tmp_path / "steel-strip.toml"
     path.write_text(src)
-    update_recipe_models(path, ["p1"], "c1")
-    update_recipe_models(path, ["p2", "p3"], "c2")  # several proposal models: a TOML list
-    assert load_recipe(path).recipe.models.proposals == ["p2", "p3"]
-    update_recipe_models(path, ["p2"], "c2")
+    update_recipe_models(path, [["p1"]], "c1")
+    update_recipe_models(path, [["p2", "p3"]], "c2")  # several proposal models fused: a TOML list
+    assert load_recipe(path).recipe.models.proposals == [["p2", "p3"]]
+    assert 'proposals = ["p2", "p3"]' in path.read_text()
+    update_recipe_models(path, [["p2", "p3"], ["p4"]], "c2")  # two opinions: a list of lists
+    assert 'proposals = [["p2", "p3"], ["p4"]]' in path.read_text()
+    assert load_recipe(path).recipe.models.proposals == [["p2", "p3"], ["p4"]]
+    update_recipe_models(path, [["p2"]], "c2")
     text = path.read_text()
     assert text.count("\nproposals = ") == 1 and 'proposals = "p2"' in text and 'classifier = "c2"' in text
     recipe = load_recipe(path).recipe
-    assert recipe.models.segmentation == "litemedsam" and recipe.models.proposals == ["p2"]
+    assert recipe.models.segmentation == "litemedsam" and recipe.models.proposals == [["p2"]]
     def others(t: str) -> list[str]:
         return [line for line in t.splitlines() if line.strip() and not line.startswith(("proposals =", "classifier ="))]
 
@@ -72,7 +76,8 @@ def test_update_recipe_confidence_sets_each_named_class_only(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("proposal_net", ["unet", ["pixel-mlp", "sam-head"]], ids=["unet", "mlp+sam-head"])
+@pytest.mark.parametrize("proposal_net", ["unet", [["pixel-mlp", "sam-head"], ["sam-context-head"]]],
+                         ids=["unet", "mlp+sam-head|sam-context-head"])
 def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, proposal_net):
     pytest.importorskip("torch")
     data = shared_dir / "data" / "magnetic-tile-train"
@@ -97,9 +102,11 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, propo
     text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
     text = text.replace('mask_source = "sam"', 'mask_source = "proposal"')
     # the proposal stages with more moving parts than one pixel MLP (grey input and stride padding;
-    # SAM embeddings mapped back to the view, fused with the MLP), whatever the shipped recipe uses
-    nets = [proposal_net] if isinstance(proposal_net, str) else proposal_net
-    toml_nets = "[" + ", ".join(f'"{n}"' for n in nets) + "]"
+    # SAM embeddings mapped back to the view, fused with the MLP, a second opinion), whatever the
+    # shipped recipe uses
+    opinions = [[proposal_net]] if isinstance(proposal_net, str) else proposal_net
+    nets = [n for o in opinions for n in o]
+    toml_nets = "[" + ", ".join("[" + ", ".join(f'"{n}"' for n in o) + "]" for o in opinions) + "]"
     text = re.sub(r'(?m)^proposal_net = .*\n', "", text).replace("[vision]\n", f"[vision]\nproposal_net = {toml_nets}\n", 1)
     recipe.write_text(text)
     out = tmp_path / "trained"
@@ -132,14 +139,16 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, propo
         assert prop["extra"]["net"] == net
         if net == "unet":
             assert prop["extra"]["input"] == "grey" and record["proposal_steps"] == 60
-        elif net == "sam-head":
+        elif net in ("sam-head", "sam-context-head"):
             encoder = json.loads((tmp_path / "models" / "litemedsam.json").read_text())
             assert prop["extra"]["input"] == "sam_embedding" and prop["extra"]["encoder_sha256"] == encoder["sha256"]
             assert record["encoder"]["sha256"] == encoder["sha256"]
     clf = json.loads((out / "magnetic-tile-classifier.json").read_text())
     assert clf["classes"] == ["blowhole", "break", "crack", "fray", "uneven", "not_defect"]
     updated = load_recipe(recipe).recipe
-    assert updated.models.proposals == proposals and updated.models.classifier == "magnetic-tile-classifier"
+    names = iter(proposals)
+    assert updated.models.proposals == [[next(names) for _ in o] for o in opinions]
+    assert updated.models.classifier == "magnetic-tile-classifier"
     # the trained models run through `station eval` (copied in by pull from the models dir)
     models = tmp_path / "models"
     models.mkdir(exist_ok=True)
