@@ -154,11 +154,14 @@ class ProposalStage(Proposer):
 
 
 class _Combined(Proposer):
-    """Proposers over the same classes (and, when they read SAM embeddings, the same encoder)."""
+    """Proposers over the same classes (and, when they read SAM embeddings, the same encoder),
+    their maps combined per pixel by ``combine``."""
 
-    def __init__(self, parts: list[Proposer], what: str):
+    what = "proposers combined"
+
+    def __init__(self, parts: list[Proposer]):
         if not parts:
-            raise ValueError(f"{what} needs at least one proposal stage")
+            raise ValueError(f"{self.what} need at least one proposal stage")
         stages = [s for p in parts for s in _stages(p)]
         names = [s.model.metadata.name for s in stages]
         for s in stages[1:]:
@@ -167,15 +170,20 @@ class _Combined(Proposer):
         encoders = {s.encoder_sha256 for s in stages if s.embedding_input}
         if len(encoders) > 1:
             raise ModelError(f"proposal models {names} were trained on the embeddings of different encoders")
+        self.parts = parts
         self.classes = stages[0].classes
         self.feature_input = any(s.feature_input for s in stages)
         self.embedding_input = bool(encoders)
         self.encoder_sha256 = next(iter(encoders), None)
 
-    def _features(self, grey: np.ndarray, features: np.ndarray | None) -> np.ndarray | None:
+    @abstractmethod
+    def combine(self, maps: list[np.ndarray]) -> np.ndarray: ...
+
+    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
+                      encoded: EncodedView | None = None) -> np.ndarray:
         if self.feature_input and features is None:  # the filter bank once per view, for every stage that reads it
             features = pixel_features(grey)
-        return features
+        return self.combine([p.probabilities(grey, features, encoded) for p in self.parts])
 
 
 def _stages(p: Proposer) -> list[ProposalStage]:
@@ -183,29 +191,21 @@ def _stages(p: Proposer) -> list[ProposalStage]:
 
 
 class ProposalEnsemble(_Combined):
-    """Several proposal stages over the same classes, fused per pixel (product of experts, see the module doc)."""
+    """Several proposal stages (``parts``) over the same classes, fused per pixel (product of experts, see the module doc)."""
 
-    def __init__(self, stages: list[ProposalStage]):
-        super().__init__(stages, "a proposal ensemble")
-        self.stages = self.parts = stages
+    what = "proposal ensembles"
 
-    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
-                      encoded: EncodedView | None = None) -> np.ndarray:
-        features = self._features(grey, features)
-        return fuse([s.probabilities(grey, features, encoded) for s in self.stages])
+    def combine(self, maps: list[np.ndarray]) -> np.ndarray:
+        return fuse(maps)
 
 
 class ProposalOpinions(_Combined):
-    """Several opinions (a stage or an ensemble each), the surest counts per pixel (see the module doc)."""
+    """Several opinions (``parts``: a stage or an ensemble each), the surest counts per pixel (see the module doc)."""
 
-    def __init__(self, opinions: list[ProposalStage | ProposalEnsemble]):
-        super().__init__(opinions, "proposal opinions")
-        self.opinions = self.parts = opinions
+    what = "proposal opinions"
 
-    def probabilities(self, grey: np.ndarray, features: np.ndarray | None = None,
-                      encoded: EncodedView | None = None) -> np.ndarray:
-        features = self._features(grey, features)
-        return surest([o.probabilities(grey, features, encoded) for o in self.opinions])
+    def combine(self, maps: list[np.ndarray]) -> np.ndarray:
+        return surest(maps)
 
 
 def proposer(opinions: list[list[ProposalStage]]) -> Proposer:
