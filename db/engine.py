@@ -3,17 +3,20 @@
 SQLite (the default, one station): WAL journal so readers (HMI, CLI) never block the
 writer, ``synchronous=NORMAL`` (in WAL a crash or ``kill -9`` never corrupts the file; a
 power cut can lose the last transactions, not consistency), foreign keys on, and a busy
-timeout so a briefly locked file waits instead of failing. PostgreSQL (a whole plant):
+timeout so a briefly locked file waits instead of failing. A pooled connection whose file was
+replaced under it (set aside as corrupt by the history writer, restored from a backup) is
+dropped at checkout and a new one opens the file now at the path. PostgreSQL (a whole plant):
 ``postgresql+psycopg://user@host/db``, with pre-ping so a restarted server is reconnected.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
@@ -47,6 +50,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, ech
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000.0})
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+        if path is not None:
+            event.listen(engine, "connect", _remember_file(path))
+            event.listen(engine, "checkout", _same_file(path))
         # pysqlite only opens transactions before DML, so DDL (migrations) would autocommit
         # statement by statement; take transaction control back (SQLAlchemy's documented recipe)
         event.listen(engine, "begin", _sqlite_begin)
@@ -58,6 +64,30 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, ech
             raise DatabaseUrlError(f"use postgresql+psycopg:// (psycopg 3), not {parsed.drivername!r}")
         return create_engine(parsed, echo=echo, pool_pre_ping=True)
     raise DatabaseUrlError(f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _remember_file(path: Path):
+    def on_connect(_dbapi_conn, record) -> None:
+        record.info["file_id"] = _file_id(path)
+
+    return on_connect
+
+
+def _same_file(path: Path):
+    def on_checkout(_dbapi_conn, record, _proxy) -> None:
+        if record.info.get("file_id") != _file_id(path):
+            # the pool drops this connection and opens a new one (SQLAlchemy's disconnect handling)
+            raise DisconnectionError(f"{path} was replaced since this connection opened it")
+
+    return on_checkout
 
 
 WRITE = {"sqlite_begin": "IMMEDIATE"}  # execution options for a connection that will write

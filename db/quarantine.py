@@ -1,4 +1,4 @@
-"""A corrupt SQLite history file is set aside at start-up, never deleted.
+"""A corrupt SQLite history file is set aside (at start-up, or when a write finds it corrupt), never deleted.
 
 ``corruption(path)`` opens the file read-only (so it neither creates nor checkpoints it) and
 runs ``PRAGMA quick_check``: it returns why the file is corrupt, or None. Only SQLite's own
@@ -56,15 +56,19 @@ def corruption(path: Path, *, busy_timeout_s: float = 5.0) -> str | None:
     try:
         rows = [str(r[0]) for r in con.execute("PRAGMA quick_check")]
     except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB):
-            return str(exc)
-        return None
+        return str(exc) if says_corrupt(exc) else None
     finally:
         con.close()
     if rows == ["ok"]:
         return None
     return "quick_check: " + "; ".join(rows[:3]) + (f" (+{len(rows) - 3} more)" if len(rows) > 3 else "")
+
+
+def says_corrupt(exc: BaseException) -> bool:
+    """True if ``exc`` (sqlite3's, or SQLAlchemy's wrapping it) is SQLite reporting a corrupt
+    file or not a database; a locked, full or unreadable file is not."""
+    code = getattr(getattr(exc, "orig", exc), "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
 def set_aside(path: Path, now: dt.datetime | None = None) -> Path:

@@ -6,9 +6,11 @@ takes batches from the queue, writes their archive images, then inserts each bat
 inspections with their defects and image rows in one transaction — so after a crash (even
 ``kill -9``) every stored inspection is complete.
 
-A SQLite file found corrupt at start-up (not a database, truncated, failing quick_check) is
-renamed aside next to itself (``db.quarantine``, never deleted) and a fresh database is
-created; alarm ``history_db_corrupt`` says where the old file went.
+A SQLite file found corrupt at start-up (not a database, truncated, failing quick_check), or
+while running (a write fails with SQLite's "malformed" or "not a database" and quick_check
+confirms it), is renamed aside next to itself (``db.quarantine``, never deleted) and a fresh
+database is created; the results waiting are written to it. Alarm ``history_db_corrupt`` says
+where the old file went; it clears (and waits for acknowledgement) once the fresh file takes a write.
 
 When the database is locked, full or broken, the batch is retried with backoff while new
 results wait in the queue; an alarm says what is wrong. If the queue overflows, results
@@ -37,7 +39,7 @@ from db.archive import ImageArchive, apply_retention, reconcile
 from db.engine import WRITE, make_engine
 from db.migrate import SchemaTooNew, upgrade
 from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
-from db.quarantine import corruption, set_aside, sqlite_file
+from db.quarantine import corruption, says_corrupt, set_aside, sqlite_file
 from station.alarms import AlarmBoard, Severity
 from station.config import ArchiveConfig, DatabaseConfig
 from station.inspection import Inspection, Outcome
@@ -138,6 +140,7 @@ class HistoryWriter:
         self._attempt = 0  # consecutive failures, for the backoff
         self._maintenance_runs = 0
         self._in_hand: list = []  # the batch the writer thread holds (settled as lost if it crashes)
+        self._fresh_after_set_aside = False  # a corrupt file was moved: clear its alarm at the first write
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -148,15 +151,16 @@ class HistoryWriter:
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
-    def _set_aside_if_corrupt(self) -> None:
+    def _set_aside_if_corrupt(self) -> bool:
         """A corrupt SQLite file would hold every result in memory until the queue overflows:
-        move it aside (its data may be recoverable) and let the migration create a fresh one."""
+        move it aside (its data may be recoverable) and let the migration create a fresh one.
+        True if it was moved."""
         path = sqlite_file(self.engine)
         if path is None:
-            return
+            return False
         problem = corruption(path)
         if problem is None:
-            return
+            return False
         self.engine.dispose()  # no pooled connection may go on using the file being moved
         try:
             moved = set_aside(path)
@@ -165,12 +169,15 @@ class HistoryWriter:
                    "results are held in memory; move or restore the file")
             log.error("%s", msg)
             self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
-            return
+            return False
+        when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         msg = (f"history database {path} was corrupt ({problem}): moved to {moved} (kept for recovery) "
-               f"and a new, empty database started; history before this start is in the moved file, "
+               f"and a new, empty database started at {when}; history before then is in the moved file, "
                f"its images stay in {self.archive.directory} while the moved file is there")
         log.error("%s", msg)
         self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
+        self._fresh_after_set_aside = True
+        return True
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything published so far is written (or counted lost). False on timeout."""
@@ -402,6 +409,8 @@ class HistoryWriter:
         except Exception as exc:
             if not _permanent(exc):
                 self._db_failed(f"history batch of {len(batch)} not written", exc)
+                if says_corrupt(exc) and self._set_aside_if_corrupt():
+                    self._migrated = False  # the loop creates the fresh file, then retries this batch
                 return batch
             if len(batch) > 1:
                 for i, p in enumerate(batch):
@@ -422,6 +431,9 @@ class HistoryWriter:
         if self._attempt:
             self._attempt = 0
             self.alarms.clear(ALARM_DB)
+        if self._fresh_after_set_aside:
+            self._fresh_after_set_aside = False
+            self.alarms.clear(ALARM_DB_CORRUPT)  # stays listed until acknowledged; the moved file stays
         if self.alarms.is_active(ALARM_QUEUE):
             self.alarms.clear(ALARM_QUEUE)  # the count stays in stats.lost
         return []

@@ -1,7 +1,8 @@
-"""A corrupt SQLite history file at start-up: real files of garbage bytes and real databases cut
-short. The file is set aside next to itself (never deleted), a fresh database takes the
-results, an alarm says where the old file went, its images are kept, and the station goes on
-inspecting with the PLC: never a PASS for a part it did not inspect."""
+"""A corrupt SQLite history file at start-up (real files of garbage bytes, real databases cut
+short) or one that turns corrupt under the running writer (its pages overwritten). The file is
+set aside next to itself (never deleted), a fresh database takes the results, an alarm says
+where the old file went, its images are kept, and the station goes on inspecting with the PLC:
+never a PASS for a part it did not inspect."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from db.archive import ImageArchive, reconcile
 from db.engine import make_engine
 from db.models import InspectionRow
-from db.quarantine import corruption, set_aside, set_aside_before
+from db.quarantine import corruption, says_corrupt, set_aside, set_aside_before
 from db.writer import ALARM_DB, ALARM_DB_CORRUPT, HistoryWriter
 from history_testkit import make_inspection
 from station.alarms import AlarmBoard
@@ -92,10 +93,84 @@ def test_a_file_of_garbage_bytes_is_set_aside_and_a_fresh_database_takes_the_res
         assert w.flush(30)
         assert (w.stats.written, w.stats.lost, w.stats.failed_attempts) == (5, 0, 0)
         assert [r.sequence for r in rows(w.engine)] == [0, 1, 2, 3, 4]
+        # the fresh file took its first write: the alarm clears and stays listed until acknowledged
+        assert not w.alarms.is_active(ALARM_DB_CORRUPT)
+        (listed,) = [a for a in w.alarms.all() if a.key == ALARM_DB_CORRUPT]
+        assert not listed.acknowledged and str(moved) in listed.message
     finally:
         w.close()
     assert quick_check(db) == ["ok"]
     assert moved.read_bytes() == garbage(64 * 1024)  # untouched by the fresh database
+
+
+def test_a_database_that_turns_corrupt_while_running_is_set_aside_and_the_waiting_results_go_to_a_fresh_one(tmp_path):
+    """Pages overwritten under the running writer: the next batch fails with "malformed", the
+    file is checked, set aside and replaced, and that batch lands in the fresh file. A reader
+    with its own engine (the HMI's) that had the old file open reads the fresh one next."""
+    db = tmp_path / "history.db"
+    w = writer_for(tmp_path, retry_backoff_s=(0.05,), reconcile_grace_s=0.0)
+    reader = make_engine(f"sqlite:///{db}")
+    w.start()
+    try:
+        for i in range(30):
+            w.publish(make_inspection(i, reject=i % 3 == 0))
+        assert w.flush(30) and w.stats.written == 30
+        assert len(rows(reader)) == 30  # the reader's pooled connection now has the file open
+        old_images = sorted((tmp_path / "images").rglob("*.png"))
+        assert old_images
+        con = sqlite3.connect(db)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        size = db.stat().st_size
+        with open(db, "r+b") as f:
+            f.seek(2 * 4096)  # header and schema page kept: the tables are still found, their pages are garbage
+            f.write(garbage(size - 2 * 4096))
+        spoilt = db.read_bytes()
+        assert "malformed" in corruption(db)
+
+        for i in range(30, 33):
+            w.publish(make_inspection(i, reject=True))
+        assert w.flush(30)
+        assert (w.stats.written, w.stats.lost) == (33, 0) and w.stats.failed_attempts >= 1
+        (moved,) = set_aside_copies(db)
+        assert moved.read_bytes() == spoilt
+        assert [r.sequence for r in rows(w.engine)] == [30, 31, 32]
+        assert [r.sequence for r in rows(reader)] == [30, 31, 32]
+        assert not w.alarms.is_active(ALARM_DB) and not w.alarms.is_active(ALARM_DB_CORRUPT)
+        (listed,) = [a for a in w.alarms.all() if a.key == ALARM_DB_CORRUPT]
+        assert str(moved) in listed.message and "malformed" in listed.message and not listed.acknowledged
+        w.run_maintenance(reconcile_now=True)
+        assert all(p.exists() for p in old_images), "images of the set-aside database were deleted"
+    finally:
+        w.close()
+        reader.dispose()
+    assert quick_check(db) == ["ok"]
+
+
+def test_only_sqlites_corrupt_and_not_a_database_errors_count_as_corruption(tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DatabaseError
+
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(garbage(8192))
+    engine = make_engine(f"sqlite:///{bad}")
+    try:
+        with pytest.raises(DatabaseError) as wrapped, engine.connect() as conn:
+            conn.execute(text("SELECT * FROM inspections"))
+    finally:
+        engine.dispose()
+    assert says_corrupt(wrapped.value) and says_corrupt(wrapped.value.orig)
+    good = tmp_path / "good.db"
+    holder = sqlite3.connect(good, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            sqlite3.connect(good, timeout=0.1).execute("SELECT * FROM t")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not says_corrupt(locked.value) and not says_corrupt(ValueError("malformed"))
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.9])

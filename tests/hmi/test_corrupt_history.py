@@ -59,9 +59,12 @@ async def test_operator_sees_where_the_corrupt_database_went_and_the_line_goes_o
             assert seq == 3
             await user.should_see("3", marker="count-parts", retries=50)
             assert st.history.stats.written == 3 and st.history.stats.lost == 0
+            assert not st.alarms.is_active(ALARM_DB_CORRUPT)  # the fresh file works: cleared, still listed
+            await user.should_see(marker=f"alarm-{ALARM_DB_CORRUPT}", retries=50)
 
             user.find(marker=f"ack-{ALARM_DB_CORRUPT}").click()
-            assert next(a for a in st.alarms.all() if a.key == ALARM_DB_CORRUPT).acknowledged
+            assert all(a.key != ALARM_DB_CORRUPT for a in st.alarms.all())  # cleared and acknowledged: gone
+            await user.should_not_see(marker=f"alarm-{ALARM_DB_CORRUPT}", retries=50)
 
             engineer = await login(new_user(), "emil", "/history")  # the history page reads the fresh database
             await engineer.should_see("3 inspections match", retries=50)
