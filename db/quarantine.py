@@ -8,6 +8,11 @@ renames the file with its ``-wal``/``-shm``/``-journal`` companions to
 ``<name>.corrupt-<UTC time>`` next to it, so the quality data in it may still be recovered
 (e.g. ``sqlite3 FILE .recover``), and the station can start a fresh database.
 
+``carry_over(moved, fresh)`` then copies what the station needs to go on from the set-aside
+file into the fresh one, as far as SQLite can still read it: the HMI users (or nobody could log
+in until an admin adds them again) and the recipe versions (the editor's history). A table is
+copied whole or not at all; the inspections stay in the set-aside file.
+
 The archived images the old file names stay where they are. To the fresh database they are
 files without rows, which reconciliation would delete; as long as a set-aside copy lies next
 to the database, ``set_aside_before(engine)`` gives its time and ``db.archive.reconcile`` keeps
@@ -31,6 +36,7 @@ from sqlalchemy import Engine
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 COMPANIONS = ("-wal", "-shm", "-journal")
+CARRIED_OVER = ("users", "recipe_versions")
 STAMP = "%Y%m%dT%H%M%SZ"
 _SET_ASIDE = re.compile(r"\.corrupt-(\d{8}T\d{6}Z)(?:-\d+)?")
 
@@ -93,6 +99,49 @@ def set_aside(path: Path, now: dt.datetime | None = None) -> Path:
     finally:
         os.close(dirfd)
     return target
+
+
+def carry_over(moved: Path, fresh: Path, tables: tuple[str, ...] = CARRIED_OVER, *,
+               busy_timeout_s: float = 5.0) -> dict[str, int | str]:
+    """Copy ``tables`` from the set-aside SQLite file ``moved`` (opened read-only) into the fresh
+    database ``fresh`` (schema already created): the columns both have, the stored values as
+    they are, rows the fresh one lacks (same key) only. Returns per table the rows copied, or
+    why none were (a table SQLite cannot read through is copied not at all)."""
+    out: dict[str, int | str] = {}
+    try:
+        old = sqlite3.connect(f"{Path(moved).resolve().as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s)
+    except sqlite3.Error as exc:
+        return {table: str(exc) for table in tables}
+    try:
+        new = sqlite3.connect(Path(fresh), timeout=busy_timeout_s, isolation_level=None)
+    except sqlite3.Error as exc:
+        old.close()
+        return {table: f"fresh database: {exc}" for table in tables}
+    try:
+        for table in tables:
+            try:
+                theirs = {r[1] for r in old.execute(f'PRAGMA table_info("{table}")')}
+                columns = [r[1] for r in new.execute(f'PRAGMA table_info("{table}")') if r[1] in theirs]
+                if not columns:
+                    out[table] = "no such table"
+                    continue
+                names = ", ".join(f'"{c}"' for c in columns)
+                rows = old.execute(f'SELECT {names} FROM "{table}"').fetchall()  # all or nothing
+                new.execute("BEGIN IMMEDIATE")
+                try:
+                    before = new.total_changes
+                    new.executemany(f'INSERT OR IGNORE INTO "{table}" ({names}) VALUES ({", ".join("?" * len(columns))})', rows)
+                    out[table] = new.total_changes - before
+                    new.execute("COMMIT")
+                except BaseException:
+                    new.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                out[table] = str(exc)
+    finally:
+        old.close()
+        new.close()
+    return out
 
 
 def set_aside_before(engine: Engine) -> float | None:

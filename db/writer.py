@@ -9,8 +9,10 @@ inspections with their defects and image rows in one transaction — so after a 
 A SQLite file found corrupt at start-up (not a database, truncated, failing quick_check), or
 while running (a write fails with SQLite's "malformed" or "not a database" and quick_check
 confirms it), is renamed aside next to itself (``db.quarantine``, never deleted) and a fresh
-database is created; the results waiting are written to it. Alarm ``history_db_corrupt`` says
-where the old file went; it clears (and waits for acknowledgement) once the fresh file takes a write.
+database is created; the HMI users and recipe versions that SQLite can still read in the old
+file are carried over, and the results waiting are written to it. Alarm ``history_db_corrupt``
+says where the old file went and what was carried over; it clears (and waits for
+acknowledgement) once the fresh file takes a write.
 
 When the database is locked, full or broken, the batch is retried with backoff while new
 results wait in the queue; an alarm says what is wrong. If the queue overflows, results
@@ -29,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Engine, String, insert, select
@@ -39,7 +42,7 @@ from db.archive import ImageArchive, apply_retention, reconcile
 from db.engine import WRITE, make_engine
 from db.migrate import SchemaTooNew, upgrade
 from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
-from db.quarantine import corruption, says_corrupt, set_aside, sqlite_file
+from db.quarantine import carry_over, corruption, says_corrupt, set_aside, sqlite_file
 from station.alarms import AlarmBoard, Severity
 from station.config import ArchiveConfig, DatabaseConfig
 from station.inspection import Inspection, Outcome
@@ -141,6 +144,7 @@ class HistoryWriter:
         self._maintenance_runs = 0
         self._in_hand: list = []  # the batch the writer thread holds (settled as lost if it crashes)
         self._fresh_after_set_aside = False  # a corrupt file was moved: clear its alarm at the first write
+        self._set_aside: tuple[Path, str] | None = None  # (moved file, alarm text) until carried over
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -177,7 +181,27 @@ class HistoryWriter:
         log.error("%s", msg)
         self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
         self._fresh_after_set_aside = True
+        self._set_aside = (moved, msg)
         return True
+
+    def _carry_over(self) -> None:
+        """Once the fresh file has its schema: the users and recipe versions from the moved file."""
+        moved, msg = self._set_aside
+        self._set_aside = None
+        try:
+            copied = carry_over(moved, sqlite_file(self.engine))
+        except Exception as exc:  # carrying over is a courtesy: never stop the writer for it
+            log.exception("carrying over from %s failed", moved)
+            copied = {"users": f"{type(exc).__name__}: {exc}"}
+        done = [f"{n} {table.replace('_', ' ')}" for table, n in copied.items() if isinstance(n, int)]
+        failed = {table: why for table, why in copied.items() if not isinstance(why, int)}
+        note = "carried over: " + (", ".join(done) if done else "nothing")
+        if failed:
+            note += "; not readable in the moved file: " + "; ".join(f"{t} ({why})" for t, why in failed.items())
+            if "users" in failed:
+                note += " — add the HMI users again with `station users add`"
+        log.warning("history database set aside: %s", note)
+        self.alarms.raise_(ALARM_DB_CORRUPT, "database", f"{msg}; {note}")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything published so far is written (or counted lost). False on timeout."""
@@ -374,6 +398,8 @@ class HistoryWriter:
             return False
         if before != after:
             log.info("history database migrated %s -> %s", before, after)
+        if self._set_aside is not None:
+            self._carry_over()
         self._migrated = True
         self._attempt = 0
         self.alarms.clear(ALARM_DB)

@@ -139,11 +139,66 @@ def test_a_database_that_turns_corrupt_while_running_is_set_aside_and_the_waitin
         assert not w.alarms.is_active(ALARM_DB) and not w.alarms.is_active(ALARM_DB_CORRUPT)
         (listed,) = [a for a in w.alarms.all() if a.key == ALARM_DB_CORRUPT]
         assert str(moved) in listed.message and "malformed" in listed.message and not listed.acknowledged
+        assert "station users add" in listed.message  # the users' page was overwritten too: say what to do
         w.run_maintenance(reconcile_now=True)
         assert all(p.exists() for p in old_images), "images of the set-aside database were deleted"
     finally:
         w.close()
         reader.dispose()
+    assert quick_check(db) == ["ok"]
+
+
+def raw_rows(db: Path, table: str) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_users_and_recipe_versions_still_readable_are_carried_over_to_the_fresh_database(tmp_path):
+    """Without its users nobody could log in to the HMI after a set-aside. Here the inspections'
+    pages are garbage and the users' and recipe versions' pages are not: both are copied as
+    stored (password hashes, times), the inspections stay in the set-aside file."""
+    from db.models import RecipeVersionRow, UserRow
+
+    db = tmp_path / "history.db"
+    w = writer_for(tmp_path)
+    w.start()
+    with Session(w.engine) as s, s.begin():
+        s.add_all([UserRow(username="olga", role="operator", password_hash="$argon2id$v=19$m=65536,t=3,p=4$b2xnYQ$x"),
+                   UserRow(username="emil", role="engineer", password_hash="$argon2id$v=19$m=65536,t=3,p=4$ZW1pbA$y")])
+        s.add(RecipeVersionRow(name="demo-part", version=3, content_hash="ab" * 32, content="[part]\n", author="emil"))
+    for i in range(60):
+        w.publish(make_inspection(i, reject=i % 3 == 0))
+    assert w.flush(30)
+    w.close()
+    users, versions = raw_rows(db, "users"), raw_rows(db, "recipe_versions")
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # every page after the schema's root pages holds rows of the growing tables (inspections, defects, images)
+    first_data_page = con.execute("SELECT max(rootpage) FROM sqlite_master").fetchone()[0] + 1
+    con.close()
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.seek((first_data_page - 1) * 4096)
+        f.write(garbage(size - (first_data_page - 1) * 4096))
+    spoilt = db.read_bytes()
+    assert "malformed" in corruption(db)
+
+    w = writer_for(tmp_path)
+    w.start()
+    try:
+        (moved,) = set_aside_copies(db)
+        assert moved.read_bytes() == spoilt
+        assert raw_rows(db, "users") == users and raw_rows(db, "recipe_versions") == versions
+        message = next(a.message for a in w.alarms.active() if a.key == ALARM_DB_CORRUPT)
+        assert "carried over: 2 users, 1 recipe versions" in message and "station users add" not in message
+        assert rows(w.engine) == []
+        w.publish(make_inspection(100, reject=True))
+        assert w.flush(30) and [r.sequence for r in rows(w.engine)] == [100]
+    finally:
+        w.close()
     assert quick_check(db) == ["ok"]
 
 
