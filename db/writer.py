@@ -435,8 +435,11 @@ class HistoryWriter:
         except Exception as exc:
             if not _permanent(exc):
                 self._db_failed(f"history batch of {len(batch)} not written", exc)
-                if says_corrupt(exc) and self._set_aside_if_corrupt():
-                    self._migrated = False  # the loop creates the fresh file, then retries this batch
+                if says_corrupt(exc):
+                    self._set_aside_if_corrupt()
+                # a file set aside, replaced or deleted needs its schema (created in a fresh
+                # file) before the retry: the loop checks it first (cheap when it is there)
+                self._migrated = False
                 return batch
             if len(batch) > 1:
                 for i, p in enumerate(batch):

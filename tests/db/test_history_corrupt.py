@@ -148,6 +148,33 @@ def test_a_database_that_turns_corrupt_while_running_is_set_aside_and_the_waitin
     assert quick_check(db) == ["ok"]
 
 
+def test_a_database_file_deleted_while_running_is_created_again_and_takes_the_results(tmp_path):
+    """Before, the pooled connection went on writing into the deleted file: every result after
+    the deletion was lost without a word. Now the next write opens the path afresh, finds no
+    tables, and the schema is created before the retry."""
+    db = tmp_path / "history.db"
+    w = writer_for(tmp_path, retry_backoff_s=(0.05,))
+    w.start()
+    try:
+        for i in range(3):
+            w.publish(make_inspection(i, reject=True))
+        assert w.flush(30)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        for i in range(3, 6):
+            w.publish(make_inspection(i, reject=True))
+        assert w.flush(30)
+        assert (w.stats.written, w.stats.lost) == (6, 0) and w.stats.failed_attempts >= 1
+        assert not w.alarms.is_active(ALARM_DB)
+    finally:
+        w.close()
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        assert [r.sequence for r in rows(engine)] == [3, 4, 5]
+    finally:
+        engine.dispose()
+
+
 def raw_rows(db: Path, table: str) -> list[tuple]:
     con = sqlite3.connect(db)
     try:
