@@ -155,16 +155,15 @@ class HistoryWriter:
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
-    def _set_aside_if_corrupt(self) -> bool:
+    def _set_aside_if_corrupt(self) -> None:
         """A corrupt SQLite file would hold every result in memory until the queue overflows:
-        move it aside (its data may be recoverable) and let the migration create a fresh one.
-        True if it was moved."""
+        move it aside (its data may be recoverable) and let the migration create a fresh one."""
         path = sqlite_file(self.engine)
         if path is None:
-            return False
+            return
         problem = corruption(path)
         if problem is None:
-            return False
+            return
         self.engine.dispose()  # no pooled connection may go on using the file being moved
         try:
             moved = set_aside(path)
@@ -173,7 +172,7 @@ class HistoryWriter:
                    "results are held in memory; move or restore the file")
             log.error("%s", msg)
             self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
-            return False
+            return
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         msg = (f"history database {path} was corrupt ({problem}): moved to {moved} (kept for recovery) "
                f"and a new, empty database started at {when}; history before then is in the moved file, "
@@ -182,7 +181,6 @@ class HistoryWriter:
         self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
         self._fresh_after_set_aside = True
         self._set_aside = (moved, msg)
-        return True
 
     def _carry_over(self) -> None:
         """Once the fresh file has its schema: the users and recipe versions from the moved file."""
