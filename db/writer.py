@@ -199,7 +199,7 @@ class HistoryWriter:
             if "users" in failed:
                 note += " — add the HMI users again with `station users add`"
         log.warning("history database set aside: %s", note)
-        self.alarms.raise_(ALARM_DB_CORRUPT, "database", f"{msg}; {note}")
+        self.alarms.amend(ALARM_DB_CORRUPT, f"{msg}; {note}")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything published so far is written (or counted lost). False on timeout."""

@@ -59,6 +59,19 @@ class AlarmBoard:
         self._notify(alarm)
         return alarm
 
+    def amend(self, key: str, message: str) -> None:
+        """Say more about an alarm that is active without counting it as raised again
+        (e.g. what was done about it); raises it when it is not active."""
+        with self._lock:
+            old = self._alarms.get(key)
+            if old and old.active:
+                alarm = replace(old, message=message)
+                self._alarms[key] = alarm
+        if old and old.active:
+            self._notify(alarm)
+        else:
+            self.raise_(key, old.source if old else "station", message)
+
     def clear(self, key: str) -> None:
         with self._lock:
             old = self._alarms.get(key)
