@@ -64,10 +64,10 @@ class AlarmBoard:
         (e.g. what was done about it); raises it when it is not active."""
         with self._lock:
             old = self._alarms.get(key)
-            if old and old.active:
-                alarm = replace(old, message=message)
+            alarm = replace(old, message=message) if old and old.active else None
+            if alarm:
                 self._alarms[key] = alarm
-        if old and old.active:
+        if alarm:
             self._notify(alarm)
         else:
             self.raise_(key, old.source if old else "station", message)
