@@ -76,6 +76,9 @@ def test_update_recipe_confidence_sets_each_named_class_only(tmp_path):
 
 
 @pytest.mark.slow
+# pytest's default 600 s would cut the run before its own subprocess timeouts: encoding every view
+# for the SAM heads took over 600 s on a loaded 2-core machine
+@pytest.mark.timeout(2400)
 @pytest.mark.parametrize("proposal_net", ["unet", [["pixel-mlp", "sam-head"], ["sam-context-head"]]],
                          ids=["unet", "mlp+sam-head|sam-context-head"])
 def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, proposal_net):
