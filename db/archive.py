@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 from sqlalchemy import Engine, delete, func, select
 
-from db.models import ImageRow, InspectionRow
-from db.quarantine import set_aside_before
+from station.db.models import ImageRow, InspectionRow
+from station.db.quarantine import set_aside_before
 from station.config import ArchiveConfig
 
 log = logging.getLogger("db.archive")

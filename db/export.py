@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from db.queries import DEFECT_COLUMNS, EXPORT_COLUMNS
+from station.db.queries import DEFECT_COLUMNS, EXPORT_COLUMNS
 
 INT_COLUMNS = {"id", "sequence", "part_id", "recipe_version", "plc_code", "defect_count", "images_dropped"}
 JSON_COLUMNS = {"model_hashes", "scores", "thresholds", "timings_ms"}

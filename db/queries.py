@@ -23,8 +23,8 @@ from sqlalchemy import Engine, case, exists, func, select, tuple_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from db.filters import FilterError, HistoryFilter
-from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow, ReviewRow
+from station.db.filters import FilterError, HistoryFilter
+from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow, ReviewRow
 
 I = InspectionRow.__table__.c
 D = DefectRow.__table__.c

@@ -37,12 +37,12 @@ import numpy as np
 from sqlalchemy import Engine, String, insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from db import rle
-from db.archive import ImageArchive, apply_retention, reconcile
-from db.engine import WRITE, make_engine
-from db.migrate import SchemaTooNew, upgrade
-from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
-from db.quarantine import carry_over, corruption, says_corrupt, set_aside, sqlite_file
+from station.db import rle
+from station.db.archive import ImageArchive, apply_retention, reconcile
+from station.db.engine import WRITE, make_engine
+from station.db.migrate import SchemaTooNew, upgrade
+from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
+from station.db.quarantine import carry_over, corruption, says_corrupt, set_aside, sqlite_file
 from station.alarms import AlarmBoard, Severity
 from station.config import ArchiveConfig, DatabaseConfig
 from station.inspection import Inspection, Outcome

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from nicegui import app, ui
 
-from hmi.auth import Authenticator, LoginThrottle
-from hmi.state import HmiState
-from hmi.store import HmiStore, ensure_schema
+from station.hmi.auth import Authenticator, LoginThrottle
+from station.hmi.state import HmiState
+from station.hmi.store import HmiStore, ensure_schema
 from station.config import HmiConfig
 
 log = logging.getLogger("hmi.app")
@@ -49,8 +49,8 @@ class HmiContext:
 
 def mount(station, config: HmiConfig | None = None, *, engine=None, throttle: LoginThrottle | None = None) -> HmiContext:
     """Register the HMI on NiceGUI's app for ``station``; returns the context the pages use."""
-    from db.engine import make_engine
-    from hmi.pages import register_all
+    from station.db.engine import make_engine
+    from station.hmi.pages import register_all
 
     config = config or station.config.hmi
     if engine is None:
@@ -91,7 +91,7 @@ UI_RUN_OPTIONS = dict(
     # each browser's replay buffer for reconnects holds live images (data URLs): keep it short
     message_history_length=200,
     # JPEG data URLs do not compress; per-message deflate only cost server CPU (measured: about
-    # 1.5 ms of station-process CPU per part with 3 browsers, hmi/bench.py)
+    # 1.5 ms of station-process CPU per part with 3 browsers, tools/hmi_bench.py)
     ws_per_message_deflate=False,
 )
 

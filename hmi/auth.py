@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from hmi.store import ROLES, HmiStore
-from db.models import utcnow
+from station.hmi.store import ROLES, HmiStore
+from station.db.models import utcnow
 
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 MIN_PASSWORD_LENGTH = 10

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from db.filters import HistoryFilter
-from db.models import ReviewRow
-from db.queries import EXPORT_COLUMNS, HistoryQueries
+from station.db.filters import HistoryFilter
+from station.db.models import ReviewRow
+from station.db.queries import EXPORT_COLUMNS, HistoryQueries
 
 REVIEW_COLUMNS = ("review_label", "review_comment", "reviewer", "reviewed_at")
 MAX_EXPORT_ROWS = 200_000

@@ -16,7 +16,7 @@ from pathlib import Path
 import tomli_w
 from pydantic import ValidationError
 
-from hmi.store import HmiStore, RecipeVersion, StoreError, text_diff
+from station.hmi.store import HmiStore, RecipeVersion, StoreError, text_diff
 from station.config_errors import ConfigError, validation_problems
 from station.recipe import LoadedRecipe, Recipe, load_recipe
 
@@ -69,7 +69,7 @@ class RecipeEditor:
         with self.store.session() as s:
             from sqlalchemy import select
 
-            from db.models import RecipeVersionRow
+            from station.db.models import RecipeVersionRow
 
             names |= set(s.scalars(select(RecipeVersionRow.name).distinct()))
         return sorted(names)

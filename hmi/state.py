@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from hmi.overlay import encode_jpeg
+from station.hmi.overlay import encode_jpeg
 from station.alarms import Alarm
 from station.counters import DayCounters
 from station.inspection import Inspection, Outcome

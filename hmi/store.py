@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import AuditLogRow, InspectionRow, RecipeVersionRow, ReviewRow, UserRow, utcnow
+from station.db.models import AuditLogRow, InspectionRow, RecipeVersionRow, ReviewRow, UserRow, utcnow
 
 ROLES = ("operator", "engineer", "admin")
 REVIEW_LABELS = ("confirmed", "wrong")
@@ -30,13 +30,13 @@ class StoreError(ValueError):
 def ensure_schema(engine: Engine) -> None:
     """Bring the database to the current schema: the db package's migrations when available."""
     try:
-        from db.migrate import upgrade  # the history owner's Alembic entry point
+        from station.db.migrate import upgrade  # the history owner's Alembic entry point
     except ImportError:
         upgrade = None
     if upgrade is not None:
         upgrade(engine)
         return
-    from db.models import Base
+    from station.db.models import Base
 
     Base.metadata.create_all(engine)
 
@@ -87,7 +87,7 @@ def immediate_engine(engine: Engine) -> Engine:
     """
     if engine.dialect.name != "sqlite":
         return engine
-    from db.engine import DEFAULT_BUSY_TIMEOUT_MS
+    from station.db.engine import DEFAULT_BUSY_TIMEOUT_MS
 
     writer = create_engine(engine.url, connect_args={"timeout": DEFAULT_BUSY_TIMEOUT_MS / 1000.0})
 

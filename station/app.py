@@ -106,7 +106,7 @@ class Station:
         log.info("inference backend: %s", self.backend_label)
         try:
             if self._want_history:
-                from db.writer import HistoryWriter
+                from station.db.writer import HistoryWriter
 
                 self.history = HistoryWriter(
                     self.config.database, self.config.archive, self.alarms, self.config.station_id, recipes=self.recipes.get
@@ -129,7 +129,7 @@ class Station:
     def _seed_counters(self) -> None:
         """The operator's counters after a restart: this station's verdicts of the current period
         are in the history. If it cannot be read the counters start from zero, with a warning."""
-        from db.queries import HistoryQueries
+        from station.db.queries import HistoryQueries
 
         day = self.stats.day
         since = day.period_start()

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 from station.config import StationConfig
+from station.paths import SHIPPED_RECIPES
 from station.inspection import Inspection
 from station.pipeline import Pipeline, TriggerRefused
 
 log = logging.getLogger("station.demo")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_recipes(root: Path) -> Path:
@@ -26,7 +26,7 @@ def demo_recipes(root: Path) -> Path:
     """
     target = root / "var" / "recipes"
     target.mkdir(parents=True, exist_ok=True)
-    for src in sorted((REPO_ROOT / "recipes").glob("*.toml")):
+    for src in sorted(SHIPPED_RECIPES.glob("*.toml")):
         dst = target / src.name
         if not dst.exists():
             shutil.copyfile(src, dst)

@@ -484,8 +484,8 @@ def probe_npu_cores(
 def check_database(config: StationConfig) -> Check:
     url = config.database.url
     try:
-        from db.engine import make_engine, sqlite_path
-        from db.migrate import SchemaTooNew, check_known, head_revision
+        from station.db.engine import make_engine, sqlite_path
+        from station.db.migrate import SchemaTooNew, check_known, head_revision
     except ImportError as exc:
         return Check("database", "warn", f"database checks not available in this build ({exc})")
     path = sqlite_path(url)

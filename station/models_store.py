@@ -28,13 +28,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from station.paths import MANIFEST, TRAINED_DIR
+
 from station.inference.metadata import InputSpec, ModelError, ModelMetadata, sha256_file
 
 log = logging.getLogger("station.models")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = REPO_ROOT / "models" / "manifest.toml"
-TRAINED_DIR = REPO_ROOT / "models" / "trained"
 DOWNLOAD_TIMEOUT_S = 60.0
 
 

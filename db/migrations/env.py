@@ -6,7 +6,7 @@ with ``script_location = db/migrations``.
 
 from alembic import context
 
-from db.models import Base
+from station.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -15,7 +15,7 @@ target_metadata = Base.metadata
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        from db.engine import make_engine
+        from station.db.engine import make_engine
 
         url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
         with make_engine(url).connect() as conn:

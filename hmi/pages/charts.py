@@ -8,9 +8,9 @@ import os
 
 from nicegui import ui
 
-from db.filters import HistoryFilter
-from db.queries import HistoryQueries, ShiftPlan
-from hmi.pages.layout import frame, guard
+from station.db.filters import HistoryFilter
+from station.db.queries import HistoryQueries, ShiftPlan
+from station.hmi.pages.layout import frame, guard
 
 WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
 AXIS = {"axisLabel": {"color": "#e5e7eb", "fontSize": 14}, "nameTextStyle": {"color": "#e5e7eb", "fontSize": 14}}

@@ -10,12 +10,12 @@ from fastapi import Response
 from fastapi.responses import FileResponse
 from nicegui import app, run, ui
 
-from db.filters import FilterError, HistoryFilter
-from db.queries import HistoryQueries
-from hmi.auth import allows, session_user
-from hmi.history_export import history_csv, latest_reviews
-from hmi.pages.layout import GREEN, RED, badge, current_user, frame, guard
-from hmi.store import REVIEW_LABELS, StoreError
+from station.db.filters import FilterError, HistoryFilter
+from station.db.queries import HistoryQueries
+from station.hmi.auth import allows, session_user
+from station.hmi.history_export import history_csv, latest_reviews
+from station.hmi.pages.layout import GREEN, RED, badge, current_user, frame, guard
+from station.hmi.store import REVIEW_LABELS, StoreError
 
 PAGE_SIZE = 50
 MAX_COMMENT = 1000
@@ -146,7 +146,7 @@ def register(ctx) -> None:
         user = session_user(app.storage.user, ctx.session_timeout_s, touch=False)
         if user is None or not allows(user.role, "engineer"):
             return Response(status_code=401)
-        from db.models import ImageRow
+        from station.db.models import ImageRow
 
         with ctx.store.session() as s:
             row = s.get(ImageRow, image_id)

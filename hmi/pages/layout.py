@@ -11,7 +11,7 @@ from urllib.parse import quote
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 
-from hmi.auth import SessionUser, allows, session_user, sign_in, sign_out
+from station.hmi.auth import SessionUser, allows, session_user, sign_in, sign_out
 
 NAV = [  # (path, label, role needed)
     ("/", "Live", "operator"),

@@ -6,8 +6,8 @@ from __future__ import annotations
 from nicegui import app, run, ui
 from starlette.requests import Request
 
-from hmi.auth import sign_in
-from hmi.pages.layout import current_user, frame
+from station.hmi.auth import sign_in
+from station.hmi.pages.layout import current_user, frame
 
 
 def _safe_next(target: str | None) -> str:

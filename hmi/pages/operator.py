@@ -19,9 +19,9 @@ import time
 from fastapi import Response
 from nicegui import app, ui
 
-from hmi.auth import session_user
-from hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, badge, current_user, frame, guard
-from hmi.state import StationStatus
+from station.hmi.auth import session_user
+from station.hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, badge, current_user, frame, guard
+from station.hmi.state import StationStatus
 
 POLL_S = 0.2
 SLOW_S = 1.0  # counters, strip and station state: once a second is enough to read, and cheaper

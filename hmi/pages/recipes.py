@@ -8,12 +8,12 @@ import tomllib
 
 from nicegui import events, ui
 
-from hmi.pages.layout import GREEN, GREY, badge, current_user, frame, guard
-from hmi.pages.history import local_time
-from hmi.recipe_form import ModelForm
-from hmi.recipe_versions import MAX_RECIPE_BYTES, RecipeEditor, RecipeRefused, parse_text
-from hmi.auth import allows
-from hmi.store import StoreError
+from station.hmi.pages.layout import GREEN, GREY, badge, current_user, frame, guard
+from station.hmi.pages.history import local_time
+from station.hmi.recipe_form import ModelForm
+from station.hmi.recipe_versions import MAX_RECIPE_BYTES, RecipeEditor, RecipeRefused, parse_text
+from station.hmi.auth import allows
+from station.hmi.store import StoreError
 from station.config_errors import ConfigError
 from station.recipe import Recipe
 
@@ -91,7 +91,7 @@ class RecipePage:
         if data is None:
             return
         try:
-            from hmi.recipe_versions import validate
+            from station.hmi.recipe_versions import validate
 
             validate(data)
         except RecipeRefused as exc:

@@ -9,7 +9,7 @@ import json
 
 from nicegui import ui
 
-from hmi.pages.layout import frame, guard
+from station.hmi.pages.layout import frame, guard
 
 
 def register(ctx) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from nicegui import ui
 
-from hmi.auth import AuthError, allows, check_password, check_username, hash_password
-from hmi.pages.history import local_time
-from hmi.pages.layout import current_user, frame, guard
-from hmi.store import ROLES, StoreError
+from station.hmi.auth import AuthError, allows, check_password, check_username, hash_password
+from station.hmi.pages.history import local_time
+from station.hmi.pages.layout import current_user, frame, guard
+from station.hmi.store import ROLES, StoreError
 
 
 class UsersPage:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.train.nets import CropClassifier
+from station.models.train.nets import CropClassifier
 
 SIZE = 32
 WIDTH = 8

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from models.train.nets import ProposalNet, WithSoftmax, fit_one_cycle
+from station.models.train.nets import ProposalNet, WithSoftmax, fit_one_cycle
 from station.vision.dataset import Sample
 from station.vision.preprocess import to_gray
 

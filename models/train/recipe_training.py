@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.train.classifier import SIZE, export_classifier, train_classifier
-from models.train.nets import ProposalNet
-from models.train.proposal_net import STEPS as PROPOSAL_NET_STEPS
-from models.train.proposal_net import export_proposal_net, train_proposal_net
-from models.train.proposals import export_proposals, sample_pixels, train_pixel_mlp
-from models.train.sam_head import (
+from station.models.train.classifier import SIZE, export_classifier, train_classifier
+from station.models.train.nets import ProposalNet
+from station.models.train.proposal_net import STEPS as PROPOSAL_NET_STEPS
+from station.models.train.proposal_net import export_proposal_net, train_proposal_net
+from station.models.train.proposals import export_proposals, sample_pixels, train_pixel_mlp
+from station.models.train.sam_head import (
     HEADS,
     encode_views,
     encoded_samples,

@@ -1,6 +1,6 @@
 """Markdown tables from a training record (``models/trained/<recipe>.record.json``).
 
-    python -m models.train.report models/trained/magnetic-tile.record.json
+    python -m station.models.train.report models/trained/magnetic-tile.record.json
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.train.nets import WithSoftmax, fit_one_cycle
+from station.models.train.nets import WithSoftmax, fit_one_cycle
 from station.vision.dataset import Sample
 from station.vision.segmentation import EncodedView, SamSegmenter
 

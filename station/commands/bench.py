@@ -1,4 +1,4 @@
-"""`station bench`: pipeline throughput and efficiency on real models (see station/bench.py)."""
+"""`station bench`: pipeline throughput and efficiency on real models (see station/benchmarks/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from station.paths import REPO_ROOT
 
 
 def default_sam_dir() -> Path:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from station.bench import format_report, run_bench
+    from station.benchmarks.pipeline import format_report, run_bench
 
     sam_dir = args.sam_dir or default_sam_dir()
     if args.recipe is None and not (sam_dir / "litemedsam_encoder.onnx").is_file():
@@ -43,7 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
         if args.recipe is not None:
-            from station.bench import bench_recipe
+            from station.benchmarks.pipeline import bench_recipe
 
             if args.data is None:
                 print("error: --recipe needs --data MANIFEST.csv (the recipe's images)")

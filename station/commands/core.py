@@ -123,10 +123,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     overrides = {}
     if args.replay is not None:
-        from station.demo import REPO_ROOT
+        from station.paths import SHIPPED_RECIPES
         from station.recipe import load_recipe
 
-        recipe = load_recipe(REPO_ROOT / "recipes" / f"{args.recipe}.toml").recipe
+        recipe = load_recipe(SHIPPED_RECIPES / f"{args.recipe}.toml").recipe
         overrides["cameras"] = [
             {"type": "replay", "name": cam.name, "path": str(args.replay.resolve()), "shuffle_seed": 1} for cam in recipe.cameras
         ]
@@ -164,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
             conveyor = PlcSimulator(config.plc.host, config.plc.port, interval_s=interval_s)
         conveyor.start()
-        from hmi.app import run as run_hmi
+        from station.hmi.app import run as run_hmi
 
         print(f"HMI on http://{config.hmi.host}:{config.hmi.port}  (Ctrl-C to stop)", file=sys.stderr)
         run_hmi(station, config.hmi)  # blocks until the HMI server stops
@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # READY=1 on entry; WATCHDOG=1 only while the pipeline's publisher makes progress
         with ServiceWatchdog(station.pipeline) as watchdog:
             if config.hmi.enabled:
-                from hmi.app import run as run_hmi
+                from station.hmi.app import run as run_hmi
 
                 watchdog.run_in_background(stop)
                 try:
@@ -205,11 +205,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ---- inspect -------------------------------------------------------------------------------
 def _recipes_dir(arg: Path | None) -> Path:
-    from station.demo import REPO_ROOT
+    from station.paths import SHIPPED_RECIPES
 
     if arg is not None:
         return arg
-    return Path("recipes") if Path("recipes").is_dir() else REPO_ROOT / "recipes"
+    return Path("recipes") if Path("recipes").is_dir() else SHIPPED_RECIPES
 
 
 def _load_named_recipe(name: str, recipes_dir: Path | None):

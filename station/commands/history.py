@@ -83,7 +83,7 @@ def _resolve(args) -> tuple[str, object | None]:
 
 
 def _engine(url: str, must_exist: bool = True):
-    from db.engine import make_engine, sqlite_path
+    from station.db.engine import make_engine, sqlite_path
 
     path = sqlite_path(url)
     if must_exist and path is not None and not path.exists():
@@ -100,7 +100,7 @@ def _err(msg: str, code: int) -> int:
 def cmd_history(args) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from db.filters import FilterError, HistoryFilter
+    from station.db.filters import FilterError, HistoryFilter
 
     url, _config = _resolve(args)
     try:
@@ -127,8 +127,8 @@ def cmd_history(args) -> int:
 
 
 def _history(args, engine, flt) -> int:
-    from db.export import write_csv, write_jsonl
-    from db.queries import HistoryQueries, summary_dict
+    from station.db.export import write_csv, write_jsonl
+    from station.db.queries import HistoryQueries, summary_dict
 
     q = HistoryQueries(engine)
     q.check(flt)
@@ -166,7 +166,7 @@ def _print_table(rows: list[dict], out) -> int:
 
 
 def _print_summary(q, flt, timezone: str | None, out) -> None:
-    from db.queries import ShiftPlan
+    from station.db.queries import ShiftPlan
 
     tz = timezone or _system_timezone()
     print("yield per hour (UTC):", file=out)
@@ -192,7 +192,7 @@ def _system_timezone() -> str:
 
 # ---- station db ----------------------------------------------------------------------------
 def cmd_db_upgrade(args) -> int:
-    from db.migrate import SchemaTooNew, upgrade
+    from station.db.migrate import SchemaTooNew, upgrade
 
     url, _ = _resolve(args)
     engine = _engine(url, must_exist=False)
@@ -209,8 +209,8 @@ def cmd_db_upgrade(args) -> int:
 def cmd_db_check(args) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from db.engine import sqlite_path
-    from db.migrate import SchemaTooNew, check_known, head_revision
+    from station.db.engine import sqlite_path
+    from station.db.migrate import SchemaTooNew, check_known, head_revision
 
     url, config = _resolve(args)
     engine = _engine(url)
@@ -241,7 +241,7 @@ def cmd_db_check(args) -> int:
             except SQLAlchemyError as exc:
                 problems.append(f"cannot read the schema revision: {str(exc).splitlines()[0]}")
         if config is not None and not problems:
-            from db.archive import ImageArchive, reconcile
+            from station.db.archive import ImageArchive, reconcile
 
             rep = reconcile(engine, ImageArchive(config.archive.dir), config.station_id, verify=args.verify_images, dry_run=True)
             print(
@@ -260,7 +260,7 @@ def cmd_db_check(args) -> int:
 
 
 def cmd_db_backup(args) -> int:
-    from db.engine import sqlite_path
+    from station.db.engine import sqlite_path
 
     url, _ = _resolve(args)
     src = sqlite_path(url)
@@ -292,7 +292,7 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def cmd_db_sweep(args) -> int:
-    from db.archive import ImageArchive, apply_retention, reconcile
+    from station.db.archive import ImageArchive, apply_retention, reconcile
 
     url, config = _resolve(args)
     if config is None:
@@ -318,7 +318,7 @@ def cmd_db_sweep(args) -> int:
 
 
 def cmd_db_bench(args) -> int:
-    from db.bench import run_benchmark
+    from station.benchmarks.history import run_benchmark
 
     report = run_benchmark(args.dir, inserts=args.inserts, rows=args.rows, repeat=args.repeat, url=args.url, out=sys.stderr)
     if args.json:

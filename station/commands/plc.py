@@ -81,7 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import logging
 
-    from station.plc.bench import format_report, run_bench
+    from station.benchmarks.plc import format_report, run_bench
 
     if not getattr(args, "verbose", False):
         logging.getLogger("station.parts").setLevel(logging.WARNING)  # one line per part drowns the report

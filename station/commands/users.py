@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _store(args):
-    from db.engine import make_engine
-    from hmi.store import HmiStore, ensure_schema
+    from station.db.engine import make_engine
+    from station.hmi.store import HmiStore, ensure_schema
 
     if args.db:
         url = args.db
@@ -76,8 +76,8 @@ def _actor() -> str:
 
 
 def _run(fn) -> int:
-    from hmi.auth import AuthError
-    from hmi.store import StoreError
+    from station.hmi.auth import AuthError
+    from station.hmi.store import StoreError
 
     try:
         return fn()
@@ -87,7 +87,7 @@ def _run(fn) -> int:
 
 
 def _add(args) -> int:
-    from hmi.auth import Authenticator
+    from station.hmi.auth import Authenticator
 
     def go() -> int:
         store = _store(args)
@@ -100,7 +100,7 @@ def _add(args) -> int:
 
 
 def _passwd(args) -> int:
-    from hmi.auth import Authenticator
+    from station.hmi.auth import Authenticator
 
     def go() -> int:
         store = _store(args)

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from station.paths import SHIPPED_RECIPES, TRAINED_DIR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="manifest CSV: image, mask, class, extra columns")
     p.add_argument("--group-by", help="column whose rows are one part (e.g. tile_group): folds never split it")
     p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds before the final training (0/1: none)")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "models" / "trained", help="where the trained models and record go")
+    p.add_argument("--out", type=Path, default=TRAINED_DIR, help="where the trained models and record go")
     p.add_argument("--work-dir", type=Path, default=Path("var/train"), help="fold models (not committed)")
     p.add_argument("--models-dir", type=Path, default=Path("var/models"), help="SAM models for the fold evaluations")
     p.add_argument("--recipes-dir", type=Path, default=None)
@@ -46,7 +46,7 @@ def resolve_recipe(name: str, recipes_dir: Path | None):
     path = Path(name)
     if path.suffix == ".toml":
         return load_recipe(path)
-    base = recipes_dir or (Path("recipes") if Path("recipes").is_dir() else REPO_ROOT / "recipes")
+    base = recipes_dir or (Path("recipes") if Path("recipes").is_dir() else SHIPPED_RECIPES)
     return load_recipe(base / f"{name}.toml")
 
 
@@ -109,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from models.train.recipe_training import train_recipe
+        from station.models.train.recipe_training import train_recipe
     except ImportError as exc:
         print(f"error: training needs torch (pip install '.[train]'): {exc}", file=sys.stderr)
         return 1

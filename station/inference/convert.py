@@ -27,11 +27,11 @@ import numpy as np
 
 from station.inference.metadata import InputSpec, ModelError, ModelMetadata, resolve_model, sha256_file
 from station.inference.rknn import RknnForm, RknnTensor, form_key
+from station.paths import MODELS_PACKAGE
 
 log = logging.getLogger("station.inference.convert")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONVERT_DIR = Path(os.environ.get("STATION_CONVERT_DIR", REPO_ROOT / "models" / "convert"))
+CONVERT_DIR = Path(os.environ.get("STATION_CONVERT_DIR", MODELS_PACKAGE / "convert"))
 DEFAULT_VENV = Path("var/rknn-venv")
 MIN_COSINE = {"fp16": 0.999, "int8": 0.99}
 # SAM mask logits can keep a high cosine while the mask (> 0) changes: measured on the LiteMedSAM

@@ -100,8 +100,8 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def migrated(db_url):
     """An engine on a migrated, empty history database (disposed after the test)."""
-    from db.engine import make_engine
-    from db.migrate import upgrade
+    from station.db.engine import make_engine
+    from station.db.migrate import upgrade
 
     engine = make_engine(db_url)
     upgrade(engine)

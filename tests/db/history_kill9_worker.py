@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from history_testkit import make_inspection  # noqa: E402
 
-from db.writer import HistoryWriter  # noqa: E402
+from station.db.writer import HistoryWriter  # noqa: E402
 from station.alarms import AlarmBoard  # noqa: E402
 from station.config import ArchiveConfig, DatabaseConfig  # noqa: E402
 from station.recipe import load_recipe  # noqa: E402

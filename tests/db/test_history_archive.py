@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from db.archive import ImageArchive, apply_retention, reconcile
-from db.models import ImageRow, InspectionRow
-from db.writer import ALARM_ARCHIVE_FULL, HistoryWriter
+from station.db.archive import ImageArchive, apply_retention, reconcile
+from station.db.models import ImageRow, InspectionRow
+from station.db.writer import ALARM_ARCHIVE_FULL, HistoryWriter
 from history_testkit import make_inspection
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig

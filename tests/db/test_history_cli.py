@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from db.engine import make_engine
-from db.export import read_csv
-from db.models import InspectionRow
-from db.queries import EXPORT_COLUMNS
-from db.writer import HistoryWriter
+from station.db.engine import make_engine
+from station.db.export import read_csv
+from station.db.models import InspectionRow
+from station.db.queries import EXPORT_COLUMNS
+from station.db.writer import HistoryWriter
 from history_testkit import make_inspection
 from station.alarms import AlarmBoard
 from station.commands import history as history_cmd

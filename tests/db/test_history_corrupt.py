@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from db.archive import ImageArchive, reconcile
-from db.engine import make_engine
-from db.models import InspectionRow
-from db.quarantine import corruption, says_corrupt, set_aside, set_aside_before
-from db.writer import ALARM_DB, ALARM_DB_CORRUPT, HistoryWriter
+from station.db.archive import ImageArchive, reconcile
+from station.db.engine import make_engine
+from station.db.models import InspectionRow
+from station.db.quarantine import corruption, says_corrupt, set_aside, set_aside_before
+from station.db.writer import ALARM_DB, ALARM_DB_CORRUPT, HistoryWriter
 from history_testkit import make_inspection
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
@@ -187,7 +187,7 @@ def test_users_and_recipe_versions_still_readable_are_carried_over_to_the_fresh_
     """Without its users nobody could log in to the HMI after a set-aside. Here the inspections'
     pages are garbage and the users' and recipe versions' pages are not: both are copied as
     stored (password hashes, times), the inspections stay in the set-aside file."""
-    from db.models import RecipeVersionRow, UserRow
+    from station.db.models import RecipeVersionRow, UserRow
 
     db = tmp_path / "history.db"
     w = writer_for(tmp_path)

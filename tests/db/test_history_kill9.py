@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from db.archive import ImageArchive, reconcile
-from db.engine import make_engine
+from station.db.archive import ImageArchive, reconcile
+from station.db.engine import make_engine
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = int(os.environ.get("HISTORY_KILL9_ROUNDS", "16"))

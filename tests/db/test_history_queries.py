@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, selectinload
 
-from db import rle
-from db.export import read_csv, read_jsonl, write_csv, write_jsonl
-from db.filters import FilterError, HistoryFilter
-from db.models import InspectionRow
-from db.queries import EXPORT_COLUMNS, HistoryQueries, Shift, ShiftPlan
-from db.writer import HistoryWriter
+from station.db import rle
+from station.db.export import read_csv, read_jsonl, write_csv, write_jsonl
+from station.db.filters import FilterError, HistoryFilter
+from station.db.models import InspectionRow
+from station.db.queries import EXPORT_COLUMNS, HistoryQueries, Shift, ShiftPlan
+from station.db.writer import HistoryWriter
 from history_testkit import make_inspection
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig

@@ -14,10 +14,10 @@ from hypothesis.extra.numpy import arrays
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
-from db import rle
-from db.engine import DatabaseUrlError, make_engine
-from db.migrate import SchemaTooNew, current_revision, downgrade, head_revision, upgrade
-from db.models import Base, DefectRow, ImageRow, InspectionRow
+from station.db import rle
+from station.db.engine import DatabaseUrlError, make_engine
+from station.db.migrate import SchemaTooNew, current_revision, downgrade, head_revision, upgrade
+from station.db.models import Base, DefectRow, ImageRow, InspectionRow
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
 
@@ -57,7 +57,7 @@ def test_database_from_a_newer_station_is_refused_with_the_reason(db_url, tmp_pa
     with pytest.raises(SchemaTooNew, match=r"9999_future.*newer than this station knows.*0001"):
         upgrade(engine)
     alarms = AlarmBoard()
-    from db.writer import ALARM_DB, HistoryWriter
+    from station.db.writer import ALARM_DB, HistoryWriter
 
     writer = HistoryWriter(DatabaseConfig(url=db_url), ArchiveConfig(dir=tmp_path / "img"), alarms, "s1", engine=engine)
     with pytest.raises(SchemaTooNew):

@@ -8,7 +8,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import InspectionRow
+from station.db.models import InspectionRow
 from station.app import Station
 from station.demo import demo_config
 

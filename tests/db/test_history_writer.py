@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from db.engine import make_engine
-from db.migrate import upgrade
-from db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
-from db.writer import ALARM_ARCHIVE, ALARM_DB, ALARM_DB_CORRUPT, ALARM_QUEUE, HistoryWriter
+from station.db.engine import make_engine
+from station.db.migrate import upgrade
+from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
+from station.db.writer import ALARM_ARCHIVE, ALARM_DB, ALARM_DB_CORRUPT, ALARM_QUEUE, HistoryWriter
 from history_testkit import make_inspection
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
@@ -279,7 +279,7 @@ def test_a_result_the_database_refuses_is_dropped_alone_and_counted(db_url, tmp_
     w.close()
     assert sorted(r.sequence for r in rows(w.engine)) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     assert w.stats.lost == 1 and w.stats.written == 9
-    from db.writer import ALARM_BAD_RESULT
+    from station.db.writer import ALARM_BAD_RESULT
 
     assert "seq 4" in next(a.message for a in w.alarms.all() if a.key == ALARM_BAD_RESULT)
     w.engine.dispose()

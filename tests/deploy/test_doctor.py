@@ -192,8 +192,8 @@ def test_models_are_checked_by_sha256(tmp_path: Path, shared_dir: Path):
 
 
 def test_database_health(tmp_path: Path):
-    from db.engine import make_engine
-    from db.migrate import upgrade
+    from station.db.engine import make_engine
+    from station.db.migrate import upgrade
 
     station = write_station(tmp_path)
     check = run_doctor(station, paths=NO_BOARD).get("database")

@@ -34,7 +34,7 @@ def station(tmp_path: Path):
 @asynccontextmanager
 async def simulated_hmi(station, **mount_kwargs):
     """Mount the HMI on ``station`` in a fresh NiceGUI app; yields (ctx, new_user)."""
-    from hmi.app import mount
+    from station.hmi.app import mount
 
     with nicegui_reset_globals():
         os.environ["NICEGUI_USER_SIMULATION"] = "true"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from db.models import DefectRow, InspectionRow
+from station.db.models import DefectRow, InspectionRow
 from tests.hmi.conftest import login, only, run_parts
 
 pytestmark = pytest.mark.asyncio

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from db.writer import ALARM_DB_CORRUPT
+from station.db.writer import ALARM_DB_CORRUPT
 from station.app import ALARM_COUNTERS
 from tests.hmi.conftest import PASSWORDS, ROLES, login, only, run_parts, simulated_hmi
 from tests.hmi.stand import make_station

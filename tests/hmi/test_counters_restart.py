@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from db.writer import HistoryWriter
+from station.db.writer import HistoryWriter
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
 from station.counters import local_midnight

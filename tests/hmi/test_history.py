@@ -8,8 +8,8 @@ import io
 import pytest
 from sqlalchemy import func, select
 
-from db.models import InspectionRow, ReviewRow
-from db.queries import HistoryQueries
+from station.db.models import InspectionRow, ReviewRow
+from station.db.queries import HistoryQueries
 from tests.hmi.conftest import field_error, login, only, run_parts
 
 pytestmark = pytest.mark.asyncio

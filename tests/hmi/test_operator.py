@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hmi.pages.operator import data_url
+from station.hmi.pages.operator import data_url
 
 from tests.hmi.conftest import field_error, login, only, run_parts, wait_rendered
 

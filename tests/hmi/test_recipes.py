@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from hmi.recipe_versions import MAX_RECIPE_BYTES, RecipeEditor, RecipeRefused
-from db.filters import HistoryFilter
-from db.queries import HistoryQueries
+from station.hmi.recipe_versions import MAX_RECIPE_BYTES, RecipeEditor, RecipeRefused
+from station.db.filters import HistoryFilter
+from station.db.queries import HistoryQueries
 from station.recipe import load_recipe
 from tests.hmi.conftest import field_error, login, only, run_parts
 
@@ -91,7 +91,7 @@ async def test_activate_writes_the_file_and_switches_the_line(hmi):
 async def test_hostile_uploads_change_nothing(hmi):
     ctx, new_user = hmi
     editor = RecipeEditor(ctx.station, ctx.store)
-    from hmi.recipe_versions import parse_text
+    from station.hmi.recipe_versions import parse_text
 
     with pytest.raises(RecipeRefused, match="too large"):
         parse_text("# " + "x" * MAX_RECIPE_BYTES)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hmi.auth import LoginThrottle
+from station.hmi.auth import LoginThrottle
 from tests.hmi.conftest import PASSWORDS, field_error, login, simulated_hmi
 
 pytestmark = pytest.mark.asyncio

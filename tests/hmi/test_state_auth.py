@@ -8,9 +8,9 @@ import numpy as np
 from pathlib import Path
 import pytest
 
-from hmi.auth import AuthError, LoginThrottle, allows, check_password, check_username, hash_password, verify_password
-from hmi.overlay import encode_jpeg
-from hmi.state import HmiState, StationStatus
+from station.hmi.auth import AuthError, LoginThrottle, allows, check_password, check_username, hash_password, verify_password
+from station.hmi.overlay import encode_jpeg
+from station.hmi.state import HmiState, StationStatus
 from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
 from tests.hmi.stand import make_station
 

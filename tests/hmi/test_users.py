@@ -22,7 +22,7 @@ async def test_admin_creates_user_who_can_log_in(hmi):
     info = ctx.store.get_user("quentin")
     assert info.role == "engineer" and not info.disabled
     with ctx.store.session() as s:
-        from db.models import UserRow
+        from station.db.models import UserRow
         from sqlalchemy import select
 
         stored = s.scalar(select(UserRow.password_hash).where(UserRow.username == "quentin"))
@@ -96,9 +96,9 @@ def test_cli_users_add_reads_stdin_and_refuses_weak_passwords(tmp_path):
     assert again.returncode == 1 and "already exists" in again.stderr
     listed = cli("list")
     assert "root" in listed.stdout and "admin" in listed.stdout
-    from db.engine import make_engine
-    from hmi.auth import Authenticator
-    from hmi.store import HmiStore
+    from station.db.engine import make_engine
+    from station.hmi.auth import Authenticator
+    from station.hmi.store import HmiStore
 
     auth = Authenticator(HmiStore(make_engine(url)))
     assert auth.login("root", "a-long-admin-secret").ok

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from station.bench import bench_backend, prepare_models
+from station.benchmarks.pipeline import bench_backend, prepare_models
 from station.cli import main
 from station.inference import factory
 from station.inference.metadata import ModelMetadata
@@ -42,7 +42,7 @@ def test_bench_command_json(shared_dir, capsys):
 def test_recipe_models_get_batch_one_forms_or_stay_on_the_cpu(tmp_path, tiny_onnx):
     import torch
 
-    from station.bench import stage_recipe_models
+    from station.benchmarks.pipeline import stage_recipe_models
     from tests.npu.conftest import write_metadata
 
     src = tmp_path / "src"
@@ -60,7 +60,7 @@ def test_recipe_models_get_batch_one_forms_or_stay_on_the_cpu(tmp_path, tiny_onn
 
 
 def test_bench_recipe_runs_a_recipe_as_configured(repo_root, shared_dir, tmp_path):
-    from station.bench import bench_recipe
+    from station.benchmarks.pipeline import bench_recipe
 
     report = bench_recipe(repo_root / "recipes" / "demo-part.toml", shared_dir / "data" / "magnetic-tile-train" / "manifest.csv",
                           tmp_path / "none", "onnxruntime", 8, tmp_path, distinct_frames=2)

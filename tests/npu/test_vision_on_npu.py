@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from station.bench import prepare_models, simulated_views
+from station.benchmarks.pipeline import prepare_models, simulated_views
 from station.inference import rknn_double
 from station.inference.factory import load_model
 from station.inference.pool import CoreScheduler, ModelPool

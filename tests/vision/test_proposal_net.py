@@ -16,8 +16,8 @@ from station.vision.proposals import BACKGROUND, ProposalStage
 
 torch = pytest.importorskip("torch")
 
-from models.train.nets import ProposalNet
-from models.train.proposal_net import (
+from station.models.train.nets import ProposalNet
+from station.models.train.proposal_net import (
     export_proposal_net,
     loss_terms,
     train_proposal_net,

@@ -18,7 +18,7 @@ from station.vision.segmentation import EncodedView
 
 torch = pytest.importorskip("torch")
 
-from models.train.sam_head import (
+from station.models.train.sam_head import (
     IGNORE,
     EncodedSample,
     cell_targets,

@@ -37,7 +37,7 @@ def test_grouped_folds_never_split_a_group_and_spread_classes():
 
 def test_update_recipe_models_rewrites_only_the_models_table(tmp_path):
     pytest.importorskip("torch")
-    from models.train.recipe_training import update_recipe_models
+    from station.models.train.recipe_training import update_recipe_models
 
     src = (REPO_ROOT / "recipes" / "steel-strip.toml").read_text()
     path = tmp_path / "steel-strip.toml"
@@ -62,7 +62,7 @@ def test_update_recipe_models_rewrites_only_the_models_table(tmp_path):
 
 def test_update_recipe_confidence_sets_each_named_class_only(tmp_path):
     pytest.importorskip("torch")
-    from models.train.recipe_training import update_recipe_confidence
+    from station.models.train.recipe_training import update_recipe_confidence
 
     src = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
     path = tmp_path / "magnetic-tile.toml"
@@ -130,7 +130,7 @@ def test_station_train_then_eval_on_a_few_real_tiles(tmp_path, shared_dir, propo
         assert (out / meta["file"]).stat().st_size < 2_000_000
         assert meta["sha256"] == record["final"]["sha256"][name]
     assert record["proposal_net"] == proposal_net
-    from models.train.report import report
+    from station.models.train.report import report
 
     printed = report(record)
     final_line = printed.strip().splitlines()[-1]  # the README's tables are printed from records

@@ -22,11 +22,11 @@ from typing import IO
 import numpy as np
 from sqlalchemy import func, insert, select
 
-from db.engine import make_engine
-from db.filters import HistoryFilter
-from db.migrate import upgrade
-from db.models import DefectRow, InspectionRow
-from db.queries import HistoryQueries, ShiftPlan
+from station.db.engine import make_engine
+from station.db.filters import HistoryFilter
+from station.db.migrate import upgrade
+from station.db.models import DefectRow, InspectionRow
+from station.db.queries import HistoryQueries, ShiftPlan
 
 CLASSES = ["scratch", "crack", "stain", "dent", "burr"]
 CLASS_WEIGHTS = [50, 25, 15, 8, 2]
@@ -43,7 +43,7 @@ def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
     from station.config import ArchiveConfig, DatabaseConfig
     from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict
 
-    from db.writer import HistoryWriter
+    from station.db.writer import HistoryWriter
 
     rng = np.random.default_rng(1)
     prototypes = []
@@ -84,7 +84,7 @@ def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
     print(f"inserts: {writer.stats.written} inspections x 3 defects in {elapsed:.2f} s = {rate:,.0f} inspections/s "
           f"({3 * rate:,.0f} defects/s); publish() p50 {res['publish_us_p50']} us, p99 {res['publish_us_p99']} us; lost {writer.stats.lost}", file=out)
 
-    from db.archive import ImageArchive
+    from station.db.archive import ImageArchive
 
     arch = ImageArchive(Path("/nonexistent"))
     img = (np.random.default_rng(2).integers(0, 40, (480, 640, 3)) + 100).astype(np.uint8)

@@ -1,10 +1,10 @@
 """HMI benchmarks (not part of the test run): run the demo station with its HMI in this
 process, open headless Chromium browsers on the live view, and measure.
 
-    python -m hmi.bench throughput [--seconds 30] [--browsers 0,1,3]
+    python tools/hmi_bench.py throughput [--seconds 30] [--browsers 0,1,3]
         station throughput (parts/s, parts triggered back to back) with 0, 1 and 3 browsers
         on the operator view, and each browser's live-view update rate (images shown per s);
-    python -m hmi.bench soak [--minutes 60] [--interval-ms 200] [--browsers 1]
+    python tools/hmi_bench.py soak [--minutes 60] [--interval-ms 200] [--browsers 1]
         server memory (RSS) while parts run and browsers watch; growth must stay < 50 MB.
 
 Browsers run on the same machine here (on the line they are other computers), niced to 19
@@ -232,7 +232,7 @@ def run_with_hmi(work) -> None:
     """Serve the demo station's HMI in this process and run ``work(station, url)`` beside it."""
     from nicegui import app, ui
 
-    from hmi.app import UI_RUN_OPTIONS, mount
+    from station.hmi.app import UI_RUN_OPTIONS, mount
 
     root = Path(tempfile.mkdtemp(prefix="hmi-bench-"))
     (root / "var").mkdir()
@@ -258,7 +258,7 @@ def run_with_hmi(work) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hmi.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python tools/hmi_bench.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("throughput")
