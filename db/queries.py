@@ -26,7 +26,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from station.db.filters import FilterError, HistoryFilter
 from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow, ReviewRow
 
-I = InspectionRow.__table__.c
+I = InspectionRow.__table__.c  # noqa: E741 (I and D: the two tables' columns, as in SQL)
 D = DefectRow.__table__.c
 
 # Inspection columns in list/export order (JSON columns are dicts).
@@ -337,7 +337,8 @@ class HistoryQueries:
             acc[1] += p
             order[(day, s.name)] = s.start
         keys = sorted(totals, key=lambda k: (k[0], order[k]))
-        return [ShiftYield(name, day, totals[(day, name)][0], totals[(day, name)][1], totals[(day, name)][0] - totals[(day, name)][1]) for day, name in keys]
+        return [ShiftYield(name, day, parts, rejects, parts - rejects)
+                for day, name in keys for parts, rejects in [totals[(day, name)][:2]]]
 
     @staticmethod
     def _shift_unit(plan: ShiftPlan, tz: zoneinfo.ZoneInfo, flt: HistoryFilter) -> str:

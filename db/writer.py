@@ -29,7 +29,6 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from station.db.quarantine import carry_over, corruption, says_corrupt, set_asid
 from station.alarms import AlarmBoard, Severity
 from station.config import ArchiveConfig, DatabaseConfig
 from station.inspection import Inspection, Outcome
-from station.recipe import ImagePolicy, LoadedRecipe
+from station.recipe import LoadedRecipe
 
 log = logging.getLogger("db.writer")
 
@@ -57,7 +56,6 @@ ALARM_ARCHIVE = "archive_write"
 ALARM_ARCHIVE_FULL = "archive_over_budget"
 ALARM_BAD_RESULT = "history_bad_result"
 
-RecipeLookup = Callable[[str], LoadedRecipe]
 
 
 @dataclass
@@ -97,8 +95,9 @@ class HistoryWriter:
     """Pipeline ResultSink that stores every verdict. ``start()`` migrates the schema (raises
     ``SchemaTooNew`` for a newer database); other database problems are alarms and retries.
 
-    ``recipes`` (e.g. ``RecipeBook.get``) gives each recipe's image policy, thresholds and the
-    content stored in ``recipe_versions``; without it rejects are archived, passes are not.
+    Each result carries the recipe it was inspected with (``Inspection.recipe``): its image
+    policy, the thresholds stored on the row and the content stored in ``recipe_versions`` are
+    that recipe's, never one looked up by name later.
     """
 
     def __init__(
@@ -108,7 +107,6 @@ class HistoryWriter:
         alarms: AlarmBoard,
         station_id: str,
         *,
-        recipes: RecipeLookup | None = None,
         engine: Engine | None = None,
         max_queued_image_bytes: int = 256 * 1024**2,
         maintenance_interval_s: float = 600.0,
@@ -119,7 +117,6 @@ class HistoryWriter:
         self.archive_config = archive
         self.alarms = alarms
         self.station_id = station_id
-        self.recipes = recipes
         self._owns_engine = engine is None
         self.engine = engine or make_engine(database.url)
         self.archive = ImageArchive(archive.dir)
@@ -268,14 +265,14 @@ class HistoryWriter:
     def _pending(self, insp: Inspection) -> _Pending:
         v = insp.verdict
         outcome = v.outcome.value if v else Outcome.REJECT.value
-        recipe = self._lookup(insp.recipe)
+        recipe = insp.recipe
         row = {
             "station_id": self.station_id,
             "sequence": insp.sequence,
             "part_id": insp.part_id,
             "triggered_at": dt.datetime.fromtimestamp(insp.triggered_at_s, dt.timezone.utc),
             "cameras": ",".join(vw.camera for vw in insp.views),
-            "recipe_name": insp.recipe,
+            "recipe_name": insp.recipe_name,
             "recipe_version": insp.recipe_version,
             "recipe_hash": insp.recipe_hash,
             "model_hashes": {str(k): str(v) for k, v in insp.model_hashes.items()},
@@ -285,14 +282,14 @@ class HistoryWriter:
             "plc_code": v.plc_code if v else 0xFFFF,
             "top_class": v.top_defect.class_name if v and v.top_defect else None,
             "defect_count": len(insp.defects),
-            "scores": {str(k): _number(s) for k, s in insp.scores.items() if not str(k).startswith("_")},
+            "scores": {str(k): _number(s) for k, s in insp.scores.items()},
             "thresholds": {},
             "timings_ms": {str(k): _number(t, 3) for k, t in insp.timings_ms.items()},
-            "error": insp.error,
+            "error": None if insp.failure is None else insp.failure.text,
             "images_dropped": 0,
         }
         views, overlay = [], None
-        if self._wants_images(outcome, insp.recipe, recipe):
+        if self._wants_images(outcome, recipe):
             views = [(vw.camera, vw.image) for vw in insp.views if vw.image is not None]
             overlay = insp.overlay
         # defects become rows now, each mask cut to its box: holding full-frame masks in a
@@ -306,16 +303,8 @@ class HistoryWriter:
     def _image_count(p: _Pending) -> int:
         return len(p.views) + (1 if p.overlay is not None else 0)
 
-    def _lookup(self, name: str) -> LoadedRecipe | None:
-        if self.recipes is None:
-            return None
-        try:
-            return self.recipes(name)
-        except Exception:  # an unknown recipe must not lose the result
-            return None
-
-    def _wants_images(self, outcome: str, name: str, recipe: LoadedRecipe | None) -> bool:
-        policy = recipe.recipe.images if recipe is not None else ImagePolicy()
+    def _wants_images(self, outcome: str, recipe: LoadedRecipe) -> bool:
+        policy, name = recipe.recipe.images, recipe.recipe.name
         if outcome != Outcome.PASS.value:
             return policy.save_rejects
         # an exact share of passes, evenly spread: accumulate the rate, save when it crosses 1
@@ -414,7 +403,8 @@ class HistoryWriter:
             self.stats.failed_attempts += 1
             self.stats.last_error = msg
         log.error("%s", msg)
-        self.alarms.raise_(ALARM_DB, "database", msg + f" — results are held in memory (queue {self._queue.qsize()}/{self.database.queue_size})")
+        held = f"queue {self._queue.qsize()}/{self.database.queue_size}"
+        self.alarms.raise_(ALARM_DB, "database", msg + f" — results are held in memory ({held})")
         # a locked, full or corrupt file may need a fresh connection once the cause is fixed
         self.engine.dispose()
 
@@ -444,7 +434,9 @@ class HistoryWriter:
                     if self._write([p]):
                         return batch[i:]
                 return []
-            msg = f"result seq {batch[0].row['sequence']} (part {batch[0].row['part_id']}) refused by the database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            first = batch[0].row
+            msg = (f"result seq {first['sequence']} (part {first['part_id']}) refused by the database: "
+                   f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
             log.error("%s", msg)
             self.alarms.raise_(ALARM_BAD_RESULT, "database", msg)
             self._settle(lost=1)
@@ -478,7 +470,8 @@ class HistoryWriter:
                 defects.extend(dict(d, inspection_id=iid) for d in p.defect_rows)
                 for view, kind, s in p.stored:
                     images.append(
-                        {"inspection_id": iid, "view": view, "kind": kind, "path": s.path, "sha256": s.sha256, "bytes": s.bytes, "created_at": when}
+                        {"inspection_id": iid, "view": view, "kind": kind, "path": s.path, "sha256": s.sha256, "bytes": s.bytes,
+                         "created_at": when}
                     )
             if defects:
                 conn.execute(insert(DefectRow.__table__), defects)
@@ -644,7 +637,7 @@ def _permanent(exc: BaseException) -> bool:
 def _thresholds(loaded: LoadedRecipe) -> dict:
     return {
         c.name: {
-            "min_confidence": c.min_confidence,
+            "min_confidence": loaded.recipe.min_confidence_of(c),
             "min_area_px": c.min_area_px,
             "min_area_mm2": c.min_area_mm2,
             "max_count": c.max_count,

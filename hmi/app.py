@@ -61,10 +61,9 @@ def mount(station, config: HmiConfig | None = None, *, engine=None, throttle: Lo
         log.exception("HMI cannot prepare the database")
         station.alarms.raise_("hmi_database", "database", f"HMI cannot use the database: {exc}")
     store = HmiStore(engine)
-    state = HmiState(station)
-    state.start()
-    station.pipeline.sinks.append(state)
-    app.on_shutdown(state.stop)
+    state = station.hmi_state  # a pipeline sink, wired and started by the station (station.app)
+    if state is None:
+        raise ValueError("this station was built without an HMI (Station(..., hmi=False) or [hmi] enabled = false)")
     ctx = HmiContext(station, config, state, store, Authenticator(store, throttle))
     _record_running_recipes(ctx)
     register_all(ctx)

@@ -30,6 +30,26 @@ def _unwrap(annotation) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _model_union(annotation) -> list[type[BaseModel]]:
+    """The member models of a union of models (e.g. the recipe's vision settings, one per analyzer)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if all(isinstance(a, type) and issubclass(a, BaseModel) for a in args):
+            return list(args)
+    return []
+
+
+def _member_for(members: list[type[BaseModel]], tag_field: str | None, data: dict) -> type[BaseModel]:
+    """The member whose tag (``Literal`` of ``tag_field``) is the data's; the first one otherwise."""
+    for m in members:
+        field = m.model_fields.get(tag_field or "")
+        if field is not None and data.get(tag_field) in typing.get_args(field.annotation):
+            return m
+    return members[0]
+
+
 def _model_list(annotation) -> type[BaseModel] | None:
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
@@ -77,9 +97,16 @@ class ModelForm:
         scalars = ui.row().classes("w-full gap-3 items-start")
         for name, info in model.model_fields.items():
             path = f"{prefix}{name}"
-            value = data.get(name, info.get_default(call_default_factory=True))
+            # a file's dict names a field by its alias (e.g. a blob rule's "class"), a model dump by its name
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
+            value = data.get(name, data.get(info.alias, default) if info.alias else default)
             annotation, optional = _unwrap(info.annotation)
             item_model = _model_list(annotation)
+            members = _model_union(annotation)
+            if members:  # a tagged union: the form of the member the data is (switching kinds: upload a file)
+                data_now = value.model_dump() if isinstance(value, BaseModel) else dict(value or {})
+                annotation = _member_for(members, info.discriminator, data_now)
+                value = data_now
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 with ui.expansion(name.replace("_", " ").capitalize(), value=False).classes("w-full text-lg") \
                         .style("background:#111827").mark(self._mark(path)):

@@ -9,16 +9,14 @@ The recipe file in the recipes directory is what the station and the PLC load by
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
-import tomli_w
 from pydantic import ValidationError
 
 from station.hmi.store import HmiStore, RecipeVersion, StoreError, text_diff
 from station.config_errors import ConfigError, validation_problems
 from station.recipe import LoadedRecipe, Recipe, load_recipe
+from station.recipe_file import recipe_text, write_atomically
 
 MAX_RECIPE_BYTES = 256 * 1024
 
@@ -29,13 +27,6 @@ class RecipeRefused(ValueError):
     def __init__(self, problems: list[tuple[str, str]]):
         self.problems = problems
         super().__init__("; ".join(f"{k}: {r}" if k else r for k, r in problems))
-
-
-def recipe_toml(recipe: Recipe) -> str:
-    """TOML text of a recipe: only what differs from the defaults, as a person would write it."""
-    data = recipe.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
-    data = {"name": recipe.name, "version": recipe.version, **data}
-    return tomli_w.dumps(data)
 
 
 def validate(data: dict) -> Recipe:
@@ -98,12 +89,13 @@ class RecipeEditor:
         disk = self.on_disk(name)
         latest = max(self.store.latest_recipe_version(name), disk.recipe.version if disk else 0)
         recipe = recipe.model_copy(update={"version": latest + 1})
-        text = recipe_toml(recipe)
-        parse_text(text, f"{name}.toml")  # what we write must load exactly as the station will load it
         try:
             before = self.current_text(name)
         except StoreError:
             before = ""
+        # written over the latest text, so its comments and layout stay (station.recipe_file)
+        text = recipe_text(recipe, before or None)
+        parse_text(text, f"{name}.toml")  # what we write must load exactly as the station will load it
         if before and _same_content(before, text):
             raise RecipeRefused([("", "nothing changed since the latest version")])
         digest = hashlib.sha256(text.encode()).hexdigest()
@@ -111,10 +103,9 @@ class RecipeEditor:
                                                 text_diff(before, text, name))
 
     def activate(self, name: str, version: int, actor: str) -> LoadedRecipe:
-        """Make a stored version the recipe file; reload; switch the line if it runs this recipe.
-
-        On any failure the previous file is restored and the running recipe stays.
-        """
+        """Make a stored version the recipe file; switch the line to it if it runs this recipe
+        (station.recipe_switch, the station's one path). On any failure the previous file is
+        restored and the running recipe stays."""
         stored = self.store.recipe_version(name, version)
         if stored is None:
             raise StoreError(f"no stored version {version} of {name!r}")
@@ -122,7 +113,7 @@ class RecipeEditor:
         path = self.directory / f"{name}.toml"
         old_text = path.read_text(encoding="utf-8") if path.exists() else None
         old_version = self.on_disk(name).recipe.version if self.on_disk(name) else None
-        _atomic_write(path, stored.content)
+        write_atomically(path, stored.content)
         running = self.running()
         try:
             self.station.recipes.reload()
@@ -131,12 +122,12 @@ class RecipeEditor:
                 raise RecipeRefused([("", f"the recipe book refused the file: {errors}")])
             loaded = self.station.recipes.get(name)
             if running is not None and running.recipe.name == name:
-                self.station.pipeline.load_recipe(loaded)
+                loaded = self.station.switch_recipe(name, actor=actor, via="HMI activate")
         except Exception:
             if old_text is None:
                 path.unlink(missing_ok=True)
             else:
-                _atomic_write(path, old_text)
+                write_atomically(path, old_text)
             self.station.recipes.reload()
             raise
         self.store.audit(actor, "recipe.activate", name, before=f"v{old_version}" if old_version else None,
@@ -144,15 +135,8 @@ class RecipeEditor:
         return loaded
 
     def run_on_line(self, name: str, actor: str) -> LoadedRecipe:
-        """Switch the pipeline to recipe ``name`` (as the PLC's recipe select does)."""
-        before = self.running()
-        self.station.recipes.reload()
-        loaded = self.station.recipes.get(name)
-        self.station.pipeline.load_recipe(loaded)
-        self.store.audit(actor, "recipe.run", name,
-                         before=f"{before.recipe.name} v{before.recipe.version}" if before else None,
-                         after=f"{name} v{loaded.recipe.version}")
-        return loaded
+        """Switch the line to recipe ``name`` (the station's one path, as the PLC's recipe select)."""
+        return self.station.switch_recipe(name, actor=actor, via="HMI")
 
 
 def _same_content(a: str, b: str) -> bool:
@@ -175,17 +159,3 @@ def _valid(d: dict) -> bool:
         return True
     except ValidationError:
         return False
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -23,7 +23,7 @@ from station.hmi.overlay import encode_jpeg
 from station.alarms import Alarm
 from station.counters import DayCounters
 from station.inspection import Inspection, Outcome
-from station.vision.overlay import render_overlay
+from station.vision.overlay import as_rgb
 
 log = logging.getLogger("hmi.state")
 
@@ -130,14 +130,12 @@ class HmiState:
         """Overlay + JPEG (display size) + thumbnail for one inspection."""
         image = b""
         thumb = b""
+        # the overlay was drawn once, with the part's own recipe (station.stages); a part whose
+        # overlay could not be drawn shows its raw view
         if insp.overlay is not None:
             rgb = insp.overlay
         elif insp.views:
-            first = insp.views[0]
-            # no overlay from the vision stage (e.g. a fail-safe reject): draw one with the same renderer
-            active = self.station.pipeline.recipe
-            recipe = active.loaded.recipe if active else None
-            rgb = render_overlay(first.image, insp.defects, recipe, insp.verdict, view=first.camera)
+            rgb = as_rgb(insp.views[0].image)
         else:
             rgb = None
         if rgb is not None:
@@ -151,7 +149,7 @@ class HmiState:
         return LiveResult(
             sequence=insp.sequence,
             part_id=insp.part_id,
-            recipe=insp.recipe,
+            recipe=insp.recipe_name,
             recipe_version=insp.recipe_version,
             outcome=v.outcome if v else Outcome.REJECT,
             reason=v.reason if v else "no verdict",

@@ -1,9 +1,14 @@
 """The Station: composes cameras, pipeline, PLC link, history writer and HMI from StationConfig.
 
+This is the one place where the result sinks are wired: the PLC first (its answer is the
+line's), then the history writer, then the HMI's state, then any extra sinks the caller gives
+(the headless demo's recorder). Recipes are switched through one path (``switch_recipe``,
+station.recipe_switch) for start-up, the PLC and the HMI.
+
 Start-up order: recipes → cameras (each failure an alarm; no camera at all is fatal) →
-active recipe and its models (failure is fatal: nothing could be inspected) → history
-writer (then the operator's day counters are seeded from the history) → pipeline → PLC.
-Shutdown runs the other way, after parts in flight are published.
+history writer (then the operator's day counters are seeded from the history) → active recipe
+and its models (failure is fatal: nothing could be inspected) → pipeline → PLC. Shutdown runs
+the other way, after parts in flight are published.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from station.config import StationConfig
 from station.counters import PartCounters
 from station.inference import pool as npu_pool
 from station.inference.select import analyse_workers, resolve_backend
-from station.pipeline import Pipeline
+from station.pipeline import Pipeline, ResultSink
 from station.recipe import LoadedRecipe, RecipeBook
+from station.recipe_switch import RecipeSwitcher, RecipeSwitchError
 from station.stats import StationStats
 
 log = logging.getLogger("station.app")
@@ -40,7 +46,8 @@ def build_inspector(loaded: LoadedRecipe, *, models_dir: Path, backend: str, thr
 
 
 class Station:
-    def __init__(self, config: StationConfig, *, plc: bool | None = None, history: bool = True):
+    def __init__(self, config: StationConfig, *, plc: bool | None = None, history: bool = True, hmi: bool | None = None,
+                 sinks: list[ResultSink] | tuple[ResultSink, ...] = ()):
         self.config = config
         self.alarms = AlarmBoard()
         # the var dir (the archive's parent) is the station's own writable place, as for the HMI's sessions
@@ -67,8 +74,16 @@ class Station:
         )
         self._want_plc = config.plc.enabled if plc is None else plc
         self._want_history = history
+        self._extra_sinks = tuple(sinks)
         self.plc = None
         self.history = None
+        self.audit_log = None
+        self.hmi_state = None
+        if config.hmi.enabled if hmi is None else hmi:
+            from station.hmi.state import HmiState
+
+            self.hmi_state = HmiState(self)
+        self.switcher = RecipeSwitcher(self.recipes, self.pipeline, self.alarms, self._audit)
         self.started = False
 
     @property
@@ -95,36 +110,46 @@ class Station:
         if opened == 0:
             raise StartupError("no configured camera could be opened: " + "; ".join(a.message for a in self.alarms.active()))
         try:
-            loaded = self.recipes.get(self.config.active_recipe)
-        except KeyError as exc:
-            problems = "; ".join(str(e) for e in self.recipes.errors)
-            raise StartupError(f"{exc.args[0]}{' — ' + problems if problems else ''}") from None
-        try:
-            self.pipeline.load_recipe(loaded)
-        except Exception as exc:
-            raise StartupError(f"recipe {loaded.recipe.name} cannot be loaded: {exc}") from None
-        log.info("inference backend: %s", self.backend_label)
-        try:
             if self._want_history:
+                from station.db.audit import AuditLog
                 from station.db.writer import HistoryWriter
 
-                self.history = HistoryWriter(
-                    self.config.database, self.config.archive, self.alarms, self.config.station_id, recipes=self.recipes.get
-                )
+                self.history = HistoryWriter(self.config.database, self.config.archive, self.alarms, self.config.station_id)
                 self.history.start()
-                self.pipeline.sinks.append(self.history)
+                self.audit_log = AuditLog(self.history.engine)
                 self._seed_counters()  # before the first part: nothing is counted twice
-            self.pipeline.start()
+        except Exception as exc:
+            log.exception("start-up failed")
+            raise StartupError(f"{type(exc).__name__}: {exc}") from None
+        try:
+            self.switch_recipe(self.config.active_recipe, actor="station", via="start-up")
+        except RecipeSwitchError as exc:
+            raise StartupError(str(exc)) from None
+        log.info("inference backend: %s", self.backend_label)
+        try:
             if self._want_plc:
                 from station.plc.service import PlcService
 
-                self.plc = PlcService(self.config.plc, self.pipeline, self.recipes, self.alarms, self.stats)
-                self.pipeline.sinks.insert(0, self.plc)  # the PLC's answer goes out first
+                self.plc = PlcService(self.config.plc, self.pipeline, self.switcher, self.alarms, self.stats)
+            self.connect_sinks()
+            if self.hmi_state is not None:
+                self.hmi_state.start()
+            self.pipeline.start()
+            if self.plc is not None:
                 self.plc.start()
         except Exception as exc:
             log.exception("start-up failed")
             raise StartupError(f"{type(exc).__name__}: {exc}") from None
         self.started = True
+
+    def connect_sinks(self) -> None:
+        """The pipeline's result sinks, in the order they hear of a part: PLC, history, HMI, extras."""
+        sinks = [s for s in (self.plc, self.history, self.hmi_state) if s is not None]
+        self.pipeline.sinks = tuple(sinks) + self._extra_sinks
+
+    def _audit(self, actor: str, action: str, target: str, before: str | None, after: str | None) -> None:
+        if self.audit_log is not None:
+            self.audit_log.record(actor, action, target, before, after)
 
     def _seed_counters(self) -> None:
         """The operator's counters after a restart: this station's verdicts of the current period
@@ -143,12 +168,10 @@ class Station:
             return
         day.seed(since, groups)
 
-    def load_recipe(self, name: str) -> LoadedRecipe:
-        """Switch recipes between parts; on failure the running recipe stays and the error is raised."""
-        self.recipes.reload()
-        loaded = self.recipes.get(name)
-        self.pipeline.load_recipe(loaded)
-        return loaded
+    def switch_recipe(self, name: str, *, actor: str, via: str) -> LoadedRecipe:
+        """Switch the line to recipe ``name`` between parts (station.recipe_switch). Raises
+        RecipeUnknown / RecipeLoadFailed; the running recipe stays."""
+        return self.switcher.switch(name=name, actor=actor, via=via)
 
     def stop(self) -> None:
         """Stop in reverse order; safe after a partial start."""
@@ -156,6 +179,8 @@ class Station:
             self.plc.stop()
             self.plc = None
         self.pipeline.stop()
+        if self.hmi_state is not None:
+            self.hmi_state.stop()
         if self.history is not None:
             self.history.close()
             self.history = None

@@ -32,7 +32,7 @@ def _location(loc: tuple) -> str:
     return ".".join(parts)
 
 
-_UNION_TAGS = {"simulated", "replay", "genicam"}
+_UNION_TAGS = {"simulated", "replay", "genicam", "threshold", "sam"}
 
 
 def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
@@ -43,6 +43,8 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["type"] == "finite_number":
+            msg = "must be a finite number"
         problems.append((_location(loc), msg))
     return problems
 
@@ -50,7 +52,7 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
 class StrictModel(BaseModel):
     """Base of every configuration model: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def read_config_text(path: Path) -> str:

@@ -99,15 +99,12 @@ class VerdictRecorder:
             self.inspections.append(inspection.summary())
 
 
-def run_headless(pipeline: Pipeline, parts: int, interval_s: float = 0.0, timeout_s: float = 600.0) -> list[dict]:
-    """Trigger ``parts`` parts and wait for all their verdicts; returns their summaries in order."""
-    recorder = VerdictRecorder()
-    pipeline.sinks.append(recorder)
+def run_headless(pipeline: Pipeline, recorder: VerdictRecorder, parts: int, interval_s: float = 0.0,
+                 timeout_s: float = 600.0) -> list[dict]:
+    """Trigger ``parts`` parts and wait for all their verdicts; returns their summaries in order
+    (``recorder`` is one of the station's sinks: Station(..., sinks=[recorder]))."""
     conveyor = Conveyor(pipeline, interval_s)
-    try:
-        conveyor.run(parts)
-        if conveyor.triggered and not pipeline.wait_published(conveyor.triggered[-1], timeout_s):
-            raise TimeoutError(f"parts still in flight after {timeout_s:.0f} s")
-    finally:
-        pipeline.sinks.remove(recorder)
-    return recorder.inspections
+    conveyor.run(parts)
+    if conveyor.triggered and not pipeline.wait_published(conveyor.triggered[-1], timeout_s):
+        raise TimeoutError(f"parts still in flight after {timeout_s:.0f} s")
+    return list(recorder.inspections)

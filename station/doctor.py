@@ -31,6 +31,8 @@ from typing import Literal
 
 from station.config import GenicamCameraConfig, ReplayCameraConfig, StationConfig
 from station.config_errors import ConfigError
+from station.paths import SHIPPED_RECIPES
+from station.recipe_models import recipe_models
 
 Status = Literal["ok", "warn", "fail"]
 GIB = 1024**3
@@ -179,7 +181,8 @@ def check_npu(config: StationConfig | None, paths: HostPaths) -> list[Check]:
     if not status.present:
         plain = f"no NPU on this machine: {status.reason}"
         if wanted == "rknn":
-            checks.append(Check("npu", "fail", plain + ": the station file asks for backend rknn; set backend = \"auto\" to use the CPU", details))
+            checks.append(Check("npu", "fail", plain + ': the station file asks for backend rknn; set backend = "auto" to use the CPU',
+                                details))
         else:
             checks.append(Check("npu", "warn", plain + "; inference runs on the CPU", details))
     else:
@@ -282,11 +285,13 @@ def check_cameras(config: StationConfig, enumerate_devices: bool = True) -> list
         producer_set.ensure([Path(p) for p in producers])
         devices = producer_set.devices()
         listed = [f"{d.vendor} {d.model} serial {d.serial_number}".strip() for d in devices]
-        checks.append(Check("gentl_devices", "ok" if devices else "fail", f"{len(devices)} device(s): {'; '.join(listed) or 'none'}", {"devices": listed}))
+        checks.append(Check("gentl_devices", "ok" if devices else "fail", f"{len(devices)} device(s): {'; '.join(listed) or 'none'}",
+                            {"devices": listed}))
         for cam in genicam:
             try:
                 d = producer_set.find(cam.device)
-                checks.append(Check(f"camera:{cam.name}", "ok", f"device {cam.device!r} found: {d.vendor} {d.model} serial {d.serial_number}"))
+                found = f"device {cam.device!r} found: {d.vendor} {d.model} serial {d.serial_number}"
+                checks.append(Check(f"camera:{cam.name}", "ok", found))
             except Exception as exc:
                 checks.append(Check(f"camera:{cam.name}", "fail", str(exc)))
     finally:
@@ -317,7 +322,8 @@ def check_plc(config: StationConfig, connect_timeout_s: float = 2.0) -> Check:
             s.bind((plc.host, plc.port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                return Check("plc", "warn", f"Modbus server port {where} is in use (the station already running? `systemctl status station`)", {"mode": "server"})
+                return Check("plc", "warn", f"Modbus server port {where} is in use (the station already running? "
+                                            "`systemctl status station`)", {"mode": "server"})
             if exc.errno == errno.EACCES:
                 return Check(
                     "plc", "warn",
@@ -380,21 +386,10 @@ def check_disk(config: StationConfig) -> Check:
 
 
 # ---- models --------------------------------------------------------------------------------------------
-def model_names(recipe) -> list[str]:
-    """Models an active recipe loads, by name (SAM pairs resolved through their metadata)."""
-    names = []
-    if recipe.vision.analyzer == "sam":
-        names.append(recipe.models.segmentation)
-    names += recipe.models.proposal_names
-    if recipe.models.classifier:
-        names.append(recipe.models.classifier)
-    return names
-
-
 def check_models(config: StationConfig, recipe, backend: str | None, npu_target: str | None) -> list[Check]:
     from station.inference.metadata import ModelError, resolve_model
 
-    names = model_names(recipe)
+    names = recipe_models(recipe).names
     if not names:
         return [Check("models", "ok", f"recipe {recipe.name} uses no model ({recipe.vision.analyzer} analyzer)")]
     checks, seen = [], set()
@@ -441,7 +436,7 @@ def probe_npu_cores(
     from station.inference.metadata import ModelError, resolve_model
     from station.inference.rknn import SINGLE_CORE_MASKS, RknnModel, pick_form, resolve_form_file
 
-    queue, seen = model_names(recipe), set()
+    queue, seen = recipe_models(recipe).names, set()
     while queue:
         name = queue.pop(0)
         if name in seen:
@@ -550,12 +545,19 @@ def run_doctor(
 
     report = Report(config_path=str(config_path) if config_path else None)
     add = report.checks.extend
-    add(_guard("python", lambda: Check("python", "ok", f"Python {platform.python_version()} on {platform.system()} {platform.release()} ({platform.machine()})")))
+    host = f"Python {platform.python_version()} on {platform.system()} {platform.release()} ({platform.machine()})"
+    add(_guard("python", lambda: Check("python", "ok", host)))
     add(_guard("soc", lambda: check_soc(paths)))
 
     config: StationConfig | None = None
     if config_path is None:
-        report.checks.append(Check("config", "fail", f"no station file: pass --config FILE (default {DEFAULT_CONFIG_PATH})"))
+        # what `station demo` runs: simulated camera, CPU inference, var/ under the working
+        # directory, its copies of the recipes once it has run (else the shipped ones)
+        demo_recipes = Path.cwd() / "var" / "recipes"
+        config = StationConfig.embedded(Path.cwd(), recipes_dir=str(demo_recipes if demo_recipes.is_dir() else SHIPPED_RECIPES))
+        report.checks.append(Check("config", "ok", f"no station file (--config, STATION_CONFIG or {DEFAULT_CONFIG_PATH}): "
+                                                   f"checking the embedded demo station rooted at {Path.cwd()}",
+                                   {"embedded": True}))
     else:
         try:
             config = load_station_config(config_path)
@@ -583,7 +585,8 @@ def run_doctor(
             report.checks.append(Check("recipes", "warn", f"bad recipe file (skipped): {err}"))
         try:
             recipe = book.get(config.active_recipe).recipe
-            report.checks.append(Check("recipe", "ok", f"active recipe {recipe.name} v{recipe.version} ({len(book.recipes)} recipe(s) in {config.recipes_dir})"))
+            report.checks.append(Check("recipe", "ok", f"active recipe {recipe.name} v{recipe.version} "
+                                                       f"({len(book.recipes)} recipe(s) in {config.recipes_dir})"))
         except KeyError as exc:
             report.checks.append(Check("recipe", "fail", str(exc.args[0])))
     except Exception as exc:

@@ -3,6 +3,11 @@
 Coordinates are image pixels of the view they belong to, origin top-left, x to the right,
 y down. Boxes are (x0, y0, x1, y1) with x1/y1 exclusive. Times are milliseconds unless a
 name says otherwise.
+
+An ``Inspection`` handed to the result sinks (PLC, history, HMI) is complete: it carries the
+recipe exactly as it was loaded for that part, the verdict, the overlay drawn once, and when
+the part could not be inspected a typed ``Failure``. Sinks read it; none of them looks a
+recipe up or draws again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from station.recipe import LoadedRecipe
+
 
 class Outcome(str, enum.Enum):
     PASS = "pass"
@@ -19,17 +26,38 @@ class Outcome(str, enum.Enum):
 
 
 class RejectReason(str, enum.Enum):
-    """Why a part was rejected without a defect being the cause (fail-safe reasons)."""
+    """Why a part was rejected: a defect, or a fail-safe reason (the part was not inspected)."""
 
     DEFECT = "defect"
     TIMEOUT = "timeout"
     CAMERA_ERROR = "camera_error"
+    IMAGE_ERROR = "image_error"
     PREPROCESS_ERROR = "preprocess_error"
     MODEL_ERROR = "model_error"
     DECISION_ERROR = "decision_error"
     NO_RECIPE = "no_recipe"
     OVERRUN = "overrun"
     SHUTDOWN = "shutdown"
+
+
+NO_RESULT_PLC_CODE = 0xFFFF  # a part that was not inspected: reject, never a class code
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a part could not be inspected: its verdict is a fail-safe REJECT with this reason."""
+
+    reason: RejectReason
+    detail: str
+    stage: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason is RejectReason.DEFECT:
+            raise ValueError("a defect is a finding, not a failure")
+
+    @property
+    def text(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -49,9 +77,13 @@ class View:
     truth_class: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Defect:
-    """A named defect region on one view."""
+    """A named defect region on one view.
+
+    ``zone``, ``area_mm2`` and ``counted_area_px`` (its area inside the recipe's inspected
+    region) are set by ``station.verdict.locate`` before the verdict is decided.
+    """
 
     view: str
     class_name: str
@@ -62,6 +94,7 @@ class Defect:
     area_mm2: float | None = None
     proposal_score: float = 0.0
     zone: str | None = None
+    counted_area_px: int | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -79,7 +112,7 @@ class Defect:
 @dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
-    reason: str
+    reason: str  # for people: "crack 3.1 mm² > 0.5 mm² in zone A", "timeout: budget exceeded …"
     reject_reason: RejectReason | None = None
     top_defect: Defect | None = None
     plc_code: int = 0  # 0 pass, 1..N class code, 0xFFFF no valid result
@@ -88,9 +121,14 @@ class Verdict:
     def passed(self) -> bool:
         return self.outcome is Outcome.PASS
 
+    @property
+    def failsafe(self) -> bool:
+        """A reject because the part was not inspected (not because of a defect)."""
+        return self.reject_reason is not None and self.reject_reason is not RejectReason.DEFECT
+
     @classmethod
-    def failsafe(cls, reason: RejectReason, detail: str) -> "Verdict":
-        return cls(Outcome.REJECT, f"{reason.value}: {detail}", reject_reason=reason, plc_code=0xFFFF)
+    def for_failure(cls, failure: Failure) -> "Verdict":
+        return cls(Outcome.REJECT, failure.text, reject_reason=failure.reason, plc_code=NO_RESULT_PLC_CODE)
 
 
 @dataclass
@@ -99,32 +137,46 @@ class Inspection:
 
     sequence: int
     part_id: int
-    recipe: str
-    recipe_version: int
+    recipe: LoadedRecipe  # exactly as loaded for this part
     triggered_at_s: float  # time.time() at trigger (UTC epoch seconds)
     deadline_s: float  # time.monotonic() deadline
+    started_s: float = 0.0  # time.monotonic() at trigger
     views: list[View] = field(default_factory=list)
     defects: list[Defect] = field(default_factory=list)
     verdict: Verdict | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
-    recipe_hash: str = ""
     model_hashes: dict[str, str] = field(default_factory=dict)
     overlay: np.ndarray | None = None
-    error: str | None = None
+    failure: Failure | None = None
+
+    @property
+    def recipe_name(self) -> str:
+        return self.recipe.recipe.name
+
+    @property
+    def recipe_version(self) -> int:
+        return self.recipe.recipe.version
+
+    @property
+    def recipe_hash(self) -> str:
+        return self.recipe.content_hash
 
     @property
     def total_ms(self) -> float:
-        return sum(self.timings_ms.values())
+        return self.timings_ms.get("total", sum(self.timings_ms.values()))
 
     def summary(self) -> dict:
         v = self.verdict
         return {
             "sequence": self.sequence,
             "part_id": self.part_id,
-            "recipe": self.recipe,
+            "recipe": self.recipe_name,
+            "recipe_version": self.recipe_version,
             "verdict": v.outcome.value if v else None,
             "reason": v.reason if v else None,
+            "failure": None if self.failure is None else {"reason": self.failure.reason.value, "stage": self.failure.stage,
+                                                          "detail": self.failure.detail},
             "defects": [d.to_dict() for d in self.defects],
             "timings_ms": {k: round(t, 2) for k, t in self.timings_ms.items()},
             # ground truth, known only for simulated / replayed parts

@@ -229,25 +229,14 @@ def _pull_one(name, models_dir, manifest, trained_dir, sources, sha256, url, all
     raise ModelError(f"model {name}: could not be fetched ({where})")
 
 
-def recipe_model_names(recipe) -> list[str]:
-    """Models the recipe loads by name (a SAM pair's partner is pulled through its metadata)."""
-    names = []
-    if recipe.vision.analyzer == "sam":
-        # the SAM pair is loaded to outline defects, or when a proposal stage is a head on its embeddings
-        if any(c.mask_source == "sam" for c in recipe.classes) or recipe.vision.proposals_on_sam_embedding:
-            names.append(recipe.models.segmentation)
-        names += recipe.models.proposal_names
-        if recipe.models.classifier:
-            names.append(recipe.models.classifier)
-    return names
-
-
 def ensure_recipe_models(recipe_path: Path | str, models_dir: Path | str) -> list[PullResult]:
-    """Pull whatever the recipe at ``recipe_path`` needs and ``models_dir`` lacks. Raises ModelError/ConfigError."""
+    """Pull whatever the recipe at ``recipe_path`` needs (station.recipe_models) and ``models_dir``
+    lacks; a SAM encoder brings its decoder. Raises ModelError/ConfigError."""
     from station.recipe import load_recipe
+    from station.recipe_models import recipe_models
 
     recipe = load_recipe(recipe_path).recipe
     results = []
-    for name in recipe_model_names(recipe):
+    for name in recipe_models(recipe).names:
         results += pull(name, models_dir)
     return results

@@ -14,14 +14,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from station import stages
 from station.alarms import AlarmBoard
 from station.camera.base import Camera
-from station.inspection import Inspection, RejectReason, Verdict, View
+from station.inspection import Failure, Inspection, RejectReason, View
 from station.recipe import LoadedRecipe
+from station.stages import Findings, Inspector, StageFailure
 from station.stats import StationStats
 
 log = logging.getLogger("station.pipeline")
@@ -36,25 +38,9 @@ class TriggerRefused(Exception):
         super().__init__(message)
 
 
-class Inspector(Protocol):
-    """The vision side of one recipe: built once per recipe, called per part."""
-
-    def preprocess(self, views: list[View]) -> list[View]: ...
-
-    def find_defects(self, views: list[View]) -> "Findings": ...
-
-    def decide(self, inspection: Inspection) -> Verdict: ...
-
-
-@dataclass
-class Findings:
-    defects: list
-    scores: dict[str, float]
-    overlay: object | None = None
-
-
 class ResultSink(Protocol):
-    """Consumes finished inspections (PLC, database, HMI). Must return quickly."""
+    """Consumes complete inspections (PLC, database, HMI), in trigger order. Must return quickly
+    and must not change the inspection (the next sink reads it too)."""
 
     def publish(self, inspection: Inspection) -> None: ...
 
@@ -66,12 +52,6 @@ class ActiveRecipe:
 
 
 _STOP = object()
-
-
-class StageFailure(Exception):
-    def __init__(self, reason: RejectReason, detail: str):
-        self.reason = reason
-        super().__init__(detail)
 
 
 class Pipeline:
@@ -88,7 +68,8 @@ class Pipeline:
         self.build_inspector = build_inspector
         self.alarms = alarms
         self.stats = stats or StationStats()
-        self.sinks: list[ResultSink] = []
+        # set by the composition (station.app.Station.connect_sinks) before start: PLC first
+        self.sinks: Sequence[ResultSink] = ()
         self._recipe: ActiveRecipe | None = None
         self._recipe_lock = threading.Lock()
         self._seq_lock = threading.Lock()
@@ -99,6 +80,7 @@ class Pipeline:
         self._done_q: queue.Queue = queue.Queue()
         self._pending: dict[int, Inspection] = {}
         self._pending_lock = threading.Lock()
+        self._pending_cv = threading.Condition(self._pending_lock)  # notified when a part leaves _pending
         self._inference_workers = inference_workers
         self._threads: list[threading.Thread] = []
         self._running = False
@@ -166,13 +148,9 @@ class Pipeline:
             return len(self._pending)
 
     def wait_idle(self, timeout_s: float) -> bool:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            with self._pending_lock:
-                if not self._pending:
-                    return True
-            time.sleep(0.01)
-        return False
+        """Wait until every part triggered so far is published; False after ``timeout_s``."""
+        with self._pending_cv:
+            return self._pending_cv.wait_for(lambda: not self._pending, timeout_s)
 
     def wait_published(self, sequence: int, timeout_s: float) -> bool:
         with self._published_cv:
@@ -193,20 +171,17 @@ class Pipeline:
         active = self._recipe
         if active is None:
             raise TriggerRefused(RejectReason.NO_RECIPE, "no recipe loaded")
-        recipe = active.loaded.recipe
         with self._seq_lock:
             seq = self._next_seq
             now = time.monotonic()
             insp = Inspection(
                 sequence=seq,
                 part_id=part_id,
-                recipe=recipe.name,
-                recipe_version=recipe.version,
+                recipe=active.loaded,
                 triggered_at_s=time.time(),
-                deadline_s=now + recipe.time_budget_ms / 1000.0,
-                recipe_hash=active.loaded.content_hash,
+                deadline_s=now + active.loaded.recipe.time_budget_ms / 1000.0,
+                started_s=now,
             )
-            insp.scores["_t0"] = now
             try:
                 self._acquire_q.put_nowait((insp, active))
             except queue.Full:
@@ -217,24 +192,7 @@ class Pipeline:
                 self._pending[seq] = insp
         return seq
 
-    # ---- stages -------------------------------------------------------------------------
-    def _run_stage(self, insp: Inspection, name: str, reason: RejectReason, fn: Callable[[], None]) -> None:
-        if insp.error is not None:
-            return
-        if time.monotonic() > insp.deadline_s:
-            insp.error = f"{RejectReason.TIMEOUT.value}:{name}"
-            return
-        t = time.perf_counter()
-        try:
-            fn()
-        except StageFailure as exc:
-            insp.error = f"{exc.reason.value}:{exc}"
-        except Exception as exc:
-            log.exception("part %s stage %s failed", insp.sequence, name)
-            insp.error = f"{reason.value}:{name} failed: {type(exc).__name__}: {exc}"
-        finally:
-            insp.timings_ms[name] = (time.perf_counter() - t) * 1000.0
-
+    # ---- stages (station.stages) ----------------------------------------------------------
     def _acquire_loop(self) -> None:
         while (item := self._acquire_q.get()) is not _STOP:
             insp, active = item
@@ -249,35 +207,21 @@ class Pipeline:
                         raise StageFailure(RejectReason.CAMERA_ERROR, f"camera {cam.name}: {exc}") from exc
                 insp.views = views
 
-            self._run_stage(insp, "acquire", RejectReason.CAMERA_ERROR, grab)
+            stages.run_stage(insp, "acquire", grab)
             self._preprocess_q.put(item)
         self._preprocess_q.put(_STOP)
 
     def _preprocess_loop(self) -> None:
         while (item := self._preprocess_q.get()) is not _STOP:
             insp, active = item
-
-            def prep() -> None:
-                insp.views = active.inspector.preprocess(insp.views)
-
-            self._run_stage(insp, "preprocess", RejectReason.PREPROCESS_ERROR, prep)
+            stages.preprocess(insp, active.inspector)
             self._analyse_q.put(item)
 
     def _analyse_loop(self) -> None:
         while (item := self._analyse_q.get()) is not _STOP:
             insp, active = item
-
-            def analyse() -> None:
-                findings = active.inspector.find_defects(insp.views)
-                insp.defects = list(findings.defects)
-                insp.scores.update(findings.scores)
-                insp.overlay = findings.overlay
-
-            def decide() -> None:
-                insp.verdict = active.inspector.decide(insp)
-
-            self._run_stage(insp, "analyse", RejectReason.MODEL_ERROR, analyse)
-            self._run_stage(insp, "decide", RejectReason.DECISION_ERROR, decide)
+            stages.analyse(insp, active.inspector)
+            stages.decide(insp, active.inspector)
             self._done_q.put(insp)
 
     # ---- ordered, deadline-enforcing publication ------------------------------------------
@@ -316,9 +260,9 @@ class Pipeline:
 
     def _timed_out(self, insp: Inspection) -> Inspection:
         """A snapshot of a part past its deadline. A worker may still be running on the original
-        and will mutate it when it finishes; sinks must only ever see this snapshot."""
+        and will change it when it finishes; sinks must only ever see this snapshot."""
         timings = dict(insp.timings_ms)
-        stages = ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items()) or "no stage finished"
+        stages_done = ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items()) or "no stage finished"
         return replace(
             insp,
             views=list(insp.views),
@@ -326,32 +270,31 @@ class Pipeline:
             verdict=None,
             timings_ms=timings,
             scores=dict(insp.scores),
+            model_hashes=dict(insp.model_hashes),
             overlay=None,
-            error=f"{RejectReason.TIMEOUT.value}:budget exceeded ({stages})",
+            failure=Failure(RejectReason.TIMEOUT, f"budget exceeded ({stages_done})"),
         )
 
     def _finish(self, insp: Inspection) -> None:
-        t0 = insp.scores.pop("_t0", None)
-        if insp.error is not None or insp.verdict is None:
-            code, _, detail = (insp.error or "decision_error:no verdict").partition(":")
-            reason = RejectReason(code) if code in RejectReason._value2member_map_ else RejectReason.DECISION_ERROR
-            insp.verdict = Verdict.failsafe(reason, detail)
-            self.alarms.raise_(f"part_failed:{reason.value}", "pipeline", f"part {insp.part_id} (seq {insp.sequence}): {insp.verdict.reason}")
+        stages.complete(insp)
+        if insp.failure is not None:
+            reason = insp.failure.reason
+            self.alarms.raise_(f"part_failed:{reason.value}", "pipeline",
+                               f"part {insp.part_id} (seq {insp.sequence}): {insp.verdict.reason}")
         else:
             for key in [a.key for a in self.alarms.active() if a.key.startswith("part_failed:")]:
                 self.alarms.clear(key)
-        if t0 is not None:
-            insp.timings_ms["total"] = (time.monotonic() - t0) * 1000.0
-        with self._pending_lock:
+        with self._pending_cv:
             self._pending.pop(insp.sequence, None)
+            self._pending_cv.notify_all()
         self.stats.record(insp)
         v = insp.verdict
         part_log.info(
             "part seq=%d id=%d recipe=%s verdict=%s reason=%r defects=%d %s",
-            insp.sequence, insp.part_id, insp.recipe, v.outcome.value, v.reason, len(insp.defects),
+            insp.sequence, insp.part_id, insp.recipe_name, v.outcome.value, v.reason, len(insp.defects),
             " ".join(f"{k}_ms={t:.1f}" for k, t in insp.timings_ms.items()),
         )
-        for sink in list(self.sinks):
+        for sink in self.sinks:
             try:
                 sink.publish(insp)
             except Exception:
@@ -362,4 +305,4 @@ class Pipeline:
             self._published_cv.notify_all()
 
 
-__all__ = ["Pipeline", "Inspector", "Findings", "ResultSink", "TriggerRefused"]
+__all__ = ["Pipeline", "Inspector", "Findings", "ResultSink", "TriggerRefused", "ActiveRecipe", "View"]

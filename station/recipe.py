@@ -9,19 +9,26 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from station.config_errors import ConfigError, StrictModel as Strict, load_toml_model, read_config_text
 
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
+# names that reach the HMI, CSV exports, reasons and PLC texts: letters, digits, "_", "-", " ",
+# starting with a letter or digit, so a name can never be read as a spreadsheet formula
+# (=, +, -, @) or carry markup
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_ -]{0,39}$"
+SafeName = Annotated[str, Field(pattern=SAFE_NAME)]
+
+
 class RecipeCamera(Strict):
     """A view of the part: which station camera, in which trigger mode, with which features."""
 
-    name: str
+    name: SafeName
     trigger: Literal["software", "hardware", "freerun"] = "software"
     trigger_line: str = "Line0"
     # GenICam feature name -> value, applied on open (e.g. ExposureTime = 5000.0)
@@ -31,7 +38,7 @@ class RecipeCamera(Strict):
 class Zone(Strict):
     """An inspection or ignore zone, as a rectangle (x0, y0, x1, y1) px or a polygon [[x, y], ...]."""
 
-    name: str
+    name: SafeName
     kind: Literal["inspect", "ignore"] = "inspect"
     view: str | None = None  # None: every view
     rect: tuple[int, int, int, int] | None = None
@@ -53,17 +60,17 @@ class Zone(Strict):
 class DefectClass(Strict):
     """A defect class: how it is shown, coded for the PLC, and when it rejects a part."""
 
-    name: str
+    name: SafeName
     colour: str = "#ff0000"
     plc_code: int = Field(ge=1, le=0xFFFE)
     min_area_px: int = Field(default=0, ge=0)
     min_area_mm2: float | None = Field(default=None, ge=0)
-    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # None: the recipe's min_confidence (Recipe.min_confidence_of)
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
     max_count: int = Field(default=0, ge=0, description="defects of this class tolerated before reject")
+    # where a finding's outline comes from on a model analyzer: the SAM decoder prompted with
+    # its box, or the region the proposal stage found (better for diffuse defects)
     mask_source: Literal["sam", "proposal"] = "sam"
-    # threshold analyzer only: which blobs are this class (dark/bright) and their shape
-    polarity: Literal["dark", "bright"] | None = None
-    shape: Literal["any", "line", "blob"] = "any"
 
     @field_validator("colour")
     @classmethod
@@ -80,89 +87,85 @@ class Preprocess(Strict):
     denoise_sigma: float = Field(default=0.0, ge=0)
 
 
+# ---- the vision stage: settings typed per analyzer ----------------------------------------------
+class BlobRule(Strict):
+    """Threshold analyzer: which blobs are this class (dark or bright) and their shape (lines:
+    thin; blobs: compact; any)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_name: str = Field(alias="class")
+    polarity: Literal["dark", "bright"]
+    shape: Literal["any", "line", "blob"] = "any"
+
+
+class ThresholdVision(Strict):
+    """The classical analyzer: dark and bright blobs under fixed grey thresholds, no model
+    (station.vision.threshold). Used by fast tests and recipes that want no model."""
+
+    analyzer: Literal["threshold"]
+    max_proposals: int = Field(default=8, ge=1)
+    dark_threshold: int = Field(default=60, ge=0, le=255)
+    bright_threshold: int = Field(default=200, ge=0, le=255)
+    blobs: list[BlobRule] = Field(min_length=1)
+
+
 ProposalNetKind = Literal["pixel-mlp", "unet", "sam-head", "sam-context-head"]
+SAM_EMBEDDING_KINDS = ("sam-head", "sam-context-head")
 
 
-def _opinions(v):
-    """A proposal field as opinions: "a" -> [["a"]], ["a", "b"] -> [["a", "b"]] (one opinion of
-    two models, fused), [["a", "b"], ["c"]] stays (two opinions). Mixing names and lists is refused:
-    whether ["a", ["b"]] meant "fused" or "separate" cannot be told."""
-    if isinstance(v, str):
-        return [[v]]
-    if isinstance(v, list) and v and any(isinstance(x, list) for x in v):
-        if not all(isinstance(x, list) for x in v):
-            raise ValueError(f"{v}: write either a list of names (fused) or a list of lists (opinions), not both")
-        return v
-    return [v] if isinstance(v, list) and v else v
+class ProposalEntry(Strict):
+    """One trained proposal model: its kind (what `station train` trains and what the model's
+    metadata must say it is) and its name in the models directory. Entries of one ``opinion``
+    are fused per pixel; of several opinions the surest counts (station.vision.proposals)."""
+
+    kind: ProposalNetKind
+    model: str
+    opinion: int = Field(default=1, ge=1)
 
 
-def _distinct_opinions(v: list[list]) -> list[list]:
-    names = [n for opinion in v for n in opinion]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{v}: an entry is named twice")
-    if any(not opinion for opinion in v):
-        raise ValueError(f"{v}: an opinion names no model")
-    return v
+class SamVision(Strict):
+    """The model analyzer (station.vision.sam_analyzer): trained proposal models find regions,
+    the classifier names them, the SAM pair outlines them."""
 
-
-T = TypeVar("T")
-# a TOML field that names the proposal stage's models: one (a plain string), several fused per
-# pixel (a list), or several opinions each fused on its own (a list of lists; see
-# station.vision.proposals); normalised to the list of opinions, never one name twice
-Opinions = Annotated[list[list[T]], BeforeValidator(_opinions), AfterValidator(_distinct_opinions)]
-
-
-class ModelRefs(Strict):
-    """Models by name in the models directory (each ``NAME.json`` next to its file, with sha256)."""
-
-    segmentation: str = "litemedsam"
-    # one proposal model, several whose evidence is fused per pixel, or several such opinions
-    # of which the surest counts (station.vision.proposals)
-    proposals: Opinions[str] = Field(default_factory=list)
+    analyzer: Literal["sam"]
+    segmentation: str = "litemedsam"  # the SAM encoder; its decoder is named in its metadata (pair)
+    proposals: list[ProposalEntry] = Field(min_length=1)
+    # what the region classifier does with each proposal: name it and drop it when it says "not
+    # a defect" (its doubt also lowers the confidence), or only name it (the confidence is then
+    # the proposal stage's alone)
     classifier: str | None = None
-
-    @property
-    def proposal_names(self) -> list[str]:
-        """Every proposal model, in recipe order."""
-        return [n for opinion in self.proposals for n in opinion]
-
-
-class Vision(Strict):
-    """How the vision stage looks at a view. Owned by station/vision/."""
-
-    analyzer: Literal["sam", "threshold"] = "sam"
-    tile_px: int = Field(default=0, ge=0, description="0: whole view; else square tiles at native resolution")
-    tile_overlap_px: int = Field(default=0, ge=0)
+    classifier_role: Literal["name-and-drop", "name"] = "name-and-drop"
     max_proposals: int = Field(default=8, ge=1)
     proposal_threshold: float = Field(default=0.5, ge=0, le=1)
     # no proposal is seeded or scored this close to the view's edge (regions seeded further in
     # still reach it): a crop's border or the part's outline looks like a defect to the nets
     edge_margin_px: int = Field(default=0, ge=0)
-    # what `station train` trains as the proposal stage (the station runs whatever models the
-    # recipe names: their metadata says what they take): a per-pixel MLP on a filter bank, a
-    # small U-Net on the grey view, a per-location head on the SAM encoder's embedding of the
-    # view (the encoder then runs on every view, not only on views with a candidate), or a
-    # list of these, trained each on its own and fused per pixel at run time, or a list of such
-    # lists (opinions: fused each on its own, the surest counts); "sam-context-head" is a head on
-    # the embedding that also sees the cells around each one (dilated convolutions)
-    proposal_net: Opinions[ProposalNetKind] = Field(default_factory=lambda: [["pixel-mlp"]], min_length=1)
-    # what the region classifier (models.classifier) does with each proposal: name it and drop
-    # it when it says "not a defect" (its doubt also lowers the confidence), or only name it
-    # (the confidence is then the proposal stage's alone)
-    classifier_role: Literal["name-and-drop", "name"] = "name-and-drop"
-    # threshold analyzer (classical baseline, used for the simulated demo part)
-    dark_threshold: int = Field(default=60, ge=0, le=255)
-    bright_threshold: int = Field(default=200, ge=0, le=255)
+    # 0: SAM encodes the whole view; else a window this many native px around each finding
+    tile_px: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "SamVision":
+        names = [e.model for e in self.proposals]
+        if len(set(names)) != len(names):
+            raise ValueError(f"proposals: a model is named twice ({names})")
+        return self
 
     @property
-    def proposal_net_kinds(self) -> list[str]:
-        """Every proposal net `station train` trains, in recipe order."""
-        return [k for opinion in self.proposal_net for k in opinion]
+    def opinions(self) -> list[list[ProposalEntry]]:
+        """The proposal entries grouped by opinion, in the order opinions first appear."""
+        groups: dict[int, list[ProposalEntry]] = {}
+        for e in self.proposals:
+            groups.setdefault(e.opinion, []).append(e)
+        return list(groups.values())
 
     @property
     def proposals_on_sam_embedding(self) -> bool:
-        """Whether a proposal net reads the SAM encoder's embedding (the encoder then runs on every view)."""
-        return any(k.startswith("sam-") for k in self.proposal_net_kinds)
+        """Whether a proposal model reads the SAM encoder's embedding (the encoder then runs on every view)."""
+        return any(e.kind in SAM_EMBEDDING_KINDS for e in self.proposals)
+
+
+Vision = Annotated[Union[ThresholdVision, SamVision], Field(discriminator="analyzer")]
 
 
 class ImagePolicy(Strict):
@@ -176,12 +179,13 @@ class Recipe(Strict):
     plc_id: int = Field(ge=1, le=0xFFFF)
     description: str = ""
     time_budget_ms: int = Field(gt=0, le=600_000)
-    good_class: str = "good"
+    good_class: SafeName = "good"
     mm_per_px: float | None = Field(default=None, gt=0)
+    # a finding counts from this confidence on (a class may set its own)
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
     cameras: list[RecipeCamera] = Field(min_length=1)
     preprocess: Preprocess = Preprocess()
-    models: ModelRefs = ModelRefs()
-    vision: Vision = Vision()
+    vision: Vision
     zones: list[Zone] = Field(default_factory=list)
     classes: Annotated[list[DefectClass], Field(min_length=1)]
     images: ImagePolicy = ImagePolicy()
@@ -202,6 +206,10 @@ class Recipe(Strict):
         for c in self.classes:
             if c.min_area_mm2 is not None and self.mm_per_px is None:
                 raise ValueError(f"class {c.name!r} sets min_area_mm2 but the recipe has no mm_per_px")
+        if isinstance(self.vision, ThresholdVision):
+            unknown = [b.class_name for b in self.vision.blobs if b.class_name not in names]
+            if unknown:
+                raise ValueError(f"vision.blobs name classes the recipe does not have: {unknown}")
         return self
 
     def defect_class(self, name: str) -> DefectClass:
@@ -209,6 +217,10 @@ class Recipe(Strict):
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def min_confidence_of(self, cls: DefectClass) -> float:
+        """The confidence from which a finding of ``cls`` counts."""
+        return self.min_confidence if cls.min_confidence is None else cls.min_confidence
 
 
 class LoadedRecipe(BaseModel):

@@ -13,18 +13,20 @@ rejected when any view rejects; the reason names the top defect:
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 
-from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict
+from station.inspection import Defect, Outcome, RejectReason, Verdict
 from station.recipe import DefectClass, Recipe
 from station.vision.regions import zone_mask, zones_for_view
 
 UNKNOWN_CLASS_PLC_CODE = 0xFFFE
 
 
-def place_defect(defect: Defect, recipe: Recipe, shape: tuple[int, int]) -> int:
-    """Set ``defect.zone`` and ``defect.area_mm2``; return its area px inside the inspected region."""
+def locate(defect: Defect, recipe: Recipe, shape: tuple[int, int]) -> Defect:
+    """``defect`` with its zone, its area inside the inspected region (``counted_area_px``) and,
+    with the recipe's ``mm_per_px``, that area in mm²; ``shape`` is its view's (H, W) px."""
     zones = zones_for_view(recipe.zones, defect.view)
     mask, cap = defect.mask, None
     if mask is None or mask.shape != shape:  # no mask: the box stands for the region, up to its area
@@ -36,6 +38,7 @@ def place_defect(defect: Defect, recipe: Recipe, shape: tuple[int, int]) -> int:
         if z.kind == "ignore":
             mask = mask & ~zone_mask(z, shape)
     inspect = [z for z in zones if z.kind == "inspect"]
+    zone = None
     if inspect:
         inside = [(int((mask & zone_mask(z, shape)).sum()), z.name) for z in inspect]
         best, name = max(inside)
@@ -43,18 +46,27 @@ def place_defect(defect: Defect, recipe: Recipe, shape: tuple[int, int]) -> int:
         for z in inspect:
             covered |= zone_mask(z, shape)
         area = int((mask & covered).sum())
-        defect.zone = name if best > 0 else None
+        zone = name if best > 0 else None
     else:
         area = int(mask.sum())
-        defect.zone = None
     if cap is not None:
         area = min(area, cap)
-    if recipe.mm_per_px is not None:
-        defect.area_mm2 = area * recipe.mm_per_px**2
-    return area
+    area_mm2 = None if recipe.mm_per_px is None else area * recipe.mm_per_px**2
+    return replace(defect, zone=zone, area_mm2=area_mm2, counted_area_px=area)
 
 
-def _limit_text(d: Defect, cls: DefectClass, area_px: int, recipe: Recipe) -> str:
+def locate_all(defects: list[Defect], recipe: Recipe, shapes: dict[str, tuple[int, int]]) -> list[Defect]:
+    """Every defect located (``locate``) on its view; ``shapes``: view name -> (H, W) px."""
+    out = []
+    for d in defects:
+        shape = shapes.get(d.view)
+        if shape is None:
+            raise ValueError(f"defect on view {d.view!r}, which this part does not have ({sorted(shapes)})")
+        out.append(locate(d, recipe, shape))
+    return out
+
+
+def _limit_text(d: Defect, cls: DefectClass, area_px: int) -> str:
     where = f" in zone {d.zone}" if d.zone else ""
     if cls.min_area_mm2 is not None and d.area_mm2 is not None:
         return f"{cls.name} {d.area_mm2:.1f} mm² > {cls.min_area_mm2:g} mm²{where}"
@@ -63,23 +75,19 @@ def _limit_text(d: Defect, cls: DefectClass, area_px: int, recipe: Recipe) -> st
     return f"{cls.name} {area_px} px > {cls.min_area_px} px{where}"
 
 
-def decide(inspection: Inspection, recipe: Recipe) -> Verdict:
-    """The part's verdict from ``inspection.defects`` (sets each defect's zone and area_mm2)."""
-    shapes = {v.camera: v.image.shape[:2] for v in inspection.views}
+def decide(defects: list[Defect], recipe: Recipe) -> Verdict:
+    """The part's verdict from its (located) defects and the recipe's rules. Pure: nothing is changed."""
     known = {c.name: c for c in recipe.classes}
     counting: dict[tuple[str, str], list[tuple[Defect, int]]] = defaultdict(list)
-    for d in inspection.defects:
-        shape = shapes.get(d.view)
-        if shape is None:
-            raise ValueError(f"defect on view {d.view!r}, which this part does not have ({sorted(shapes)})")
-        area = place_defect(d, recipe, shape)
+    for d in defects:
+        area = d.area_px if d.counted_area_px is None else d.counted_area_px
         cls = known.get(d.class_name)
         if cls is None:
             return Verdict(
                 Outcome.REJECT, f"unknown defect class {d.class_name!r} (not in recipe {recipe.name})",
                 RejectReason.DEFECT, d, UNKNOWN_CLASS_PLC_CODE,
             )
-        if area == 0 or d.confidence < cls.min_confidence or area < cls.min_area_px:
+        if area == 0 or d.confidence < recipe.min_confidence_of(cls) or area < cls.min_area_px:
             continue
         if cls.min_area_mm2 is not None and (d.area_mm2 or 0.0) < cls.min_area_mm2:
             continue
@@ -91,10 +99,10 @@ def decide(inspection: Inspection, recipe: Recipe) -> Verdict:
             top, area = max(items, key=lambda it: (it[0].confidence, it[1]))
             rejects.append((top, area, cls, len(items)))
     if not rejects:
-        n = len(inspection.defects)
+        n = len(defects)
         return Verdict(Outcome.PASS, "no defect" if n == 0 else f"{n} finding(s) below the recipe's limits")
     top, area, cls, count = max(rejects, key=lambda r: (r[0].confidence, r[1]))
-    reason = _limit_text(top, cls, area, recipe)
+    reason = _limit_text(top, cls, area)
     if cls.max_count:
         reason += f" ({count} > max {cls.max_count})"
     if len(rejects) > 1:

@@ -23,6 +23,23 @@ def shared_dir() -> Path:
     return SHARED_DIR
 
 
+@pytest.fixture(scope="session")
+def sam_models_dir(tmp_path_factory, shared_dir) -> Path:
+    """LiteMedSAM fetched by `station models pull` from ../shared/models into a fresh models dir."""
+    import subprocess
+    import sys
+
+    models = tmp_path_factory.mktemp("models")
+    env = {**os.environ, "STATION_MODEL_DIRS": str(shared_dir / "models")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "station.cli", "models", "pull", "litemedsam", "--models-dir", str(models), "--no-export"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (models / "litemedsam.json").is_file() and (models / "litemedsam_decoder.json").is_file()
+    return models
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI (CI=true) a skipped test is a failure: the bootstrap installs everything the tests

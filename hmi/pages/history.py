@@ -38,6 +38,9 @@ def local_time(t: dt.datetime | None) -> str:
 
 
 class HistoryView:
+    """The history table. Every query runs off the web server's event loop (``run.io_bound``):
+    a slow query must not freeze the other browsers' live views."""
+
     FIELDS = ("since", "until", "recipe", "verdict", "defect_class", "part_id")
 
     def __init__(self, ctx, queries: HistoryQueries):
@@ -46,19 +49,26 @@ class HistoryView:
         self.filter = HistoryFilter()
         self.offset = 0
         self.total = 0
-        self._build()
 
-    def _build(self) -> None:
+    @classmethod
+    async def build(cls, ctx, queries: HistoryQueries) -> "HistoryView":
+        view = cls(ctx, queries)
+        recipes, classes = await run.io_bound(lambda: (queries.recipes(), queries.defect_classes()))
+        view._build(recipes, classes)
+        await view.load()
+        return view
+
+    def _build(self, recipes: list[str], classes: list[str]) -> None:
         any_ = {"": "any"}
         with ui.row().classes("w-full items-start gap-3 px-4"):
             self.inputs = {
                 "since": ui.input("From (local)").props("type=datetime-local stack-label outlined dark").mark("f-since"),
                 "until": ui.input("Until (local)").props("type=datetime-local stack-label outlined dark").mark("f-until"),
-                "recipe": ui.select(any_ | {r: r for r in self.q.recipes()}, value="", label="Recipe")
+                "recipe": ui.select(any_ | {r: r for r in recipes}, value="", label="Recipe")
                 .props("outlined dark").classes("w-48").mark("f-recipe"),
                 "verdict": ui.select(any_ | {"pass": "PASS", "reject": "REJECT"}, value="", label="Verdict")
                 .props("outlined dark").classes("w-36").mark("f-verdict"),
-                "defect_class": ui.select(any_ | {c: c for c in self.q.defect_classes()}, value="", label="Defect class")
+                "defect_class": ui.select(any_ | {c: c for c in classes}, value="", label="Defect class")
                 .props("outlined dark").classes("w-44").mark("f-class"),
                 "part_id": ui.input("Part ID").props("outlined dark").classes("w-36").mark("f-part"),
             }
@@ -84,12 +94,11 @@ class HistoryView:
             self.prev = ui.button("◀ Newer", on_click=lambda: self.goto(self.offset - PAGE_SIZE)).mark("prev")
             self.page_label = ui.label("").classes("text-lg").mark("page")
             self.next = ui.button("Older ▶", on_click=lambda: self.goto(self.offset + PAGE_SIZE)).mark("next")
-        self.load()
 
     def _raw(self) -> dict[str, str]:
         return {k: (self.inputs[k].value or "").strip() for k in self.FIELDS}
 
-    def apply(self) -> None:
+    async def apply(self) -> None:
         for el in self.inputs.values():
             el.error = None
         try:
@@ -101,16 +110,18 @@ class HistoryView:
             return
         self.filter = flt
         self.offset = 0
-        self.load()
+        await self.load()
 
-    def goto(self, offset: int) -> None:
+    async def goto(self, offset: int) -> None:
         self.offset = max(0, offset)
-        self.load()
+        await self.load()
 
-    def load(self) -> None:
-        page = self.q.page(self.filter, limit=PAGE_SIZE, offset=self.offset, check=False)
-        self.total = self.q.count(self.filter, check=False)
-        reviews = latest_reviews(self.q, [r["id"] for r in page.items])
+    def _fetch(self, flt: HistoryFilter, offset: int):
+        page = self.q.page(flt, limit=PAGE_SIZE, offset=offset, check=False)
+        return page, self.q.count(flt, check=False), latest_reviews(self.q, [r["id"] for r in page.items])
+
+    async def load(self) -> None:
+        page, self.total, reviews = await run.io_bound(self._fetch, self.filter, self.offset)
         self.table.rows = [
             {
                 "id": r["id"],
@@ -160,20 +171,20 @@ def register(ctx) -> None:
         return FileResponse(path, media_type="image/png")
 
     @ui.page("/history")
-    def history_page():
+    async def history_page():
         user = guard(ctx, "engineer", "/history")
         if user is None or not hasattr(user, "role"):
             return user
         frame(ctx, user, "History")
-        HistoryView(ctx, queries)
+        await HistoryView.build(ctx, queries)
 
     @ui.page("/inspection/{inspection_id}")
-    def detail_page(inspection_id: int):
+    async def detail_page(inspection_id: int):
         user = guard(ctx, "engineer", f"/inspection/{inspection_id}")
         if user is None or not hasattr(user, "role"):
             return user
         frame(ctx, user, f"Inspection {inspection_id}")
-        detail = queries.inspection(inspection_id)
+        detail = await run.io_bound(queries.inspection, inspection_id)
         if detail is None:
             ui.label(f"No inspection {inspection_id}.").classes("text-2xl text-red-300").mark("not-found")
             return

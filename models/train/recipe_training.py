@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,9 @@ from station.models.train.sam_head import (
 )
 from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
-from station.recipe import LoadedRecipe, ModelRefs, Recipe
+from station.recipe import LoadedRecipe, ProposalEntry, Recipe
+from station.recipe_file import recipe_text, write_atomically
+from station.recipe_models import recipe_models
 from station.vision.classifier import NOT_DEFECT
 from station.vision.crops import region_crop
 from station.vision.dataset import (
@@ -67,7 +68,8 @@ MAX_NEGATIVES_PER_POSITIVE = 2  # cap on not-a-defect crops, so training time st
 GT_JITTERS = 2
 
 
-def _write_metadata(path: Path, name: str, role: str, classes: list[str], input_spec: InputSpec | None, extra: dict, source: str) -> ModelMetadata:
+def _write_metadata(path: Path, name: str, role: str, classes: list[str], input_spec: InputSpec | None, extra: dict,
+                    source: str) -> ModelMetadata:
     meta = ModelMetadata(
         name=name, role=role, file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
         input=input_spec, classes=classes, extra=extra, source=source,
@@ -84,12 +86,13 @@ def feature_cache(samples: list[Sample]) -> dict[int, np.ndarray]:
 def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str, seed: int = 0,
                threshold: float | None = None, features: dict[int, np.ndarray] | None = None,
                proposal_steps: int | None = None, views: dict[int, EncodedView] | None = None,
-               encoder_sha256: str | None = None) -> tuple[list[list[str]], str, dict]:
-    """Train and export the recipe's proposal net(s) and the classifier from ``samples``; returns
-    (proposal model names as opinions, like the recipe's ``vision.proposal_net``, classifier name,
-    info). Several proposal nets are trained each on its own; the classifier learns from what
-    their fusion finds. A proposal stage on SAM embeddings ("sam-head", "sam-context-head")
-    needs ``views`` (every sample encoded, `encode_views`) and the encoder's sha256."""
+               encoder_sha256: str | None = None) -> tuple[list[ProposalEntry], str, dict]:
+    """Train and export the recipe's proposal net(s) (one per ``vision.proposals`` entry, of its
+    kind) and the classifier from ``samples``; returns (the proposal entries naming the new
+    models, classifier name, info). Several proposal nets are trained each on its own; the
+    classifier learns from what their combination finds. A proposal stage on SAM embeddings
+    ("sam-head", "sam-context-head") needs ``views`` (every sample encoded, `encode_views`) and
+    the encoder's sha256."""
     features = features if features is not None else {}
 
     def feats(s: Sample) -> np.ndarray:
@@ -102,7 +105,7 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
     rng = np.random.default_rng(seed)
     t0 = time.monotonic()
     labels = [0 if s.row.label == recipe.good_class else classes.index(s.row.label) + 1 for s in samples]
-    nets = recipe.vision.proposal_net_kinds
+    nets = [e.kind for e in recipe.vision.proposals]
     source = "station train (models/train/recipe_training.py)"
     stages, prop_names, pixel_counts, seconds = {}, {}, None, {}
     for net in nets:
@@ -112,7 +115,7 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
         extra, counts = _train_proposal_stage(net, samples, labels, len(classes), prop_path, seed, rng, feats,
                                               proposal_steps, views, encoder_sha256)
         if extra.get("input") == "sam_embedding":
-            extra["encoder"] = recipe.models.segmentation
+            extra["encoder"] = recipe.vision.segmentation
         pixel_counts = counts if counts is not None else pixel_counts
         meta = _write_metadata(prop_path, prop_name, "proposals", [BACKGROUND] + classes,
                                InputSpec(size=256, channels=1, resize="stretch", normalization="scale"), extra, source)
@@ -121,7 +124,7 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
         seconds[net] = round(time.monotonic() - t, 1)
     t_prop = time.monotonic() - t0
     # classifier examples: true regions, and what the trained proposal stage finds on the training images
-    stage = proposer([[stages[net] for net in opinion] for opinion in recipe.vision.proposal_net])
+    stage = proposer([[stages[e.kind] for e in opinion] for opinion in recipe.vision.opinions])
     crops, labels = [], []
     not_defect = len(classes)
     for s in samples:
@@ -154,22 +157,14 @@ def train_pair(samples: list[Sample], recipe: Recipe, out_dir: Path, prefix: str
                     InputSpec(size=SIZE, channels=2, resize="stretch", normalization="scale"),
                     {"crop_context": 0.5, "channels": ["grey 0..1", "region mask"]}, source)
     info = {
-        "proposal_net": _as_written(recipe.vision.proposal_net),
+        "proposals": [{"kind": e.kind, "opinion": e.opinion} for e in recipe.vision.proposals],
         **({"pixel_class_counts": pixel_counts} if pixel_counts else {}),
         "classifier_examples": len(label_arr),
         "classifier_class_counts": np.bincount(label_arr, minlength=len(classes) + 1).tolist(),
         "seconds": {"proposals": round(t_prop, 1), **({"per_net": seconds} if len(nets) > 1 else {}),
                     "total": round(time.monotonic() - t0, 1)},
     }
-    return [[prop_names[net] for net in opinion] for opinion in recipe.vision.proposal_net], clf_name, info
-
-
-def _as_written(opinions: list[list[str]]) -> str | list[str] | list[list[str]]:
-    """A recipe/record field of opinions as a recipe writes it: one name a plain string, one
-    opinion a list, several a list of lists (the inverse of the recipe's normalisation)."""
-    if len(opinions) > 1:
-        return [list(o) for o in opinions]
-    return opinions[0][0] if len(opinions[0]) == 1 else list(opinions[0])
+    return [e.model_copy(update={"model": prop_names[e.kind]}) for e in recipe.vision.proposals], clf_name, info
 
 
 def _train_proposal_stage(net: str, samples: list[Sample], labels: list[int], n_classes: int, path: Path, seed: int,
@@ -210,48 +205,17 @@ def _write_held_out(path: Path, by_fold: list[list[ImageResult]]) -> None:
     path.write_text(json.dumps(rows) + "\n", encoding="utf-8")
 
 
-def _fold_recipe(recipe: Recipe, prop: list[list[str]], clf: str, mask_source: str | None) -> Recipe:
-    update: dict = {"models": ModelRefs(segmentation=recipe.models.segmentation, proposals=prop, classifier=clf)}
+def trained_recipe(recipe: Recipe, proposals: list[ProposalEntry], classifier: str, mask_source: str | None = None,
+                   min_confidence: float | None = None) -> Recipe:
+    """``recipe`` with its proposal entries and classifier replaced by trained ones, optionally
+    every class outlined one way (``mask_source``) and one ``min_confidence`` for all classes."""
+    update: dict = {"vision": recipe.vision.model_copy(update={"proposals": proposals, "classifier": classifier})}
     if mask_source:
         update["classes"] = [c.model_copy(update={"mask_source": mask_source}) for c in recipe.classes]
-    return recipe.model_copy(update=update)
-
-
-def update_recipe_confidence(recipe_path: Path, min_confidence: dict[str, float]) -> None:
-    """Set ``min_confidence`` of the named classes in the recipe file (other lines untouched)."""
-    text = recipe_path.read_text(encoding="utf-8")
-    blocks = re.split(r"(?=^\[)", text, flags=re.MULTILINE)
-    for i, block in enumerate(blocks):
-        name = re.search(r'^name\s*=\s*"([^"]+)"', block, flags=re.MULTILINE)
-        if not block.startswith("[[classes]]") or name is None or name.group(1) not in min_confidence:
-            continue
-        line = f"min_confidence = {min_confidence[name.group(1)]:.4f}"
-        if re.search(r"^min_confidence\s*=.*$", block, flags=re.MULTILINE):
-            blocks[i] = re.sub(r"^min_confidence\s*=.*$", line, block, flags=re.MULTILINE)
-        else:
-            blocks[i] = block[: name.end()] + "\n" + line + block[name.end() :]
-    recipe_path.write_text("".join(blocks), encoding="utf-8")
-
-
-def update_recipe_models(recipe_path: Path, proposals: list[list[str]], classifier: str) -> None:
-    """Point the recipe file's [models] table at the trained models (other lines untouched);
-    ``proposals`` as opinions (`train_pair`), written the way a recipe writes them."""
-    text = recipe_path.read_text(encoding="utf-8")
-    names = _toml_value(_as_written(proposals))
-    lines = {"proposals": f"proposals = {names}", "classifier": f'classifier = "{classifier}"'}
-    m = re.search(r"^\[models\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.M | re.S)
-    if m is None:
-        text = text.rstrip() + "\n\n[models]\n" + "\n".join(lines.values()) + "\n"
-    else:
-        body = m.group(1)
-        for key, line in lines.items():
-            if re.search(rf"^{key}\s*=.*$", body, flags=re.M):
-                body = re.sub(rf"^{key}\s*=.*$", line, body, flags=re.M)
-            else:
-                stripped = body.rstrip("\n")
-                body = stripped + "\n" + line + body[len(stripped) :]
-        text = text[: m.start(1)] + body + text[m.end(1) :]
-    recipe_path.write_text(text, encoding="utf-8")
+    if min_confidence is not None:
+        update["min_confidence"] = min_confidence
+        update["classes"] = [c.model_copy(update={"min_confidence": None}) for c in update.get("classes", recipe.classes)]
+    return Recipe.model_validate(recipe.model_copy(update=update).model_dump(by_alias=True))
 
 
 def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: Path, models_dir: Path,
@@ -262,7 +226,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
-    nets = recipe.vision.proposal_net_kinds
+    nets = [e.kind for e in recipe.vision.proposals]
     rows = read_manifest(manifest)
     known = {c.name for c in recipe.classes} | {recipe.good_class}
     usable = [r for r in rows if r.label in known]
@@ -280,7 +244,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         },
         "seed": seed,
         **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if "unet" in nets else {}),
-        "proposal_net": _as_written(recipe.vision.proposal_net),
+        "proposals": [{"kind": e.kind, "opinion": e.opinion} for e in recipe.vision.proposals],
         **({"feature_set": FEATURE_SET} if "pixel-mlp" in nets else {}),
         "classifier_role": recipe.vision.classifier_role,
     }
@@ -289,7 +253,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         segmenter = _load_segmenter(models_dir, recipe)
         encoder_sha256 = segmenter.encoder.metadata.sha256
         views = encode_views(samples, segmenter)
-        record["encoder"] = {"name": recipe.models.segmentation, "sha256": encoder_sha256}
+        record["encoder"] = {"name": recipe.vision.segmentation, "sha256": encoder_sha256}
     cache = None
     if folds > 1:
         cache = feature_cache(samples) if "pixel-mlp" in nets else None
@@ -303,11 +267,11 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             t = time.monotonic()
             prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache,
                                         proposal_steps=proposal_steps, views=views, encoder_sha256=encoder_sha256)
-            fold_loaded = LoadedRecipe(recipe=_fold_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
+            fold_loaded = LoadedRecipe(recipe=trained_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
                                        content_hash=loaded.content_hash)
             _link_sam(models_dir, fold_dir, fold_loaded.recipe)
             inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
-            metrics, results = evaluate(inspector, fold_loaded.recipe, test_rows, group_by)
+            metrics, results = evaluate(inspector, fold_loaded, test_rows, group_by)
             metrics.pop("skipped_rows", None)
             metrics["train_info"] = info
             metrics["seconds"] = round(time.monotonic() - t, 1)
@@ -336,7 +300,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             point = threshold_for(pooled, recipe.good_class, per_part=bool(group_by))
             which = "good images and good parts" if group_by else "good images"
             record["operating_point"] = {
-                "min_confidence": dict.fromkeys(names, round(min(0.999, point + 1e-4), 4)),
+                "min_confidence": round(min(0.999, point + 1e-4), 4),
                 "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
@@ -346,14 +310,15 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
                   + _line(per_part["pooled"]), file=sys.stderr, flush=True)
     prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache, proposal_steps=proposal_steps,
                                  views=views, encoder_sha256=encoder_sha256)
-    record["final"] = {"proposals": _as_written(prop), "classifier": clf, "train_info": info,
-                       "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (*_flat(prop), clf)}}
+    record["final"] = {"proposals": [e.model_dump() for e in prop], "classifier": clf, "train_info": info,
+                       "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (*(e.model for e in prop), clf)}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if update_recipe:
-        update_recipe_models(loaded.path, prop, clf)
-        if "operating_point" in record:  # read off the pooled held-out folds
-            update_recipe_confidence(loaded.path, record["operating_point"]["min_confidence"])
+        # the threshold is read off the pooled held-out folds
+        point = record.get("operating_point", {}).get("min_confidence")
+        new = trained_recipe(recipe, prop, clf, min_confidence=point)
+        write_atomically(loaded.path, recipe_text(new, loaded.path.read_text(encoding="utf-8")))
     return record
 
 
@@ -362,7 +327,7 @@ def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
     from station.inference.factory import load_model
     from station.models_store import pull
 
-    name = recipe.models.segmentation
+    name = recipe.vision.segmentation
     pull(name, models_dir)
     decoder = ModelMetadata.read(Path(models_dir) / f"{name}.json").pair
     return SamSegmenter(load_model(models_dir, name, "onnxruntime", 0), load_model(models_dir, decoder, "onnxruntime", 0))
@@ -370,23 +335,16 @@ def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
 
 def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
     """Make the SAM pair visible in a fold's model directory (symlinks to the pulled files)."""
-    if not recipe.vision.proposals_on_sam_embedding and not any(c.mask_source == "sam" for c in recipe.classes):
+    sam = recipe_models(recipe).segmentation
+    if sam is None:
         return
     from station.models_store import pull
 
-    for res in pull(recipe.models.segmentation, models_dir):
+    for res in pull(sam, models_dir):
         for name in (f"{res.name}.json", res.path.name):
             link = fold_dir / name
             if not link.exists():
                 link.symlink_to((Path(models_dir) / name).resolve())
-
-
-def _flat(opinions: list[list[str]]) -> list[str]:
-    return [n for o in opinions for n in o]
-
-
-def _toml_value(v: str | list) -> str:
-    return f'"{v}"' if isinstance(v, str) else "[" + ", ".join(_toml_value(x) for x in v) + "]"
 
 
 def _fmt(v) -> str:
@@ -397,3 +355,4 @@ def _line(m: dict) -> str:
     keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",
             "auroc", "detection_at_1pct_false_reject"]
     return "  ".join(f"{k} {_fmt(m.get(k))}" for k in keys if k in m)
+

@@ -15,12 +15,14 @@ def _f(v) -> str:
 
 
 def _class_table(per_class: dict, with_iou: bool) -> list[str]:
-    cols = ["class", "images", "rejected", "detection / false reject", "type accuracy"] + (["mean IoU"] if with_iou else []) + ["predicted as"]
+    cols = ["class", "images", "rejected", "detection / false reject", "type accuracy", *(["mean IoU"] if with_iou else []),
+            "predicted as"]
     out = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     for cls, e in per_class.items():
         rate = e.get("detection_rate", e.get("false_reject_rate"))
         iou = f"{_f(e.get('mean_iou'))} | " if with_iou else ""
-        out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | {iou}{e.get('predicted_as', '')} |")
+        out.append(f"| {cls} | {e['images']} | {e['rejected']} | {_f(rate)} | {_f(e.get('type_accuracy'))} | "
+                   f"{iou}{e.get('predicted_as', '')} |")
     return out
 
 
@@ -29,7 +31,15 @@ def report(record: dict) -> str:
     d = record["data"]
     out.append(f"Data: {d['manifest']} (sha256 {d['manifest_sha256'][:12]}…), {d['used']} of {d['rows']} rows used, "
                f"grouped by {d['group_by'] or 'row'}; classes {d['class_counts']}")
-    nets = record.get("proposal_net", "pixel-mlp")
+    if "proposals" in record:  # entries {kind, opinion}, grouped by opinion
+        groups: dict[int, list[str]] = {}
+        for e in record["proposals"]:
+            groups.setdefault(e["opinion"], []).append(e["kind"])
+        nets = list(groups.values())
+        nets = nets[0] if len(nets) == 1 else nets
+        nets = nets[0] if isinstance(nets[0], str) and len(nets) == 1 else nets
+    else:  # records written before the recipe's proposal entries
+        nets = record.get("proposal_net", "pixel-mlp")
     # records written before the field existed: the classifier always named and dropped
     out += ["", f"Proposal nets: {_nets(nets)}; classifier role: "
                 f"{record.get('classifier_role', 'name-and-drop')}"]
@@ -56,7 +66,8 @@ def report(record: dict) -> str:
             out.append("| pooled | | " + " | ".join(_f(fitted["pooled"].get(k)) for k in rates) + " |")
             out += ["", *_class_table(fitted["pooled"]["per_class"], with_iou=False)]
         lat = cv["pooled"]["latency_ms"]
-        out += ["", "Latency ms (p50 / p99, this shared 2-core VM): " + ", ".join(f"{k} {v['p50']:.0f} / {v['p99']:.0f}" for k, v in lat.items())]
+        shown = ", ".join(f"{k} {v['p50']:.0f} / {v['p99']:.0f}" for k, v in lat.items())
+        out += ["", "Latency ms (p50 / p99, this shared 2-core VM): " + shown]
     if record.get("operating_point"):
         out += ["", f"Operating point written to the recipe: min_confidence {record['operating_point']['min_confidence']} "
                     f"({record['operating_point']['chosen_on']}). The fold metrics above were measured at the recipe's "

@@ -38,6 +38,25 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+BENCH_RECIPE = """name = "{name}"
+plc_id = 1
+time_budget_ms = 1000
+[[cameras]]
+name = "top"
+[vision]
+analyzer = "threshold"
+[[vision.blobs]]
+class = "scratch"
+polarity = "dark"
+""" + "".join(f'[[classes]]\nname = "{c}"\nplc_code = {i}\n' for i, c in enumerate(CLASSES, 1))
+
+
+def bench_recipe(name: str):
+    from station.recipe import load_recipe
+
+    return load_recipe(Path(f"{name}.toml"), text=BENCH_RECIPE.format(name=name))
+
+
 def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
     from station.alarms import AlarmBoard
     from station.config import ArchiveConfig, DatabaseConfig
@@ -46,6 +65,7 @@ def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
     from station.db.writer import HistoryWriter
 
     rng = np.random.default_rng(1)
+    recipe = bench_recipe(RECIPES[0])
     prototypes = []
     for _ in range(64):
         defects = []
@@ -66,7 +86,7 @@ def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
     t0 = time.perf_counter()
     for i in range(n):
         defects = prototypes[i % len(prototypes)]
-        insp = Inspection(i, i, RECIPES[0], 1, now + i * 0.001, 0.0, defects=list(defects),
+        insp = Inspection(i, i, recipe, now + i * 0.001, 0.0, defects=list(defects),
                           verdict=Verdict(Outcome.REJECT, "scratch", RejectReason.DEFECT, defects[0], 1),
                           timings_ms={"acquire": 2.0, "analyse": 30.0, "total": 35.0}, scores={"max": 0.9})
         t = time.perf_counter()
@@ -82,7 +102,8 @@ def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
         "publish_us_p50": round(_pct(publish_us, 50), 1), "publish_us_p99": round(_pct(publish_us, 99), 1),
     }
     print(f"inserts: {writer.stats.written} inspections x 3 defects in {elapsed:.2f} s = {rate:,.0f} inspections/s "
-          f"({3 * rate:,.0f} defects/s); publish() p50 {res['publish_us_p50']} us, p99 {res['publish_us_p99']} us; lost {writer.stats.lost}", file=out)
+          f"({3 * rate:,.0f} defects/s); publish() p50 {res['publish_us_p50']} us, p99 {res['publish_us_p99']} us; "
+          f"lost {writer.stats.lost}", file=out)
 
     from station.db.archive import ImageArchive
 
@@ -128,7 +149,8 @@ def build_large(url: str, rows: int, out: IO[str], *, days: int = 30, seed: int 
                 "cameras": "top", "recipe_name": RECIPES[i % 3], "recipe_version": 1, "recipe_hash": "0" * 64, "model_hashes": {},
                 "outcome": "reject" if reject else "pass", "reason": classes[0] if reject else "no defect",
                 "reject_reason": "defect" if reject else None, "plc_code": 1 if reject else 0, "top_class": classes[0] if reject else None,
-                "defect_count": len(classes), "scores": {}, "thresholds": {}, "timings_ms": {"total": 30.0}, "error": None, "images_dropped": 0,
+                "defect_count": len(classes), "scores": {}, "thresholds": {}, "timings_ms": {"total": 30.0}, "error": None,
+                "images_dropped": 0,
             })
             for c in classes:
                 drows.append({"inspection_id": next_id, "triggered_at": when, "view": "top", "class_name": c, "confidence": 0.9,

@@ -26,11 +26,12 @@ from pymodbus.client import ModbusTcpClient
 from station.alarms import AlarmBoard
 from station.camera.base import Camera
 from station.config import PlcConfig
-from station.inspection import Defect, Inspection, Outcome, Verdict, View
+from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings, Pipeline
 from station.plc.registers import OUTPUT_BASE, OUTPUT_WORDS, Control, Out, Status, join_u32, split_u32
 from station.plc.service import PlcService
 from station.recipe import RecipeBook
+from station.recipe_switch import RecipeSwitcher
 from station.stats import StationStats
 
 BENCH_RECIPE = """
@@ -39,6 +40,11 @@ plc_id = 1
 time_budget_ms = 2000
 [[cameras]]
 name = "top"
+[vision]
+analyzer = "threshold"
+[[vision.blobs]]
+class = "mark"
+polarity = "dark"
 [[classes]]
 name = "mark"
 plc_code = 1
@@ -61,6 +67,8 @@ class _BlankCamera(Camera):
 class _EveryThirdRejects:
     """Rejects every third part ID so both PASS and REJECT paths are exercised."""
 
+    model_hashes: dict = {}
+
     def preprocess(self, views: list[View]) -> list[View]:
         return views
 
@@ -69,9 +77,9 @@ class _EveryThirdRejects:
             return Findings([Defect("top", "mark", 0.9, (0, 0, 1, 1), 1)], {})
         return Findings([], {})
 
-    def decide(self, inspection: Inspection) -> Verdict:
-        if inspection.defects:
-            return Verdict(Outcome.REJECT, "mark", top_defect=inspection.defects[0], plc_code=1)
+    def decide(self, defects: list[Defect]) -> Verdict:
+        if defects:
+            return Verdict(Outcome.REJECT, "mark", RejectReason.DEFECT, top_defect=defects[0], plc_code=1)
         return Verdict(Outcome.PASS, "no defect")
 
 
@@ -190,10 +198,11 @@ def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, t
         pipeline.load_recipe(book.get("plc-bench"))
         port = _free_port()
         service = PlcService(
-            PlcConfig(host="127.0.0.1", port=port, result_buffer=result_buffer), pipeline, book, alarms, stats
+            PlcConfig(host="127.0.0.1", port=port, result_buffer=result_buffer), pipeline,
+            RecipeSwitcher(book, pipeline, alarms), alarms, stats,
         )
         before, after = _Clock(), _Clock()
-        pipeline.sinks += [before, service, after]
+        pipeline.sinks = [before, service, after]
         pipeline.start()
         service.start()
         plc = TimedPlc(port, parts, poll_ms / 1000.0)

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from station.commands.common import recipes_dir, resolve_recipe
 from station.config import load_station_config
 from station.config_errors import ConfigError
 
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", type=Path, default=None,
                    help="play images from this folder or manifest CSV instead of the simulated camera "
                         "(e.g. ../shared/data/magnetic-tile-train/manifest.csv with --recipe magnetic-tile)")
-    p.add_argument("--interval-ms", type=float, default=None, help="time between parts (default: as fast as inspected, 500 ms with the HMI)")
+    p.add_argument("--interval-ms", type=float, default=None,
+                   help="time between parts (default: as fast as inspected, 500 ms with the HMI)")
     p.add_argument("--hmi-port", type=int, default=8080)
     p.add_argument("--plc-port", type=int, default=5020)
     p.add_argument("--no-plc", action="store_true", help="do not start the Modbus TCP server")
@@ -105,11 +107,11 @@ def _pull_models(config, recipe_name: str) -> None:
     ensure_recipe_models(config.recipes_dir / f"{recipe_name}.toml", config.models_dir)
 
 
-def _start_station(config):
+def _start_station(config, sinks=()):
     """A started Station, or None after printing why it cannot run (exit status 1)."""
     from station.app import Station, StartupError
 
-    station = Station(config)
+    station = Station(config, sinks=sinks)
     try:
         station.start()
     except StartupError as exc:
@@ -119,7 +121,7 @@ def _start_station(config):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from station.demo import Conveyor, demo_config, run_headless
+    from station.demo import Conveyor, VerdictRecorder, demo_config, run_headless
 
     overrides = {}
     if args.replay is not None:
@@ -139,14 +141,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     (args.root / "var").mkdir(parents=True, exist_ok=True)
     _pull_models(config, args.recipe)  # recipes_dir is var/recipes: copies of recipes/
-    station = _start_station(config)
+    recorder = VerdictRecorder()
+    station = _start_station(config, sinks=[recorder] if args.headless else [])
     if station is None:
         return 1
     try:
         if args.headless:
             started = time.monotonic()
             interval = (args.interval_ms or 0) / 1000.0
-            results = run_headless(station.pipeline, args.parts, interval)
+            results = run_headless(station.pipeline, recorder, args.parts, interval)
             summary = _summary(results, station.stats.snapshot(), time.monotonic() - started)
             if station.history is not None:
                 station.history.flush(timeout=30)
@@ -204,54 +207,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---- inspect -------------------------------------------------------------------------------
-def _recipes_dir(arg: Path | None) -> Path:
-    from station.paths import SHIPPED_RECIPES
-
-    if arg is not None:
-        return arg
-    return Path("recipes") if Path("recipes").is_dir() else SHIPPED_RECIPES
-
-
-def _load_named_recipe(name: str, recipes_dir: Path | None):
-    from station.recipe import load_recipe
-
-    path = Path(name)
-    if path.suffix == ".toml" or path.exists():
-        return load_recipe(path)
-    return load_recipe(_recipes_dir(recipes_dir) / f"{name}.toml")
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from station.app import build_inspector
     from station.camera.replay import read_image
-    from station.inspection import Inspection, View
-
-    loaded = _load_named_recipe(args.recipe, args.recipes_dir)
-    recipe = loaded.recipe
+    from station.inspection import RejectReason, View
     from station.models_store import ensure_recipe_models
+    from station.stages import inspect_views
+    from station.vision.inspector import build_inspector
 
+    loaded = resolve_recipe(args.recipe, args.recipes_dir)
+    recipe = loaded.recipe
     ensure_recipe_models(loaded.path, args.models_dir)
     inspector = build_inspector(loaded, models_dir=args.models_dir, backend=args.backend, threads=0)
     if args.overlay:
         args.overlay.mkdir(parents=True, exist_ok=True)
     failures = 0
+    def skipped(path: Path, reason: str) -> None:
+        print(json.dumps({"image": str(path), "skipped": reason}) if args.json else f"SKIPPED {path}: {reason}")
+
     for n, path in enumerate(args.images, 1):
-        insp = Inspection(n, n, recipe.name, recipe.version, time.time(), float("inf"), recipe_hash=loaded.content_hash)
         try:
-            t = time.perf_counter()
-            views = [View(camera=recipe.cameras[0].name, image=read_image(path), source=str(path))]
-            views = inspector.preprocess(views)
-            insp.timings_ms["preprocess"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            findings = inspector.find_defects(views)
-            insp.timings_ms["analyse"] = (time.perf_counter() - t) * 1000
-            insp.views, insp.defects, insp.overlay = views, list(findings.defects), findings.overlay
-            insp.verdict = inspector.decide(insp)
-        except Exception as exc:  # one bad image must not stop the others
+            image = read_image(path)
+        except Exception as exc:  # one unreadable image must not stop the others; it gets no verdict
             failures += 1
-            msg = f"{path}: {type(exc).__name__}: {exc}"
-            print(json.dumps({"image": str(path), "error": msg}) if args.json else f"ERROR {msg}")
+            skipped(path, str(exc))
             continue
+        insp = inspect_views(loaded, inspector, [View(camera=recipe.cameras[0].name, image=image, source=str(path))],
+                             sequence=n, part_id=n)
+        if insp.failure is not None:
+            failures += 1
+            if insp.failure.reason is RejectReason.IMAGE_ERROR:  # not inspected: no verdict to report
+                skipped(path, insp.failure.text)
+                continue
         row = {"image": str(path), **insp.summary()}
         if args.overlay is not None and insp.overlay is not None:
             out = args.overlay / f"{path.stem}_overlay.png"
@@ -268,7 +254,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_recipes_list(args: argparse.Namespace) -> int:
     from station.recipe import RecipeBook
 
-    book = RecipeBook(_recipes_dir(args.recipes_dir))
+    book = RecipeBook(recipes_dir(args.recipes_dir))
     for name, loaded in sorted(book.recipes.items()):
         r = loaded.recipe
         print(f"{name:<20} v{r.version:<3} plc_id {r.plc_id:<4} budget {r.time_budget_ms} ms  {r.description}")
@@ -278,7 +264,7 @@ def cmd_recipes_list(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes_show(args: argparse.Namespace) -> int:
-    loaded = _load_named_recipe(args.name, args.recipes_dir)
+    loaded = resolve_recipe(args.name, args.recipes_dir)
     print(json.dumps(loaded.recipe.model_dump(mode="json"), indent=2))
     return 0
 

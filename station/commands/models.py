@@ -29,13 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from station.commands.vision import resolve_recipe
+    from station.commands.common import resolve_recipe
     from station.inference.metadata import ModelError
-    from station.models_store import MANIFEST, pull, read_manifest, recipe_model_names
+    from station.models_store import MANIFEST, pull, read_manifest
+    from station.recipe_models import recipe_models
 
     names = list(args.names)
     if args.recipe:
-        names += recipe_model_names(resolve_recipe(args.recipe, None).recipe)
+        names += recipe_models(resolve_recipe(args.recipe, None).recipe).names
     if not names:
         print("error: name a model or give --recipe", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from station.paths import SHIPPED_RECIPES, TRAINED_DIR
+from station.commands.common import resolve_recipe
+from station.paths import TRAINED_DIR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipes-dir", type=Path, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-update-recipe", action="store_true", help="leave the recipe's [models] and min_confidence as they are")
-    p.add_argument("--cv-mask-source", choices=["sam", "proposal"], help="outline every class this way in the CV folds (proposal: no SAM encoder runs, much faster)")
+    p.add_argument("--cv-mask-source", choices=["sam", "proposal"],
+                   help="outline every class this way in the CV folds (proposal: no SAM encoder runs, much faster)")
     p.add_argument("--proposal-steps", type=int, default=None, metavar="N",
                    help="training steps of a U-Net proposal stage (recipe vision.proposal_net = \"unet\"; default 2500: ~8 min on 2 cores)")
     p.set_defaults(func=cmd_train)
@@ -38,16 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     p.set_defaults(func=cmd_eval)
-
-
-def resolve_recipe(name: str, recipes_dir: Path | None):
-    from station.recipe import load_recipe
-
-    path = Path(name)
-    if path.suffix == ".toml":
-        return load_recipe(path)
-    base = recipes_dir or (Path("recipes") if Path("recipes").is_dir() else SHIPPED_RECIPES)
-    return load_recipe(base / f"{name}.toml")
 
 
 def _fmt(v) -> str:
@@ -95,7 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        metrics, _ = evaluate(inspector, loaded.recipe, rows, args.group_by)
+        metrics, _ = evaluate(inspector, loaded, rows, args.group_by)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

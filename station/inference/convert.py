@@ -25,7 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from station.inference.metadata import InputSpec, ModelError, ModelMetadata, resolve_model, sha256_file
+from station.inference.image_input import model_pixels, prepare_image
+from station.inference.metadata import ModelError, ModelMetadata, resolve_model, sha256_file
 from station.inference.rknn import RknnForm, RknnTensor, form_key
 from station.paths import MODELS_PACKAGE
 
@@ -84,7 +85,8 @@ def ensure_convert_env(venv: Path = DEFAULT_VENV, log_file: Path | None = None) 
         for cmd in steps:
             res = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
             if res.returncode != 0:
-                raise ConversionError(f"conversion venv: `{' '.join(cmd)}` failed ({res.returncode})" + (f"; see {log_file}" if log_file else ""))
+                see = f"; see {log_file}" if log_file else ""
+                raise ConversionError(f"conversion venv: `{' '.join(cmd)}` failed ({res.returncode}){see}")
     finally:
         if log_file:
             out.close()
@@ -105,34 +107,6 @@ def list_images(source: Path) -> list[Path]:
     if source.is_dir():
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     raise ConversionError(f"calibration source {source} is neither a manifest CSV nor a folder of images")
-
-
-def model_input_pixels(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """uint8 RGB HxWx3 at the model's size, resized and padded as the metadata says (pixels, before normalisation)."""
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    size = spec.size
-    if spec.resize == "stretch":
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    out = np.zeros((size, size, 3), np.uint8)  # bottom/right zero padding
-    out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-    return out
-
-
-def normalise(pixels_nhwc: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """float32 NCHW as ONNX Runtime takes it."""
-    x = pixels_nhwc.astype(np.float32).transpose(0, 3, 1, 2)
-    if spec.normalization == "minmax":
-        lo, hi = float(x.min()), float(x.max())
-        return (x - lo) / max(hi - lo, 1e-8)
-    if spec.normalization == "scale":
-        return x / 255.0
-    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
-    return (x - mean) / std
 
 
 @dataclass
@@ -157,7 +131,8 @@ def plan_conversion(onnx_path: Path, meta: ModelMetadata, shapes: dict[str, list
     for i, inp in enumerate(session.get_inputs()):
         shape = shapes.get(inp.name, inp.shape)
         if not all(isinstance(d, int) and d > 0 for d in shape):
-            raise ConversionError(f"model {meta.name}: input {inp.name} has dynamic shape {inp.shape}; fix it with --shape {inp.name}=d,d,...")
+            raise ConversionError(f"model {meta.name}: input {inp.name} has dynamic shape {inp.shape}; "
+                                  f"fix it with --shape {inp.name}=d,d,...")
         dtype = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}.get(inp.type, "float32")
         inputs.append(RknnTensor(name=inp.name, shape=list(shape), dtype=dtype))
         if image_index is None and len(shape) == 4 and shape[1] == 3 and meta.input is not None:
@@ -189,11 +164,13 @@ def build_samples(models_dir: Path, meta: ModelMetadata, plan: Plan, images: lis
     if plan.image_index is not None:
         spec = meta.input
         for img in images:
-            px = model_input_pixels(img, spec)[None]
+            # the station's own transform (station.inference.image_input): calibration and the
+            # parity gate see exactly what the station feeds
+            image_input = model_pixels(img, spec)[None] if plan.mean_values else prepare_image(img, spec).tensor
             sample = []
             for i, t in enumerate(plan.inputs):
                 if i == plan.image_index:
-                    sample.append(px if plan.mean_values else normalise(px, spec))
+                    sample.append(image_input)
                 else:
                     sample.append(rng.standard_normal(t.shape).astype(np.dtype(t.dtype)))
             samples.append(sample)
@@ -202,8 +179,7 @@ def build_samples(models_dir: Path, meta: ModelMetadata, plan: Plan, images: lis
         enc_meta, encoder = _paired_encoder(models_dir, meta)
         try:
             for img in images:
-                px = model_input_pixels(img, enc_meta.input)[None]
-                emb = next(iter(encoder.run({encoder.input_names[0]: normalise(px, enc_meta.input)}).values()))
+                emb = next(iter(encoder.run({encoder.input_names[0]: prepare_image(img, enc_meta.input).tensor}).values()))
                 size = enc_meta.input.size
                 x0, y0 = rng.uniform(0, size * 0.6, 2)
                 w, h = rng.uniform(size * 0.1, size * 0.4, 2)
@@ -325,7 +301,8 @@ def convert_model(
         result_path = tmp / "result.json"
         result = json.loads(result_path.read_text()) if result_path.is_file() else {"error": f"exit status {proc.returncode}, no result"}
         if proc.returncode != 0 or "error" in result:
-            raise ConversionError(f"model {name}: rknn-toolkit2 failed: {result.get('error')}" + (f" (log: {log_file})" if log_file else ""))
+            where = f" (log: {log_file})" if log_file else ""
+            raise ConversionError(f"model {name}: rknn-toolkit2 failed: {result.get('error')}{where}")
         check_parity(name, quant, result["parity"])
         shutil.move(str(tmp / out_name), final)
     form = RknnForm(

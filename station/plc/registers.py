@@ -119,7 +119,8 @@ ERROR_TEXT: dict[ErrorCode, str] = {
     ErrorCode.NOT_RUNNING: "trigger refused: inspection pipeline is not running",
     ErrorCode.RECIPE_UNKNOWN: "LOAD_RECIPE failed: no recipe has the PLC ID in register 1",
     ErrorCode.RECIPE_LOAD_FAILED: "LOAD_RECIPE failed: the recipe or its models could not be loaded; previous recipe stays",
-    ErrorCode.PLC_OFFLINE: "PLC heartbeat or requests missing for longer than the timeout; triggers refused; clears itself when the PLC returns",
+    ErrorCode.PLC_OFFLINE: ("PLC heartbeat or requests missing for longer than the timeout; triggers refused; "
+                            "clears itself when the PLC returns"),
     ErrorCode.TIMEOUT: "part not decided within the recipe's time budget: fail-safe REJECT",
     ErrorCode.CAMERA_ERROR: "camera failed to deliver an image: fail-safe REJECT",
     ErrorCode.PREPROCESS_ERROR: "image preprocessing failed: fail-safe REJECT",

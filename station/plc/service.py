@@ -27,7 +27,7 @@ from station.plc.registers import (
     Status,
     describe_bits,
 )
-from station.recipe import RecipeBook
+from station.recipe_switch import RecipeSwitcher, RecipeUnknown
 from station.stats import StationStats
 
 log = logging.getLogger("station.plc")
@@ -40,13 +40,13 @@ class PlcService:
         self,
         config: PlcConfig,
         pipeline: Pipeline,
-        recipes: RecipeBook,
+        switcher: RecipeSwitcher,
         alarms: AlarmBoard,
         stats: StationStats,
     ):
         self.config = config
         self.pipeline = pipeline
-        self.recipes = recipes
+        self.switcher = switcher
         self.alarms = alarms
         self.stats = stats
         self._lock = threading.RLock()
@@ -182,20 +182,15 @@ class PlcService:
         self._loader.start()
 
     def _load(self, plc_id: int) -> None:
+        """LOAD_RECIPE through the station's one switching path (station.recipe_switch): it
+        audits, alarms on failure and keeps the running recipe; the PLC gets the outcome."""
         ok, code = True, ErrorCode.NONE
         try:
-            self.recipes.reload()  # a recipe file may have been added since start-up
-            loaded = self.recipes.by_plc_id(plc_id)
-        except KeyError as exc:
+            self.switcher.switch(plc_id=plc_id, actor="plc", via="LOAD_RECIPE")
+        except RecipeUnknown:
             ok, code = False, ErrorCode.RECIPE_UNKNOWN
-            log.warning("PLC LOAD_RECIPE %d: %s", plc_id, exc.args[0])
-        else:
-            try:
-                self.pipeline.load_recipe(loaded)
-                log.info("PLC LOAD_RECIPE %d: %s v%d active", plc_id, loaded.recipe.name, loaded.recipe.version)
-            except Exception as exc:  # the running recipe stays; the PLC gets CMD_FAILED
-                ok, code = False, ErrorCode.RECIPE_LOAD_FAILED
-                log.error("PLC LOAD_RECIPE %d (%s) failed: %s", plc_id, loaded.recipe.name, exc)
+        except Exception:  # RecipeLoadFailed and anything unexpected: the running recipe stays
+            ok, code = False, ErrorCode.RECIPE_LOAD_FAILED
         with self._lock:
             self.handshake.load_finished(ok, code)
             self._push(self.handshake.outputs())
@@ -203,12 +198,7 @@ class PlcService:
     # ---- results --------------------------------------------------------------------------
     def _to_plc_result(self, insp: Inspection) -> PlcResult:
         v = insp.verdict
-        failsafe = (
-            v is None
-            or insp.error is not None
-            or v.plc_code == NO_RESULT
-            or (v.reject_reason is not None and v.reject_reason is not RejectReason.DEFECT)
-        )
+        failsafe = v is None or insp.failure is not None or v.plc_code == NO_RESULT or v.failsafe
         passed = not failsafe and v.outcome is Outcome.PASS and v.plc_code == 0
         error = ErrorCode.NONE
         if passed:
@@ -226,8 +216,7 @@ class PlcService:
             top = max(insp.defects, key=lambda d: d.confidence)
         top_class = 0
         if top is not None:
-            top_class = code if (not passed and code != NO_RESULT) else self._class_code(insp, top.class_name)
-        processing = insp.timings_ms.get("total", insp.total_ms)
+            top_class = code if (not passed and code != NO_RESULT) else _class_code(insp, top.class_name)
         return PlcResult(
             sequence=insp.sequence,
             part_id=insp.part_id,
@@ -237,19 +226,15 @@ class PlcService:
             defect_count=0 if failsafe else len(insp.defects),
             top_class=top_class,
             top_confidence_milli=round(top.confidence * 1000) if top is not None else 0,
-            processing_ms=round(processing),
+            processing_ms=round(insp.total_ms),
         )
 
-    def _class_code(self, insp: Inspection, class_name: str) -> int:
-        candidates = list(self.recipes.recipes.values())
-        if self.pipeline.recipe is not None:
-            candidates.insert(0, self.pipeline.recipe.loaded)
-        for loaded in candidates:
-            if loaded.content_hash == insp.recipe_hash or loaded.recipe.name == insp.recipe:
-                try:
-                    return loaded.recipe.defect_class(class_name).plc_code
-                except KeyError:
-                    return 0
+
+def _class_code(insp: Inspection, class_name: str) -> int:
+    """The PLC code of ``class_name`` in the recipe the part was inspected with (0: not a class of it)."""
+    try:
+        return insp.recipe.recipe.defect_class(class_name).plc_code
+    except KeyError:
         return 0
 
 

@@ -14,15 +14,14 @@ Metrics (defective = a row whose class is not the recipe's good class):
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from station.inference.metadata import ModelError
-from station.inspection import Inspection, Outcome, View
-from station.recipe import Recipe
+from station.inspection import Outcome, View
+from station.recipe import LoadedRecipe
+from station.stages import inspect_views
 from station.vision.dataset import Row, SkippedRow, group_of, load_sample, skip_summary
 
 
@@ -44,8 +43,10 @@ def _rate(num: int, den: int) -> float | None:
     return None if den == 0 else num / den
 
 
-def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[ImageResult | None, str | None]:
-    """Inspect one manifest row; (result, None) or (None, reason it was skipped)."""
+def inspect_row(inspector, loaded: LoadedRecipe, row: Row, min_side_px: int) -> tuple[ImageResult | None, str | None]:
+    """Inspect one manifest row as the line would (station.stages.inspect_views); (result, None)
+    or (None, the reason it was skipped: unreadable, not inspectable, a model failing on it)."""
+    recipe = loaded.recipe
     known = {c.name for c in recipe.classes} | {recipe.good_class}
     if row.label not in known:
         return None, f"class {row.label!r} is neither a recipe class nor the good class {recipe.good_class!r}"
@@ -53,24 +54,11 @@ def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[
         sample = load_sample(row, min_side_px)
     except ValueError as exc:
         return None, str(exc)
-    camera = recipe.cameras[0].name
-    timings = {}
-    t = time.perf_counter()
-    try:
-        views = inspector.preprocess([View(camera=camera, image=sample.image, source=str(row.image))])
-        timings["preprocess"] = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        findings = inspector.find_defects(views)
-        timings["analyse"] = (time.perf_counter() - t) * 1000
-        insp = Inspection(row.index, row.index, recipe.name, recipe.version, time.time(), float("inf"), views=views,
-                          defects=list(findings.defects))
-        t = time.perf_counter()
-        verdict = inspector.decide(insp)
-        timings["decide"] = (time.perf_counter() - t) * 1000
-    except ValueError as exc:  # a bad image the inspector refuses (e.g. bit depth)
-        return None, f"image {row.image}: {exc}"
-    except ModelError as exc:  # a model failing on this image: counted, the others continue
-        return None, f"image {row.image}: model error: {exc}"
+    view = View(camera=recipe.cameras[0].name, image=sample.image, source=str(row.image))
+    insp = inspect_views(loaded, inspector, [view], sequence=row.index, part_id=row.index)
+    if insp.failure is not None:  # not inspected: counted as skipped with its reason, the others continue
+        return None, f"image {row.image}: {insp.failure.text}"
+    verdict = insp.verdict
     iou = None
     if row.label != recipe.good_class and sample.mask is not None and sample.mask.any():
         pred = np.zeros(sample.mask.shape, bool)
@@ -83,6 +71,7 @@ def inspect_row(inspector, recipe: Recipe, row: Row, min_side_px: int) -> tuple[
     for d in insp.defects:
         class_scores[d.class_name] = max(class_scores.get(d.class_name, 0.0), d.confidence)
     score = max(class_scores.values(), default=0.0)
+    timings = {k: v for k, v in insp.timings_ms.items() if k != "total"}
     return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings, score,
                        class_scores), None
 
@@ -251,13 +240,14 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
     return out
 
 
-def evaluate(inspector, recipe: Recipe, rows: list[Row], group_by: str | None = None, min_side_px: int = 16,
+def evaluate(inspector, loaded: LoadedRecipe, rows: list[Row], group_by: str | None = None, min_side_px: int = 16,
              progress=None) -> tuple[dict, list[ImageResult]]:
     """Inspect ``rows`` and return (metrics, per-image results). Bad rows are skipped and counted."""
+    recipe = loaded.recipe
     results, skipped = [], []
     for n, row in enumerate(rows, 1):
         group = group_of(row, group_by) if group_by else f"row{row.index}"
-        result, why = inspect_row(inspector, recipe, row, min_side_px)
+        result, why = inspect_row(inspector, loaded, row, min_side_px)
         if result is None:
             skipped.append(SkippedRow(row, why))
         else:

@@ -11,29 +11,9 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
+from station.images import check_image
 from station.inspection import View
 from station.recipe import Preprocess
-
-
-class ImageError(ValueError):
-    """An image the station cannot inspect (wrong type, wrong bit depth, empty)."""
-
-
-def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """Return ``image`` if it is uint8 HxW or HxWx3 (or HxWx4), else raise ImageError saying why."""
-    if not isinstance(image, np.ndarray):
-        raise ImageError(f"{what}: not an array ({type(image).__name__})")
-    if image.dtype != np.uint8:
-        raise ImageError(f"{what}: bit depth {image.dtype} is not supported (expected 8-bit, uint8)")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ImageError(f"{what}: shape {image.shape} is not HxW or HxWx3")
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise ImageError(f"{what}: {image.shape[1]}x{image.shape[0]} px is too small to inspect")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
-    return image
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

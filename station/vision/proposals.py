@@ -125,7 +125,8 @@ class ProposalStage(Proposer):
             raise ModelError(f"model {meta.name}: a head on SAM embeddings must name its encoder (extra.encoder_sha256)")
         if self.feature_input and meta.extra.get("feature_set") != FEATURE_SET:
             raise ModelError(
-                f"model {meta.name}: trained on features {meta.extra.get('feature_set')!r}, this station computes {FEATURE_SET!r}; retrain it"
+                f"model {meta.name}: trained on features {meta.extra.get('feature_set')!r}, "
+                f"this station computes {FEATURE_SET!r}; retrain it"
             )
         if not meta.classes or meta.classes[0] != BACKGROUND or set(meta.classes[1:]) - set(recipe_classes):
             raise ModelError(

@@ -26,7 +26,8 @@ import numpy as np
 from station.inference.factory import load_model
 from station.inference.metadata import ModelError, resolve_model
 from station.inspection import Defect, View
-from station.recipe import Recipe
+from station.recipe import Recipe, SamVision
+from station.recipe_models import recipe_models
 from station.vision.classifier import RegionClassifier
 from station.vision.preprocess import to_gray
 from station.vision.proposals import ProposalStage, Proposer, proposer
@@ -40,6 +41,7 @@ class SamAnalyzer:
     def __init__(self, recipe: Recipe, proposals: Proposer, classifier: RegionClassifier | None,
                  segmenter: SamSegmenter | None, model_hashes: dict[str, str]):
         self.recipe = recipe
+        self.vision: SamVision = recipe.vision
         self.proposals = proposals
         self.classifier = classifier
         self.segmenter = segmenter
@@ -53,7 +55,7 @@ class SamAnalyzer:
             probs[self.class_names.index(name)] += proposal_probs[i]
         p_not = 0.0
         if classifier_probs is not None:
-            if self.recipe.vision.classifier_role == "name-and-drop":
+            if self.vision.classifier_role == "name-and-drop":
                 p_not = float(classifier_probs[-1])
             cls = np.full(len(self.class_names), 1e-6)
             for i, name in enumerate(self.classifier.classes):
@@ -76,7 +78,7 @@ class SamAnalyzer:
         return out
 
     def find(self, view: View) -> list[Defect]:
-        vision = self.recipe.vision
+        vision = self.vision
         grey = to_gray(view.image)
         h, w = grey.shape
         roi = roi_mask(self.recipe.zones, view.camera, (h, w))
@@ -100,7 +102,7 @@ class SamAnalyzer:
             cls = self.recipe.defect_class(name)
             # SAM only outlines defects that can count: below the class's confidence the
             # proposal's region is shown, and no encoder run is spent on it
-            if self.segmenter is not None and cls.mask_source == "sam" and confidence >= cls.min_confidence:
+            if self.segmenter is not None and cls.mask_source == "sam" and confidence >= self.recipe.min_confidence_of(cls):
                 x0, y0, x1, y1 = prop.box
                 box = (max(0, x0 - BOX_MARGIN_PX), max(0, y0 - BOX_MARGIN_PX), min(w, x1 + BOX_MARGIN_PX), min(h, y1 + BOX_MARGIN_PX))
                 if vision.tile_px:
@@ -120,10 +122,9 @@ class SamAnalyzer:
 
 
 def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxruntime", threads: int = 0) -> SamAnalyzer:
-    """Load the recipe's models once. Raises ModelError (missing, corrupt, mismatching) or ValueError."""
-    refs = recipe.models
-    if not refs.proposals:
-        raise ValueError(f"recipe {recipe.name}: the sam analyzer needs models.proposals (train one with `station train`)")
+    """Load the recipe's models once (``station.recipe_models``). Raises ModelError (missing,
+    corrupt, mismatching, or not the kind the recipe says) or ValueError."""
+    needed = recipe_models(recipe)
     names = [c.name for c in recipe.classes]
     hashes: dict[str, str] = {}
 
@@ -132,17 +133,26 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
         hashes[name] = model.metadata.sha256
         return model
 
-    proposals = proposer([[ProposalStage(open_model(name), names) for name in opinion] for opinion in refs.proposals])
-    classifier = RegionClassifier(open_model(refs.classifier), names) if refs.classifier else None
+    def stage(entry) -> ProposalStage:
+        model = open_model(entry.model)
+        kind = model.metadata.extra.get("net")
+        if kind != entry.kind:
+            raise ModelError(f"model {entry.model}: the recipe names it a {entry.kind!r} proposal model, "
+                             f"its metadata says {kind!r} (retrain it, or fix vision.proposals)")
+        return ProposalStage(model, names)
+
+    proposals = proposer([[stage(e) for e in opinion] for opinion in needed.proposals])
+    classifier = RegionClassifier(open_model(needed.classifier), names) if needed.classifier else None
     segmenter = None
-    if proposals.embedding_input or any(c.mask_source == "sam" for c in recipe.classes):
-        meta, _ = resolve_model(models_dir, refs.segmentation, verify=False)
+    if needed.segmentation:
+        meta, _ = resolve_model(models_dir, needed.segmentation, verify=False)
         if not meta.pair:
-            raise ModelError(f"model {refs.segmentation}: metadata names no decoder (pair)")
-        segmenter = SamSegmenter(open_model(refs.segmentation), open_model(meta.pair))
+            raise ModelError(f"model {needed.segmentation}: metadata names no decoder (pair)")
+        segmenter = SamSegmenter(open_model(needed.segmentation), open_model(meta.pair))
     if proposals.embedding_input and proposals.encoder_sha256 != segmenter.encoder.metadata.sha256:
         raise ModelError(
-            f"proposal model(s) {', '.join(refs.proposal_names)} were trained on the embeddings of encoder sha256 {proposals.encoder_sha256[:12]}…; "
-            f"the recipe's segmentation model {refs.segmentation} has {segmenter.encoder.metadata.sha256[:12]}…: retrain it"
+            f"proposal model(s) {', '.join(e.model for e in recipe.vision.proposals)} were trained on the embeddings of encoder "
+            f"sha256 {proposals.encoder_sha256[:12]}…; the recipe's segmentation model {needed.segmentation} has "
+            f"{segmenter.encoder.metadata.sha256[:12]}…: retrain it"
         )
     return SamAnalyzer(recipe, proposals, classifier, segmenter, hashes)

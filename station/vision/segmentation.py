@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from station.inference.base import InferenceModel
+from station.inference.image_input import prepare_image
 from station.inference.metadata import ModelError
 
 
@@ -50,33 +51,14 @@ class SamSegmenter:
         self.embedding_name = meta.extra.get("output_name", "image_embeddings")
 
     # -- encoder ----------------------------------------------------------------------------
-    def _model_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int], float, float]:
-        spec = self.spec
-        rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-        h, w = rgb.shape[:2]
-        if spec.resize == "longest_side":
-            s = spec.size / max(h, w)
-            nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        else:
-            nh, nw = spec.size, spec.size
-        resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR).astype(np.float32)
-        if spec.normalization == "minmax":
-            lo, hi = float(resized.min()), float(resized.max())
-            resized = (resized - lo) / max(hi - lo, 1e-8)
-        else:  # meanstd and scale: (x - mean) / std, both in 0..255 units
-            resized = (resized - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
-        padded = np.zeros((spec.size, spec.size, 3), np.float32)
-        padded[:nh, :nw] = resized
-        return padded.transpose(2, 0, 1)[None], (nh, nw), nw / w, nh / h
-
     def encode(self, image: np.ndarray) -> EncodedView:
         """One encoder run for a uint8 HxW or HxWx3 view; reuse the result for every prompt on it."""
-        x, model_hw, sx, sy = self._model_input(image)
-        out = self.encoder.run({self.input_name: x})
+        prepared = prepare_image(image, self.spec)
+        out = self.encoder.run({self.input_name: prepared.tensor})
         emb = out.get(self.embedding_name)
         if emb is None:
             emb = next(iter(out.values()))
-        return EncodedView(emb, image.shape[:2], model_hw, sx, sy, self.spec.size)
+        return EncodedView(emb, image.shape[:2], prepared.model_hw, prepared.scale_x, prepared.scale_y, self.spec.size)
 
     # -- decoder ----------------------------------------------------------------------------
     def box_mask(self, encoded: EncodedView, box: tuple[int, int, int, int]) -> tuple[np.ndarray, float]:

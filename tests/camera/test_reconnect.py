@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from station.camera.base import CameraError
-from station.inspection import Outcome, RejectReason, Verdict
+from station.inspection import Defect, Outcome, RejectReason, Verdict
 from station.pipeline import Findings, Pipeline
 from station.recipe import LoadedRecipe, Recipe, RecipeCamera
 
@@ -18,17 +18,24 @@ from .conftest import FAST
 
 
 class FrameCheckInspector:
-    """The vision side reduced to what this test needs: PASS when every view holds a real frame."""
+    """The vision side reduced to what this test needs: PASS when every view holds a real frame
+    (an empty or flat view, or a missing one, is an "empty" defect)."""
+
+    model_hashes: dict = {}
 
     def preprocess(self, views):
         return views
 
     def find_defects(self, views):
-        return Findings(defects=[], scores={})
+        bad = [v.camera for v in views if not (v.image.size and v.image.std() > 0)]
+        if len(views) != 2:
+            bad.append(views[0].camera if views else "top")
+        return Findings(defects=[Defect(cam, "empty", 1.0, (0, 0, 1, 1), 1) for cam in bad], scores={})
 
-    def decide(self, inspection):
-        ok = len(inspection.views) == 2 and all(v.image.size and v.image.std() > 0 for v in inspection.views)
-        return Verdict(Outcome.PASS, "ok") if ok else Verdict(Outcome.REJECT, "empty view", RejectReason.DEFECT, plc_code=1)
+    def decide(self, defects):
+        if defects:
+            return Verdict(Outcome.REJECT, "empty view", RejectReason.DEFECT, defects[0], plc_code=1)
+        return Verdict(Outcome.PASS, "ok")
 
 
 class Collector:
@@ -54,6 +61,7 @@ def two_camera_recipe() -> LoadedRecipe:
         "name": "two-views", "plc_id": 7, "time_budget_ms": 2000,
         "cameras": [{"name": "top", "trigger": "freerun", "features": FAST},
                     {"name": "side", "trigger": "freerun", "features": {**FAST, "PixelFormat": "RGBa8"}}],
+        "vision": {"analyzer": "threshold", "blobs": [{"class": "scratch", "polarity": "dark"}]},
         "classes": [{"name": "scratch", "plc_code": 1}],
     })
     return LoadedRecipe(recipe=recipe, path=Path("two-views.toml"), text="", content_hash="test")
@@ -65,7 +73,7 @@ def station_pipeline(open_camera, alarms):
             "side": open_camera("1", name="side", reconnect_backoff_ms=[150, 300])}
     pipeline = Pipeline(cams, lambda loaded: FrameCheckInspector(), alarms, queue_depth=8)
     sink = Collector()
-    pipeline.sinks.append(sink)
+    pipeline.sinks = [sink]
     pipeline.load_recipe(two_camera_recipe())
     pipeline.start()
     yield pipeline, cams, sink

@@ -27,12 +27,15 @@ features = { AcquisitionFrameRate = 200.0, PixelFormat = "RGBa8", Width = 320, H
 [vision]
 analyzer = "threshold"
 
+[[vision.blobs]]
+class = "stain"
+polarity = "dark"
+shape = "blob"
+
 [[classes]]
 name = "stain"
 plc_code = 1
 min_area_px = 50
-polarity = "dark"
-shape = "blob"
 """
 
 
@@ -67,9 +70,8 @@ def fresh_shared_producers():
 def test_station_runs_two_genicam_views_and_alarms_the_camera_that_cannot_open(tmp_path, viky_cti):
     config = station_config(tmp_path, viky_cti, [{"name": "top", "device": "0"}, {"name": "side", "device": "1"},
                                                  {"name": "spare", "device": "SN-NOT-HERE"}])
-    station = Station(config, plc=False, history=False)
     sink = Collector()
-    station.pipeline.sinks.append(sink)
+    station = Station(config, plc=False, history=False, sinks=[sink])
     with station:
         lost = {a.key: a.message for a in station.alarms.active()}
         assert "SN-NOT-HERE" in lost["camera_lost:spare"]

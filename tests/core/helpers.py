@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from station.camera.base import Camera, CameraError
-from station.inspection import Defect, Inspection, Outcome, Verdict, View
+from station.inspection import Defect, Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings
 
 
@@ -42,7 +42,12 @@ class ScriptedCamera(Camera):
 
 
 class ScriptedInspector:
-    """Rejects parts whose id is in ``defective``; raises or sleeps in the named stage per part id."""
+    """Rejects parts whose id is in ``defective``; raises or sleeps in the named stage per part id.
+
+    ``decide`` sees only the defects (as the real one): the part id of the part being decided is
+    remembered per thread by ``find_defects`` (a part's analyse and decide run in one thread)."""
+
+    model_hashes: dict = {}
 
     def __init__(self, defective=(), fail: dict | None = None, sleep: dict | None = None, analyse_s: float = 0.0):
         self.defective = set(defective)
@@ -52,6 +57,7 @@ class ScriptedInspector:
         self.concurrent = 0
         self.max_concurrent = 0
         self._lock = threading.Lock()
+        self._current = threading.local()
 
     def _maybe(self, stage: str, part_id: int) -> None:
         if self.fail.get(part_id) == stage:
@@ -66,6 +72,7 @@ class ScriptedInspector:
 
     def find_defects(self, views: list[View]) -> Findings:
         part = int(views[0].image[0, 0])
+        self._current.part = part
         with self._lock:
             self.concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self.concurrent)
@@ -80,8 +87,8 @@ class ScriptedInspector:
             defects.append(Defect(view=views[0].camera, class_name="scratch", confidence=0.9, box=(1, 1, 4, 4), area_px=9))
         return Findings(defects=defects, scores={"max_score": 0.9 if defects else 0.1})
 
-    def decide(self, inspection: Inspection) -> Verdict:
-        self._maybe("decide", inspection.part_id)
-        if inspection.defects:
-            return Verdict(Outcome.REJECT, "scratch 9 px > 0 px", top_defect=inspection.defects[0], plc_code=1)
+    def decide(self, defects: list[Defect]) -> Verdict:
+        self._maybe("decide", self._current.part)
+        if defects:
+            return Verdict(Outcome.REJECT, "scratch 9 px > 0 px", RejectReason.DEFECT, top_defect=defects[0], plc_code=1)
         return Verdict(Outcome.PASS, "no defect")

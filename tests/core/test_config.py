@@ -18,6 +18,11 @@ plc_id = 7
 time_budget_ms = 800
 [[cameras]]
 name = "top"
+[vision]
+analyzer = "threshold"
+[[vision.blobs]]
+class = "scratch"
+polarity = "dark"
 [[classes]]
 name = "scratch"
 plc_code = 1
@@ -115,7 +120,8 @@ def test_recipe_book_keeps_good_recipes_and_reports_bad(tmp_path):
 
 def test_cli_reports_a_missing_model_without_traceback(tmp_path):
     recipe = tmp_path / "widget.toml"
-    recipe.write_text(GOOD_RECIPE + '\n[models]\nproposals = "no-such-model"\nclassifier = "no-such-model"\n')
+    sam = '[vision]\nanalyzer = "sam"\nclassifier = "no-such-model"\n[[vision.proposals]]\nkind = "pixel-mlp"\nmodel = "no-such-model"\n'
+    recipe.write_text(GOOD_RECIPE.replace('[vision]\nanalyzer = "threshold"\n[[vision.blobs]]\nclass = "scratch"\npolarity = "dark"\n', sam))
     img = tmp_path / "a.png"
     import cv2
     import numpy as np

@@ -8,7 +8,8 @@ import json
 import numpy as np
 
 from station.counters import PartCounters, local_midnight
-from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
+from station.inspection import Defect, Failure, Inspection, Outcome, RejectReason, Verdict, View
+from tests.recipes import make_inspection
 
 
 class Clock:
@@ -20,7 +21,7 @@ class Clock:
 
 
 def _part(verdict: Verdict | None) -> Inspection:
-    return Inspection(1, 1, "demo-part", 1, 0.0, 0.0, views=[View("top", np.zeros((4, 4), np.uint8))], verdict=verdict)
+    return make_inspection(1, views=[View("top", np.zeros((4, 4), np.uint8))], verdict=verdict)
 
 
 def _reject(cls: str) -> Verdict:
@@ -34,7 +35,7 @@ NOON = local_midnight(dt.datetime(2026, 3, 10, 12, tzinfo=dt.timezone.utc)) + dt
 def test_counts_by_class_or_reason_and_a_new_day_starts_from_zero():
     clock = Clock(NOON)
     c = PartCounters(clock=clock)
-    for v in (Verdict(Outcome.PASS, "ok"), _reject("scratch"), Verdict.failsafe(RejectReason.CAMERA_ERROR, "lost"), None):
+    for v in (Verdict(Outcome.PASS, "ok"), _reject("scratch"), Verdict.for_failure(Failure(RejectReason.CAMERA_ERROR, "lost")), None):
         c.record(_part(v))
     snap = c.snapshot()
     assert (snap.parts, snap.passed, snap.rejected) == (4, 1, 3)

@@ -19,6 +19,11 @@ plc_id = 7
 time_budget_ms = {budget}
 [[cameras]]
 name = "top"
+[vision]
+analyzer = "threshold"
+[[vision.blobs]]
+class = "scratch"
+polarity = "dark"
 [[classes]]
 name = "scratch"
 plc_code = 1
@@ -42,7 +47,7 @@ def make(tmp_path, inspector, camera=None, budget=1000, workers=1, depth=4):
     pipe = Pipeline({"top": camera or ScriptedCamera()}, lambda loaded: inspector, alarms, queue_depth=depth, inference_workers=workers)
     pipe.load_recipe(load_recipe(path))
     out = Collector()
-    pipe.sinks.append(out)
+    pipe.sinks = [out]
     pipe.start()
     return pipe, alarms, out
 
@@ -222,7 +227,7 @@ def test_bad_recipe_at_run_time_is_refused_and_running_recipe_stays(tmp_path):
         run_parts(pipe, [1])
     finally:
         pipe.stop()
-    assert out.items[0].recipe == "widget" and out.items[0].verdict.passed
+    assert out.items[0].recipe_name == "widget" and out.items[0].verdict.passed
 
 
 def test_failing_sink_does_not_stop_other_sinks(tmp_path):
@@ -231,7 +236,7 @@ def test_failing_sink_does_not_stop_other_sinks(tmp_path):
             raise OSError("disk full")
 
     pipe, alarms, out = make(tmp_path, ScriptedInspector())
-    pipe.sinks.insert(0, Broken())
+    pipe.sinks = [Broken(), *pipe.sinks]
     try:
         run_parts(pipe, [1, 2])
     finally:

@@ -46,7 +46,7 @@ def pg_server():
     bindir = _pg_bin()
     if bindir is None:
         msg = "PostgreSQL binaries (initdb, pg_ctl) NOT FOUND: install Debian's `postgresql` package; PostgreSQL history tests SKIPPED"
-        warnings.warn(msg)
+        warnings.warn(msg, stacklevel=2)
         print("\n" + "!" * 20 + " " + msg + " " + "!" * 20, file=sys.stderr)
         pytest.skip(msg)
     root = Path(tempfile.mkdtemp(prefix="station-pg-"))

@@ -33,7 +33,6 @@ def main() -> None:
         ArchiveConfig(dir=archive, retention_days=3650, min_age_days=0),
         AlarmBoard(),
         "kill9",
-        recipes=lambda name: loaded,
         reconcile_grace_s=3600,  # orphan files are the test's to count, not the writer's to sweep
     )
     writer.start()
@@ -44,7 +43,7 @@ def main() -> None:
         for _ in range(10):
             seq += 1
             writer.publish(make_inspection(seq, reject=rng.random() < 0.5, n_defects=rng.randrange(0, 6),
-                                           views=("top", "side"), size=(48, 64), rng=rng))
+                                           views=("top", "side"), size=(48, 64), rng=rng, recipe=loaded))
         time.sleep(0.002)
 
 

@@ -8,6 +8,8 @@ import random
 import numpy as np
 
 from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
+from station.recipe import LoadedRecipe
+from tests.recipes import make_inspection as result_of
 
 CLASSES = ("scratch", "crack", "stain")
 
@@ -17,7 +19,7 @@ def make_inspection(
     *,
     reject: bool,
     when: dt.datetime | float | None = None,
-    recipe: str = "demo-part",
+    recipe: str | LoadedRecipe = "demo-part",
     part_id: int | None = None,
     n_defects: int | None = None,
     classes: tuple[str, ...] = CLASSES,
@@ -65,19 +67,16 @@ def make_inspection(
     else:
         verdict = Verdict(Outcome.PASS, reason or "no defect")
     overlay = np.full((h, w, 3), (seq * 11) % 256, np.uint8)
-    return Inspection(
-        sequence=seq,
-        part_id=seq if part_id is None else part_id,
+    return result_of(
+        seq,
+        part_id,
         recipe=recipe,
-        recipe_version=1,
         triggered_at_s=t,
-        deadline_s=0.0,
         views=imgs,
         defects=defects,
         verdict=verdict,
         timings_ms={"acquire": 1.5, "analyse": 20.25, "total": 25.0},
         scores={"max_score": round(rng.random(), 4), "n_views": float(len(views))},
-        recipe_hash="ab" * 32,
         model_hashes={"segmentation": "cd" * 32},
         overlay=overlay,
     )

@@ -196,7 +196,7 @@ def test_details_keep_every_field_and_the_masks(history):
     r = detail.inspection
     v = insp.verdict
     assert (r["sequence"], r["part_id"], r["recipe_name"], r["outcome"], r["reason"], r["plc_code"]) == (
-        insp.sequence, insp.part_id, insp.recipe, "reject", v.reason, v.plc_code)
+        insp.sequence, insp.part_id, insp.recipe_name, "reject", v.reason, v.plc_code)
     assert r["triggered_at"] == s["when"] and r["station_id"] == s["station"]
     assert r["model_hashes"] == insp.model_hashes and r["recipe_hash"] == insp.recipe_hash
     assert r["timings_ms"] == insp.timings_ms and r["scores"] == insp.scores

@@ -24,12 +24,11 @@ class Recorder:
 
 
 def test_every_published_verdict_is_in_the_history(tmp_path):
-    station = Station(demo_config(tmp_path), plc=False)
     recorder = Recorder()
+    station = Station(demo_config(tmp_path), plc=False, sinks=[recorder])
     station.start()
     writer = station.history  # Station.stop() lets go of it
     try:
-        station.pipeline.sinks.append(recorder)
         seqs = []
         while len(seqs) < 24:
             try:

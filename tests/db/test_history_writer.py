@@ -6,6 +6,8 @@ which CI has; without it those two tests skip and say why).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import contextlib
 import hashlib
 import os
@@ -38,14 +40,13 @@ def recipe_with(sample_rate: float):
     return load_recipe(REPO / "recipes" / "demo-part.toml", text=text)
 
 
-def writer_for(tmp_path, *, url=None, queue_size=10_000, batch_size=200, engine=None, recipes=None, archive_dir=None, **kw):
+def writer_for(tmp_path, *, url=None, queue_size=10_000, batch_size=200, engine=None, archive_dir=None, **kw):
     url = url or f"sqlite:///{tmp_path / 'history.db'}"
     return HistoryWriter(
         DatabaseConfig(url=url, queue_size=queue_size, batch_size=batch_size),
         ArchiveConfig(dir=archive_dir or tmp_path / "images"),
         AlarmBoard(),
         "st-1",
-        recipes=recipes,
         engine=engine,
         **kw,
     )
@@ -60,9 +61,9 @@ def rows(engine):
 
 def test_every_result_is_stored_with_defects_images_and_its_recipe(tmp_path):
     loaded = recipe_with(0.25)
-    w = writer_for(tmp_path, recipes=lambda name: loaded, batch_size=16)
+    w = writer_for(tmp_path, batch_size=16)
     w.start()
-    sent = [make_inspection(i, reject=i % 6 == 0) for i in range(120)]
+    sent = [make_inspection(i, reject=i % 6 == 0, recipe=loaded) for i in range(120)]
     for insp in sent:
         w.publish(insp)
     assert w.flush(30)
@@ -88,6 +89,29 @@ def test_every_result_is_stored_with_defects_images_and_its_recipe(tmp_path):
     with Session(w.engine) as s:
         versions = s.scalars(select(RecipeVersionRow)).all()
     assert [(v.name, v.content_hash, v.content) for v in versions] == [("demo-part", loaded.content_hash, loaded.text)]
+    w.engine.dispose()
+
+
+def test_each_row_keeps_the_thresholds_and_hash_of_the_recipe_its_part_was_inspected_with(tmp_path):
+    """A recipe reloaded between two parts: each row has its own part's recipe (version, hash and
+    thresholds), never the one running when the writer gets to it."""
+    text = (REPO / "recipes" / "demo-part.toml").read_text()
+    v1 = load_recipe(REPO / "recipes" / "demo-part.toml", text=text)
+    v2 = load_recipe(REPO / "recipes" / "demo-part.toml",
+                     text=text.replace("version = 1", "version = 2").replace("min_confidence = 0.5", "min_confidence = 0.8"))
+    w = writer_for(tmp_path)
+    w.start()
+    w.publish(make_inspection(1, reject=True, recipe=v1))
+    w.publish(make_inspection(2, reject=True, recipe=v2))
+    w.publish(make_inspection(3, reject=True, recipe=v1))  # a part still in flight from before the reload
+    assert w.flush(30)
+    w.close()
+    stored = rows(w.engine)
+    assert [(r.recipe_version, r.recipe_hash, r.thresholds["scratch"]["min_confidence"]) for r in stored] == [
+        (1, v1.content_hash, 0.5), (2, v2.content_hash, 0.8), (1, v1.content_hash, 0.5)]
+    with Session(w.engine) as s:
+        versions = {(v.version, v.content_hash) for v in s.scalars(select(RecipeVersionRow))}
+    assert versions == {(1, v1.content_hash), (2, v2.content_hash)}
     w.engine.dispose()
 
 
@@ -259,8 +283,8 @@ def test_nan_scores_and_overlong_names_are_stored_not_lost(db_url, tmp_path):
     w.start()
     insp = make_inspection(1, reject=True)
     insp.scores.update({"nan": float("nan"), "inf": float("inf"), "np": np.float32(0.5)})
-    insp.defects[0].class_name = "x" * 100
-    insp.defects[1].confidence = float("nan")
+    insp.defects[0] = replace(insp.defects[0], class_name="x" * 100)
+    insp.defects[1] = replace(insp.defects[1], confidence=float("nan"))
     w.publish(insp)
     assert w.flush(20)
     w.close()

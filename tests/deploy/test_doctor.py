@@ -33,14 +33,16 @@ plc_id = 1
 time_budget_ms = 2000
 [[cameras]]
 name = "top"
-[vision]
-analyzer = "{analyzer}"
-[models]
-segmentation = "encoder"
+{vision}
 [[classes]]
 name = "crack"
 plc_code = 1
 """
+VISION = {
+    "threshold": '[vision]\nanalyzer = "threshold"\n[[vision.blobs]]\nclass = "crack"\npolarity = "dark"',
+    # the SAM pair is named "encoder" (its decoder through its metadata); a trained proposal model of the repo
+    "sam": '[vision]\nanalyzer = "sam"\nsegmentation = "encoder"\n[[vision.proposals]]\nkind = "pixel-mlp"\nmodel = "steel-strip-proposals"',
+}
 
 
 def free_port() -> int:
@@ -51,7 +53,11 @@ def free_port() -> int:
 
 def write_station(root: Path, *, camera: str = 'type = "simulated"', plc: str = "", inference: str = "", analyzer: str = "threshold", archive: str = "") -> Path:
     (root / "recipes").mkdir(exist_ok=True)
-    (root / "recipes" / "part.toml").write_text(RECIPE.format(name="part", analyzer=analyzer))
+    (root / "recipes" / "part.toml").write_text(RECIPE.format(name="part", vision=VISION[analyzer]))
+    if analyzer == "sam":
+        (root / "models").mkdir(exist_ok=True)
+        for suffix in (".json", ".onnx"):
+            shutil.copyfile(REPO / "models" / "trained" / f"steel-strip-proposals{suffix}", root / "models" / f"steel-strip-proposals{suffix}")
     path = root / "station.toml"
     path.write_text(
         f"""
@@ -118,10 +124,15 @@ def test_invalid_or_missing_station_file(tmp_path: Path):
     # host checks still ran
     assert "npu" in result.stdout
 
+    # no station file at all: the embedded demo station is checked (what `station demo` runs), and
+    # on this working CPU-only machine that is no failure
     env = {k: v for k, v in os.environ.items() if k != "STATION_CONFIG"}
     if not Path("/etc/station/station.toml").exists():
-        result = subprocess.run([sys.executable, "-m", "station.cli", "doctor"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-        assert result.returncode == 1 and "no station file: pass --config" in result.stdout
+        result = subprocess.run([sys.executable, "-m", "station.cli", "doctor"], capture_output=True, text=True, cwd=tmp_path,
+                                env=env, timeout=120)
+        assert result.returncode == 0, result.stdout
+        assert f"checking the embedded demo station rooted at {tmp_path}" in result.stdout
+        assert "FAIL" not in result.stdout and "active recipe demo-part" in result.stdout
 
 
 def test_genicam_camera_found_or_not_with_simulator_producer(tmp_path: Path):
@@ -314,3 +325,19 @@ def test_npu_probe_runs_one_runtime_per_core(tmp_path: Path, fake_board: HostPat
     assert probe.status == "warn" and probe.details["usable"] == 2
     assert "core 1: model encoder: RKNNLite.init_runtime failed" in probe.summary
 
+
+
+def test_steel_strip_needs_no_sam_model_and_the_doctor_agrees(tmp_path: Path):
+    """Regression: the doctor used to report `FAIL model:litemedsam … the station cannot run` for
+    steel-strip, which outlines every class with its proposal regions and never loads SAM."""
+    from station.models_store import ensure_recipe_models
+
+    station = tmp_path / "station.toml"
+    station.write_text(f'station_id = "steel"\nrecipes_dir = "{REPO / "recipes"}"\nactive_recipe = "steel-strip"\n'
+                       f'models_dir = "models"\n[[cameras]]\ntype = "simulated"\nname = "top"\n[plc]\nport = {free_port()}\n')
+    pulled = ensure_recipe_models(REPO / "recipes" / "steel-strip.toml", tmp_path / "models")
+    assert {r.name for r in pulled} == {"steel-strip-proposals", "steel-strip-classifier"}
+    report = run_doctor(station, paths=NO_BOARD)
+    models = {c.name: c.status for c in report.checks if c.name.startswith("model")}
+    assert models == {"model:steel-strip-proposals": "ok", "model:steel-strip-classifier": "ok"}, report.render()
+    assert report.ok

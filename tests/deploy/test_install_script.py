@@ -22,6 +22,7 @@ def run_install(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(INSTALL), *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.system
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="apt package shellcheck not installed")
 def test_every_shell_script_passes_shellcheck(deploy_dir: Path):
     scripts = sorted(p for p in deploy_dir.rglob("*") if p.is_file() and (p.suffix == ".sh" or p.read_bytes()[:2] == b"#!"))

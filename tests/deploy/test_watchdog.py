@@ -28,6 +28,11 @@ plc_id = 1
 time_budget_ms = 2000
 [[cameras]]
 name = "top"
+[vision]
+analyzer = "threshold"
+[[vision.blobs]]
+class = "scratch"
+polarity = "dark"
 [[classes]]
 name = "scratch"
 plc_code = 1
@@ -35,13 +40,15 @@ plc_code = 1
 
 
 class PassEverything:
+    model_hashes: dict = {}
+
     def preprocess(self, views):
         return views
 
     def find_defects(self, views):
         return Findings(defects=[], scores={})
 
-    def decide(self, inspection):
+    def decide(self, defects):
         return Verdict(Outcome.PASS, "no defect")
 
 
@@ -104,7 +111,7 @@ def pipeline(tmp_path: Path):
 
 def test_pings_stop_while_publisher_is_stuck_and_resume_after(notify_socket, pipeline):
     sink = BlockingSink()
-    pipeline.sinks.append(sink)
+    pipeline.sinks = [sink]
     watchdog = ServiceWatchdog(pipeline, stale_after_s=0.3)
     assert watchdog.interval_s == pytest.approx(0.05)
     stop = threading.Event()

@@ -15,16 +15,17 @@ import numpy as np
 
 from station.app import Station
 from station.config import StationConfig
-from station.inspection import Defect, Inspection, Outcome, Verdict, View
+from station.inspection import Defect, Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings
 from station.recipe import LoadedRecipe
-from station.vision.overlay import render_overlay
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 class GroundTruthInspector:
     """Defects = the simulated camera's ground-truth masks, confidence 0.9."""
+
+    model_hashes: dict = {}
 
     def __init__(self, loaded: LoadedRecipe):
         self.recipe = loaded.recipe
@@ -42,15 +43,15 @@ class GroundTruthInspector:
                 box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                 defects.append(Defect(view=v.camera, class_name=cls, confidence=0.9, box=box,
                                       area_px=int(mask.sum()), mask=mask))
-        overlay = render_overlay(views[0].image, defects, self.recipe) if defects else None
-        return Findings(defects=defects, scores={"defects": float(len(defects))}, overlay=overlay)
+        return Findings(defects=defects, scores={"defects": float(len(defects))})
 
-    def decide(self, insp: Inspection) -> Verdict:
+    def decide(self, defects: list[Defect]) -> Verdict:
         known = {c.name: c for c in self.recipe.classes}
-        for d in insp.defects:
+        for d in defects:
             if d.class_name in known:
                 c = known[d.class_name]
-                return Verdict(Outcome.REJECT, f"{d.class_name} ({d.area_px} px)", top_defect=d, plc_code=c.plc_code)
+                return Verdict(Outcome.REJECT, f"{d.class_name} ({d.area_px} px)", RejectReason.DEFECT, top_defect=d,
+                               plc_code=c.plc_code)
         return Verdict(Outcome.PASS, "no defect")
 
 

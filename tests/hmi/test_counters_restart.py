@@ -14,7 +14,8 @@ from station.db.writer import HistoryWriter
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
 from station.counters import local_midnight
-from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
+from station.inspection import Defect, Failure, Inspection, Outcome, RejectReason, Verdict, View
+from tests.recipes import make_inspection
 from tests.hmi.conftest import PASSWORDS, ROLES, login, only, run_parts, simulated_hmi
 from tests.hmi.stand import make_station
 
@@ -28,13 +29,13 @@ def _part(seq: int, when: dt.datetime, kind: str) -> Inspection:
     if kind == "pass":
         verdict = Verdict(Outcome.PASS, "no defect")
     elif kind == "timeout":
-        verdict = Verdict.failsafe(RejectReason.TIMEOUT, "budget exceeded")
+        verdict = Verdict.for_failure(Failure(RejectReason.TIMEOUT, "budget exceeded"))
     elif kind != "none":
         d = Defect("top", kind, 0.9, (5, 5, 20, 12), 80, mask=np.zeros(img.shape, bool))
         defects = [d]
         verdict = Verdict(Outcome.REJECT, f"{kind} 80 px", RejectReason.DEFECT, d, plc_code=2)
-    return Inspection(seq, 1000 + seq, "demo-part", 1, when.timestamp(), 0.0, views=[View("top", img)],
-                      defects=defects, verdict=verdict, timings_ms={"total": 10.0})
+    return make_inspection(seq, 1000 + seq, triggered_at_s=when.timestamp(), views=[View("top", img)],
+                           defects=defects, verdict=verdict, timings_ms={"total": 10.0})
 
 
 def write_history(root: Path, parts: list[tuple[str, dt.datetime, str]]) -> None:

@@ -33,6 +33,9 @@ async def test_form_shows_the_recipe_and_saves_a_new_version(hmi):
     saved = load_recipe(recipe_file(ctx), text=v2.content).recipe
     assert saved.time_budget_ms == 4000 and saved.defect_class("crack").min_confidence == 0.7
     assert saved.version == 2
+    # the new version is written over the file's text: its comments and layout stay
+    assert "# The plate; the conveyor around it is not inspected." in v2.content
+    assert "# The station demo's product" in v2.content
     audit = [a for a in ctx.store.audit_log() if a.action == "recipe.save"][0]
     assert audit.actor == "emil" and audit.target == "demo-part v2"
     assert "-time_budget_ms = 5000" in audit.after and "+time_budget_ms = 4000" in audit.after

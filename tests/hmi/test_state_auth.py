@@ -11,7 +11,8 @@ import pytest
 from station.hmi.auth import AuthError, LoginThrottle, allows, check_password, check_username, hash_password, verify_password
 from station.hmi.overlay import encode_jpeg
 from station.hmi.state import HmiState, StationStatus
-from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
+from station.inspection import Defect, Failure, Inspection, Outcome, RejectReason, Verdict, View
+from tests.recipes import make_inspection
 from tests.hmi.stand import make_station
 
 
@@ -83,8 +84,8 @@ def _inspection(seq: int, passed: bool, image: np.ndarray | None = None) -> Insp
     img = image if image is not None else np.full((48, 64), 120, np.uint8)
     d = Defect("top", "scratch", 0.91, (5, 5, 20, 12), 80, mask=np.zeros(img.shape[:2], bool))
     v = Verdict(Outcome.PASS, "no defect") if passed else Verdict(Outcome.REJECT, "scratch", top_defect=d, plc_code=1)
-    return Inspection(seq, seq, "demo-part", 1, time.time(), 0.0, views=[View("top", img)],
-                      defects=[] if passed else [d], verdict=v, timings_ms={"total": 12.0})
+    return make_inspection(seq, triggered_at_s=time.time(), views=[View("top", img)],
+                           defects=[] if passed else [d], verdict=v, timings_ms={"total": 12.0})
 
 
 def test_publish_never_blocks_and_skips_to_newest_under_load(tmp_path):
@@ -110,11 +111,21 @@ def test_publish_never_blocks_and_skips_to_newest_under_load(tmp_path):
     assert state.latest().image_jpeg[:2] == b"\xff\xd8"
 
 
+def test_the_hmi_shows_the_overlay_drawn_once_with_the_parts_own_recipe(tmp_path):
+    from station.hmi.overlay import encode_jpeg
+
+    st = make_station(tmp_path, history=False)
+    state = HmiState(st)
+    insp = _inspection(1, passed=False)
+    insp.overlay = np.full((48, 64, 3), 7, np.uint8)  # what the stages drew for this part
+    assert state.render(insp).image_jpeg == encode_jpeg(insp.overlay, state.max_side_px, state.jpeg_quality)
+
+
 def test_failsafe_reject_counts_by_reason(tmp_path):
     st = make_station(tmp_path, history=False)
     state = HmiState(st)
     insp = _inspection(1, passed=True)
-    insp.verdict = Verdict.failsafe(RejectReason.TIMEOUT, "budget exceeded")
+    insp.verdict = Verdict.for_failure(Failure(RejectReason.TIMEOUT, "budget exceeded"))
     state.publish(insp)
     insp2 = _inspection(2, passed=True)
     insp2.verdict = None  # no verdict at all is a reject, never a pass

@@ -6,37 +6,49 @@ import json
 
 import pytest
 
-from station.benchmarks.pipeline import bench_backend, prepare_models
 from station.cli import main
 from station.inference import factory
 from station.inference.metadata import ModelMetadata
 
 
 @pytest.mark.slow
-def test_sim_bench_spreads_parts_over_three_cores_in_order(shared_dir, tmp_path):
+def test_sim_bench_runs_the_shipped_tile_recipes_own_models_on_three_cores(repo_root, shared_dir, sam_models_dir, tmp_path, capsys):
     models = tmp_path / "models"
-    prepare_models(models, shared_dir / "models" / "mobilesam", simulated_npu=True)
-    run = bench_backend(models, "sim-rk3588", parts=8, workers=4, npu_cores=3, distinct_frames=2)
-    assert run.parts == 8 and run.rejects_not_defect == 0
-    assert set(run.stage_ms) >= {"acquire", "preprocess", "analyse", "decide", "total"}
-    assert run.slowest_stage == "analyse" and run.parts_per_s > 0 and run.efficiency > 0
+    models.mkdir()
+    for f in sam_models_dir.iterdir():  # the SAM pair, pulled once for the session
+        (models / f.name).symlink_to(f)
+    assert main(["bench", "--recipe", "magnetic-tile", "--backend", "sim-rk3588", "--parts", "6", "--json",
+                 "--data", str(shared_dir / "data" / "magnetic-tile-train" / "manifest.csv"),
+                 "--models-dir", str(models)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["recipe"] == "magnetic-tile" and [r["npu_cores"] for r in report["runs"]] == [1, 2, 3]
+    # the recipe's own models, each where it can run: fixed shapes on the (simulated) NPU
+    placement = report["models"]
+    assert set(placement) == {"litemedsam", "litemedsam_decoder", "magnetic-tile-proposals-pixel-mlp",
+                              "magnetic-tile-proposals-sam-head", "magnetic-tile-proposals-sam-context-head",
+                              "magnetic-tile-classifier"}
+    assert placement["litemedsam"] == "rknn (simulated)" and placement["magnetic-tile-proposals-sam-head"] == "rknn (simulated)"
+    assert placement["magnetic-tile-proposals-pixel-mlp"].startswith("onnxruntime:")  # any H x W: stays on the CPU
+    for run in report["runs"]:
+        assert run["parts"] == 6 and run["rejects_not_defect"] == 0
+        assert set(run["stage_ms"]) >= {"acquire", "preprocess", "analyse", "decide", "total"}
+    assert report["speedup_1_to_3"] > 0 and report["simulated_latency_ms"]["sam_encoder"] == 100.0
     sim = factory.simulated_rk3588_runtime()
-    assert sim.npu.peak_busy == 3  # three parts were in the encoder at once
+    assert sim.npu.peak_busy == 3  # three parts were on the NPU at once
     assert all(sim.npu.calls_by_core[m] > 0 for m in (1, 2, 4))
 
 
-def test_bench_command_refuses_missing_models(tmp_path, capsys):
-    assert main(["bench", "--sam-dir", str(tmp_path), "--json"]) == 2
-    assert "no litemedsam_encoder.onnx" in capsys.readouterr().out
+def test_bench_command_refuses_an_unknown_recipe(tmp_path, capsys):
+    assert main(["bench", "--recipe", str(tmp_path / "nope.toml"), "--json"]) == 2
+    assert "file not found" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_bench_command_json(shared_dir, capsys):
-    assert main(["bench", "--backend", "sim-rk3588", "--parts", "4", "--json",
-                 "--sam-dir", str(shared_dir / "models" / "mobilesam")]) == 0
+def test_bench_by_default_runs_the_demo_recipe_on_simulated_parts(tmp_path, capsys):
+    assert main(["bench", "--parts", "4", "--json", "--models-dir", str(tmp_path / "models")]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [r["npu_cores"] for r in report["runs"]] == [1, 2, 3]
-    assert report["speedup_1_to_3"] > 0 and report["simulated_latency_ms"]["sam_encoder"] == 100.0
+    (run,) = report["runs"]
+    assert report["recipe"] == "demo-part" and report["images"] == "simulated parts"
+    assert run["parts"] == 4 and run["rejects_not_defect"] == 0 and run["parts_per_s"] > 0
 
 
 def test_recipe_models_get_batch_one_forms_or_stay_on_the_cpu(tmp_path, tiny_onnx):

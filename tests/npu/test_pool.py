@@ -134,6 +134,11 @@ plc_id = 9
 time_budget_ms = 20000
 [[cameras]]
 name = "top"
+[vision]
+analyzer = "threshold"
+[[vision.blobs]]
+class = "scratch"
+polarity = "dark"
 [[classes]]
 name = "scratch"
 plc_code = 1
@@ -161,6 +166,8 @@ class FrameCamera(Camera):
 class PooledInspector:
     """One NPU model call per part; parts with id % 3 == 0 take longer afterwards, so they finish out of order."""
 
+    model_hashes: dict = {}
+
     def __init__(self, model):
         self.model = model
 
@@ -173,7 +180,7 @@ class PooledInspector:
             time.sleep(0.03)
         return Findings(defects=[], scores={"logit0": float(logits[0, 0]), "frame": float(views[0].frame_id)})
 
-    def decide(self, inspection):
+    def decide(self, defects):
         return Verdict(Outcome.PASS, "no defect")
 
 
@@ -186,7 +193,7 @@ def _run_pipeline(tmp_path, model, frames, n_parts):
     pipe = Pipeline({"top": FrameCamera(frames)}, lambda loaded: PooledInspector(model), alarms, inference_workers=3)
     pipe.load_recipe(load_recipe(path))
     got = []
-    pipe.sinks.append(type("Sink", (), {"publish": lambda self, insp: got.append(insp)})())
+    pipe.sinks = [type("Sink", (), {"publish": lambda self, insp: got.append(insp)})()]
     pipe.start()
     seqs = []
     for pid in range(n_parts):

@@ -14,6 +14,7 @@ from pymodbus.client import ModbusTcpClient
 
 from station.alarms import AlarmBoard
 from station.config import PlcConfig
+from station.recipe_switch import RecipeSwitcher
 from station.pipeline import Pipeline
 from station.plc.registers import OUTPUT_BASE, OUTPUT_WORDS, Control, Out, Status, join_u32, split_u32
 from station.plc.service import PlcService
@@ -81,8 +82,8 @@ def make_rig(tmp_path):
         pipeline.start()
         port = plc.pop("port", None) or free_port()
         config = PlcConfig(port=port, **plc)
-        service = PlcService(config, pipeline, book, alarms, stats)
-        pipeline.sinks.append(service)
+        service = PlcService(config, pipeline, RecipeSwitcher(book, pipeline, alarms), alarms, stats)
+        pipeline.sinks = [service]
         service.start()
         rig = Rig(service, pipeline, alarms, stats, book, port, inspector)
         rigs.append(rig)

@@ -6,12 +6,13 @@ is told are defective (class "scratch", PLC code 3) and can stall named parts pa
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 
 from station.camera.base import Camera, CameraError
-from station.inspection import Defect, Inspection, Outcome, Verdict, View
+from station.inspection import Defect, Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings
 
 RECIPE = """
@@ -20,6 +21,11 @@ plc_id = {plc_id}
 time_budget_ms = {budget}
 [[cameras]]
 name = "top"
+[vision]
+analyzer = "threshold"
+[[vision.blobs]]
+class = "dent"
+polarity = "dark"
 [[classes]]
 name = "dent"
 plc_code = 2
@@ -48,16 +54,23 @@ class TinyCamera(Camera):
 
 
 class TinyInspector:
+    """``decide`` sees only the defects (as the real one): the part being decided is remembered
+    per thread by ``find_defects`` (a part's analyse and decide run in one thread)."""
+
+    model_hashes: dict = {}
+
     def __init__(self, defective=(), stall_s: dict | None = None, undecidable=()):
         self.defective = set(defective)
         self.stall_s = stall_s or {}  # part_id -> seconds spent in find_defects
         self.undecidable = set(undecidable)  # part IDs whose decide() raises
+        self._current = threading.local()
 
     def preprocess(self, views: list[View]) -> list[View]:
         return views
 
     def find_defects(self, views: list[View]) -> Findings:
         part = views[0].frame_id
+        self._current.part = part
         if part in self.stall_s:
             time.sleep(self.stall_s[part])
         defects = []
@@ -65,9 +78,9 @@ class TinyInspector:
             defects.append(Defect(view="top", class_name="scratch", confidence=0.875, box=(0, 0, 2, 2), area_px=4))
         return Findings(defects=defects, scores={})
 
-    def decide(self, inspection: Inspection) -> Verdict:
-        if inspection.part_id in self.undecidable:
+    def decide(self, defects: list[Defect]) -> Verdict:
+        if self._current.part in self.undecidable:
             raise ValueError("rule table inconsistent")
-        if inspection.defects:
-            return Verdict(Outcome.REJECT, "scratch", top_defect=inspection.defects[0], plc_code=3)
+        if defects:
+            return Verdict(Outcome.REJECT, "scratch", RejectReason.DEFECT, top_defect=defects[0], plc_code=3)
         return Verdict(Outcome.PASS, "no defect")

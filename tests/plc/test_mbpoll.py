@@ -11,7 +11,8 @@ import pytest
 
 from station.plc.registers import Control, ErrorCode, Out, Status
 
-pytestmark = pytest.mark.skipif(shutil.which("mbpoll") is None, reason="mbpoll not installed (apt install mbpoll)")
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(shutil.which("mbpoll") is None, reason="mbpoll not installed (apt install mbpoll)")]
 
 
 def mbpoll(port: int, ref: int, *values: int, count: int = 1, kind: str = "4", extra=()) -> subprocess.CompletedProcess:

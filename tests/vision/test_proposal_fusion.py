@@ -1,10 +1,9 @@
-"""Several proposal models fused per pixel (recipe ``models.proposals`` a list), and opinions of
-such (a list of lists, the surest counts): the rules, both over real ONNX models, their
-refusals, and the analyzer loading them."""
+"""Several proposal models fused per pixel (recipe ``vision.proposals`` entries of one
+``opinion``), and opinions of such (entries of several opinions, the surest counts): the rules,
+both over real ONNX models, their refusals, and the analyzer loading them."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -80,7 +79,7 @@ def grey_model(tmp_path: Path, name: str, level: float, classes=(BACKGROUND, "bl
                       opset_version=17, dynamo=False,
                       dynamic_axes={"image": {2: "h", 3: "w"}, "probs": {2: "h", 3: "w"}})
     meta = ModelMetadata(name=name, role="proposals", file=path.name, sha256=sha256_file(path), classes=list(classes),
-                         extra=extra or {"input": "grey", "stride": 1})
+                         extra=extra or {"input": "grey", "stride": 1, "net": "unet"})
     meta.write(tmp_path / f"{name}.json")
     return OnnxModel(path, meta)
 
@@ -144,51 +143,60 @@ def test_a_second_opinion_keeps_what_a_product_would_veto(tmp_path):
     assert 1 - ProposalEnsemble([a, b]).probabilities(grey)[0, 55, 75] < 0.005
 
 
-def test_recipe_names_one_or_several_proposal_models_never_twice(tmp_path):
-    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
-    text = re.sub(r"(?m)^proposal_net = .*\n", "", text)
-    path = tmp_path / "r.toml"
-    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = "a"', text))  # one: a plain string
-    one = load_recipe(path).recipe
-    assert one.models.proposals == [["a"]] and one.vision.proposal_net == [["pixel-mlp"]]
-    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = ["a", "b"]', text)  # several: fused
-                    .replace("[vision]\n", '[vision]\nproposal_net = ["pixel-mlp", "sam-head"]\n', 1))
-    two = load_recipe(path).recipe
-    assert two.models.proposals == [["a", "b"]] and two.vision.proposal_net == [["pixel-mlp", "sam-head"]]
-    path.write_text(re.sub(r'(?m)^proposals = .*$', 'proposals = [["a", "b"], ["c"]]', text)  # opinions
-                    .replace("[vision]\n", '[vision]\nproposal_net = [["pixel-mlp", "sam-head"], ["sam-context-head"]]\n', 1))
-    opinions = load_recipe(path).recipe
-    assert opinions.models.proposals == [["a", "b"], ["c"]] and opinions.models.proposal_names == ["a", "b", "c"]
-    assert opinions.vision.proposal_net_kinds == ["pixel-mlp", "sam-head", "sam-context-head"]
-    assert opinions.vision.proposals_on_sam_embedding and not one.vision.proposals_on_sam_embedding
+def test_recipe_proposal_entries_name_kind_and_model_group_by_opinion_and_never_repeat(tmp_path):
     from station.config_errors import ConfigError
 
-    for bad, why in (('["a", "a"]', "named twice"), ('[["a"], ["b", "a"]]', "named twice"),
-                     ('["a", ["b"]]', "not both"), ('[["a"], []]', "names no model")):
-        path.write_text(re.sub(r'(?m)^proposals = .*$', f"proposals = {bad}", text))
+    recipe = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe
+    opinions = recipe.vision.opinions
+    assert [[(e.kind, e.model) for e in o] for o in opinions] == [
+        [("pixel-mlp", "magnetic-tile-proposals-pixel-mlp"), ("sam-head", "magnetic-tile-proposals-sam-head")],
+        [("sam-context-head", "magnetic-tile-proposals-sam-context-head")]]
+    assert recipe.vision.proposals_on_sam_embedding
+    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    path = tmp_path / "r.toml"
+    for old, new, why in (
+        ('model = "magnetic-tile-proposals-sam-head"', 'model = "magnetic-tile-proposals-pixel-mlp"', "named twice"),
+        ('kind = "sam-head"', 'kind = "yolo"', "vision.proposals[1].kind"),
+        ('opinion = 2', 'opinion = 0', "vision.proposals[2].opinion"),
+    ):
+        path.write_text(text.replace(old, new))
         with pytest.raises(ConfigError, match=re.escape(why)):
             load_recipe(path)
-    path.write_text(text.replace("[vision]\n", '[vision]\nproposal_net = ["unet", "yolo"]\n', 1))
-    with pytest.raises(ConfigError, match="proposal_net"):
+    # a proposals list on a threshold recipe, or none on a SAM recipe: refused with the key
+    path.write_text(re.sub(r"(?ms)^\[\[vision\.proposals\]\].*?(?=^\[\[classes)", "", text))
+    with pytest.raises(ConfigError, match="vision.proposals: Field required"):
+        load_recipe(path)
+    path.write_text(text.replace('analyzer = "sam"', 'analyzer = "threshold"'))
+    with pytest.raises(ConfigError, match="vision.segmentation: unknown key"):
         load_recipe(path)
 
 
-def stand_in_recipe(tmp_path: Path, proposals: str, threshold: float, classifier: str | None = None, **vision):
-    """The shipped magnetic-tile recipe on stand-in models: ``proposals`` (a TOML value), the
-    ``classifier`` (None: no classifier), the given proposal threshold, every class counting
-    from confidence 0.5, and ``vision`` settings in place of the recipe's own."""
-    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
-    text = re.sub(r"(?m)^proposals = .*$", f"proposals = {proposals}", text)
-    if classifier:
-        text = re.sub(r"(?m)^classifier = .*$", f'classifier = "{classifier}"', text)
-    else:
-        text = re.sub(r"(?m)^classifier = .*\n", "", text)
-    for key, value in vision.items():
-        text = re.sub(rf"(?m)^{key} = .*\n", "", text)
-        text = text.replace("[vision]\n", f"[vision]\n{key} = {json.dumps(value)}\n", 1)
-    text = re.sub(r"(?m)^proposal_threshold = .*$", f"proposal_threshold = {threshold}", text)
-    text = re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.5", text)
-    (tmp_path / "r.toml").write_text(text)
+def test_a_model_of_another_kind_than_the_recipe_says_is_refused(tmp_path, sam_models_dir):
+    from station.vision.sam_analyzer import load_sam_analyzer
+
+    models = tmp_path / "models"
+    shutil.copytree(sam_models_dir, models)
+    grey_model(models, "a", 0.5)  # a "unet" by its metadata
+    recipe = stand_in_recipe(tmp_path, [["a"]], 0.6, kind="pixel-mlp")
+    with pytest.raises(ModelError, match="the recipe names it a 'pixel-mlp' proposal model, its metadata says 'unet'"):
+        load_sam_analyzer(recipe, models)
+
+
+def stand_in_recipe(tmp_path: Path, opinions: list[list[str]], threshold: float, classifier: str | None = None,
+                    kind: str = "unet", **vision):
+    """The shipped magnetic-tile recipe on stand-in models: proposal models by name in
+    ``opinions`` (each of ``kind``), the ``classifier`` (None: no classifier), the given proposal
+    threshold, every class counting from confidence 0.5, and ``vision`` settings in place of
+    the recipe's own; written as a file would be (station.recipe_file) and loaded back."""
+    from station.recipe import ProposalEntry
+    from station.recipe_file import recipe_text
+
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml")
+    entries = [ProposalEntry(kind=kind, model=m, opinion=i) for i, o in enumerate(opinions, 1) for m in o]
+    updated = shipped.recipe.vision.model_copy(update={"proposals": entries, "classifier": classifier,
+                                                       "proposal_threshold": threshold, **vision})
+    recipe = shipped.recipe.model_copy(update={"vision": updated, "min_confidence": 0.5})
+    (tmp_path / "r.toml").write_text(recipe_text(recipe, shipped.text))
     return load_recipe(tmp_path / "r.toml").recipe
 
 
@@ -200,7 +208,7 @@ def test_the_analyzer_loads_a_recipe_with_two_proposal_models_and_outlines_the_f
     shutil.copytree(sam_models_dir, models)
     grey_model(models, "a", 0.5)
     grey_model(models, "b", 0.75)
-    recipe = stand_in_recipe(tmp_path, '["a", "b"]', 0.8)
+    recipe = stand_in_recipe(tmp_path, [["a", "b"]], 0.8)
     analyzer = load_sam_analyzer(recipe, models)
     assert isinstance(analyzer.proposals, ProposalEnsemble)
     defects = analyzer.find(View(camera="top", image=part_with_two_marks()))
@@ -218,7 +226,7 @@ def test_the_analyzer_loads_a_recipe_with_two_opinions_and_keeps_the_second_ones
     grey_model(models, "a", 0.5)
     grey_model(models, "b", 0.75)
     grey_model(models, "c", 0.75, peak=0.95)
-    analyzer = load_sam_analyzer(stand_in_recipe(tmp_path, '[["a", "b"], ["c"]]', 0.8), models)
+    analyzer = load_sam_analyzer(stand_in_recipe(tmp_path, [["a", "b"], ["c"]], 0.8), models)
     assert isinstance(analyzer.proposals, ProposalOpinions)
     assert set(analyzer.model_hashes) >= {"a", "b", "c"}
     defects = analyzer.find(View(camera="top", image=part_with_two_marks()))
@@ -253,7 +261,7 @@ def test_classifier_role_decides_whether_not_a_defect_drops_the_region(tmp_path,
     models = tmp_path / "models"
     shutil.copytree(sam_models_dir, models)
     grey_model(models, "a", 0.5)
-    recipe = stand_in_recipe(tmp_path, '"a"', 0.6, classifier="doubter", classifier_role=role)
+    recipe = stand_in_recipe(tmp_path, [["a"]], 0.6, classifier="doubter", classifier_role=role)
     assert recipe.vision.classifier_role == role
     doubting_classifier(models, [c.name for c in recipe.classes])
     defects = load_sam_analyzer(recipe, models).find(View(camera="top", image=part_with_two_marks()))
@@ -298,7 +306,7 @@ def test_the_recipes_edge_margin_reaches_the_analyzer(tmp_path, sam_models_dir):
     grey_model(models, "a", 0.5)
     found = {}
     for margin in (0, 4):
-        recipe = stand_in_recipe(tmp_path, '"a"', 0.6, edge_margin_px=margin)
+        recipe = stand_in_recipe(tmp_path, [["a"]], 0.6, edge_margin_px=margin)
         assert recipe.vision.edge_margin_px == margin
         found[margin] = load_sam_analyzer(recipe, models).find(View(camera="top", image=part_with_edge_marks()))
     assert len(found[0]) == 3 and len(found[4]) == 2

@@ -12,6 +12,7 @@ import pytest
 from station.inference.factory import load_model
 from station.inference.metadata import ModelError
 from station.recipe import load_recipe
+from station.recipe_models import recipe_models
 from station.vision.inspector import build_inspector
 from station.vision.regions import components
 from station.vision.segmentation import SamSegmenter
@@ -62,7 +63,7 @@ def test_checksum_mismatch_is_refused_when_the_recipe_loads(sam_models_dir, tmp_
     loaded = load_recipe(repo_root / "recipes" / "magnetic-tile.toml")
     from station.models_store import pull
 
-    for name in (*loaded.recipe.models.proposal_names, loaded.recipe.models.classifier):
+    for name in recipe_models(loaded.recipe).names[1:]:  # all but the (corrupted) SAM encoder
         pull(name, models)
     with pytest.raises(ModelError, match="sha256 .* refusing to load"):
         build_inspector(loaded, models)
@@ -77,10 +78,10 @@ def test_missing_and_corrupt_models_are_clear_errors(sam_models_dir, tmp_path, r
     from station.inference.metadata import ModelMetadata, sha256_file
     from station.models_store import pull
 
-    for name in (*loaded.recipe.models.proposal_names, loaded.recipe.models.classifier):
+    for name in recipe_models(loaded.recipe).names[1:]:
         pull(name, models)
     # a file that is not ONNX at all, with metadata claiming its (matching) checksum
-    meta_path = models / f"{loaded.recipe.models.classifier}.json"
+    meta_path = models / f"{loaded.recipe.vision.classifier}.json"
     meta = ModelMetadata.read(meta_path)
     (models / meta.file).write_bytes(b"garbage")
     meta.model_copy(update={"sha256": sha256_file(models / meta.file)}).write(meta_path)

@@ -4,7 +4,6 @@ encoder feeding a trained head through the analyzer."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -123,13 +122,15 @@ def test_the_analyzer_refuses_a_head_trained_on_another_encoders_embeddings(tmp_
     encoder_sha = ModelMetadata.read(models / "litemedsam.json").sha256
     net = train_sam_head(synthetic_set(np.random.default_rng(0), 4), 1, epochs=1)
     export_sam_head(net, models / "head.onnx", C, G)
-    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
-    text = re.sub(r'(?m)^proposals = .*$', 'proposals = "head"', re.sub(r"(?m)^classifier = .*\n", "", text))
-    (tmp_path / "r.toml").write_text(text)
-    recipe = load_recipe(tmp_path / "r.toml").recipe
+    from station.recipe import ProposalEntry
+
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe
+    vision = shipped.vision.model_copy(update={"proposals": [ProposalEntry(kind="sam-head", model="head")], "classifier": None})
+    recipe = shipped.model_copy(update={"vision": vision})
     for sha, ok in (("ab" * 32, False), (encoder_sha, True)):
         ModelMetadata(name="head", role="proposals", file="head.onnx", sha256=sha256_file(models / "head.onnx"),
-                      classes=[BACKGROUND, "blowhole"], extra={"input": "sam_embedding", "encoder_sha256": sha}).write(models / "head.json")
+                      classes=[BACKGROUND, "blowhole"], extra={"input": "sam_embedding", "encoder_sha256": sha, "net": "sam-head"}
+                      ).write(models / "head.json")
         if ok:
             analyzer = load_sam_analyzer(recipe, models)
             assert analyzer.proposals.embedding_input and analyzer.segmenter is not None

@@ -17,6 +17,7 @@ import pytest
 from station.inspection import Inspection, Outcome, Verdict, View
 from station.models_store import ensure_recipe_models
 from station.recipe import load_recipe
+from station.stages import inspect_views
 from station.vision.inspector import build_inspector
 from station.vision.regions import box_of
 
@@ -52,10 +53,8 @@ def inspector(models, tmp_path_factory):
 
 
 def run(inspector, image: np.ndarray) -> Inspection:
-    views = inspector.preprocess([View("top", image)])
-    f = inspector.find_defects(views)
-    insp = Inspection(1, 1, "magnetic-tile", 1, 0.0, 0.0, views=views, defects=list(f.defects), overlay=f.overlay)
-    insp.verdict = inspector.decide(insp)
+    insp = inspect_views(inspector.loaded, inspector, [View("top", image)])
+    assert insp.failure is None, insp.failure
     return insp
 
 
@@ -78,13 +77,14 @@ def test_real_tiles_give_consistent_defects_verdicts_and_overlays(inspector, til
             insp = run(inspector, image)
             assert isinstance(insp.verdict, Verdict)
             assert insp.overlay.shape == image.shape + (3,) and insp.overlay.dtype == np.uint8
-            assert set(insp.model_hashes) == {*recipe.models.proposal_names, "magnetic-tile-classifier", "litemedsam", "litemedsam_decoder"}
+            assert set(insp.model_hashes) == {*(e.model for e in recipe.vision.proposals), "magnetic-tile-classifier", "litemedsam",
+                                              "litemedsam_decoder"}
             for d in insp.defects:
                 assert d.class_name in names and 0.0 <= d.confidence <= 1.0
                 assert d.mask.shape == image.shape and d.area_px == int(d.mask.sum()) > 0
                 assert d.box == box_of(d.mask)
             sam_defects = [d for d in insp.defects if recipe.defect_class(d.class_name).mask_source == "sam"
-                           and d.confidence >= recipe.defect_class(d.class_name).min_confidence]
+                           and d.confidence >= recipe.min_confidence_of(recipe.defect_class(d.class_name))]
             # one encoder run per view at most, however many prompts it had (and always one when a
             # proposal model is a head on the SAM embedding: the outlines reuse that run)
             needs_encoding = bool(sam_defects) or inspector.analyzer.proposals.embedding_input

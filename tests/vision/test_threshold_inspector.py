@@ -11,7 +11,9 @@ import pytest
 
 from station.camera.simulated import synthesize_part
 from station.inspection import Defect, Inspection, Outcome, Verdict, View
+from station.config_errors import ConfigError
 from station.recipe import load_recipe
+from station.stages import inspect_views
 from station.vision.inspector import build_inspector
 from station.vision.overlay import hex_rgb, render_overlay
 
@@ -26,11 +28,7 @@ def demo():
 
 
 def inspect(inspector, loaded, image) -> Inspection:
-    views = inspector.preprocess([View("top", image)])
-    findings = inspector.find_defects(views)
-    insp = Inspection(1, 1, loaded.recipe.name, 1, 0.0, 0.0, views=views, defects=list(findings.defects), overlay=findings.overlay)
-    insp.verdict = inspector.decide(insp)
-    return insp
+    return inspect_views(loaded, inspector, [View("top", image)])
 
 
 def test_simulated_parts_verdict_and_class_match_truth(demo):
@@ -79,8 +77,7 @@ def test_overlay_marks_defect_in_class_colour_with_verdict_banner(demo, tmp_path
     # reject banner: red dominates the top rows
     top = ov[:5].reshape(-1, 3).mean(axis=0)
     assert top[0] > 150 and top[0] > 2 * top[1]
-    good = render_overlay(np.full((100, 100), 128, np.uint8), [], loaded.recipe,
-                          inspector.decide(Inspection(1, 1, "x", 1, 0, 0, views=[View("top", np.full((100, 100), 128, np.uint8))])))
+    good = render_overlay(np.full((100, 100), 128, np.uint8), [], loaded.recipe, inspector.decide([]))
     assert good[:3].reshape(-1, 3).mean(axis=0)[1] > good[:3].reshape(-1, 3).mean(axis=0)[0]  # green banner
 
 
@@ -130,5 +127,12 @@ def test_threshold_recipe_without_polarity_is_refused(tmp_path):
     for line in ('polarity = "bright"\n', 'polarity = "dark"\n'):
         text = text.replace(line, "")
     (tmp_path / "r.toml").write_text(text)
-    with pytest.raises(ValueError, match="polarity"):
-        build_inspector(load_recipe(tmp_path / "r.toml"), tmp_path)
+    with pytest.raises(ConfigError, match=r"vision.blobs\[0\].polarity: Field required"):
+        load_recipe(tmp_path / "r.toml")
+
+
+def test_a_blob_rule_for_a_class_the_recipe_lacks_is_refused(tmp_path):
+    text = (REPO_ROOT / "recipes" / "demo-part.toml").read_text().replace('class = "stain"', 'class = "dent"')
+    (tmp_path / "r.toml").write_text(text)
+    with pytest.raises(ConfigError, match="vision.blobs name classes the recipe does not have: \\['dent'\\]"):
+        load_recipe(tmp_path / "r.toml")

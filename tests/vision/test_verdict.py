@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from station.inspection import Defect, Inspection, Outcome, RejectReason, View
-from station.verdict import UNKNOWN_CLASS_PLC_CODE, decide
+from station.inspection import Defect, Outcome, RejectReason
+from station.verdict import UNKNOWN_CLASS_PLC_CODE, decide, locate_all
 from tests.vision.conftest import write_recipe
 
 H, W = 100, 200
@@ -23,53 +23,56 @@ def defect(cls, mask, confidence=0.9, view="top") -> Defect:
     return Defect(view, cls, confidence, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), int(mask.sum()), mask)
 
 
-def inspection(*defects, views=("top",)) -> Inspection:
-    return Inspection(1, 1, "r", 1, 0.0, 0.0, views=[View(v, np.zeros((H, W), np.uint8)) for v in views], defects=list(defects))
+def located(*defects, recipe, views=("top",)) -> list[Defect]:
+    """The defects as the inspector hands them to decide: located on their views."""
+    return locate_all(list(defects), recipe, dict.fromkeys(views, (H, W)))
 
 
 def test_no_defect_passes_with_code_zero(blob_recipe):
-    v = decide(inspection(), blob_recipe.recipe)
+    v = decide(located(recipe=blob_recipe.recipe), blob_recipe.recipe)
     assert v.outcome is Outcome.PASS and v.plc_code == 0 and v.top_defect is None and v.reason == "no defect"
 
 
 def test_area_over_min_px_rejects_and_names_class_and_limit(blob_recipe):
     d = defect("crack", blob(10, 10, 20, 13))  # 30 px >= 20 px
-    v = decide(inspection(d), blob_recipe.recipe)
+    v = decide(located(d, recipe=blob_recipe.recipe), blob_recipe.recipe)
     assert v.outcome is Outcome.REJECT and v.reject_reason is RejectReason.DEFECT
-    assert v.plc_code == 2 and v.top_defect is d
+    assert v.plc_code == 2 and v.top_defect.box == d.box and v.top_defect.counted_area_px == 30
     assert v.reason == "crack 30 px > 20 px"
 
 
 def test_below_min_area_or_confidence_passes(blob_recipe):
     small = defect("crack", blob(10, 10, 20, 11))  # 10 px
     unsure = defect("stain", blob(50, 50, 60, 60), confidence=0.3)  # 100 px, conf < 0.5
-    v = decide(inspection(small, unsure), blob_recipe.recipe)
+    v = decide(located(small, unsure, recipe=blob_recipe.recipe), blob_recipe.recipe)
     assert v.outcome is Outcome.PASS and v.plc_code == 0
     assert "below the recipe's limits" in v.reason
 
 
 def test_mm2_limit_and_reason_with_zone(tmp_path):
     loaded = write_recipe(tmp_path / "r.toml", extra="mm_per_px = 0.1\n\n[[zones]]\nname = \"A\"\nrect = [0, 0, 100, 100]\n")
-    text = loaded.text.replace('min_area_px = 20\npolarity = "dark"\nshape = "line"', 'min_area_mm2 = 0.5\npolarity = "dark"\nshape = "line"')
+    text = loaded.text.replace('plc_code = 2\nmin_area_px = 20', 'plc_code = 2\nmin_area_mm2 = 0.5')
     (tmp_path / "r.toml").write_text(text)
     from station.recipe import load_recipe
 
     recipe = load_recipe(tmp_path / "r.toml").recipe
     big = defect("crack", blob(10, 10, 41, 20))  # 310 px = 3.1 mm²
-    v = decide(inspection(big), recipe)
+    (placed,) = located(big, recipe=recipe)
+    v = decide([placed], recipe)
     assert v.outcome is Outcome.REJECT
     assert v.reason == "crack 3.1 mm² > 0.5 mm² in zone A"
-    assert big.zone == "A" and big.area_mm2 == pytest.approx(3.1)
+    assert placed.zone == "A" and placed.area_mm2 == pytest.approx(3.1)
+    assert big.zone is None and big.area_mm2 is None  # decide and locate change nothing they are given
     tiny = defect("crack", blob(10, 10, 14, 20))  # 40 px = 0.4 mm² < 0.5
-    assert decide(inspection(tiny), recipe).outcome is Outcome.PASS
+    assert decide(located(tiny, recipe=recipe), recipe).outcome is Outcome.PASS
 
 
 def test_inspect_zone_counts_only_the_area_inside(tmp_path):
     recipe = write_recipe(tmp_path / "r.toml", extra="[[zones]]\nname = \"plate\"\nrect = [0, 0, 100, 100]\n").recipe
     outside = defect("stain", blob(120, 10, 160, 50))
     straddling = defect("stain", blob(95, 10, 105, 20))  # 50 of 100 px inside
-    assert decide(inspection(outside), recipe).outcome is Outcome.PASS
-    v = decide(inspection(straddling), recipe)
+    assert decide(located(outside, recipe=recipe), recipe).outcome is Outcome.PASS
+    v = decide(located(straddling, recipe=recipe), recipe)
     assert v.outcome is Outcome.REJECT and v.reason == "stain 50 px > 20 px in zone plate"
 
 
@@ -77,9 +80,9 @@ def test_ignore_zone_removes_its_pixels(tmp_path):
     extra = "[[zones]]\nname = \"hole\"\nkind = \"ignore\"\nrect = [40, 40, 80, 80]\n"
     recipe = write_recipe(tmp_path / "r.toml", extra=extra).recipe
     inside_ignore = defect("stain", blob(45, 45, 75, 75))
-    assert decide(inspection(inside_ignore), recipe).outcome is Outcome.PASS
+    assert decide(located(inside_ignore, recipe=recipe), recipe).outcome is Outcome.PASS
     partly = defect("stain", blob(70, 45, 90, 75))  # 10 of 20 columns outside the ignore zone: 300 px
-    v = decide(inspection(partly), recipe)
+    v = decide(located(partly, recipe=recipe), recipe)
     assert v.outcome is Outcome.REJECT and v.reason.startswith("stain 300 px")
 
 
@@ -91,36 +94,37 @@ def test_max_count_tolerates_that_many_per_view(tmp_path):
 
     recipe = load_recipe(tmp_path / "r.toml").recipe
     two = [defect("stain", blob(10 * i, 10, 10 * i + 6, 16)) for i in (1, 3)]
-    assert decide(inspection(*two), recipe).outcome is Outcome.PASS
+    assert decide(located(*two, recipe=recipe), recipe).outcome is Outcome.PASS
     three = two + [defect("stain", blob(100, 10, 106, 16), confidence=0.95)]
-    v = decide(inspection(*three), recipe)
-    assert v.outcome is Outcome.REJECT and "(3 > max 2)" in v.reason and v.top_defect is three[-1]
+    v = decide(located(*three, recipe=recipe), recipe)
+    assert v.outcome is Outcome.REJECT and "(3 > max 2)" in v.reason and v.top_defect.box == three[-1].box
 
 
 def test_top_defect_is_the_most_confident_and_sets_plc_code(blob_recipe):
     a = defect("crack", blob(10, 10, 30, 12), confidence=0.7)
     b = defect("scratch", blob(50, 50, 80, 52), confidence=0.95)
-    v = decide(inspection(a, b), blob_recipe.recipe)
-    assert v.top_defect is b and v.plc_code == 1 and v.reason.endswith("(+1 more)")
+    v = decide(located(a, b, recipe=blob_recipe.recipe), blob_recipe.recipe)
+    assert v.top_defect.confidence == 0.95 and v.top_defect.class_name == "scratch"
+    assert v.plc_code == 1 and v.reason.endswith("(+1 more)")
 
 
 def test_unknown_class_rejects_fail_safe(blob_recipe):
-    v = decide(inspection(defect("dent", blob(10, 10, 20, 20))), blob_recipe.recipe)
+    v = decide(located(defect("dent", blob(10, 10, 20, 20)), recipe=blob_recipe.recipe), blob_recipe.recipe)
     assert v.outcome is Outcome.REJECT and v.plc_code == UNKNOWN_CLASS_PLC_CODE and "dent" in v.reason
 
 
 def test_any_view_rejecting_rejects_the_part(blob_recipe):
     d = defect("stain", blob(10, 10, 20, 20), view="side")
-    v = decide(inspection(d, views=("top", "side")), blob_recipe.recipe)
+    v = decide(located(d, views=("top", "side"), recipe=blob_recipe.recipe), blob_recipe.recipe)
     assert v.outcome is Outcome.REJECT
 
 
 def test_defect_on_a_view_the_part_lacks_is_an_error(blob_recipe):
     with pytest.raises(ValueError, match="does not have"):
-        decide(inspection(defect("stain", blob(10, 10, 20, 20), view="ghost")), blob_recipe.recipe)
+        decide(located(defect("stain", blob(10, 10, 20, 20), view="ghost"), recipe=blob_recipe.recipe), blob_recipe.recipe)
 
 
 def test_defect_without_mask_uses_its_box_up_to_its_area(blob_recipe):
     d = Defect("top", "stain", 0.9, (10, 10, 30, 30), 25, None)  # box 400 px, area 25 px
-    v = decide(inspection(d), blob_recipe.recipe)
+    v = decide(located(d, recipe=blob_recipe.recipe), blob_recipe.recipe)
     assert v.outcome is Outcome.REJECT and v.reason == "stain 25 px > 20 px"

@@ -1,7 +1,7 @@
 """Initial schema: inspections, defects, images, recipe versions, audit log, users, reviews.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 08:10:35.164958
 
 """

@@ -1,0 +1,51 @@
+"""Which models a recipe needs: the one rule used by the analyzer, `station models pull`,
+`station doctor`, `station bench` and `station train`.
+
+A threshold recipe needs none. A SAM recipe needs its proposal models, its classifier (when it
+names one) and the SAM encoder (its decoder is named in the encoder's metadata, ``pair``) when
+either a class is outlined by SAM (``mask_source = "sam"``) or a proposal model reads the SAM
+encoder's embedding (kinds ``sam-head``, ``sam-context-head``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from station.recipe import SAM_EMBEDDING_KINDS, ProposalEntry, Recipe, SamVision
+
+
+@dataclass(frozen=True)
+class RecipeModels:
+    segmentation: str | None = None  # the SAM encoder, or None when nothing needs SAM
+    proposals: list[list[ProposalEntry]] = field(default_factory=list)  # opinions of fused entries
+    classifier: str | None = None
+    sam_reasons: tuple[str, ...] = ()  # why the SAM pair is needed, for messages
+
+    @property
+    def names(self) -> list[str]:
+        """Every model loaded by name, SAM encoder first (its decoder follows from its metadata)."""
+        out = [self.segmentation] if self.segmentation else []
+        out += [e.model for opinion in self.proposals for e in opinion]
+        if self.classifier:
+            out.append(self.classifier)
+        return out
+
+
+def recipe_models(recipe: Recipe) -> RecipeModels:
+    """The models ``recipe`` loads at run time (see the module doc)."""
+    vision = recipe.vision
+    if not isinstance(vision, SamVision):
+        return RecipeModels()
+    reasons = []
+    outlined = [c.name for c in recipe.classes if c.mask_source == "sam"]
+    if outlined:
+        reasons.append("outlines " + ", ".join(outlined))
+    heads = [e.model for e in vision.proposals if e.kind in SAM_EMBEDDING_KINDS]
+    if heads:
+        reasons.append("embeddings for " + ", ".join(heads))
+    return RecipeModels(
+        segmentation=vision.segmentation if reasons else None,
+        proposals=vision.opinions,
+        classifier=vision.classifier,
+        sam_reasons=tuple(reasons),
+    )
