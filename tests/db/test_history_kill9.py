@@ -49,6 +49,7 @@ def check_complete(db: Path, archive: Path) -> tuple[int, int]:
     return n, d
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_never_leaves_a_broken_or_partial_history(tmp_path):
     db, archive = tmp_path / "history.db", tmp_path / "images"
     url = f"sqlite:///{db}"

@@ -173,9 +173,9 @@ def test_login_history_filter_detail_csv_and_charts(demo, browser):
     browser.save_screenshot(str(ARTIFACTS / "history-filtered.png"))
 
     browser.find_element(By.XPATH, "//button[.//*[text()='Export CSV']]").click()
+    # Chrome writes to a .crdownload and renames it when the download is complete
     csv_file = wait_for(lambda: next((p for p in browser.downloads.glob("history-*.csv")), None), what="the CSV download")
-    time.sleep(0.5)  # let Chrome finish renaming the download
-    exported = list(csv.DictReader(csv_file.open()))
+    exported = wait_for(lambda: list(csv.DictReader(csv_file.open())), what="the CSV rows")
     assert [r["part_id"] for r in exported] == ["2"]
 
     rows[0].click()
@@ -186,7 +186,7 @@ def test_login_history_filter_detail_csv_and_charts(demo, browser):
 
     open_page(browser, url + "/charts")
     wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "canvas")) >= 4, what="four charts")
-    time.sleep(1.0)  # ECharts animates in
+    time.sleep(1.0)  # ECharts animates in: only for the screenshot people look at, nothing waits on it
     browser.save_screenshot(str(ARTIFACTS / "charts.png"))
 
     open_page(browser, url + "/recipes")

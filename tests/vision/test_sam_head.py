@@ -88,6 +88,7 @@ def export(net, tmp_path: Path, extra: dict) -> OnnxModel:
     return OnnxModel(path, meta)
 
 
+@pytest.mark.training
 def test_trained_head_finds_the_shifted_cells_of_parts_it_has_not_seen(tmp_path):
     rng = np.random.default_rng(0)
     net = train_sam_head(synthetic_set(rng, 48), 1, seed=0, epochs=25)
