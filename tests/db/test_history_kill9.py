@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from station.db.archive import ImageArchive, reconcile
 from station.db.engine import make_engine
 
