@@ -33,6 +33,8 @@ log = logging.getLogger("station.app")
 
 COUNTER_STATE_FILE = "counters.json"  # in the var dir: the time of the last counter reset
 ALARM_COUNTERS = "counters_seed"
+ALARM_BUDGET = "time_budget"
+WARM_UP_PARTS = 3
 
 
 class StartupError(Exception):
@@ -84,6 +86,7 @@ class Station:
 
             self.hmi_state = HmiState(self)
         self.switcher = RecipeSwitcher(self.recipes, self.pipeline, self.alarms, self._audit)
+        self.measured_part_ms: float | None = None  # one part's time at start (measure_recipe)
         self.started = False
 
     @property
@@ -126,6 +129,7 @@ class Station:
         except RecipeSwitchError as exc:
             raise StartupError(str(exc)) from None
         log.info("inference backend: %s", self.backend_label)
+        self.measure_recipe()
         try:
             if self._want_plc:
                 from station.plc.service import PlcService
@@ -141,6 +145,30 @@ class Station:
             log.exception("start-up failed")
             raise StartupError(f"{type(exc).__name__}: {exc}") from None
         self.started = True
+
+    def measure_recipe(self) -> float | None:
+        """Warm the running recipe's models up on the cameras' sample frames and compare the time
+        one part takes (median of a few, ms) with the recipe's time budget: a budget the median
+        exceeds would make most parts timeout rejects, so it is an alarm from the start. None
+        when a camera gives no sample frame (hardware cameras are measured by `station bench`)."""
+        from station.stages import inspect_views
+
+        active = self.pipeline.recipe
+        views = [self.cameras[c.name].sample_view() for c in active.loaded.recipe.cameras]
+        if any(v is None for v in views):
+            self.measured_part_ms = None
+            return None
+        took = sorted(inspect_views(active.loaded, active.inspector, views).total_ms for _ in range(WARM_UP_PARTS))
+        self.measured_part_ms = took[len(took) // 2]
+        budget = active.loaded.recipe.time_budget_ms
+        if self.measured_part_ms > budget:
+            message = (f"recipe {active.loaded.recipe.name}: one part takes {self.measured_part_ms:.0f} ms on this machine "
+                       f"({self.backend}), over its time budget of {budget} ms: most parts would be timeout rejects")
+            log.warning(message)
+            self.alarms.raise_(ALARM_BUDGET, "recipes", message, Severity.WARNING)
+        else:
+            log.info("recipe %s: one part takes %.0f ms (budget %d ms)", active.loaded.recipe.name, self.measured_part_ms, budget)
+        return self.measured_part_ms
 
     def connect_sinks(self) -> None:
         """The pipeline's result sinks, in the order they hear of a part: PLC, history, HMI, extras."""

@@ -44,12 +44,17 @@ class Conveyor:
     """Triggers parts into the pipeline like a line with a part every ``interval_s`` seconds.
 
     When the station refuses a part (queue full), the conveyor waits and offers it again,
-    so a headless run inspects exactly the number of parts asked for.
+    so a headless run inspects exactly the number of parts asked for. With ``max_in_flight``
+    the line is paced to the station: no part is offered while that many are being inspected,
+    so on a slow machine parts come slower instead of waiting in a queue until their time
+    budget runs out (a timeout reject that says nothing about the part).
     """
 
-    def __init__(self, pipeline: Pipeline, interval_s: float = 0.0, first_part_id: int = 1):
+    def __init__(self, pipeline: Pipeline, interval_s: float = 0.0, first_part_id: int = 1,
+                 max_in_flight: int | None = None):
         self.pipeline = pipeline
         self.interval_s = interval_s
+        self.max_in_flight = max_in_flight
         self.next_part_id = first_part_id
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,6 +62,8 @@ class Conveyor:
 
     def trigger_one(self) -> int:
         while not self._stop.is_set():
+            if self.max_in_flight is not None and not self.pipeline.wait_in_flight_below(self.max_in_flight, 0.5):
+                continue
             try:
                 seq = self.pipeline.trigger(self.next_part_id)
             except TriggerRefused:
@@ -100,10 +107,10 @@ class VerdictRecorder:
 
 
 def run_headless(pipeline: Pipeline, recorder: VerdictRecorder, parts: int, interval_s: float = 0.0,
-                 timeout_s: float = 600.0) -> list[dict]:
+                 timeout_s: float = 600.0, max_in_flight: int | None = None) -> list[dict]:
     """Trigger ``parts`` parts and wait for all their verdicts; returns their summaries in order
     (``recorder`` is one of the station's sinks: Station(..., sinks=[recorder]))."""
-    conveyor = Conveyor(pipeline, interval_s)
+    conveyor = Conveyor(pipeline, interval_s, max_in_flight=max_in_flight)
     conveyor.run(parts)
     if conveyor.triggered and not pipeline.wait_published(conveyor.triggered[-1], timeout_s):
         raise TimeoutError(f"parts still in flight after {timeout_s:.0f} s")

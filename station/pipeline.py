@@ -152,6 +152,15 @@ class Pipeline:
         with self._pending_cv:
             return self._pending_cv.wait_for(lambda: not self._pending, timeout_s)
 
+    def wait_in_flight_below(self, limit: int, timeout_s: float) -> bool:
+        """Wait until fewer than ``limit`` parts are triggered and not yet published."""
+        with self._pending_cv:
+            return self._pending_cv.wait_for(lambda: len(self._pending) < limit, timeout_s)
+
+    @property
+    def inference_workers(self) -> int:
+        return self._inference_workers
+
     def wait_published(self, sequence: int, timeout_s: float) -> bool:
         with self._published_cv:
             return self._published_cv.wait_for(lambda: self._published_seq >= sequence, timeout_s)

@@ -45,6 +45,11 @@ class Camera(abc.ABC):
     def connected(self) -> bool:
         return True
 
+    def sample_view(self) -> View | None:
+        """A representative frame taken without a trigger (no part consumed), to warm the models
+        up and measure the recipe at start; None where the camera cannot give one (hardware)."""
+        return None
+
     def describe(self) -> dict:
         """Short facts for the HMI and `station doctor` (vendor, model, serial...)."""
         return {"name": self.name, "type": type(self).__name__}

@@ -134,5 +134,14 @@ class ReplayCamera(Camera):
             truth_class=item.truth_class,
         )
 
+    def sample_view(self) -> View | None:
+        """The first image of the replay (the replay's position does not move)."""
+        if not self._items:
+            return None
+        try:
+            return View(camera=self.name, image=read_image(self._items[0].image), source=str(self._items[0].image))
+        except ValueError:
+            return None
+
     def describe(self) -> dict:
         return {"name": self.name, "type": "replay", "source": str(self.config.path), "images": len(self._items)}

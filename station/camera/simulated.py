@@ -147,6 +147,11 @@ class SimulatedCamera(Camera):
             truth_class=part.truth_class,
         )
 
+    def sample_view(self) -> View:
+        c = self.config
+        part = synthesize_part(c.seed + 1, 0, c.width, c.height, 1.0, c.classes)  # a defective one: every stage runs
+        return View(camera=self.name, image=part.image, source="simulated:sample")
+
     def describe(self) -> dict:
         c = self.config
         return {"name": self.name, "type": "simulated", "model": f"synthetic {c.width}x{c.height}", "seed": c.seed}

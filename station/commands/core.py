@@ -149,7 +149,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.headless:
             started = time.monotonic()
             interval = (args.interval_ms or 0) / 1000.0
-            results = run_headless(station.pipeline, recorder, args.parts, interval)
+            results = run_headless(station.pipeline, recorder, args.parts, interval,
+                                   max_in_flight=station.pipeline.inference_workers)
             summary = _summary(results, station.stats.snapshot(), time.monotonic() - started)
             if station.history is not None:
                 station.history.flush(timeout=30)
@@ -161,11 +162,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 0
         interval_s = (args.interval_ms or 500) / 1000.0
         if station.plc is None:
-            conveyor = Conveyor(station.pipeline, interval_s)
+            conveyor = Conveyor(station.pipeline, interval_s, max_in_flight=station.pipeline.inference_workers)
         else:  # the line's PLC, played through the station's own Modbus server
             from station.plc.simulator import PlcSimulator
 
-            conveyor = PlcSimulator(config.plc.host, config.plc.port, interval_s=interval_s)
+            conveyor = PlcSimulator(config.plc.host, config.plc.port, interval_s=interval_s,
+                                    max_outstanding=station.pipeline.inference_workers)
         conveyor.start()
         from station.hmi.app import run as run_hmi
 

@@ -3,8 +3,10 @@
 It plays the line's PLC against the station's own Modbus server (server mode): toggles its
 heartbeat, triggers a part every ``interval_s`` (part ID, then a TRIGGER rising edge, drop
 on TRIGGER_ACK / TRIGGER_FAILED) and acknowledges every presented result (RESULT_ACK until
-RESULT_VALID drops). One polling loop at ``poll_s``; reconnects with backoff if the station
-goes away. It never decides anything: it only does what a real PLC program would.
+RESULT_VALID drops). With ``max_outstanding`` it paces the line to the station, as a line
+with that many parts in the cell would: no trigger while that many results are outstanding.
+One polling loop at ``poll_s``; reconnects with backoff if the station goes away. It never
+decides anything: it only does what a real PLC program would.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ class SimulatedPlcCounts:
 
 
 class PlcSimulator:
-    def __init__(self, host: str, port: int, interval_s: float = 0.5, poll_s: float = 0.01, unit: int = 1):
+    def __init__(self, host: str, port: int, interval_s: float = 0.5, poll_s: float = 0.01, unit: int = 1,
+                 max_outstanding: int | None = None):
         self.host, self.port, self.unit = host, port, unit
         self.interval_s = interval_s
+        self.max_outstanding = max_outstanding
         self.poll_s = poll_s
         self.counts = SimulatedPlcCounts()
         self._stop = threading.Event()
@@ -76,6 +80,7 @@ class PlcSimulator:
     def _session(self, client: ModbusTcpClient) -> None:
         self._write_control(client, 0)
         next_part_s = time.monotonic()
+        outstanding = 0  # triggered and acknowledged, result not yet presented
         last_beat_s = 0.0
         triggering = acking = False
         while not self._stop.is_set():
@@ -93,10 +98,13 @@ class PlcSimulator:
             if triggering and status & (Status.TRIGGER_ACK | Status.TRIGGER_FAILED):
                 if status & Status.TRIGGER_FAILED:
                     self.counts.refused += 1
+                else:
+                    outstanding += 1
                 control &= ~Control.TRIGGER
                 triggering = False
             elif not triggering and not control & Control.TRIGGER and not status & (Status.TRIGGER_ACK | Status.TRIGGER_FAILED):
-                if now >= next_part_s and status & Status.READY:
+                paced = self.max_outstanding is not None and outstanding >= self.max_outstanding
+                if now >= next_part_s and status & Status.READY and not paced:
                     hi, lo = split_u32(self._part_id)
                     client.write_registers(INPUT_BASE + In.PART_ID_HI, [hi, lo], device_id=self.unit)
                     control |= Control.TRIGGER
@@ -115,6 +123,7 @@ class PlcSimulator:
                     self.counts.rejected += 1
                 control |= Control.RESULT_ACK
                 acking = True
+                outstanding = max(0, outstanding - 1)
             elif acking and not status & Status.RESULT_VALID:
                 control &= ~Control.RESULT_ACK
                 acking = False
