@@ -92,6 +92,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metrics = {"recipe": loaded.recipe.name, "manifest": str(args.data), **metrics}
+    total = metrics.get("latency_ms", {}).get("total")
+    budget = loaded.recipe.time_budget_ms
+    if total and total["p50"] > budget:
+        warning = (f"the median image took {total['p50']:.0f} ms here, over the recipe's time budget of {budget} ms: "
+                   "on this machine most parts would be timeout rejects")
+        metrics["warnings"] = [warning]
+        print(f"WARNING: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

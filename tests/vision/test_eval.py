@@ -106,6 +106,26 @@ def test_eval_metrics_match_the_known_answers(tmp_path, manifest):
     assert m["detection_at_1pct_false_reject"] == 0.0
     for stage in ("preprocess", "analyse", "decide", "total"):
         assert 0 <= m["latency_ms"][stage]["p50"] <= m["latency_ms"][stage]["p99"]
+    assert "warnings" not in m and "WARNING" not in proc.stderr
+
+
+def test_eval_says_when_the_recipes_budget_is_shorter_than_an_image_takes_here(tmp_path):
+    import cv2
+
+    write_recipe(tmp_path / "blobs.toml")
+    text = (tmp_path / "blobs.toml").read_text().replace("time_budget_ms = 1000", "time_budget_ms = 1")
+    (tmp_path / "slow.toml").write_text(text.replace('name = "blobs"', 'name = "slow"'))
+    big = np.full((3000, 3000), 150, np.uint8)  # 9 MP: preprocessing alone takes well over 1 ms
+    big[100:200, 100:200] = 30
+    cv2.imwrite(str(tmp_path / "big.png"), big)
+    (tmp_path / "m.csv").write_text("image,mask,class\nbig.png,,stain\nbig.png,,good\n")
+    proc = run_eval("--recipe", str(tmp_path / "slow.toml"), "--data", str(tmp_path / "m.csv"), "--json",
+                    "--models-dir", str(tmp_path / "m"))
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout)
+    assert m["latency_ms"]["total"]["p50"] > 1
+    (warning,) = m["warnings"]
+    assert "over the recipe's time budget of 1 ms" in warning and warning in proc.stderr
 
 
 def test_eval_without_group_by_has_no_part_rates_and_prints_a_table(tmp_path, manifest):
