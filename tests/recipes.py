@@ -5,29 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from station.benchmarks.recipes import threshold_recipe
 from station.inspection import Inspection
 from station.recipe import LoadedRecipe, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
-MINIMAL = """name = "{name}"
-version = {version}
-plc_id = 1
-time_budget_ms = 1000
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "scratch"
-polarity = "dark"
-[[classes]]
-name = "scratch"
-plc_code = 1
-[[classes]]
-name = "crack"
-plc_code = 2
-"""
 
 
 @lru_cache(maxsize=None)
@@ -36,7 +19,7 @@ def loaded_recipe(name: str = "demo-part", version: int = 1) -> LoadedRecipe:
     shipped = REPO / "recipes" / f"{name}.toml"
     if shipped.is_file() and version == 1:
         return load_recipe(shipped)
-    return load_recipe(Path(f"{name}.toml"), text=MINIMAL.format(name=name, version=version))
+    return threshold_recipe(name, ["scratch", "crack"], version=version)
 
 
 def make_inspection(sequence: int, part_id: int | None = None, *, recipe: str | LoadedRecipe = "demo-part", version: int = 1,

@@ -22,6 +22,7 @@ from typing import IO
 import numpy as np
 from sqlalchemy import func, insert, select
 
+from station.benchmarks.recipes import threshold_recipe
 from station.db.engine import make_engine
 from station.db.filters import HistoryFilter
 from station.db.migrate import upgrade
@@ -38,25 +39,6 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-BENCH_RECIPE = """name = "{name}"
-plc_id = 1
-time_budget_ms = 1000
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "scratch"
-polarity = "dark"
-""" + "".join(f'[[classes]]\nname = "{c}"\nplc_code = {i}\n' for i, c in enumerate(CLASSES, 1))
-
-
-def bench_recipe(name: str):
-    from station.recipe import load_recipe
-
-    return load_recipe(Path(f"{name}.toml"), text=BENCH_RECIPE.format(name=name))
-
-
 def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
     from station.alarms import AlarmBoard
     from station.config import ArchiveConfig, DatabaseConfig
@@ -65,7 +47,7 @@ def bench_inserts(url: str, n: int, out: IO[str], archive_dir: Path) -> dict:
     from station.db.writer import HistoryWriter
 
     rng = np.random.default_rng(1)
-    recipe = bench_recipe(RECIPES[0])
+    recipe = threshold_recipe(RECIPES[0], CLASSES)
     prototypes = []
     for _ in range(64):
         defects = []

@@ -24,6 +24,7 @@ import numpy as np
 from pymodbus.client import ModbusTcpClient
 
 from station.alarms import AlarmBoard
+from station.benchmarks.recipes import threshold_recipe_text
 from station.camera.base import Camera
 from station.config import PlcConfig
 from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
@@ -33,22 +34,6 @@ from station.plc.service import PlcService
 from station.recipe import RecipeBook
 from station.recipe_switch import RecipeSwitcher
 from station.stats import StationStats
-
-BENCH_RECIPE = """
-name = "plc-bench"
-plc_id = 1
-time_budget_ms = 2000
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "mark"
-polarity = "dark"
-[[classes]]
-name = "mark"
-plc_code = 1
-"""
 
 
 class _BlankCamera(Camera):
@@ -191,7 +176,7 @@ class TimedPlc:
 def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, timeout_s: float = 300.0) -> dict:
     """Run the benchmark; returns the figures (ms) and the integrity check of the results."""
     with tempfile.TemporaryDirectory(prefix="plc-bench-") as tmp:
-        (Path(tmp) / "plc-bench.toml").write_text(BENCH_RECIPE)
+        (Path(tmp) / "plc-bench.toml").write_text(threshold_recipe_text("plc-bench", ["mark"], budget_ms=2000))
         book = RecipeBook(tmp)
         alarms, stats = AlarmBoard(), StationStats()
         pipeline = Pipeline({"top": _BlankCamera()}, lambda loaded: _EveryThirdRejects(), alarms, stats=stats)

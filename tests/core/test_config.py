@@ -11,22 +11,9 @@ import pytest
 from station.config import StationConfig, load_station_config
 from station.config_errors import ConfigError
 from station.recipe import RecipeBook, load_recipe
+from station.benchmarks.recipes import threshold_recipe_text
 
-GOOD_RECIPE = """
-name = "widget"
-plc_id = 7
-time_budget_ms = 800
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "scratch"
-polarity = "dark"
-[[classes]]
-name = "scratch"
-plc_code = 1
-"""
+GOOD_RECIPE = threshold_recipe_text("widget", ["scratch"], plc_id=7, budget_ms=800)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -12,22 +12,10 @@ from station.inspection import Outcome, RejectReason
 from station.pipeline import Pipeline, TriggerRefused
 from station.recipe import load_recipe
 from tests.core.helpers import ScriptedCamera, ScriptedInspector
+from station.benchmarks.recipes import threshold_recipe_text
 
-RECIPE = """
-name = "widget"
-plc_id = 7
-time_budget_ms = {budget}
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "scratch"
-polarity = "dark"
-[[classes]]
-name = "scratch"
-plc_code = 1
-"""
+def recipe_text(budget: int) -> str:
+    return threshold_recipe_text("widget", ["scratch"], plc_id=7, budget_ms=budget)
 
 
 class Collector:
@@ -42,7 +30,7 @@ class Collector:
 
 def make(tmp_path, inspector, camera=None, budget=1000, workers=1, depth=4):
     path = tmp_path / "widget.toml"
-    path.write_text(RECIPE.format(budget=budget))
+    path.write_text(recipe_text(budget))
     alarms = AlarmBoard()
     pipe = Pipeline({"top": camera or ScriptedCamera()}, lambda loaded: inspector, alarms, queue_depth=depth, inference_workers=workers)
     pipe.load_recipe(load_recipe(path))
@@ -207,7 +195,7 @@ def test_offline_and_unloaded_station_refuse_triggers(tmp_path):
             pipe.trigger(1)
         assert err.value.reason is RejectReason.NO_RECIPE
         path = tmp_path / "w.toml"
-        path.write_text(RECIPE.format(budget=100))
+        path.write_text(recipe_text(100))
         pipe.load_recipe(load_recipe(path))
         pipe.offline = True
         with pytest.raises(TriggerRefused):
@@ -220,7 +208,7 @@ def test_bad_recipe_at_run_time_is_refused_and_running_recipe_stays(tmp_path):
     pipe, _, out = make(tmp_path, ScriptedInspector())
     try:
         other = tmp_path / "other.toml"
-        other.write_text(RECIPE.format(budget=100).replace('"widget"', '"other"').replace('name = "top"', 'name = "side"'))
+        other.write_text(recipe_text(100).replace('"widget"', '"other"').replace('name = "top"', 'name = "side"'))
         with pytest.raises(ValueError, match="side"):
             pipe.load_recipe(load_recipe(other))
         assert pipe.recipe.loaded.recipe.name == "widget"

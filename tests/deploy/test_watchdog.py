@@ -21,22 +21,9 @@ from station.inspection import Outcome, Verdict
 from station.pipeline import Findings, Pipeline
 from station.recipe import load_recipe
 from station.watchdog import ServiceWatchdog, watchdog_interval_s
+from station.benchmarks.recipes import threshold_recipe_text
 
-RECIPE = """
-name = "plate"
-plc_id = 1
-time_budget_ms = 2000
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "scratch"
-polarity = "dark"
-[[classes]]
-name = "scratch"
-plc_code = 1
-"""
+RECIPE = threshold_recipe_text("plate", ["scratch"], budget_ms=2000)
 
 
 class PassEverything:

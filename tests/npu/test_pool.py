@@ -18,6 +18,7 @@ from station.inspection import Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings, Pipeline, TriggerRefused
 from station.recipe import load_recipe
 from tests.npu.conftest import normalise, write_metadata
+from station.benchmarks.recipes import threshold_recipe_text
 
 
 def _pool(models_dir, cls, cores=3, scheduler=None):
@@ -128,21 +129,7 @@ def test_core_failing_mid_run_is_taken_out_and_the_rest_carry_on(models_dir, ima
 
 # ---- through the real pipeline ------------------------------------------------------------
 
-RECIPE = """
-name = "npu-part"
-plc_id = 9
-time_budget_ms = 20000
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "scratch"
-polarity = "dark"
-[[classes]]
-name = "scratch"
-plc_code = 1
-"""
+RECIPE = threshold_recipe_text("npu-part", ["scratch"], plc_id=9, budget_ms=20000)
 
 
 class FrameCamera(Camera):

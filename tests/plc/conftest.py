@@ -20,7 +20,8 @@ from station.plc.registers import OUTPUT_BASE, OUTPUT_WORDS, Control, Out, Statu
 from station.plc.service import PlcService
 from station.recipe import RecipeBook
 from station.stats import StationStats
-from tests.plc.parts import RECIPE, TinyCamera, TinyInspector
+from station.benchmarks.recipes import threshold_recipe_text
+from tests.plc.parts import TinyCamera, TinyInspector
 
 
 def free_port() -> int:
@@ -55,7 +56,8 @@ class Rig:
 def write_recipes(directory: Path, recipes: list[tuple[str, int, int]]) -> RecipeBook:
     directory.mkdir(parents=True, exist_ok=True)
     for name, plc_id, budget in recipes:
-        (directory / f"{name}.toml").write_text(RECIPE.format(name=name, plc_id=plc_id, budget=budget))
+        text = threshold_recipe_text(name, {"dent": 2, "scratch": 3}, plc_id=plc_id, budget_ms=budget)
+        (directory / f"{name}.toml").write_text(text)
     return RecipeBook(directory)
 
 

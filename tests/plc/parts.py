@@ -15,24 +15,7 @@ from station.camera.base import Camera, CameraError
 from station.inspection import Defect, Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings
 
-RECIPE = """
-name = "{name}"
-plc_id = {plc_id}
-time_budget_ms = {budget}
-[[cameras]]
-name = "top"
-[vision]
-analyzer = "threshold"
-[[vision.blobs]]
-class = "dent"
-polarity = "dark"
-[[classes]]
-name = "dent"
-plc_code = 2
-[[classes]]
-name = "scratch"
-plc_code = 3
-"""
+
 
 
 class TinyCamera(Camera):
