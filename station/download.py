@@ -108,7 +108,8 @@ def download(url: str, dest: Path, sha256: str, *, size: int | None = None, time
             if attempt >= attempts:
                 kept = f"; {have} bytes kept in {part}, run again to resume" if have else ""
                 raise ModelError(f"{url}: download failed after {attempt} attempts: {reason}{kept}") from None
-            log.warning("%s: interrupted at byte %d (%s); resuming (%d/%d)", desc, have, reason, attempt, attempts)
+            what = f"interrupted at byte {have}" if have else "failed"
+            log.warning("%s: %s (%s); trying again (%d/%d)", desc, what, reason, attempt, attempts)
             time.sleep(retry_pause_s * attempt)
             continue
         actual = sha256_file(part)

@@ -38,4 +38,5 @@ def fetched(entry, job: ExportJob) -> Path:
             return dest
         except ModelError as exc:
             tried.append(str(exc))
-    raise ModelError(f"model {entry.name}: checkpoint {spec.file} could not be downloaded ({'; '.join(tried)})")
+    raise ModelError(f"model {entry.name}: checkpoint {spec.file} could not be downloaded ({'; '.join(tried)}); "
+                     f"without internet, fetch it elsewhere and pass --checkpoint-url file:///path/to/{spec.file}")

@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="never fall back to exporting a model from its checkpoint (models/export/)")
     q.add_argument("--install-export-deps", action="store_true",
                    help="install the `export` extra (torch, timm, model code) without asking if an export needs it")
-    q.add_argument("--checkpoint-url", help="download an exported model's checkpoint from here first (e.g. a plant "
-                                            "mirror); its sha256 is still the manifest's")
+    q.add_argument("--checkpoint-url", help="get an exported model's checkpoint from here first: a plant mirror, or "
+                                            "file:///path for a copy brought in by hand; its sha256 is still the manifest's")
     q.set_defaults(func=cmd_pull)
 
     # NPU engineer's commands (list, convert, convert-env) hang off the same group:

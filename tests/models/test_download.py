@@ -32,7 +32,7 @@ def test_a_cut_connection_is_resumed_with_range_in_the_same_call(tmp_path, serve
         download(f"{server.url}/ck.pt", dest, SHA, size=len(BODY), retry_pause_s=0)
     assert dest.read_bytes() == BODY and not part_path(dest).exists()
     assert server.state.requests == [("/ck.pt", None), ("/ck.pt", "bytes=300000-")]
-    assert "interrupted at byte 300000" in caplog.text
+    assert "interrupted at byte 300000" in caplog.text and "trying again (1/4)" in caplog.text
 
 
 def test_a_download_that_keeps_failing_leaves_its_part_and_the_next_call_resumes(tmp_path, server):
