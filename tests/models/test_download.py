@@ -84,3 +84,12 @@ def test_nothing_listening_is_a_clear_error(tmp_path):
         url = s.url
     with pytest.raises(ModelError, match="download failed after 2 attempts"):
         download(f"{url}/ck.pt", tmp_path / "ck.pt", SHA, attempts=2, retry_pause_s=0, timeout_s=5)
+
+
+def test_a_file_url_serves_a_checkpoint_brought_in_by_hand(tmp_path):
+    src = tmp_path / "usb" / "ck.pt"
+    src.parent.mkdir()
+    src.write_bytes(BODY)
+    dest = tmp_path / "models" / "ck.pt"
+    download(src.as_uri(), dest, SHA)
+    assert dest.read_bytes() == BODY
