@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -196,7 +196,7 @@ def pull(
         current = queue.pop(0)
         if current in seen:
             continue
-        own = opts if current == name else PullOptions(sources, None, None, allow_export, installer, checkpoint_url)
+        own = opts if current == name else replace(opts, sha256=None, url=None)  # --sha256/--url are the named file's
         for result in _pull_one(current, models_dir, manifest, trained_dir, own):
             if result.name in seen:
                 continue

