@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from station.inference.convert import model_input_pixels, normalise
+from station.inference.image_input import prepare_image
 from station.inference.metadata import InputSpec, ModelError
 
 from . import Exported, ExportJob, upstream
@@ -149,11 +149,11 @@ def check_pair(model, spec: InputSpec, mask_output: str, encoder_path: Path, dec
     """
     view = reference_view()
     h, w = view.image.shape[:2]
-    pixels = model_input_pixels(view.image, spec)
-    x = normalise(pixels[None], spec)
-    scale = spec.size / max(h, w)
-    nh, nw = round(h * scale), round(w * scale)
-    box = np.array(view.box, np.float32) * np.array([nw / w, nh / h, nw / w, nh / h], np.float32)
+    prepared = prepare_image(view.image, spec)  # what the station feeds the encoder
+    x = prepared.tensor
+    nh, nw = prepared.model_hw
+    sx, sy = prepared.scale_x, prepared.scale_y
+    box = np.array(view.box, np.float32) * np.array([sx, sy, sx, sy], np.float32)
     failures: list[str] = []
     with job.step("check the export against PyTorch"):
         emb_ref = model.image_encoder(torch.from_numpy(x))

@@ -20,6 +20,7 @@ from .conftest import REPO_ROOT, station_env
 from .terminal import run_in_terminal
 
 SHARED_PAIR = ("mobilesam/litemedsam_encoder.onnx", "mobilesam/litemedsam_decoder.onnx")
+SLOW = pytest.mark.slow  # the tests on the real export (~30 s, once a session)
 TILE = "data/magnetic-tile-train/MT_Blowhole/Imgs/exp1_num_36290"
 
 
@@ -31,6 +32,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
+@SLOW
 def test_pull_exports_the_pair_with_station_metadata_and_plain_progress_lines(litemedsam_export):
     models, stdout, stderr = litemedsam_export
     assert "litemedsam                   exported" in stdout and "litemedsam_decoder           exported" in stdout
@@ -50,6 +52,7 @@ def test_pull_exports_the_pair_with_station_metadata_and_plain_progress_lines(li
     assert enc.extra["stands_for_sha256"] == ["b3560d46ba8b5980de3e12c49e06d4950bf8d60f058976ff37d95d5471450949"]
 
 
+@SLOW
 def test_the_exported_pair_outlines_the_reference_defect(litemedsam_export):
     models, _, _ = litemedsam_export
     view = reference_view()
@@ -61,6 +64,7 @@ def test_the_exported_pair_outlines_the_reference_defect(litemedsam_export):
     assert predicted > 0.9
 
 
+@SLOW
 def test_a_second_pull_finds_the_export_in_place(litemedsam_export):
     models, _, _ = litemedsam_export
     proc = subprocess.run(
@@ -70,6 +74,7 @@ def test_a_second_pull_finds_the_export_in_place(litemedsam_export):
     assert proc.returncode == 0 and proc.stdout.split()[:2] == ["litemedsam", "present"], proc.stdout + proc.stderr
 
 
+@SLOW
 def test_the_export_answers_like_the_reference_copies_in_shared(litemedsam_export, shared_dir):
     if not all((shared_dir / "models" / p).is_file() for p in SHARED_PAIR):
         pytest.skip("no reference LiteMedSAM pair in ../shared/models")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pytest
-import tomli_w
+import tomlkit
 
 from station.inference.factory import load_model
 from station.inference.metadata import ModelMetadata, sha256_file
@@ -22,6 +21,8 @@ from .conftest import REPO_ROOT, station_env
 from .http_files import FileServer
 from .terminal import run_in_terminal
 
+pytestmark = pytest.mark.slow  # one real export of a 1024 px SAM (~30-60 s on 2 cores)
+
 CUT_AT = 7_000_000
 
 
@@ -30,7 +31,7 @@ def _manifest_serving(path, url: str, data: bytes, sha: str):
     manifest = read_manifest()
     enc = manifest.get("mobilesam")
     enc.checkpoint = enc.checkpoint.model_copy(update={"sha256": sha, "bytes": len(data), "urls": [url]})
-    path.write_text(tomli_w.dumps(manifest.model_dump(exclude_none=True)), encoding="utf-8")
+    path.write_text(tomlkit.dumps(manifest.model_dump(exclude_none=True)), encoding="utf-8")
     return path
 
 
