@@ -149,7 +149,12 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
         if not meta.pair:
             raise ModelError(f"model {needed.segmentation}: metadata names no decoder (pair)")
         segmenter = SamSegmenter(open_model(needed.segmentation), open_model(meta.pair))
-    if proposals.embedding_input and proposals.encoder_sha256 != segmenter.encoder.metadata.sha256:
+    # an encoder exported here (station models pull) is not byte-identical to the copy a head was
+    # trained on, but its export was checked numerically against the same checkpoint: its
+    # metadata names the pinned copies it stands for
+    encoder = segmenter.encoder.metadata if segmenter is not None else None
+    same_encoder = encoder is not None and proposals.encoder_sha256 in {encoder.sha256, *encoder.extra.get("stands_for_sha256", [])}
+    if proposals.embedding_input and not same_encoder:
         raise ModelError(
             f"proposal model(s) {', '.join(e.model for e in recipe.vision.proposals)} were trained on the embeddings of encoder "
             f"sha256 {proposals.encoder_sha256[:12]}…; the recipe's segmentation model {needed.segmentation} has "

@@ -138,3 +138,20 @@ def test_the_analyzer_refuses_a_head_trained_on_another_encoders_embeddings(tmp_
         else:
             with pytest.raises(ModelError, match="retrain it"):
                 load_sam_analyzer(recipe, models)
+    # an encoder exported here (the same network, other bytes: not the sha256 the head names) is
+    # refused, unless its metadata says it stands for that copy (its export was checked
+    # numerically against the same checkpoint)
+    import onnx
+
+    meta = ModelMetadata.read(models / "litemedsam.json")
+    exported = onnx.load(str(models / meta.file))
+    exported.doc_string = "exported on this machine"
+    (models / meta.file).unlink()  # a copy of the session's shared pair, not the pair itself
+    onnx.save(exported, str(models / meta.file))
+    other = meta.model_copy(update={"sha256": sha256_file(models / meta.file)})
+    other.write(models / "litemedsam.json")
+    assert other.sha256 != encoder_sha
+    with pytest.raises(ModelError, match="retrain it"):
+        load_sam_analyzer(recipe, models)
+    other.model_copy(update={"extra": {**other.extra, "stands_for_sha256": [encoder_sha]}}).write(models / "litemedsam.json")
+    assert load_sam_analyzer(recipe, models).proposals.embedding_input
