@@ -112,8 +112,44 @@ class HmiConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    session_timeout_min: int = Field(default=30, gt=0)
+    session_timeout_min: int = Field(default=30, gt=0, description="idle time that signs a user out; also the session cookie's lifetime")
     demo_autologin: bool = Field(default=False, description="demo only: open the operator view without login")
+    certfile: Path | None = Field(default=None, description="PEM certificate (chain), absolute path: with keyfile, the HMI serves HTTPS")
+    keyfile: Path | None = Field(default=None, description="PEM private key of certfile, absolute path")
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (deploy/README.md); empty: none",
+    )
+
+    @field_validator("certfile", "keyfile")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # checked for shape only: the key may be readable by the station's service user alone,
+        # and other commands read this file too; the HMI loads the pair when it starts
+        if path is not None and not path.is_absolute():
+            raise ValueError(f"{str(path)!r} must be an absolute path (e.g. /etc/station/hmi.pem)")
+        return path
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_ip(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return entries
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HmiConfig":
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together: give both for HTTPS, or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """The HMI itself serves HTTPS."""
+        return self.certfile is not None
 
 
 class PipelineConfig(Strict):
