@@ -4,7 +4,9 @@
   errors) says it may not be framed (``X-Frame-Options: DENY``, CSP ``frame-ancestors
   'none'``: no clickjacking of the Sign-in or Run buttons) and may not be content-sniffed;
   over HTTPS every cookie it sets is ``Secure``. It wraps the whole application, NiceGUI's
-  session middleware and error pages included, so nothing is answered without them.
+  session middleware and error pages included, so nothing is answered without them. It also
+  drops a request's ``X-Forwarded-Prefix``: NiceGUI would put whatever it says in front of its
+  redirects (``//evil.example/login``), and the HMI is always served at the root.
 - ``BodySizeLimit``: a request body larger than its route's limit is refused with 413 before
   the application reads any of it: by its Content-Length, and for a chunked body by counting
   what arrives (the body is buffered up to the limit, then handed on).
@@ -45,7 +47,10 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"x-forwarded-prefix"]}
+        if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
         over_tls = scope.get("scheme") == "https"
 

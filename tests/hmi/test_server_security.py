@@ -264,6 +264,12 @@ def test_https_through_a_trusted_proxy_marks_the_cookie_secure(hmi_server):
     assert "secure" in {f.strip().lower() for f in proxied["set-cookie"].split(";")}
 
 
+def test_a_forwarded_prefix_cannot_send_a_redirect_off_site(hmi_server):
+    base, _ = hmi_server
+    status, headers, _ = get(base + "/history", headers={"X-Forwarded-Prefix": "//evil.example"})
+    assert status == 307 and headers["location"] == "/login?next=/history"
+
+
 def test_a_bad_certificate_is_a_configuration_error(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("not a certificate\n")
