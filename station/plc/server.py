@@ -46,6 +46,7 @@ ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, GATEWAY_NO_RES
 
 MAX_UNREAD_ANSWER_BYTES = 64 * 1024  # a client this far behind reading its answers is dropped
 DRAIN_BATCH = 4  # other clients answered per turn of the event loop (see RegisterServer._drain)
+MAX_WAITING_REQUEST_BYTES = 4096  # a reader's requests not answered yet; beyond, its socket is not read
 
 
 def parse_allow_list(entries: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -178,6 +179,11 @@ def frame_length(buffer: bytes | memoryview) -> int | None:
     return end if len(buffer) >= end else None
 
 
+def _holds_frame(buffer: bytes) -> bool:
+    """True if the head of ``buffer`` is a complete frame (good or bad) to act on."""
+    return check_frame(buffer) is not None or frame_length(buffer) is not None
+
+
 def answer_request(frame: bytes, unit_id: int, registers: GuardedRegisters,
                    on_write: Callable[[list[int]], None]) -> tuple[bytes, bool]:
     """(response, refused) for one well-formed request frame (``check_frame`` passed it).
@@ -268,6 +274,7 @@ class _Connection(asyncio.Protocol):
         self.waiting = False  # in the server's queue of readers to answer
         self.paced = False  # a timer will queue it when its reader interval has passed
         self.next_answer_at = 0.0
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
@@ -302,13 +309,22 @@ class _Connection(asyncio.Protocol):
         self.buffer = self.buffer + data if self.buffer else data
         if self.plc:
             self.serve_buffer()
-        elif not self.paced:
-            wait = self.next_answer_at - self.server.loop_time()
-            if wait > 0:  # a reader asking faster than plc.reader_interval_ms: answered on time, not sooner
-                self.paced = True
-                self.server.call_later(wait, self.serve_paced)
-            else:
-                self.server.serve_soon(self)
+            return
+        if len(self.buffer) > MAX_WAITING_REQUEST_BYTES and not self.reading_paused:
+            self.transport.pause_reading()  # a reader sending far ahead of its answers waits for them
+            self.reading_paused = True
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Queue this reader for an answer: now, or when its reader interval has passed."""
+        if self.paced or self.waiting:
+            return
+        wait = self.next_answer_at - self.server.loop_time()
+        if wait > 0:  # a reader asking faster than plc.reader_interval_ms: answered on time, not sooner
+            self.paced = True
+            self.server.call_later(wait, self.serve_paced)
+        else:
+            self.server.serve_soon(self)
 
     def serve_paced(self) -> None:
         self.paced = False
@@ -316,7 +332,9 @@ class _Connection(asyncio.Protocol):
             self.server.serve_soon(self)
 
     def serve_buffer(self) -> None:
-        """Answer every complete frame received so far, in order."""
+        """Answer the complete frames received so far, in order: all of them for the PLC, one
+        per reader interval for a reader (0: all)."""
+        one_only = not self.plc and self.server.reader_interval_s > 0
         buffer = self.buffer
         view = memoryview(buffer)  # frames are cut from it without copying the rest each time
         used = 0
@@ -341,14 +359,24 @@ class _Connection(asyncio.Protocol):
             self.plc = self.plc or response[7] in WRITE_CODES | {READ_WRITE_CODE}  # a write was taken
             self.transport.write(response)
             used += end
+            if one_only and not self.plc:
+                break
         if used:
             self.last_request = server.loop_time()
             if not self.plc:
                 self.next_answer_at = self.last_request + server.reader_interval_s
         self.buffer = buffer[used:]
-        if self.transport is not None and self.transport.get_write_buffer_size() > MAX_UNREAD_ANSWER_BYTES:
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size() > MAX_UNREAD_ANSWER_BYTES:
             server.dropped_connections += 1
             self.close(f"more than {MAX_UNREAD_ANSWER_BYTES} bytes of answers not read")
+            return
+        if self.reading_paused and len(self.buffer) <= MAX_WAITING_REQUEST_BYTES:
+            self.transport.resume_reading()
+            self.reading_paused = False
+        if not self.plc and self.buffer and _holds_frame(self.buffer):
+            self.schedule()  # more requests already here: the next one at its time
 
 
 class RegisterServer:

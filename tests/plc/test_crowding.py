@@ -183,3 +183,16 @@ def test_pipelined_requests_are_answered_in_order(make_rig):
     assert echo == write
     assert second[:2] == b"\x00\x03" and struct.unpack(">4H", second[9:])[1] == 7
     assert status[:2] == b"\x00\x04"
+
+
+def test_a_reader_sending_ahead_is_still_answered_one_per_interval(make_rig):
+    """Requests sent in one burst do not get around the pacing: each is answered at its time,
+    in order, and the server does not read much further ahead than it answers."""
+    rig = make_rig(reader_interval_ms=100)
+    with connect(rig.port) as s:
+        started = time.monotonic()
+        s.sendall(b"".join(read_frame(tid, 100, 1) for tid in range(5)))
+        answers = [recv_exactly(s, 11) for _ in range(5)]
+        took = time.monotonic() - started
+    assert [a[:2] for a in answers] == [struct.pack(">H", tid) for tid in range(5)]
+    assert took >= 4 * 0.1 * 0.95
