@@ -49,6 +49,16 @@ CameraConfig = Annotated[
 ]
 
 
+def _ip_networks(entries: list[str]) -> list[str]:
+    """``entries`` if each is an IP address or network; else the first bad one, named."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+    return entries
+
+
 class PlcConfig(Strict):
     enabled: bool = True
     mode: Literal["server", "client"] = "server"
@@ -70,12 +80,7 @@ class PlcConfig(Strict):
     @field_validator("allow")
     @classmethod
     def _allow_is_ip(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
-        return entries
+        return _ip_networks(entries)
 
     @model_validator(mode="after")
     def _blocks_apart(self) -> "PlcConfig":
@@ -133,12 +138,7 @@ class HmiConfig(Strict):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_ip(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network") from None
-        return entries
+        return _ip_networks(entries)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "HmiConfig":

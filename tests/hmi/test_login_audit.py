@@ -12,7 +12,7 @@ import pytest
 from station.db.engine import make_engine
 from station.hmi.auth import Authenticator, LoginThrottle
 from station.hmi.store import HmiStore, ensure_schema
-from tests.hmi.conftest import PASSWORDS, field_error, login, simulated_hmi
+from tests.hmi.conftest import PASSWORDS, login, refused_login, simulated_hmi
 
 ATTACKER, ADMIN_DESK, PANEL = "10.0.0.66", "10.0.0.5", "10.0.0.7"
 
@@ -101,12 +101,7 @@ def test_disabled_user_failure_is_audited_with_its_reason(store):
 async def test_login_logout_and_expiry_are_audited_with_the_client_address(station):
     async with simulated_hmi(station) as (ctx, new_user):
         ctx.auth.create_user("emil", "engineer", PASSWORDS["emil"], "test")
-        user = new_user()
-        await user.open("/login")
-        user.find("username").type("emil")
-        user.find("password").type("not-the-password")
-        user.find("login").click()
-        await field_error(user, "password", "wrong user name or password")
+        await refused_login(new_user(), "emil", "not-the-password")
         user = await login(new_user(), "emil", "/history")
         user.find(marker="signout").click()
         await user.should_see(marker="login", retries=30)
