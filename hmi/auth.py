@@ -184,16 +184,18 @@ class Authenticator:
                     row.failed_logins += 1
             return self._fail(name, client, "user disabled" if good else "wrong password")
         now = utcnow()
+        role = None
         with self.store.write() as s:
             row = self.store.user_row(s, name)
-            if row is None or row.disabled:  # removed or disabled meanwhile
-                return self._fail(name, client, "user removed or disabled meanwhile")
-            row.failed_logins = 0
-            row.locked_until = None
-            row.last_login_at = now
-            if _hasher.check_needs_rehash(row.password_hash):
-                row.password_hash = hash_password(password)
-            role = row.role
+            if row is not None and not row.disabled:
+                row.failed_logins = 0
+                row.locked_until = None
+                row.last_login_at = now
+                if _hasher.check_needs_rehash(row.password_hash):
+                    row.password_hash = hash_password(password)
+                role = row.role
+        if role is None:  # removed or disabled meanwhile (audited after the transaction: one writer at a time)
+            return self._fail(name, client, "user removed or disabled meanwhile")
         self.throttle.success(pair)
         self._audit(name, "auth.login", client, f"role={role}")
         return LoginResult(True, "", name, role)
