@@ -107,13 +107,19 @@ def _keep_sessions_in(directory: Path) -> None:
 
 def run(station, config: HmiConfig | None = None, *, storage_secret: str | None = None) -> None:
     """Mount and serve until the process is stopped (blocks, like ``ui.run``)."""
+    from station.hmi import security
+
     config = config or station.config.hmi
+    tls_and_proxies = security.server_options(config)  # a bad certificate stops here, before anything starts
     _keep_sessions_in(Path(station.config.archive.dir).parent / "hmi-sessions")
     mount(station, config)
+    security.install(app)  # headers on every response, request size limits, session keep-alive
     ui.run(
         host=config.host,
         port=config.port,
         # sessions do not outlive the process unless a secret is given: a restart signs everyone out
         storage_secret=storage_secret or secrets.token_urlsafe(32),
+        session_middleware_kwargs=security.session_cookie(config),
+        **tls_and_proxies,
         **UI_RUN_OPTIONS,
     )

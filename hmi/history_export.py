@@ -2,34 +2,22 @@
 
 Columns: ``db.queries.EXPORT_COLUMNS`` then ``review_label``, ``review_comment``, ``reviewer``,
 ``reviewed_at`` (the latest review of each inspection; empty if none). Times ISO 8601 UTC.
+Cells go through ``db.export.csv_cell``: a comment like ``=HYPERLINK(…)`` is exported as text.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
 import io
-import json
-from typing import Any
 
 from sqlalchemy import select
 
+from station.db.export import csv_cell, csv_writer
 from station.db.filters import HistoryFilter
 from station.db.models import ReviewRow
 from station.db.queries import EXPORT_COLUMNS, HistoryQueries
 
 REVIEW_COLUMNS = ("review_label", "review_comment", "reviewer", "reviewed_at")
 MAX_EXPORT_ROWS = 200_000
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)
 
 
 def latest_reviews(queries: HistoryQueries, ids: list[int]) -> dict[int, dict]:
@@ -50,7 +38,7 @@ def latest_reviews(queries: HistoryQueries, ids: list[int]) -> dict[int, dict]:
 def history_csv(queries: HistoryQueries, flt: HistoryFilter, limit: int = MAX_EXPORT_ROWS) -> tuple[bytes, int]:
     """(UTF-8 CSV bytes, row count) of the inspections matching ``flt``, newest first."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv_writer(buf)
     w.writerow(EXPORT_COLUMNS + REVIEW_COLUMNS)
     n = 0
     batch: list[dict] = []
@@ -59,7 +47,7 @@ def history_csv(queries: HistoryQueries, flt: HistoryFilter, limit: int = MAX_EX
         reviews = latest_reviews(queries, [r["id"] for r in batch])
         for row in batch:
             rv = reviews.get(row["id"], {})
-            w.writerow([_cell(row.get(c)) for c in EXPORT_COLUMNS] + [_cell(rv.get(c)) for c in REVIEW_COLUMNS])
+            w.writerow([csv_cell(row.get(c)) for c in EXPORT_COLUMNS] + [csv_cell(rv.get(c)) for c in REVIEW_COLUMNS])
         batch.clear()
 
     for row in queries.iter_export(flt, limit=limit):

@@ -49,6 +49,16 @@ CameraConfig = Annotated[
 ]
 
 
+def _ip_networks(entries: list[str]) -> list[str]:
+    """``entries`` if each is an IP address or network; else the first bad one, named."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+    return entries
+
+
 class PlcConfig(Strict):
     enabled: bool = True
     mode: Literal["server", "client"] = "server"
@@ -56,6 +66,10 @@ class PlcConfig(Strict):
     port: int = Field(default=5020, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     allow: list[str] = Field(default_factory=list, description="server: client IPs allowed; empty: any")
+    max_connections: int = Field(default=16, ge=1, le=10_000, description="server: clients connected at once; more are refused at connect")
+    idle_timeout_ms: int = Field(default=60_000, ge=100, description="server: a connection without a request for this long is closed")
+    reader_interval_ms: float = Field(default=10.0, ge=0, le=10_000,
+                                      description="server: a client that never wrote registers 0-3 (not the PLC) gets one answer per this period at most; 0: no limit")
     heartbeat_timeout_ms: int = Field(default=2000, gt=0)
     result_buffer: int = Field(default=8, ge=1, le=64)
     poll_period_ms: int = Field(default=10, gt=0, le=10)
@@ -66,12 +80,7 @@ class PlcConfig(Strict):
     @field_validator("allow")
     @classmethod
     def _allow_is_ip(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
-        return entries
+        return _ip_networks(entries)
 
     @model_validator(mode="after")
     def _blocks_apart(self) -> "PlcConfig":
@@ -108,8 +117,39 @@ class HmiConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    session_timeout_min: int = Field(default=30, gt=0)
+    session_timeout_min: int = Field(default=30, gt=0, description="idle time that signs a user out; also the session cookie's lifetime")
     demo_autologin: bool = Field(default=False, description="demo only: open the operator view without login")
+    certfile: Path | None = Field(default=None, description="PEM certificate (chain), absolute path: with keyfile, the HMI serves HTTPS")
+    keyfile: Path | None = Field(default=None, description="PEM private key of certfile, absolute path")
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (deploy/README.md); empty: none",
+    )
+
+    @field_validator("certfile", "keyfile")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # checked for shape only: the key may be readable by the station's service user alone,
+        # and other commands read this file too; the HMI loads the pair when it starts
+        if path is not None and not path.is_absolute():
+            raise ValueError(f"{str(path)!r} must be an absolute path (e.g. /etc/station/hmi.pem)")
+        return path
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_ip(cls, entries: list[str]) -> list[str]:
+        return _ip_networks(entries)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HmiConfig":
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together: give both for HTTPS, or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """The HMI itself serves HTTPS."""
+        return self.certfile is not None
 
 
 class PipelineConfig(Strict):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium + ChromeDriver (HMI end-to-end),
 # mbpoll (an independent Modbus master), PostgreSQL (plant-scale history), shellcheck and
-# systemd-analyze (deployment files). Installs only what is missing; needs root and apt.
+# systemd-analyze (deployment files), openssl (a self-signed certificate for the HMI's TLS
+# test). Installs only what is missing; needs root and apt.
 set -euo pipefail
 
 declare -A want=(
@@ -12,6 +13,7 @@ declare -A want=(
   [shellcheck]=/usr/bin/shellcheck
   [systemd]=/usr/bin/systemd-analyze
   [gcc]=/usr/bin/gcc
+  [openssl]=/usr/bin/openssl
 )
 missing=()
 for pkg in "${!want[@]}"; do

@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 
 from station.hmi.auth import SessionUser, allows, session_user, sign_in, sign_out
+from station.hmi.security import KEEPALIVE_PATH
 
 NAV = [  # (path, label, role needed)
     ("/", "Live", "operator"),
@@ -26,10 +27,21 @@ GREEN, RED, AMBER, BLUE, GREY = "#15803d", "#b91c1c", "#b45309", "#1d4ed8", "#4b
 DEMO_USER = "demo-operator"
 
 
+def client_address() -> str:
+    """The address of the browser being served (through a trusted proxy: the one it forwarded)."""
+    try:
+        return ui.context.client.ip
+    except RuntimeError:  # no page or request in this context
+        return ""
+
+
 def current_user(ctx, *, touch: bool = True) -> SessionUser | None:
     """The signed-in user, re-checked against the database (a disabled user is signed out)."""
     storage = app.storage.user
+    before = storage.get("auth")
     user = session_user(storage, ctx.session_timeout_s, touch=touch)
+    if user is None and isinstance(before, dict) and "auth" not in storage and before.get("username") != DEMO_USER:
+        ctx.auth.session_expired(str(before.get("username", "")), client_address())  # idle too long
     if user is None and ctx.config.demo_autologin:
         sign_in(storage, DEMO_USER, "operator")
         return SessionUser(DEMO_USER, "operator")
@@ -72,14 +84,24 @@ def frame(ctx, user: SessionUser | None, title: str) -> None:
         ui.space()
         if user is not None:
             ui.label(f"{user.username} ({user.role})").classes("text-lg").mark("whoami")
-            ui.button("Sign out", on_click=lambda: _sign_out()).props("flat color=white").mark("signout")
+            ui.button("Sign out", on_click=lambda: _sign_out(ctx, user)).props("flat color=white").mark("signout")
     if user is not None and user.username != DEMO_USER:
-        # idle sessions end: checked without counting as activity
-        ui.timer(30.0, lambda: None if current_user(ctx, touch=False) else ui.navigate.to("/login"))
+        ui.timer(30.0, lambda: _check_session(ctx))
 
 
-def _sign_out() -> None:
+def _check_session(ctx) -> None:
+    # idle sessions end: checked without counting as activity
+    if current_user(ctx, touch=False) is None:
+        ui.navigate.to("/login")
+        return
+    # the session cookie lives as long as the idle timeout from the last HTTP response; a user
+    # busy on one page talks over the websocket only, so the page renews the cookie itself
+    ui.run_javascript(f"fetch('{KEEPALIVE_PATH}', {{credentials: 'same-origin', cache: 'no-store'}})")
+
+
+def _sign_out(ctx, user: SessionUser) -> None:
     sign_out(app.storage.user)
+    ctx.auth.logout(user.username, client_address())
     ui.navigate.to("/login")
 
 

@@ -4,10 +4,9 @@ part was wrong."""
 from __future__ import annotations
 
 from nicegui import app, run, ui
-from starlette.requests import Request
 
 from station.hmi.auth import sign_in
-from station.hmi.pages.layout import current_user, frame
+from station.hmi.pages.layout import client_address, current_user, frame
 
 
 def _safe_next(target: str | None) -> str:
@@ -19,9 +18,9 @@ def _safe_next(target: str | None) -> str:
 
 def register(ctx) -> None:
     @ui.page("/login")
-    def login_page(request: Request, next: str = "/"):  # noqa: A002 (the query parameter's name)
+    def login_page(next: str = "/"):  # noqa: A002 (the query parameter's name)
         frame(ctx, None, "Sign in")
-        client_ip = request.client.host if request.client else ""
+        client_ip = client_address()
         target = _safe_next(next)
         user = current_user(ctx)
         if user is not None and user.username != "demo-operator":

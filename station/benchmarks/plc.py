@@ -8,13 +8,19 @@ result is acknowledged (one part at a time, so queueing does not hide in the lat
 - trigger → TRIGGER_ACK as the PLC sees it (TRIGGER write sent → first poll showing the ACK);
 - TRIGGER write round trip (the station sets TRIGGER_ACK before it answers the write);
 - decision → RESULT_VALID as the PLC sees it (pipeline decided → first poll showing VALID);
-- decision → RESULT_VALID inside the station (registers written when ``publish`` returns).
+- decision → RESULT_VALID inside the station (registers written when ``publish`` returns);
+- trigger → RESULT_VALID as the PLC sees it: the handshake cycle of one part (TRIGGER write
+  sent → first poll showing that part's verdict).
 
 With polling, "as the PLC sees it" is dominated by the poll period: expect about one period.
+``crowd=N`` adds N other Modbus clients polling at full speed from another process
+(``benchmarks/modbus_crowd.py``) for the whole run, to see what they cost the real PLC.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 import socket
 import tempfile
 import time
@@ -103,21 +109,42 @@ class TimedPlc:
         self.port, self.parts, self.poll_s = port, parts, poll_s
         self.trigger_seen_ms: list[float] = []
         self.trigger_rtt_ms: list[float] = []
+        self.trigger_sent_s: dict[int, float] = {}  # part ID -> TRIGGER write sent
         self.valid_seen_s: dict[int, float] = {}  # sequence -> first poll that showed RESULT_VALID
         self.results: list[tuple[int, int, bool]] = []  # (sequence, part ID, passed)
         self.refused = 0
         self.cycles = 0
-        self.error: Exception | None = None
+        self.elapsed_s = 0.0
 
     def run(self, timeout_s: float) -> None:
         client = ModbusTcpClient("127.0.0.1", port=self.port, timeout=2, retries=0)
         if not client.connect():
             raise RuntimeError(f"cannot connect to the station on 127.0.0.1:{self.port}")
+        started = time.monotonic()
         try:
-            self._loop(client, time.monotonic() + timeout_s)
+            self._loop(client, started + timeout_s)
         finally:
+            self.elapsed_s = time.monotonic() - started
             client.write_register(0, 0, device_id=1)
             client.close()
+
+    def run_elsewhere(self, timeout_s: float) -> None:
+        """``run`` in a process of its own, as a real PLC is: the station's threads and this
+        PLC must not take turns at one interpreter lock. Its notes are copied back here."""
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_run_timed_plc, args=(self.port, self.parts, self.poll_s, timeout_s, queue),
+                           name="timed-plc", daemon=True)
+        proc.start()
+        try:
+            notes, error = queue.get(timeout=timeout_s + 60)
+        finally:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        self.__dict__.update(notes)
+        if error:
+            raise RuntimeError(f"the timed PLC failed: {error}")
 
     def _loop(self, client: ModbusTcpClient, deadline: float) -> None:
         control, part, sent_s = 0, 1, None
@@ -160,6 +187,7 @@ class TimedPlc:
                 if new & Control.TRIGGER and not control & Control.TRIGGER:
                     hi, lo = split_u32(part)
                     sent_s = time.monotonic()
+                    self.trigger_sent_s[part] = sent_s
                     client.write_registers(0, [new, 0, hi, lo], device_id=1)
                     self.trigger_rtt_ms.append((time.monotonic() - sent_s) * 1000.0)
                 else:
@@ -173,8 +201,25 @@ class TimedPlc:
             time.sleep(next_poll - now)
 
 
-def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, timeout_s: float = 300.0) -> dict:
-    """Run the benchmark; returns the figures (ms) and the integrity check of the results."""
+def _run_timed_plc(port: int, parts: int, poll_s: float, timeout_s: float, queue) -> None:
+    plc = TimedPlc(port, parts, poll_s)
+    error = None
+    try:
+        plc.run(timeout_s)
+    except Exception as exc:  # noqa: BLE001 (reported to the parent, which raises it)
+        error = f"{type(exc).__name__}: {exc}"
+    queue.put(({k: v for k, v in vars(plc).items()}, error))
+
+
+def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, timeout_s: float = 300.0,
+              crowd: int = 0, reader_interval_ms: float | None = None) -> dict:
+    """Run the benchmark; returns the figures (ms) and the integrity check of the results.
+
+    ``crowd``: other clients polling at full speed meanwhile (the server's connection cap is
+    raised to let them all in); ``reader_interval_ms``: the server's pacing of clients that only
+    read (default: the station's)."""
+    from station.benchmarks.modbus_crowd import ModbusCrowd
+
     with tempfile.TemporaryDirectory(prefix="plc-bench-") as tmp:
         (Path(tmp) / "plc-bench.toml").write_text(threshold_recipe_text("plc-bench", ["mark"], budget_ms=2000))
         book = RecipeBook(tmp)
@@ -182,28 +227,34 @@ def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, t
         pipeline = Pipeline({"top": _BlankCamera()}, lambda loaded: _EveryThirdRejects(), alarms, stats=stats)
         pipeline.load_recipe(book.get("plc-bench"))
         port = _free_port()
-        service = PlcService(
-            PlcConfig(host="127.0.0.1", port=port, result_buffer=result_buffer), pipeline,
-            RecipeSwitcher(book, pipeline, alarms), alarms, stats,
-        )
+        pacing = {} if reader_interval_ms is None else {"reader_interval_ms": reader_interval_ms}
+        config = PlcConfig(host="127.0.0.1", port=port, result_buffer=result_buffer,
+                           max_connections=max(PlcConfig().max_connections, crowd + 4), **pacing)
+        service = PlcService(config, pipeline, RecipeSwitcher(book, pipeline, alarms), alarms, stats)
         before, after = _Clock(), _Clock()
         pipeline.sinks = [before, service, after]
         pipeline.start()
         service.start()
         plc = TimedPlc(port, parts, poll_ms / 1000.0)
-        started = time.monotonic()
+        crowd_runner = ModbusCrowd("127.0.0.1", port, crowd) if crowd else None
         try:
-            plc.run(timeout_s)
+            with crowd_runner or contextlib.nullcontext():
+                plc.run_elsewhere(timeout_s)
         finally:
-            elapsed = time.monotonic() - started
             service.stop()
             pipeline.stop()
     seen = [(plc.valid_seen_s[seq] - before.at[seq]) * 1000.0 for seq in plc.valid_seen_s if seq in before.at]
     inside = [(after.at[seq] - before.at[seq]) * 1000.0 for seq in after.at if seq in before.at]
+    cycle = [(plc.valid_seen_s[seq] - plc.trigger_sent_s[part]) * 1000.0
+             for seq, part, _ in plc.results if seq in plc.valid_seen_s and part in plc.trigger_sent_s]
     part_ids = [p for _, p, _ in plc.results]
+    elapsed = plc.elapsed_s
     return {
         "parts": parts,
         "poll_ms": poll_ms,
+        "crowd": crowd,
+        "crowd_requests_per_s": round(crowd_runner.requests_per_s) if crowd_runner else 0,
+        "reader_interval_ms": config.reader_interval_ms,
         "elapsed_s": round(elapsed, 2),
         "parts_per_s": round(parts / elapsed, 1) if elapsed else 0.0,
         "plc_cycles": plc.cycles,
@@ -213,7 +264,16 @@ def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, t
         "trigger_write_round_trip_ms": _stats(plc.trigger_rtt_ms),
         "decision_to_valid_seen_by_plc_ms": _stats(seen),
         "decision_to_valid_in_station_ms": _stats(inside),
+        "trigger_to_valid_seen_by_plc_ms": _stats(cycle),
     }
+
+
+def crowd_ratio(quiet: dict, crowded: dict) -> float | None:
+    """Median handshake cycle (trigger → RESULT_VALID seen by the PLC) crowded / quiet."""
+    q, c = quiet["trigger_to_valid_seen_by_plc_ms"], crowded["trigger_to_valid_seen_by_plc_ms"]
+    if not q.get("n") or not c.get("n") or not q["p50"]:
+        return None
+    return round(c["p50"] / q["p50"], 2)
 
 
 def format_report(r: dict) -> str:
@@ -224,15 +284,18 @@ def format_report(r: dict) -> str:
 
     return "\n".join(
         [
-            f"PLC link benchmark: {r['parts']} parts, PLC polling every {r['poll_ms']:g} ms, Modbus TCP over loopback",
+            f"PLC link benchmark: {r['parts']} parts, PLC polling every {r['poll_ms']:g} ms, Modbus TCP over loopback"
+            + (f", {r['crowd']} other clients polling at full speed ({r['crowd_requests_per_s']} requests/s answered; "
+               f"readers paced at {r['reader_interval_ms']:g} ms)" if r.get("crowd") else ""),
             line("trigger → TRIGGER_ACK, seen by the PLC (ms)", r["trigger_to_ack_seen_by_plc_ms"]),
             line("TRIGGER write round trip (ms)", r["trigger_write_round_trip_ms"]),
             line("decision → RESULT_VALID, seen by the PLC (ms)", r["decision_to_valid_seen_by_plc_ms"]),
             line("decision → RESULT_VALID, in the station (ms)", r["decision_to_valid_in_station_ms"]),
+            line("trigger → RESULT_VALID, seen by the PLC (ms)", r["trigger_to_valid_seen_by_plc_ms"]),
             f"  {r['parts_per_s']} parts/s over {r['elapsed_s']} s; {r['plc_cycles']} PLC cycles; "
             f"{r['trigger_refused']} triggers refused; results in order, none lost: {r['in_order_none_lost']}",
         ]
     )
 
 
-__all__ = ["run_bench", "format_report", "TimedPlc"]
+__all__ = ["run_bench", "crowd_ratio", "format_report", "TimedPlc"]

@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--parts", type=int, default=200)
     q.add_argument("--poll-ms", type=float, default=10.0, help="PLC poll period (default 10 ms)")
     q.add_argument("--result-buffer", type=int, default=8)
+    q.add_argument("--crowd", type=int, default=0, metavar="N",
+                   help="also run with N other clients polling at full speed; report both and the ratio of the medians")
+    q.add_argument("--reader-interval-ms", type=float, default=None,
+                   help="the server's pacing of clients that only read (default: plc.reader_interval_ms's default; 0: none)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_bench)
 
@@ -81,11 +85,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import logging
 
-    from station.benchmarks.plc import format_report, run_bench
+    from station.benchmarks.plc import crowd_ratio, format_report, run_bench
 
     if not getattr(args, "verbose", False):
         logging.getLogger("station.parts").setLevel(logging.WARNING)  # one line per part drowns the report
 
-    result = run_bench(parts=args.parts, poll_ms=args.poll_ms, result_buffer=args.result_buffer)
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
-    return 0 if result["in_order_none_lost"] else 1
+    def bench(crowd: int) -> dict:
+        return run_bench(parts=args.parts, poll_ms=args.poll_ms, result_buffer=args.result_buffer, crowd=crowd,
+                         reader_interval_ms=args.reader_interval_ms)
+
+    if args.crowd < 0:
+        print("error: --crowd must be >= 0", file=sys.stderr)
+        return 2
+    runs = [bench(0)] + ([bench(args.crowd)] if args.crowd else [])
+    ratio = crowd_ratio(*runs) if args.crowd else None
+    if args.json:
+        doc = runs[0] if not args.crowd else {"quiet": runs[0], "crowded": runs[1], "cycle_ratio_p50": ratio}
+        print(json.dumps(doc, indent=2))
+    else:
+        print("\n\n".join(format_report(r) for r in runs))
+        if args.crowd:
+            print(f"\nhandshake cycle (trigger → RESULT_VALID seen by the PLC), median crowded / quiet: {ratio}")
+    return 0 if all(r["in_order_none_lost"] for r in runs) else 1

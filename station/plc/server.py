@@ -1,30 +1,35 @@
-"""Server mode: the station serves the register map over Modbus TCP (pymodbus 3.10.0).
+"""Server mode: the station serves the register map over Modbus TCP (asyncio, one thread).
 
-pymodbus stays inside this module and client.py. Its server runs on its own asyncio loop in
-one thread. Guards, all answered on the wire and never by changing a register:
-- a client outside the allow-list is disconnected as soon as it connects;
+Requests are answered here, synchronously and in arrival order, straight from the register
+block. pymodbus 3.10's server was used before; under 50 clients polling at full speed it spent
+about 200 µs of the one server thread per request (a task and a cross-thread wake-up of its own
+loop per request, PDU objects both ways), served one frame per received chunk and answered
+malformed frames wrongly; this map is 118 words and five function codes (docs/plc.md,
+"Crowding"). Guards, all answered on the wire and never by changing a register:
+- a client outside the allow-list, or beyond ``max_connections``, is disconnected as soon as
+  it connects (logged once per address per minute);
+- a connection without a request for ``idle_timeout_s`` is closed;
 - only function codes 3, 6, 16, 22 and 23 are served (others: ILLEGAL_FUNCTION);
 - reads must stay inside 0..117, writes inside 0..3 (others: ILLEGAL_ADDRESS);
-- a unit ID other than the configured one gets GATEWAY_NO_RESPONSE.
-Writes to the input block are reported (``on_inputs``) after they are stored, once per request.
+- a unit ID other than the configured one gets GATEWAY_NO_RESPONSE;
+- bytes that are not Modbus TCP drop that connection; a client that does not read its
+  answers is dropped before they pile up in memory.
+Writes to the input block are reported (``on_inputs``) after they are stored and before the
+answer is sent, once per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
+import os
 import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from pymodbus.datastore import ModbusServerContext
-from pymodbus.datastore.context import ModbusBaseDeviceContext
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.server.requesthandler import ServerRequestHandler
 
 from station.plc.registers import INPUT_BASE, INPUT_WORDS, OUTPUT_BASE, OUTPUT_WORDS
 
@@ -35,6 +40,13 @@ WRITE_CODES = {6, 16, 22}
 READ_WRITE_CODE = 23
 SERVED_CODES = READ_CODES | WRITE_CODES | {READ_WRITE_CODE}
 MAP_END = OUTPUT_BASE + OUTPUT_WORDS  # first address past the map
+
+# Modbus exception codes
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, GATEWAY_NO_RESPONSE = 1, 2, 3, 4, 0x0B
+
+MAX_UNREAD_ANSWER_BYTES = 64 * 1024  # a client this far behind reading its answers is dropped
+DRAIN_BATCH = 4  # other clients answered per turn of the event loop (see RegisterServer._drain)
+MAX_WAITING_REQUEST_BYTES = 4096  # a reader's requests not answered yet; beyond, its socket is not read
 
 
 def parse_allow_list(entries: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -60,33 +72,36 @@ def client_allowed(peer_ip: str, allow: Sequence[ipaddress.IPv4Network | ipaddre
     return any(ip in net for net in allow)
 
 
-class GuardedRegisters(ModbusBaseDeviceContext):
+class GuardedRegisters:
     """Holding registers 0..117 behind one lock, so a PLC never reads a half-written output block."""
 
-    def __init__(self, on_inputs: Callable[[list[int]], None]):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._words = [0] * MAP_END
-        self._on_inputs = on_inputs
 
     def reset(self) -> None:
         with self._lock:
             self._words = [0] * MAP_END
 
-    def getValues(self, fc_as_hex: int, address: int, count: int = 1) -> list[int]:  # noqa: N802 (pymodbus API)
-        if fc_as_hex not in SERVED_CODES or not _inside(address, count, 0, MAP_END):
-            # unreachable through the server (requests are checked first); guard for direct callers
-            raise ValueError(f"read of {count} registers at {address} is outside the map")
+    def read(self, address: int, count: int) -> list[int]:
         with self._lock:
             return self._words[address : address + count]
 
-    def setValues(self, fc_as_hex: int, address: int, values: list[int]) -> int | None:  # noqa: N802
-        if fc_as_hex not in WRITE_CODES | {READ_WRITE_CODE} or not _inside(address, len(values), INPUT_BASE, INPUT_BASE + INPUT_WORDS):
-            return ExceptionResponse.ILLEGAL_ADDRESS
+    def write_inputs(self, address: int, values: Sequence[int]) -> list[int]:
+        """Store words inside the input block; returns the whole input block after the write."""
+        if not _inside(address, len(values), INPUT_BASE, INPUT_BASE + INPUT_WORDS):
+            raise ValueError(f"write of {len(values)} registers at {address} is outside the input block")
         with self._lock:
             self._words[address : address + len(values)] = [int(v) & 0xFFFF for v in values]
-            inputs = self._words[INPUT_BASE : INPUT_BASE + INPUT_WORDS]
-        self._on_inputs(inputs)
-        return None
+            return self._words[INPUT_BASE : INPUT_BASE + INPUT_WORDS]
+
+    def mask_write_input(self, address: int, and_mask: int, or_mask: int) -> list[int]:
+        """Function 22 on one input word: (current AND and_mask) OR (or_mask AND NOT and_mask)."""
+        if not _inside(address, 1, INPUT_BASE, INPUT_BASE + INPUT_WORDS):
+            raise ValueError(f"mask write at {address} is outside the input block")
+        with self._lock:
+            self._words[address] = (self._words[address] & and_mask) | (or_mask & ~and_mask & 0xFFFF)
+            return self._words[INPUT_BASE : INPUT_BASE + INPUT_WORDS]
 
     def write_outputs(self, words: list[int]) -> None:
         """Replace the whole output block in one step (readers see all old or all new words)."""
@@ -104,21 +119,6 @@ def _inside(address: int, count: int, start: int, end: int) -> bool:
     return count >= 1 and start <= address and address + count <= end
 
 
-def request_problem(pdu: ModbusPDU) -> int | None:
-    """The Modbus exception code a request must get before it touches the registers, or None."""
-    fc = pdu.function_code
-    if fc not in SERVED_CODES:
-        return ExceptionResponse.ILLEGAL_FUNCTION
-    if fc == READ_WRITE_CODE:
-        read_ok = _inside(pdu.read_address, pdu.read_count, 0, MAP_END)
-        write_ok = _inside(pdu.write_address, len(pdu.write_registers), INPUT_BASE, INPUT_BASE + INPUT_WORDS)
-        return None if read_ok and write_ok else ExceptionResponse.ILLEGAL_ADDRESS
-    if fc in READ_CODES:
-        return None if _inside(pdu.address, pdu.count, 0, MAP_END) else ExceptionResponse.ILLEGAL_ADDRESS
-    count = len(pdu.registers) if fc == 16 else 1
-    return None if _inside(pdu.address, count, INPUT_BASE, INPUT_BASE + INPUT_WORDS) else ExceptionResponse.ILLEGAL_ADDRESS
-
-
 MBAP_HEADER = 7  # transaction ID, protocol ID, length, unit ID
 MAX_MBAP_LENGTH = 254  # unit ID + PDU (253): a 260-byte ADU
 
@@ -132,14 +132,17 @@ class FrameVerdict:
     consumed: int = 0  # bytes of the buffer the frame used
 
 
-def check_frame(buffer: bytes) -> FrameVerdict | None:
-    """Pre-screen raw Modbus TCP bytes before pymodbus decodes them.
+def exception_frame(tid: int, unit: int, fc: int, code: int) -> bytes:
+    return struct.pack(">HHHBBB", tid, 0, 3, unit, (fc | 0x80) & 0xFF, code)
 
-    pymodbus 3.10.0 answers an unknown function code with a malformed exception (function
-    0xA8, transaction 0), accepts non-zero protocol IDs and waits forever on impossible
-    lengths; it also ignores a write request's byte count. Returns None when the frame is
-    incomplete or fine for pymodbus, else a verdict: drop the connection, or answer with this
-    exception (echoing the transaction and unit ID) and skip the frame.
+
+def check_frame(buffer: bytes | memoryview) -> FrameVerdict | None:
+    """Pre-screen raw Modbus TCP bytes before a request is served.
+
+    Returns None when the frame is incomplete or well-formed (``frame_length`` tells which),
+    else a verdict: drop the connection (non-zero protocol ID, impossible length), or answer
+    with this exception (unknown function code, a byte count that does not match the register
+    count, a body of the wrong length) echoing the transaction and unit ID, and skip the frame.
     """
     if len(buffer) < MBAP_HEADER:
         return None
@@ -154,88 +157,226 @@ def check_frame(buffer: bytes) -> FrameVerdict | None:
     fc, body = buffer[MBAP_HEADER], buffer[MBAP_HEADER + 1 : end]
     code = None
     if fc not in SERVED_CODES:
-        code = ExceptionResponse.ILLEGAL_FUNCTION
+        code = ILLEGAL_FUNCTION
     elif fc == 16 and (len(body) < 5 or body[4] != 2 * struct.unpack(">H", body[2:4])[0] or len(body) != 5 + body[4]):
-        code = ExceptionResponse.ILLEGAL_VALUE
+        code = ILLEGAL_VALUE
     elif fc == 23 and (len(body) < 9 or body[8] != 2 * struct.unpack(">H", body[6:8])[0] or len(body) != 9 + body[8]):
-        code = ExceptionResponse.ILLEGAL_VALUE
+        code = ILLEGAL_VALUE
     elif fc in (3, 6) and len(body) != 4:
-        code = ExceptionResponse.ILLEGAL_VALUE
+        code = ILLEGAL_VALUE
     elif fc == 22 and len(body) != 6:
-        code = ExceptionResponse.ILLEGAL_VALUE
+        code = ILLEGAL_VALUE
     if code is None:
         return None
-    response = struct.pack(">HHHBBB", tid, 0, 3, unit, (fc | 0x80) & 0xFF, code)
-    return FrameVerdict(exception=response, consumed=end)
+    return FrameVerdict(exception=exception_frame(tid, unit, fc, code), consumed=end)
 
 
-class _RefusedRequest(ModbusPDU):
-    """Stands in for a request that must not reach the registers; answers with an exception."""
-
-    def __init__(self, request: ModbusPDU, exception_code: int):
-        super().__init__(dev_id=request.dev_id, transaction_id=request.transaction_id)
-        self.function_code = request.function_code
-        self.refusal = exception_code
-
-    async def update_datastore(self, context) -> ModbusPDU:  # noqa: ARG002 (pymodbus API)
-        return ExceptionResponse(self.function_code, self.refusal)
-
-    def encode(self) -> bytes:
-        return b""
-
-    def decode(self, data: bytes) -> None:
-        pass
+def frame_length(buffer: bytes | memoryview) -> int | None:
+    """Length of the complete frame at the head of ``buffer`` (checked by ``check_frame``), or None."""
+    if len(buffer) < MBAP_HEADER:
+        return None
+    end = 6 + ((buffer[4] << 8) | buffer[5])
+    return end if len(buffer) >= end else None
 
 
-class _GuardedHandler(ServerRequestHandler):
-    """One client connection: refused at connect time if its address is not allowed."""
+def _holds_frame(buffer: bytes) -> bool:
+    """True if the head of ``buffer`` is a complete frame (good or bad) to act on."""
+    return check_frame(buffer) is not None or frame_length(buffer) is not None
+
+
+def answer_request(frame: bytes, unit_id: int, registers: GuardedRegisters,
+                   on_write: Callable[[list[int]], None]) -> tuple[bytes, bool]:
+    """(response, refused) for one well-formed request frame (``check_frame`` passed it).
+
+    A write is stored, then ``on_write(input block)`` runs, then the answer is built, so a read
+    in the same request (function 23) and any later request see what the station made of it.
+    ``refused``: answered ILLEGAL_ADDRESS."""
+    tid, _, _, unit, fc = struct.unpack(">HHHBB", frame[:8])
+    if unit != unit_id:
+        return exception_frame(tid, unit, fc, GATEWAY_NO_RESPONSE), False
+    refused = exception_frame(tid, unit, fc, ILLEGAL_ADDRESS), True
+    if fc == 3:
+        address, count = struct.unpack(">HH", frame[8:12])
+        if not _inside(address, count, 0, MAP_END):
+            return refused
+        return _read_response(tid, unit, fc, registers.read(address, count)), False
+    if fc == 6:
+        address, value = struct.unpack(">HH", frame[8:12])
+        if not _inside(address, 1, INPUT_BASE, INPUT_BASE + INPUT_WORDS):
+            return refused
+        on_write(registers.write_inputs(address, [value]))
+        return bytes(frame), False  # the answer echoes the request
+    if fc == 16:
+        address, count = struct.unpack(">HH", frame[8:12])
+        if not _inside(address, count, INPUT_BASE, INPUT_BASE + INPUT_WORDS):
+            return refused
+        on_write(registers.write_inputs(address, struct.unpack(f">{count}H", frame[13 : 13 + 2 * count])))
+        return struct.pack(">HHHBBHH", tid, 0, 6, unit, fc, address, count), False
+    if fc == 22:
+        address, and_mask, or_mask = struct.unpack(">HHH", frame[8:14])
+        if not _inside(address, 1, INPUT_BASE, INPUT_BASE + INPUT_WORDS):
+            return refused
+        on_write(registers.mask_write_input(address, and_mask, or_mask))
+        return bytes(frame), False
+    # 23: write first, then read (Modbus application protocol, 6.17)
+    read_address, read_count, write_address, write_count = struct.unpack(">HHHH", frame[8:16])
+    if not (_inside(read_address, read_count, 0, MAP_END)
+            and _inside(write_address, write_count, INPUT_BASE, INPUT_BASE + INPUT_WORDS)):
+        return refused
+    on_write(registers.write_inputs(write_address, struct.unpack(f">{write_count}H", frame[17 : 17 + 2 * write_count])))
+    return _read_response(tid, unit, fc, registers.read(read_address, read_count)), False
+
+
+def _read_response(tid: int, unit: int, fc: int, words: list[int]) -> bytes:
+    n = len(words)
+    return struct.pack(f">HHHBBB{n}H", tid, 0, 3 + 2 * n, unit, fc, 2 * n, *words)
+
+
+class RefusalLog:
+    """Decides which refused connections are worth a log line: the first from an address, then
+    at most one per ``interval_s`` with the number left unlogged since. A scanner or a crowd
+    of reconnecting clients must not flood the log. Times in seconds (monotonic)."""
+
+    def __init__(self, interval_s: float = 60.0, max_addresses: int = 1024, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self.max_addresses = max_addresses
+        self.clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # address -> (last logged at, refused since)
+
+    def note(self, address: str) -> int | None:
+        """Count a refusal from ``address``; returns None to stay quiet, else the number of
+        refusals from it that were not logged before this one."""
+        now = self.clock()
+        if address not in self._seen and len(self._seen) >= self.max_addresses:
+            self._seen = {a: v for a, v in self._seen.items() if now - v[0] < self.interval_s}
+            if len(self._seen) >= self.max_addresses:
+                address = "other addresses"  # beyond the table: one shared line per interval
+        logged_at, quiet = self._seen.get(address, (None, 0))
+        if logged_at is not None and now - logged_at < self.interval_s:
+            self._seen[address] = (logged_at, quiet + 1)
+            return None
+        self._seen[address] = (now, 0)
+        return quiet
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection; everything runs on the server's event loop."""
+
+    def __init__(self, server: "RegisterServer"):
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.buffer = b""
+        self.last_request = 0.0  # loop time of the last complete frame (or of the connect)
+        # a client whose write to the input block was taken is the PLC: its requests are
+        # answered as they arrive; the others' wait for a slot between the loop's polls
+        self.plc = False
+        self.waiting = False  # in the server's queue of readers to answer
+        self.paced = False  # a timer will queue it when its reader interval has passed
+        self.next_answer_at = 0.0
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server: RegisterTcpServer = self.server
+        server = self.server
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer = f"{peer[0]}:{peer[1]}"
         if not client_allowed(str(peer[0]), server.allow):
-            server.refused_connections += 1
-            # a scanner must not flood the log: warn once per address, then count
-            level = logging.DEBUG if peer[0] in server.refused_addresses else logging.WARNING
-            server.refused_addresses.add(peer[0])
-            log.log(level, "PLC server: connection from %s refused (not in plc.allow)", peer[0])
-            transport.abort()
-            if self.listener is not None:
-                self.listener.active_connections.pop(self.unique_id, None)
+            server.refuse(transport, str(peer[0]), "not in plc.allow")
             return
+        if len(server.open) >= server.max_connections:
+            server.refused_full += 1
+            server.refuse(transport, str(peer[0]), f"{len(server.open)} connections open, plc.max_connections is {server.max_connections}")
+            return
+        server.open.add(self)
         server.connections += 1
-        log.info("PLC server: client %s:%s connected", peer[0], peer[1])
-        super().connection_made(transport)
+        self.last_request = server.loop_time()
+        log.info("PLC server: client %s connected (%d open)", self.peer, len(server.open))
 
-    def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
-        server: RegisterTcpServer = self.server
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.open.discard(self)
+        self.transport = None
+
+    def close(self, reason: str) -> None:
+        self.server.open.discard(self)
+        if self.transport is not None:
+            log.info("PLC server: closing the connection from %s: %s", self.peer, reason)
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self not in self.server.open:  # refused at connect; anything it sent is ignored
+            return
+        self.buffer = self.buffer + data if self.buffer else data
+        if self.plc:
+            self.serve_buffer()
+            return
+        if len(self.buffer) > MAX_WAITING_REQUEST_BYTES and not self.reading_paused:
+            self.transport.pause_reading()  # a reader sending far ahead of its answers waits for them
+            self.reading_paused = True
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Queue this reader for an answer: now, or when its reader interval has passed."""
+        if self.paced or self.waiting:
+            return
+        wait = self.next_answer_at - self.server.loop_time()
+        if wait > 0:  # a reader asking faster than plc.reader_interval_ms: answered on time, not sooner
+            self.paced = True
+            self.server.call_later(wait, self.serve_paced)
+        else:
+            self.server.serve_soon(self)
+
+    def serve_paced(self) -> None:
+        self.paced = False
+        if self.transport is not None:
+            self.server.serve_soon(self)
+
+    def serve_buffer(self) -> None:
+        """Answer the complete frames received so far, in order: all of them for the PLC, one
+        per reader interval for a reader (0: all)."""
+        one_only = not self.plc and self.server.reader_interval_s > 0
+        buffer = self.buffer
+        view = memoryview(buffer)  # frames are cut from it without copying the rest each time
         used = 0
-        while (verdict := check_frame(data[used:])) is not None:
-            if verdict.drop is not None:
-                server.dropped_connections += 1
-                log.warning("PLC server: dropping a connection: %s", verdict.drop)
-                self.close()
-                return len(data)
-            server.refused_frames += 1
-            self.transport.write(verdict.exception)
-            used += verdict.consumed
-        if used < len(data):
-            used += super().callback_data(data[used:], addr)
-        return used
-
-
-class RegisterTcpServer(ModbusTcpServer):
-    def __init__(self, *args, allow, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.allow = allow
-        self.refused_connections = 0
-        self.refused_addresses: set[str] = set()
-        self.dropped_connections = 0
-        self.refused_frames = 0
-        self.connections = 0
-
-    def callback_new_connection(self):
-        return _GuardedHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+        server = self.server
+        while True:
+            verdict = check_frame(view[used:])
+            if verdict is not None:
+                if verdict.drop is not None:
+                    server.dropped_connections += 1
+                    log.warning("PLC server: dropping the connection from %s: %s", self.peer, verdict.drop)
+                    self.buffer = b""
+                    self.close(verdict.drop)
+                    return
+                server.refused_frames += 1
+                self.transport.write(verdict.exception)
+                used += verdict.consumed
+                continue
+            end = frame_length(view[used:])
+            if end is None:
+                break
+            response = server.serve(bytes(view[used : used + end]))
+            self.plc = self.plc or response[7] in WRITE_CODES | {READ_WRITE_CODE}  # a write was taken
+            self.transport.write(response)
+            used += end
+            if one_only and not self.plc:
+                break
+        if used:
+            self.last_request = server.loop_time()
+            if not self.plc:
+                self.next_answer_at = self.last_request + server.reader_interval_s
+        self.buffer = buffer[used:]
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size() > MAX_UNREAD_ANSWER_BYTES:
+            server.dropped_connections += 1
+            self.close(f"more than {MAX_UNREAD_ANSWER_BYTES} bytes of answers not read")
+            return
+        if self.reading_paused and len(self.buffer) <= MAX_WAITING_REQUEST_BYTES:
+            self.transport.resume_reading()
+            self.reading_paused = False
+        if not self.plc and self.buffer and _holds_frame(self.buffer):
+            self.schedule()  # more requests already here: the next one at its time
 
 
 class RegisterServer:
@@ -243,6 +384,7 @@ class RegisterServer:
 
     ``on_inputs(words)`` runs on the server thread after each write to registers 0–3, with the
     4 input words; ``on_request()`` after each request addressed to our unit ID. Both must be quick.
+    ``max_connections`` clients at once; a connection without a request for ``idle_timeout_s`` is closed.
     """
 
     def __init__(
@@ -253,66 +395,66 @@ class RegisterServer:
         allow: Sequence[str],
         on_inputs: Callable[[list[int]], None],
         on_request: Callable[[], None],
+        max_connections: int = 16,
+        idle_timeout_s: float = 60.0,
+        reader_interval_s: float = 0.0,
+        refusal_log: RefusalLog | None = None,
     ):
         self.host, self.port, self.unit_id = host, port, unit_id
         self.allow = parse_allow_list(allow)
-        self.registers = GuardedRegisters(on_inputs)
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        self.reader_interval_s = reader_interval_s
+        self.registers = GuardedRegisters()
+        self.refusal_log = refusal_log or RefusalLog()
+        self._on_inputs = on_inputs
         self._on_request = on_request
+        self.open: set[_Connection] = set()
+        self._waiting: collections.deque[_Connection] = collections.deque()
+        self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: RegisterTcpServer | None = None
+        self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
-        self.requests = 0
-        self.refused_requests = 0
+        # counters (read from other threads; written on the server thread only)
+        self.requests = 0  # requests served or refused with an address exception
+        self.refused_requests = 0  # requests answered ILLEGAL_ADDRESS
+        self.refused_connections = 0  # closed at connect: not in plc.allow, or too many open
+        self.refused_full = 0  # of those: because max_connections were open
+        self.dropped_connections = 0  # closed because they sent bytes that are not Modbus TCP (or did not read)
+        self.refused_frames = 0  # frames answered with an exception before they were served
+        self.idle_closed = 0  # closed for want of requests
+        self.connections = 0  # accepted connections since start
 
     @property
-    def refused_connections(self) -> int:
-        """Connections closed at once because the client is not in the allow-list."""
-        return self._server.refused_connections if self._server else 0
+    def open_connections(self) -> int:
+        return len(self.open)
 
-    @property
-    def dropped_connections(self) -> int:
-        """Connections closed because they sent bytes that are not Modbus TCP."""
-        return self._server.dropped_connections if self._server else 0
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self._loop.call_later(delay_s, callback)
 
-    @property
-    def refused_frames(self) -> int:
-        """Frames answered with an exception before pymodbus decoded them."""
-        return self._server.refused_frames if self._server else 0
+    def loop_time(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
 
+    # ---- lifecycle ------------------------------------------------------------------------
     def start(self, timeout_s: float = 5.0) -> None:
         """Bind and listen; raises RuntimeError naming the address and the OS reason if it cannot."""
-        self._probe_bind()
         self._thread = threading.Thread(target=self._run, name="plc-server", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout_s):
             raise RuntimeError(f"PLC server on {self.host}:{self.port} did not start within {timeout_s} s")
         if self._start_error is not None:
-            raise RuntimeError(f"PLC server cannot listen on {self.host}:{self.port}: {self._start_error}") from self._start_error
-
-    def _probe_bind(self) -> None:
-        # pymodbus only logs the OS error and raises "Could not start listen"; find the reason first
-        import socket
-
-        try:
-            infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            family, kind, proto, _, address = infos[0]
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(address)
-        except OSError as exc:
-            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" if self.port < 1024 else ""
-            raise RuntimeError(f"PLC server cannot listen on {self.host}:{self.port}: {exc.strerror or exc}{hint}") from None
+            exc = self._start_error
+            # asyncio words a bind error as "error while attempting to bind on address ...": say it plainly
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" if self.port < 1024 and isinstance(exc, PermissionError) else ""
+            raise RuntimeError(f"PLC server cannot listen on {self.host}:{self.port}: {reason}{hint}") from None
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        loop, server = self._loop, self._server
-        if loop is not None and server is not None and loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(server.shutdown(), loop)
-            try:
-                fut.result(timeout_s)
-            except Exception:  # already closing; the thread join below is what matters
-                log.debug("PLC server shutdown", exc_info=True)
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and loop.is_running():
+            loop.call_soon_threadsafe(stopping.set)
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
@@ -333,31 +475,78 @@ class RegisterServer:
             loop.close()
 
     async def _serve(self) -> None:
-        context = ModbusServerContext(devices={self.unit_id: self.registers}, single=False)
-        self._server = RegisterTcpServer(
-            context, address=(self.host, self.port), allow=self.allow, trace_pdu=self._trace_pdu
+        self._stopping = asyncio.Event()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(self), self.host or None, self.port, reuse_address=True
         )
-        await self._server.serve_forever(background=True)
         self._started.set()
-        log.info("PLC server listening on %s:%d (unit %d)", self.host, self.port, self.unit_id)
-        await self._server.serving
-        self._server.close()
-        await asyncio.sleep(0)
+        log.info("PLC server listening on %s:%d (unit %d, at most %d clients, idle timeout %g s)",
+                 self.host, self.port, self.unit_id, self.max_connections, self.idle_timeout_s)
+        sweeper = asyncio.ensure_future(self._close_idle())
+        try:
+            await self._stopping.wait()
+        finally:
+            sweeper.cancel()
+            server.close()
+            for conn in list(self.open):
+                conn.close("server stopping")
+            await server.wait_closed()
 
-    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if sending:
-            return pdu
+    async def _close_idle(self) -> None:
+        period = min(1.0, self.idle_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = self.loop_time()
+            for conn in [c for c in self.open if now - c.last_request > self.idle_timeout_s]:
+                self.idle_closed += 1
+                conn.close(f"no request for {self.idle_timeout_s:g} s")
+
+    def refuse(self, transport: asyncio.BaseTransport, address: str, reason: str) -> None:
+        self.refused_connections += 1
+        unlogged = self.refusal_log.note(address)
+        if unlogged is not None:
+            more = f"; {unlogged} more refused since the last report" if unlogged else ""
+            log.warning("PLC server: connection from %s refused (%s)%s", address, reason, more)
+        transport.abort()
+
+    def serve_soon(self, conn: _Connection) -> None:
+        """Answer ``conn`` after whatever the PLC sent meanwhile (see ``_drain``)."""
+        if not conn.waiting:
+            conn.waiting = True
+            self._waiting.append(conn)
+        if not self._draining:
+            self._draining = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        # A few clients per turn of the event loop, which polls the sockets between turns: the
+        # PLC's request never waits behind more than DRAIN_BATCH other clients' (measured:
+        # 50 clients polling flat out otherwise add their whole round to each PLC request).
+        for _ in range(min(DRAIN_BATCH, len(self._waiting))):
+            conn = self._waiting.popleft()
+            conn.waiting = False
+            if conn.transport is not None:
+                conn.serve_buffer()
+        if self._waiting:
+            self._loop.call_soon(self._drain)
+        else:
+            self._draining = False
+
+    def serve(self, frame: bytes) -> bytes:
+        """Answer one well-formed request frame; reports writes and requests to the station."""
         self.requests += 1
-        if pdu.dev_id != self.unit_id:
-            return pdu  # the server context answers GATEWAY_NO_RESPONSE
-        problem = request_problem(pdu)
-        if problem is not None:
-            self.refused_requests += 1
-            log.info("PLC server: refused function %d at %d (exception %d)", pdu.function_code, pdu.address, problem)
+        try:
+            response, refused = answer_request(frame, self.unit_id, self.registers, self._on_inputs)
+            if frame[6] != self.unit_id:
+                return response
+            if refused:
+                self.refused_requests += 1
+                log.info("PLC server: refused function %d at %d (illegal address)", frame[7], struct.unpack(">H", frame[8:10])[0])
             self._on_request()
-            return _RefusedRequest(pdu, problem)
-        self._on_request()
-        return pdu
+        except Exception:  # the station failed to take the request: say so, keep serving
+            log.exception("PLC server: the station could not take a request")
+            return exception_frame(*struct.unpack(">HxxxxBB", frame[:8]), DEVICE_FAILURE)
+        return response
 
 
 def wait_listening(host: str, port: int, timeout_s: float = 5.0) -> bool:

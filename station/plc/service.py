@@ -63,7 +63,9 @@ class PlcService:
             from station.plc.server import RegisterServer
 
             self.server = RegisterServer(
-                config.host, config.port, config.unit_id, config.allow, self._on_inputs, self._on_request
+                config.host, config.port, config.unit_id, config.allow, self._on_inputs, self._on_request,
+                max_connections=config.max_connections, idle_timeout_s=config.idle_timeout_ms / 1000.0,
+                reader_interval_s=config.reader_interval_ms / 1000.0,
             )
         else:
             from station.plc.client import PlcPoller
@@ -143,6 +145,8 @@ class PlcService:
                 refused_requests=self.server.refused_requests,
                 refused_connections=self.server.refused_connections,
                 dropped_connections=self.server.dropped_connections,
+                open_connections=self.server.open_connections,
+                idle_closed=self.server.idle_closed,
             )
         if self.poller is not None:
             snap.update(connected=self.poller.connected, polls=self.poller.polls, reconnects=max(0, self.poller.connects - 1))
@@ -155,9 +159,13 @@ class PlcService:
             self._push(self.handshake.outputs())
 
     def _on_request(self) -> None:
+        # every request of every client lands here: only the watchdog can change, so the output
+        # block is rebuilt only when it did (the ticker and the other callbacks push the rest)
         with self._lock:
+            online = self.handshake.plc_online
             self.handshake.request_seen(time.monotonic())
-            self._push(self.handshake.outputs())
+            if self.handshake.plc_online != online:
+                self._push(self.handshake.outputs())
 
     def _exchange(self, words: list[int], now_s: float) -> list[int]:
         with self._lock:

@@ -81,6 +81,15 @@ async def login(user: User, name: str, path: str = "/") -> User:
     return user
 
 
+async def refused_login(user: User, name: str, password: str) -> None:
+    """Sign in with a wrong password on the login page; waits for the (generic) refusal."""
+    await user.open("/login")
+    user.find("username").type(name)
+    user.find("password").type(password)
+    user.find("login").click()
+    await field_error(user, "password", "wrong user name or password")
+
+
 async def field_error(user: User, marker: str, expected: str, retries: int = 50) -> str:
     """Wait until the input marked ``marker`` shows an error containing ``expected``; returns it."""
     import asyncio

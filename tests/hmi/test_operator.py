@@ -6,7 +6,7 @@ import pytest
 
 from station.hmi.pages.operator import data_url
 
-from tests.hmi.conftest import field_error, login, only, run_parts, wait_rendered
+from tests.hmi.conftest import login, only, refused_login, run_parts, wait_rendered
 
 pytestmark = pytest.mark.asyncio
 
@@ -22,11 +22,7 @@ async def test_start_page_needs_login(hmi):
 async def test_wrong_password_is_refused_without_saying_which(hmi):
     ctx, new_user = hmi
     user = new_user()
-    await user.open("/login")
-    user.find("username").type("olga")
-    user.find("password").type("not-her-password")
-    user.find("login").click()
-    await field_error(user, "password", "wrong user name or password")
+    await refused_login(user, "olga", "not-her-password")
     await user.should_not_see(marker="whoami")
 
 

@@ -116,7 +116,7 @@ def test_truncated_frame_waits_without_blocking_others(served):
 
 def test_check_frame_pure():
     assert check_frame(b"\x00\x01\x00") is None  # incomplete header: wait
-    assert check_frame(read_req(1, 100, 1)) is None  # fine: pymodbus serves it
+    assert check_frame(read_req(1, 100, 1)) is None  # fine: the server answers it
     assert check_frame(read_req(1, 100, 1)[:-1]) is None  # incomplete body: wait
     v = check_frame(mbap(1, 1, bytes([0x41])) + b"tail")
     assert v.exception == exception_reply(1, 1, 0x41, 1) and v.consumed == 8
