@@ -68,8 +68,8 @@ class PlcConfig(Strict):
     allow: list[str] = Field(default_factory=list, description="server: client IPs allowed; empty: any")
     max_connections: int = Field(default=16, ge=1, le=10_000, description="server: clients connected at once; more are refused at connect")
     idle_timeout_ms: int = Field(default=60_000, ge=100, description="server: a connection without a request for this long is closed")
-    reader_interval_ms: float = Field(default=10.0, ge=0, le=10_000,
-                                      description="server: a client that never wrote registers 0-3 (not the PLC) gets one answer per this period at most; 0: no limit")
+    # server: a client that never wrote registers 0-3 (not the PLC) gets one answer per this period at most; 0: no limit
+    reader_interval_ms: float = Field(default=10.0, ge=0, le=10_000)
     heartbeat_timeout_ms: int = Field(default=2000, gt=0)
     result_buffer: int = Field(default=8, ge=1, le=64)
     poll_period_ms: int = Field(default=10, gt=0, le=10)

@@ -9,6 +9,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("STATION_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
+# as `make test` does: models are pulled from the shared folder's copies first (the SAM pair)
+if (SHARED_DIR / "models").is_dir():
+    os.environ.setdefault("STATION_MODEL_DIRS", str(SHARED_DIR / "models"))
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +41,22 @@ def sam_models_dir(tmp_path_factory, shared_dir) -> Path:
     assert proc.returncode == 0, proc.stderr
     assert (models / "litemedsam.json").is_file() and (models / "litemedsam_decoder.json").is_file()
     return models
+
+
+def pull_demo_models(root: Path) -> Path:
+    """The demo recipe's models (station.recipe_models) in ``root/var/models``, as `station demo`
+    pulls them at its first start (the SAM pair copied from ../shared, its trained models from
+    models/trained): for tests that build the demo station themselves."""
+    from station.models_store import ensure_recipe_models
+
+    models = root / "var" / "models"
+    ensure_recipe_models(REPO_ROOT / "recipes" / "demo-part.toml", models)
+    return models
+
+
+@pytest.fixture
+def demo_models(tmp_path, shared_dir) -> Path:
+    return pull_demo_models(tmp_path)
 
 
 @pytest.hookimpl(hookwrapper=True)

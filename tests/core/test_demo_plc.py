@@ -19,7 +19,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_simulated_plc_runs_parts_through_modbus_and_history(tmp_path):
+def test_simulated_plc_runs_parts_through_modbus_and_history(tmp_path, demo_models):
     port = free_port()
     config = demo_config(tmp_path, plc={"port": port}, hmi={"enabled": False})
     station = Station(config)
@@ -53,7 +53,7 @@ def test_plc_port_in_use_is_a_startup_error_and_nothing_keeps_running(tmp_path):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        station = Station(demo_config(tmp_path, plc={"port": port}, hmi={"enabled": False}))
+        station = Station(demo_config(tmp_path, active_recipe="plate-threshold", plc={"port": port}, hmi={"enabled": False}))
         with pytest.raises(StartupError, match=str(port)):
             station.start()
     assert not station.started and station.history is None and station.plc is None

@@ -34,9 +34,9 @@ def test_a_paced_line_gets_no_timeout_rejects_where_an_unpaced_one_does(tmp_path
 
 def test_a_budget_the_recipe_cannot_meet_here_is_an_alarm_at_start(tmp_path):
     shutil.copytree(REPO_ROOT / "recipes", tmp_path / "recipes")
-    recipe = tmp_path / "recipes" / "demo-part.toml"
+    recipe = tmp_path / "recipes" / "plate-threshold.toml"
     recipe.write_text(recipe.read_text().replace("time_budget_ms = 5000", "time_budget_ms = 1"))
-    config = StationConfig.embedded(tmp_path, plc={"enabled": False}, hmi={"enabled": False})
+    config = StationConfig.embedded(tmp_path, active_recipe="plate-threshold", plc={"enabled": False}, hmi={"enabled": False})
     with Station(config, history=False) as st:
         assert st.measured_part_ms is not None and st.measured_part_ms > 1
         (alarm,) = [a for a in st.alarms.active() if a.key == ALARM_BUDGET]

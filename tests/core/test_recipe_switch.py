@@ -22,8 +22,8 @@ from tests.plc.conftest import PlcMaster, free_port
 @pytest.fixture
 def station(tmp_path):
     shutil.copytree(REPO_ROOT / "recipes", tmp_path / "recipes")
-    config = StationConfig.embedded(tmp_path, plc={"enabled": True, "mode": "server", "host": "127.0.0.1", "port": free_port()},
-                                    hmi={"enabled": False})
+    config = StationConfig.embedded(tmp_path, active_recipe="plate-threshold", hmi={"enabled": False},
+                                    plc={"enabled": True, "mode": "server", "host": "127.0.0.1", "port": free_port()})
     st = Station(config)
     st.start()
     yield st
@@ -38,15 +38,15 @@ def audit_rows(st: Station) -> list[tuple[str, str, str, str | None, str | None]
 
 def test_start_up_hmi_and_plc_switch_through_one_audited_path(station):
     st = station
-    assert audit_rows(st) == [("station", "recipe.switch (start-up)", "demo-part", None, "demo-part v1")]
+    assert audit_rows(st) == [("station", "recipe.switch (start-up)", "plate-threshold", None, "plate-threshold v1")]
     # the HMI's way (hmi.recipe_versions.RecipeEditor.run_on_line calls this)
     with pytest.raises(RecipeUnknown, match="no recipe named 'nope'"):
         st.switch_recipe("nope", actor="emil", via="HMI")
-    assert st.alarms.is_active(ALARM_SWITCH) and st.pipeline.recipe.loaded.recipe.name == "demo-part"
+    assert st.alarms.is_active(ALARM_SWITCH) and st.pipeline.recipe.loaded.recipe.name == "plate-threshold"
     # a recipe that exists but cannot run here: its models are not in the models directory
     with pytest.raises(RecipeLoadFailed, match="steel-strip v1 cannot be loaded: .*station models pull"):
         st.switch_recipe("steel-strip", actor="emil", via="HMI")
-    assert st.pipeline.recipe.loaded.recipe.name == "demo-part"
+    assert st.pipeline.recipe.loaded.recipe.name == "plate-threshold"
     # the PLC's way: LOAD_RECIPE with a PLC ID, over Modbus
     plc = PlcMaster(st.config.plc.port)
     try:
@@ -56,21 +56,21 @@ def test_start_up_hmi_and_plc_switch_through_one_audited_path(station):
         assert Status(failed[Out.STATUS]) & Status.CMD_FAILED and failed[Out.ERROR_CODE] == ErrorCode.RECIPE_LOAD_FAILED
         plc.drop(Control.LOAD_RECIPE)
         plc.wait(lambda o: not o[Out.STATUS] & (Status.CMD_DONE | Status.CMD_FAILED))
-        plc.client.write_register(1, 1, device_id=1)  # demo-part again: fine, and the alarm clears
+        plc.client.write_register(1, 2, device_id=1)  # plate-threshold again: fine, and the alarm clears
         plc.set(Control.LOAD_RECIPE)
         done = plc.wait(lambda o: bool(o[Out.STATUS] & (Status.CMD_DONE | Status.CMD_FAILED)))
-        assert Status(done[Out.STATUS]) & Status.CMD_DONE and done[Out.ACTIVE_RECIPE] == 1
+        assert Status(done[Out.STATUS]) & Status.CMD_DONE and done[Out.ACTIVE_RECIPE] == 2
     finally:
         plc.close()
     assert not st.alarms.is_active(ALARM_SWITCH)
     rows = audit_rows(st)[1:]
     assert [(actor, action, target, before) for actor, action, target, before, _ in rows] == [
-        ("emil", "recipe.switch_failed (HMI)", "nope", "demo-part v1"),
-        ("emil", "recipe.switch_failed (HMI)", "steel-strip", "demo-part v1"),
-        ("plc", "recipe.switch_failed (LOAD_RECIPE)", "plc_id 20", "demo-part v1"),
-        ("plc", "recipe.switch (LOAD_RECIPE)", "demo-part", "demo-part v1"),
+        ("emil", "recipe.switch_failed (HMI)", "nope", "plate-threshold v1"),
+        ("emil", "recipe.switch_failed (HMI)", "steel-strip", "plate-threshold v1"),
+        ("plc", "recipe.switch_failed (LOAD_RECIPE)", "plc_id 20", "plate-threshold v1"),
+        ("plc", "recipe.switch (LOAD_RECIPE)", "plate-threshold", "plate-threshold v1"),
     ]
-    assert "cannot be loaded" in rows[2][4] and rows[3][4] == "demo-part v1"
+    assert "cannot be loaded" in rows[2][4] and rows[3][4] == "plate-threshold v1"
 
 
 def test_the_station_wires_the_sinks_plc_first(station):

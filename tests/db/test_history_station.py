@@ -23,7 +23,7 @@ class Recorder:
         self.inspections.append(inspection)
 
 
-def test_every_published_verdict_is_in_the_history(tmp_path):
+def test_every_published_verdict_is_in_the_history(tmp_path, demo_models):
     recorder = Recorder()
     station = Station(demo_config(tmp_path), plc=False, sinks=[recorder])
     station.start()

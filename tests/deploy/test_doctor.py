@@ -22,6 +22,7 @@ import pytest
 from station.camera.discovery import simulator_cti
 from station.doctor import HostPaths, run_doctor
 from station.inference.metadata import ModelMetadata, sha256_file
+from tests.conftest import pull_demo_models
 from tests.deploy.conftest import write_compatible
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +129,7 @@ def test_invalid_or_missing_station_file(tmp_path: Path):
     # on this working CPU-only machine that is no failure
     env = {k: v for k, v in os.environ.items() if k != "STATION_CONFIG"}
     if not Path("/etc/station/station.toml").exists():
+        pull_demo_models(tmp_path)  # a machine where `station demo` has run: its models are there
         result = subprocess.run([sys.executable, "-m", "station.cli", "doctor"], capture_output=True, text=True, cwd=tmp_path,
                                 env=env, timeout=120)
         assert result.returncode == 0, result.stdout

@@ -25,7 +25,7 @@ def station_file(tmp_path: Path, hmi: str) -> Path:
         f"""
 station_id = "service-test"
 recipes_dir = "{REPO / 'recipes'}"
-active_recipe = "demo-part"
+active_recipe = "plate-threshold"
 models_dir = "models"
 [[cameras]]
 type = "simulated"

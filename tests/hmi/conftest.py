@@ -130,3 +130,13 @@ def run_parts(station, n: int, first_id: int = 1) -> int:
 def only(user: User, marker: str):
     (element,) = user.find(marker=marker).elements
     return element
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A real headless Chromium (tests/hmi/browser.py), its downloads in a folder of its own."""
+    from tests.hmi.browser import start_chromium
+
+    driver = start_chromium(tmp_path_factory.mktemp("downloads"))
+    yield driver
+    driver.quit()

@@ -5,53 +5,17 @@ filter, detail page, CSV export, charts. Screenshots go to tests/_artifacts/hmi/
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.hmi.browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, child_env, free_port, open_page, wait_for, wait_http
 from tests.hmi.stand import REPO
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = REPO / "tests" / "_artifacts" / "hmi"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-_driver: list = []  # for a screenshot when a wait times out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env() -> dict:
-    # the child must not believe it runs under pytest (NiceGUI changes its behaviour then)
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout_s} s")
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -80,50 +44,6 @@ def demo(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    downloads = tmp_path_factory.mktemp("downloads")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1600,1000"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.downloads = downloads
-    _driver[:] = [driver]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
-
-
-def wait_for(fn, timeout_s: float = 30, what: str = "condition"):
-    end = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as exc:  # the page may be mid-update
-            last = exc
-        time.sleep(0.2)
-    if _driver:
-        _driver[0].save_screenshot(str(ARTIFACTS / "timeout.png"))
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r}); screenshot: tests/_artifacts/hmi/timeout.png")
-
-
-def open_page(driver, url: str) -> None:
-    """Load a page and wait for NiceGUI's websocket handshake (events before it are lost)."""
-    driver.get(url)
-    wait_for(lambda: driver.execute_script("return !!(window.did_handshake && window.socket && window.socket.connected)"),
-             what=f"the websocket of {url}")
 
 
 def test_live_view_changes_as_parts_are_inspected(demo, browser):

@@ -22,7 +22,7 @@ from station.config_errors import ConfigError
 from station.hmi.security import MAX_UPLOAD_BYTES, check_tls_files
 from tests.hmi.conftest import PASSWORDS
 from tests.hmi.stand import REPO
-from tests.hmi.test_browser import CHROMEDRIVER, CHROMIUM, browser, child_env, free_port, open_page, wait_for  # noqa: F401
+from tests.hmi.browser import CHROMEDRIVER, CHROMIUM, child_env, free_port, open_page, wait_for
 
 pytestmark = pytest.mark.browser
 

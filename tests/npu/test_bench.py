@@ -43,7 +43,8 @@ def test_bench_command_refuses_an_unknown_recipe(tmp_path, capsys):
     assert "file not found" in capsys.readouterr().err
 
 
-def test_bench_by_default_runs_the_demo_recipe_on_simulated_parts(tmp_path, capsys):
+def test_bench_by_default_runs_the_demo_recipe_on_simulated_parts(tmp_path, capsys, shared_dir, monkeypatch):
+    monkeypatch.setenv("STATION_MODEL_DIRS", str(shared_dir / "models"))  # the SAM pair; the rest is in models/trained
     assert main(["bench", "--parts", "4", "--json", "--models-dir", str(tmp_path / "models")]) == 0
     report = json.loads(capsys.readouterr().out)
     (run,) = report["runs"]
@@ -74,8 +75,8 @@ def test_recipe_models_get_batch_one_forms_or_stay_on_the_cpu(tmp_path, tiny_onn
 def test_bench_recipe_runs_a_recipe_as_configured(repo_root, shared_dir, tmp_path):
     from station.benchmarks.pipeline import bench_recipe
 
-    report = bench_recipe(repo_root / "recipes" / "demo-part.toml", shared_dir / "data" / "magnetic-tile-train" / "manifest.csv",
+    report = bench_recipe(repo_root / "recipes" / "plate-threshold.toml", shared_dir / "data" / "magnetic-tile-train" / "manifest.csv",
                           tmp_path / "none", "onnxruntime", 8, tmp_path, distinct_frames=2)
     (run,) = report["runs"]
-    assert report["recipe"] == "demo-part" and run["parts"] == 8 and run["rejects_not_defect"] == 0
+    assert report["recipe"] == "plate-threshold" and run["parts"] == 8 and run["rejects_not_defect"] == 0
     assert run["stage_alone_parts_per_s"]["analyse"] > 0

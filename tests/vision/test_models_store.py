@@ -109,7 +109,7 @@ def test_real_litemedsam_pair_pulled_by_the_cli(sam_models_dir, shared_dir):
 
 
 def test_ensure_recipe_models_pulls_only_what_the_recipe_uses(tmp_path):
-    recipe = Path(__file__).resolve().parents[2] / "recipes" / "demo-part.toml"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "plate-threshold.toml"
     assert ensure_recipe_models(recipe, tmp_path / "models") == []  # threshold analyzer: no model
 
 

@@ -30,7 +30,11 @@ def test_sam_is_needed_only_to_outline_or_for_embedding_heads():
     tile = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe
     steel = load_recipe(REPO_ROOT / "recipes" / "steel-strip.toml").recipe
     demo = load_recipe(REPO_ROOT / "recipes" / "demo-part.toml").recipe
-    assert recipe_models(demo).names == []
+    plain = load_recipe(REPO_ROOT / "recipes" / "plate-threshold.toml").recipe
+    assert recipe_models(plain).names == []
+    # the demo: SAM outlines its cracks and stains (its scratches by their proposal region)
+    assert recipe_models(demo).names == ["litemedsam", "demo-part-proposals", "demo-part-classifier"]
+    assert recipe_models(demo).sam_reasons == ("outlines crack, stain",)
     assert recipe_models(steel).segmentation is None  # every class outlined by its proposal region
     needs = recipe_models(tile)
     assert needs.segmentation == "litemedsam" and needs.names[0] == "litemedsam"

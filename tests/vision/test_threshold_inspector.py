@@ -23,7 +23,7 @@ CLASSES = ["scratch", "crack", "stain"]
 
 @pytest.fixture(scope="module")
 def demo():
-    loaded = load_recipe(REPO_ROOT / "recipes" / "demo-part.toml")
+    loaded = load_recipe(REPO_ROOT / "recipes" / "plate-threshold.toml")
     return loaded, build_inspector(loaded, Path("unused-models-dir"))
 
 
@@ -123,7 +123,7 @@ def test_bad_images_are_refused_with_the_reason(demo):
 
 
 def test_threshold_recipe_without_polarity_is_refused(tmp_path):
-    text = (REPO_ROOT / "recipes" / "demo-part.toml").read_text()
+    text = (REPO_ROOT / "recipes" / "plate-threshold.toml").read_text()
     for line in ('polarity = "bright"\n', 'polarity = "dark"\n'):
         text = text.replace(line, "")
     (tmp_path / "r.toml").write_text(text)
@@ -132,7 +132,7 @@ def test_threshold_recipe_without_polarity_is_refused(tmp_path):
 
 
 def test_a_blob_rule_for_a_class_the_recipe_lacks_is_refused(tmp_path):
-    text = (REPO_ROOT / "recipes" / "demo-part.toml").read_text().replace('class = "stain"', 'class = "dent"')
+    text = (REPO_ROOT / "recipes" / "plate-threshold.toml").read_text().replace('class = "stain"', 'class = "dent"')
     (tmp_path / "r.toml").write_text(text)
     with pytest.raises(ConfigError, match="vision.blobs name classes the recipe does not have: \\['dent'\\]"):
         load_recipe(tmp_path / "r.toml")
