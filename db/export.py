@@ -129,4 +129,7 @@ def read_jsonl(src: IO[str]) -> Iterator[dict[str, Any]]:
             yield row
 
 
-__all__ = ["csv_cell", "csv_writer", "neutralise_text", "restore_text", "write_csv", "read_csv", "write_jsonl", "read_jsonl", "EXPORT_COLUMNS", "DEFECT_COLUMNS"]
+__all__ = [
+    "csv_cell", "csv_writer", "neutralise_text", "restore_text", "write_csv", "read_csv",
+    "write_jsonl", "read_jsonl", "EXPORT_COLUMNS", "DEFECT_COLUMNS",
+]
