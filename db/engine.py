@@ -12,6 +12,8 @@ dropped at checkout and a new one opens the file now at the path. PostgreSQL (a 
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -100,15 +102,30 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}" if mode in ("IMMEDIATE", "EXCLUSIVE") else "BEGIN")
 
 
+def _enter_wal(cur, busy_timeout_ms: int) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once
+    # when another connection is switching it at the same moment (several processes starting
+    # together: HMI, writer, a second station): retry within the busy timeout.
+    deadline = time.monotonic() + busy_timeout_ms / 1000.0
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_pragmas(busy_timeout_ms: int):
     def on_connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # no implicit BEGIN: the "begin" event emits it
         cur = dbapi_conn.cursor()
         try:
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")  # first: the pragmas below may wait for a lock
+            _enter_wal(cur, busy_timeout_ms)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.execute("PRAGMA cache_size=-32000")  # KiB: 32 MB page cache per connection
         finally:
