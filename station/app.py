@@ -57,7 +57,9 @@ class Station:
         self.recipes = RecipeBook(config.recipes_dir)
         for err in self.recipes.errors:
             self.alarms.raise_(f"recipe_invalid:{Path(err.path).name}", "recipes", str(err))
-        self.cameras: dict[str, Camera] = {c.name: make_camera(c, self.alarms) for c in config.cameras}
+        self.cameras: dict[str, Camera] = {
+            c.name: make_camera(c, self.alarms, config.pipeline.max_image_pixels) for c in config.cameras
+        }
         choice = resolve_backend(config.inference.backend, config.inference.npu_cores)
         self.backend, self.backend_reason = choice.backend, choice.reason
         if self.backend != "onnxruntime":

@@ -155,6 +155,13 @@ class HmiConfig(Strict):
 class PipelineConfig(Strict):
     queue_depth: int = Field(default=4, ge=1, description="parts waiting per stage before triggers are refused")
     inference_workers: int = Field(default=1, ge=1, le=8)
+    # an image whose header announces more pixels is refused before it is decoded (image_error);
+    # 178 MP is Pillow's own ceiling, above which it refuses to open a file at all
+    max_image_megapixels: float = Field(default=40.0, gt=0, le=178)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(self.max_image_megapixels * 1_000_000)
 
 
 class StationConfig(Strict):

@@ -21,6 +21,7 @@ from typing import Protocol
 from station import stages
 from station.alarms import AlarmBoard
 from station.camera.base import Camera
+from station.images import ImageError
 from station.inspection import Failure, Inspection, RejectReason, View
 from station.recipe import LoadedRecipe
 from station.stages import Findings, Inspector, StageFailure
@@ -212,6 +213,8 @@ class Pipeline:
                     remaining = max(0.001, insp.deadline_s - time.monotonic())
                     try:
                         views.append(self.cameras[cam.name].grab(insp.part_id, timeout_s=remaining))
+                    except ImageError as exc:  # the camera delivered, but not an image to inspect
+                        raise ImageError(f"camera {cam.name}: {exc}") from exc
                     except Exception as exc:
                         raise StageFailure(RejectReason.CAMERA_ERROR, f"camera {cam.name}: {exc}") from exc
                 insp.views = views

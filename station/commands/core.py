@@ -210,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ---- inspect -------------------------------------------------------------------------------
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from station.camera.replay import read_image
+    from station.images import read_image_file
     from station.inspection import RejectReason, View
     from station.models_store import ensure_recipe_models
     from station.stages import inspect_views
@@ -228,7 +228,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     for n, path in enumerate(args.images, 1):
         try:
-            image = read_image(path)
+            image = read_image_file(path)  # truncated, corrupt, too many pixels: ImageError, skipped
         except Exception as exc:  # one unreadable image must not stop the others; it gets no verdict
             failures += 1
             skipped(path, str(exc))
