@@ -1,8 +1,11 @@
 """The Station: composes cameras, pipeline, PLC link, history writer and HMI from StationConfig.
 
-This is the one place where the result sinks are wired: the PLC first (its answer is the
-line's), then the history writer, then the HMI's state, then any extra sinks the caller gives
-(the headless demo's recorder). Recipes are switched through one path (``switch_recipe``,
+This is the one place where the result sinks are wired: the history writer first (its
+``publish`` writes the verdict to the journal, so no verdict reaches the PLC without a record
+that survives a crash of this process), then the PLC (its answer is the line's), then the HMI's
+state, then any extra sinks the caller gives (the headless demo's recorder). The history is also
+the pipeline's record keeper: with ``on_history_full = "stop"`` it refuses parts it could not
+record. Recipes are switched through one path (``switch_recipe``,
 station.recipe_switch) for start-up, the PLC and the HMI.
 
 Start-up order: recipes → cameras (each failure an alarm; no camera at all is fatal) →
@@ -35,6 +38,12 @@ COUNTER_STATE_FILE = "counters.json"  # in the var dir: the time of the last cou
 ALARM_COUNTERS = "counters_seed"
 ALARM_BUDGET = "time_budget"
 WARM_UP_PARTS = 3
+
+
+def result_sinks(history, plc, hmi, extras=()) -> tuple:
+    """The order every verdict takes: its durable record (history: journal, then database),
+    the PLC, the HMI, extras. Absent ones (None) are left out. Also used by `station plc bench`."""
+    return tuple(s for s in (history, plc, hmi) if s is not None) + tuple(extras)
 
 
 class StartupError(Exception):
@@ -173,9 +182,9 @@ class Station:
         return self.measured_part_ms
 
     def connect_sinks(self) -> None:
-        """The pipeline's result sinks, in the order they hear of a part: PLC, history, HMI, extras."""
-        sinks = [s for s in (self.plc, self.history, self.hmi_state) if s is not None]
-        self.pipeline.sinks = tuple(sinks) + self._extra_sinks
+        """The pipeline's result sinks, in the order they hear of a part (``result_sinks``)."""
+        self.pipeline.sinks = result_sinks(self.history, self.plc, self.hmi_state, self._extra_sinks)
+        self.pipeline.record_keeper = self.history
 
     def _audit(self, actor: str, action: str, target: str, before: str | None, after: str | None) -> None:
         if self.audit_log is not None:

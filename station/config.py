@@ -84,20 +84,27 @@ class PlcConfig(Strict):
 
     @model_validator(mode="after")
     def _blocks_apart(self) -> "PlcConfig":
-        # client mode: the 4 input and 18 output words live in the PLC's memory and must not overlap
-        if self.input_base < self.output_base + 18 and self.output_base < self.input_base + 4:
+        # client mode: the 4 input and 20 output words live in the PLC's memory and must not overlap
+        if self.input_base < self.output_base + 20 and self.output_base < self.input_base + 4:
             raise ValueError(
-                f"input_base {self.input_base} (4 words) overlaps output_base {self.output_base} (18 words)"
+                f"input_base {self.input_base} (4 words) overlaps output_base {self.output_base} (20 words)"
             )
-        if self.input_base + 4 > 65536 or self.output_base + 18 > 65536:
+        if self.input_base + 4 > 65536 or self.output_base + 20 > 65536:
             raise ValueError("input_base / output_base blocks must end below register 65536")
         return self
 
 
 class DatabaseConfig(Strict):
     url: str = "sqlite:///var/station.db"
+    # verdicts given and not yet in the database (the backlog): each is in the verdict journal
     queue_size: int = Field(default=10_000, ge=1)
     batch_size: int = Field(default=200, ge=1)
+    # where each verdict is written before the PLC hears it (db/journal.py); default: var/journal
+    # beside the archive. None only for a history writer used on its own (no journal).
+    journal_dir: Path | None = None
+    # the backlog at queue_size: "stop" refuses triggers (PLC error code HISTORY_FULL) until it
+    # drains; "continue" inspects on and counts the verdicts it cannot record (unrecorded)
+    on_history_full: Literal["stop", "continue"] = "stop"
 
 
 class ArchiveConfig(Strict):
@@ -212,7 +219,10 @@ class StationConfig(Strict):
                 "recipes_dir": fix(self.recipes_dir),
                 "models_dir": fix(self.models_dir),
                 "cameras": cams,
-                "database": self.database.model_copy(update={"url": url}),
+                "database": self.database.model_copy(update={
+                    "url": url,
+                    "journal_dir": fix(self.database.journal_dir or self.archive.dir.parent / "journal"),
+                }),
                 "archive": self.archive.model_copy(update={"dir": fix(self.archive.dir)}),
             }
         )
