@@ -73,6 +73,7 @@ ALARM_UNRECORDED = "history_unrecorded"  # verdicts given without a record
 HEADROOM = 256
 JOURNAL_BYTES_PER_VERDICT = 4096  # reserved per verdict of backlog (a record is 0.5-3 KB)
 STATUS_FILE = "history-status.json"  # in the journal dir, for `station doctor`
+STATUS_BYTES = 4096
 
 
 
@@ -155,6 +156,7 @@ class HistoryWriter:
             self.journal = VerdictJournal(database.journal_dir, (database.queue_size + HEADROOM) * JOURNAL_BYTES_PER_VERDICT)
         self._journal_failed = False
         self._status_written: tuple | None = None
+        self._status_fd: int | None = None
         self._lock = threading.Lock()  # counters and queued image bytes
         self._done_cv = threading.Condition(self._lock)
         self._settled = 0  # written + lost after acceptance
@@ -182,6 +184,8 @@ class HistoryWriter:
         self._try_migrate(raise_too_new=True)
         if self.journal is not None:
             self._replay(self.journal.open())
+            self._status_fd = _reserve_status(self.journal.path.parent / STATUS_FILE)
+            self._write_status(None)
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
@@ -280,6 +284,9 @@ class HistoryWriter:
         if self.journal is not None:
             self._status_written = None  # the last word for `station doctor`, whatever changed
             self._write_status(self.refusal())
+            if self._status_fd is not None:
+                os.close(self._status_fd)
+                self._status_fd = None
             self.journal.close()
         if self._owns_engine:
             self.engine.dispose()
@@ -488,12 +495,12 @@ class HistoryWriter:
         status = {"station_id": self.station_id, "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                   "pid": os.getpid(), "backlog": state[0], "limit": self.backlog_limit, "on_history_full": self.on_full,
                   "unrecorded": state[1], "refusing_triggers": refusing}
-        path = self.journal.path.parent / STATUS_FILE
-        try:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(status, indent=1))
-            os.replace(tmp, path)
-        except OSError as exc:  # a full disk: the journal's reserved space still works, this file is a courtesy
+        if self._status_fd is None:
+            return
+        data = json.dumps(status).encode()[: STATUS_BYTES - 1]
+        try:  # in place, into blocks reserved at start: written even with the disk full
+            os.pwrite(self._status_fd, data.ljust(STATUS_BYTES, b" "), 0)
+        except OSError as exc:
             log.debug("history status file not written: %s", exc)
 
     def _take_batch(self) -> list[_Pending] | None:
@@ -769,6 +776,31 @@ class HistoryWriter:
         except (SQLAlchemyError, OSError) as exc:
             log.error("archive maintenance failed: %s", exc)
             self.alarms.raise_("archive_maintenance", "disk", f"archive retention/reconciliation failed: {exc}", Severity.WARNING)
+
+
+def _reserve_status(path: Path) -> int | None:
+    """The status file, opened and filled to STATUS_BYTES so later writes need no free space."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(fd).st_size < STATUS_BYTES:
+            os.pwrite(fd, b" " * STATUS_BYTES, 0)
+        return fd
+    except OSError as exc:
+        log.warning("history status file %s cannot be written: %s", path, exc)
+        return None
+
+
+def read_status(journal_dir: Path | str) -> dict | None:
+    """The history status a station (running or not) last wrote in its journal dir, or None."""
+    path = Path(journal_dir) / STATUS_FILE
+    for _ in range(3):  # written in place: a read may catch a write half done
+        try:
+            return json.loads(path.read_bytes().strip() or b"null")
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            time.sleep(0.05)
+    return None
 
 
 def _utc(when: dt.datetime) -> dt.datetime:

@@ -520,6 +520,35 @@ def check_database(config: StationConfig) -> Check:
         engine.dispose()
 
 
+def check_history_record(config: StationConfig) -> Check:
+    """What the station last said about its verdicts' records (db/writer.py's status file in the
+    journal dir): verdicts given without a record, and whether triggers are refused for it."""
+    from station.db.writer import read_status
+
+    journal = config.database.journal_dir
+    policy = config.database.on_history_full
+    status = read_status(journal) if journal is not None else None
+    if status is None:
+        return Check("history_record", "ok", f"verdict journal {journal}: no status yet (written once the station runs); "
+                                              f"on_history_full = {policy}")
+    try:
+        os.kill(int(status.get("pid", 0)), 0)
+        when = "running"
+    except PermissionError:
+        when = "running"
+    except (OSError, ValueError):
+        when = f"last run, until {status.get('updated_at', '?')}"
+    backlog, limit, unrecorded = status.get("backlog", 0), status.get("limit", 0), status.get("unrecorded", 0)
+    if status.get("refusing_triggers"):
+        return Check("history_record", "fail", f"station {when}: triggers refused: {status['refusing_triggers']}", status)
+    if unrecorded:
+        return Check("history_record", "warn", f"station {when}: {unrecorded} verdicts given without a record "
+                                                f"(on_history_full = {status.get('on_history_full')}, backlog {backlog}/{limit}); "
+                                                "see the alarm history_unrecorded", status)
+    return Check("history_record", "ok", f"station {when}: every verdict recorded; backlog {backlog}/{limit} waiting for "
+                                          f"the database, on_history_full = {policy}", status)
+
+
 # ---- everything --------------------------------------------------------------------------------------------
 def default_config_path() -> Path | None:
     env = os.environ.get("STATION_CONFIG")
@@ -602,6 +631,7 @@ def run_doctor(
             cores = min(config.inference.npu_cores, 3)
             add(_guard("npu_probe", lambda: probe_npu_cores(config, recipe, target, cores, npu_runtime_class)))
     add(_guard("database", lambda: check_database(config)))
+    add(_guard("history_record", lambda: check_history_record(config)))
     return report
 
 

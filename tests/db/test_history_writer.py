@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import contextlib
 import hashlib
 import os
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from station.db.engine import make_engine
 from station.db.migrate import upgrade
 from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
 from station.db.writer import ALARM_ARCHIVE, ALARM_DB, ALARM_DB_CORRUPT, ALARM_UNRECORDED, HistoryWriter
-from history_testkit import make_inspection
+from history_testkit import fill, make_inspection, tiny_tmpfs
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
 from station.recipe import load_recipe
@@ -187,30 +185,6 @@ def test_queued_image_memory_is_bounded(tmp_path):
 
 
 # ---- disk full (real, on a tiny tmpfs) ------------------------------------------------------------
-@contextlib.contextmanager
-def tiny_tmpfs(path: Path, size_kib: int):
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"DISK-FULL TEST SKIPPED: cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the filesystem holding ``directory``; returns the filler file."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
-
-
 def test_database_disk_full_raises_an_alarm_and_recovers_when_space_returns(tmp_path):
     with tiny_tmpfs(tmp_path / "dbfs", 1024) as fs:
         url = f"sqlite:///{fs / 'history.db'}"
