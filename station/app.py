@@ -28,7 +28,7 @@ from station.inference import pool as npu_pool
 from station.inference.select import analyse_workers, resolve_backend
 from station.pipeline import Pipeline, ResultSink
 from station.recipe import LoadedRecipe, RecipeBook
-from station.recipe_switch import RecipeSwitcher, RecipeSwitchError
+from station.recipe_switch import RecipeSwitcher, RecipeSwitchError, RecipeUnknown
 from station.stats import StationStats
 
 log = logging.getLogger("station.app")
@@ -48,6 +48,10 @@ def result_sinks(history, plc, hmi, extras=()) -> tuple:
 
 class StartupError(Exception):
     """The station cannot run; the message says why (exit status 1)."""
+
+
+class ActiveRecipeUnknown(StartupError):
+    """The station file's ``active_recipe`` names no recipe in the recipes directory."""
 
 
 def build_inspector(loaded: LoadedRecipe, *, models_dir: Path, backend: str, threads: int):
@@ -137,6 +141,8 @@ class Station:
             raise StartupError(f"{type(exc).__name__}: {exc}") from None
         try:
             self.switch_recipe(self.config.active_recipe, actor="station", via="start-up")
+        except RecipeUnknown as exc:
+            raise ActiveRecipeUnknown(str(exc)) from None
         except RecipeSwitchError as exc:
             raise StartupError(str(exc)) from None
         log.info("inference backend: %s", self.backend_label)
