@@ -251,8 +251,10 @@ def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, t
             )
             writer.start()
             pipeline.record_keeper = writer
-        before, after = _Clock(), _Clock()
-        pipeline.sinks = (before, *result_sinks(writer, service, None), after)
+        before, after = _Clock(), _Clock()  # decision; RESULT_VALID written (right after the PLC sink)
+        sinks = result_sinks(writer, service, None)
+        plc_at = sinks.index(service) + 1
+        pipeline.sinks = (before, *sinks[:plc_at], after, *sinks[plc_at:])
         pipeline.start()
         service.start()
         plc = TimedPlc(port, parts, poll_ms / 1000.0, rate)
