@@ -125,7 +125,8 @@ class ReplayCamera(Camera):
         if not self._items:
             return None
         try:
-            return View(camera=self.name, image=read_image(self._items[0].image), source=str(self._items[0].image))
+            image = read_image_file(self._items[0].image, max_pixels=self.max_pixels)
+            return View(camera=self.name, image=image, source=str(self._items[0].image))
         except ValueError:
             return None
 
