@@ -109,12 +109,18 @@ class VerdictJournal:
         return recovered
 
     def close(self) -> None:
-        """Flush to disk and close. Records not settled stay in the file for the next start."""
+        """Flush to disk and close. Records not settled stay in the file for the next start; with
+        every record settled the file is rewound, so a clean stop leaves nothing to replay."""
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join(5.0)
             self._syncer = None
         with self._lock:
+            if self._fd is not None and not self._open_ids:
+                try:
+                    self._rewind()
+                except OSError as exc:
+                    log.error("verdict journal %s: not rewound at close: %s", self.path, exc)
             fd, self._fd = self._fd, None
         if fd is not None:
             try:

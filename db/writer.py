@@ -569,7 +569,7 @@ class HistoryWriter:
             self._prepare(p)
         try:
             self.archive.sync_dirs([s.path for p in fresh for _v, _k, s in p.stored])
-            self._insert(batch)
+            inserted = self._insert(batch)
         except Exception as exc:
             if not _permanent(exc):
                 self._db_failed(f"history batch of {len(batch)} not written", exc)
@@ -592,7 +592,7 @@ class HistoryWriter:
             self._settle(lost=1, done=batch)
             return []
         with self._lock:
-            self.stats.written += len(batch)
+            self.stats.written += inserted
             self.stats.images_written += sum(len(p.stored) for p in batch)
             self.stats.last_batch_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.queue_depth = self._queue.qsize()
@@ -607,11 +607,13 @@ class HistoryWriter:
             self.alarms.clear(ALARM_UNRECORDED)  # listed until acknowledged; the count stays in stats.unrecorded
         return []
 
-    def _insert(self, batch: list[_Pending]) -> None:
+    def _insert(self, batch: list[_Pending]) -> int:
+        """Store ``batch`` in one transaction; the number of inspections inserted (replayed ones the
+        database already has are left out)."""
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             batch = self._not_stored_yet(conn, batch)
             if not batch:
-                return
+                return 0
             self._store_recipes(conn, batch)
             ids = conn.execute(
                 insert(InspectionRow.__table__).returning(InspectionRow.__table__.c.id, sort_by_parameter_order=True),
@@ -630,6 +632,7 @@ class HistoryWriter:
                 conn.execute(insert(DefectRow.__table__), defects)
             if images:
                 conn.execute(insert(ImageRow.__table__), images)
+        return len(batch)
 
     def _not_stored_yet(self, conn, batch: list[_Pending]) -> list[_Pending]:
         """``batch`` without the replayed results the database already has (stored before the

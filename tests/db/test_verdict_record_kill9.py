@@ -30,7 +30,7 @@ from tests.vision.conftest import BLOB_RECIPE
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 ROUNDS = int(os.environ.get("VERDICT_KILL9_ROUNDS", "5"))
-RATE = 25.0  # parts/s the PLC asks for; the test checks at least 20 were reached
+RATE = 40.0  # parts/s the PLC asks for at most; the test checks at least 20 were reached in every round
 TILE = "magnetic-tile-train/MT_Free/Imgs/exp1_num_106151.jpg"
 
 
