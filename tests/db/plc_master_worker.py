@@ -13,6 +13,7 @@ so a line written is a line kept whatever happens to either process):
 Exits when the station goes away after it was connected (it was killed), or on SIGTERM.
 """
 
+import logging
 import os
 import signal
 import sys
@@ -29,6 +30,9 @@ def main() -> None:
     port, part, rate, out_path = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     out = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # every line is already written
+
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # "connection refused" while the station starts
+    logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
 
     def note(line: str) -> None:
         os.write(out, (line + "\n").encode())

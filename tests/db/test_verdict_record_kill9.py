@@ -102,7 +102,7 @@ def test_kill_9_under_load_every_verdict_the_plc_saw_is_stored(tmp_path, shared_
         try:
             want = 40 + rng.randrange(60)  # verdicts seen in this round before the kill
             deadline = time.monotonic() + 120
-            while sum(e[0] == "R" and int(e[1]) > (round_ + 1) * 100_000 for e in read_events(events)) < want:
+            while sum(e[0] == "R" and int(e[1]) >= (round_ + 1) * 100_000 for e in read_events(events)) < want:
                 assert station.poll() is None, f"station exited by itself ({station.returncode}); see {tmp_path / 'station.log'}"
                 assert time.monotonic() < deadline, "the PLC saw too few verdicts"
                 time.sleep(0.05)
@@ -115,7 +115,7 @@ def test_kill_9_under_load_every_verdict_the_plc_saw_is_stored(tmp_path, shared_
             except subprocess.TimeoutExpired:
                 master.terminate()
                 master.wait()
-        seen_round = [e for e in read_events(events) if e[0] == "R" and (round_ + 1) * 100_000 < int(e[1]) < (round_ + 2) * 100_000]
+        seen_round = [e for e in read_events(events) if e[0] == "R" and (round_ + 1) * 100_000 <= int(e[1]) < (round_ + 2) * 100_000]
         times = [float(e[5]) for e in seen_round]
         rate = (len(times) - 1) / (times[-1] - times[0])
         seen_so_far = sum(e[0] == "R" for e in read_events(events))
