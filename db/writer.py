@@ -1,7 +1,10 @@
-"""The history writer: the pipeline's database sink, off the hot path.
+"""The history writer: the pipeline's database sink, and the verdict's durable record.
 
-``publish`` (called from the pipeline's publisher thread) only copies references into a
-bounded queue and returns; it never touches the database or the disk. One writer thread
+The Station wires it before the PLC (station.app). ``publish`` (the pipeline's publisher
+thread) writes the verdict to the verdict journal (db/journal.py: one ``pwrite`` into space
+reserved at start-up, so it survives a crash of the station process before RESULT_VALID rises)
+and puts it in a bounded queue; it never touches the database. At start-up the journal's records
+are queued again and the ones the database does not have are stored (replay). One writer thread
 takes batches from the queue, writes their archive images, then inserts each batch's
 inspections with their defects and image rows in one transaction — so after a crash (even
 ``kill -9``) every stored inspection is complete.
@@ -15,8 +18,13 @@ says where the old file went and what was carried over; it clears (and waits for
 acknowledgement) once the fresh file takes a write.
 
 When the database is locked, full or broken, the batch is retried with backoff while new
-results wait in the queue; an alarm says what is wrong. If the queue overflows, results
-are dropped and counted (``stats.lost``, and an alarm naming the count). Images that cannot
+results wait in the queue and in the journal (the backlog, at most ``queue_size``); an alarm
+says what is wrong. With the backlog full, ``on_history_full`` decides: ``"stop"`` refuses
+triggers (``refusal()``, which the pipeline asks before taking a part; alarm ``history_full``)
+until it drains, while the parts already triggered are still recorded (``HEADROOM``);
+``"continue"`` takes parts on and counts each verdict it cannot record (``stats.unrecorded``,
+alarm ``history_unrecorded``). A verdict the journal refuses (disk error) is unrecorded too.
+Results the database refuses are dropped and counted (``stats.lost``). Images that cannot
 be written (disk full) are counted per inspection (``images_dropped``) and raise an alarm;
 the inspection row is still stored. Queued image memory is bounded too.
 """
@@ -24,8 +32,10 @@ the inspection row is still stored. Queued image memory is bounded too.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -38,6 +48,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 
 from station.db import rle
 from station.db.archive import ImageArchive, apply_retention, reconcile
+from station.db.journal import JournalError, VerdictJournal
 from station.db.engine import WRITE, make_engine
 from station.db.migrate import SchemaTooNew, upgrade
 from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
@@ -51,10 +62,18 @@ log = logging.getLogger("db.writer")
 
 ALARM_DB = "history_db"
 ALARM_DB_CORRUPT = "history_db_corrupt"
-ALARM_QUEUE = "history_lost"
 ALARM_ARCHIVE = "archive_write"
 ALARM_ARCHIVE_FULL = "archive_over_budget"
 ALARM_BAD_RESULT = "history_bad_result"
+ALARM_FULL = "history_full"  # stop mode: backlog full, triggers refused
+ALARM_UNRECORDED = "history_unrecorded"  # verdicts given without a record
+
+# parts already triggered when a stop-mode station starts refusing still get their record: the
+# pipeline and the PLC buffer hold far fewer than this (queue_depth x 3 + workers + result_buffer)
+HEADROOM = 256
+JOURNAL_BYTES_PER_VERDICT = 4096  # reserved per verdict of backlog (a record is 0.5-3 KB)
+STATUS_FILE = "history-status.json"  # in the journal dir, for `station doctor`
+STATUS_BYTES = 4096
 
 
 
@@ -71,6 +90,8 @@ class HistoryStats:
     last_error: str = ""
     last_batch_ms: float = 0.0
     queue_depth: int = 0
+    unrecorded: int = 0  # verdicts given without a durable record (backlog full in continue mode, journal failed)
+    replayed: int = 0  # journal records stored at start-up (the history did not have them)
 
 
 @dataclass
@@ -86,6 +107,8 @@ class _Pending:
     stored: list = field(default_factory=list)  # (view, kind, StoredImage) once written
     defect_rows: list = field(default_factory=list)  # column values, masks RLE-encoded, once prepared
     files_done: bool = False
+    journal_id: int | None = None  # its record in the verdict journal, settled once stored
+    replayed: bool = False  # from the journal at start-up: the database may have it already
 
 
 _STOP = object()
@@ -125,7 +148,15 @@ class HistoryWriter:
         self.maintenance_interval_s = maintenance_interval_s
         self.reconcile_grace_s = reconcile_grace_s
         self.retry_backoff_s = retry_backoff_s
-        self._queue: queue.Queue = queue.Queue(maxsize=database.queue_size)
+        self.backlog_limit = database.queue_size
+        self.on_full = database.on_history_full
+        self._queue: queue.Queue = queue.Queue(maxsize=database.queue_size + HEADROOM)
+        self.journal = None
+        if database.journal_dir is not None:
+            self.journal = VerdictJournal(database.journal_dir, (database.queue_size + HEADROOM) * JOURNAL_BYTES_PER_VERDICT)
+        self._journal_failed = False
+        self._status_written: tuple | None = None
+        self._status_fd: int | None = None
         self._lock = threading.Lock()  # counters and queued image bytes
         self._done_cv = threading.Condition(self._lock)
         self._settled = 0  # written + lost after acceptance
@@ -146,9 +177,15 @@ class HistoryWriter:
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Set a corrupt SQLite file aside, upgrade the schema and start the writer thread.
-        Raises SchemaTooNew; a database that cannot be reached is an alarm, and the thread keeps trying."""
+        Raises SchemaTooNew; a database that cannot be reached is an alarm, and the thread keeps trying.
+        Opens the verdict journal (JournalError if it cannot: no verdict could be recorded) and
+        queues the verdicts found in it; those the database does not have are stored."""
         self._set_aside_if_corrupt()
         self._try_migrate(raise_too_new=True)
+        if self.journal is not None:
+            self._replay(self.journal.open())
+            self._status_fd = _reserve_status(self.journal.path.parent / STATUS_FILE)
+            self._write_status(None)
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
@@ -178,6 +215,23 @@ class HistoryWriter:
         self.alarms.raise_(ALARM_DB_CORRUPT, "database", msg)
         self._fresh_after_set_aside = True
         self._set_aside = (moved, msg)
+
+    def _replay(self, recovered) -> None:
+        """Queue the journal's records again (the writer stores those the database lacks)."""
+        for rec in recovered:
+            try:
+                pending = _from_journal(rec.payload)
+            except Exception as exc:  # a record this version cannot read must not stop the station
+                log.error("verdict journal record %d not replayed: %s: %s", rec.record_id, type(exc).__name__, exc)
+                self.journal.settle([rec.record_id])
+                continue
+            pending.journal_id, pending.replayed = rec.record_id, True
+            try:
+                self._queue.put_nowait(pending)
+            except queue.Full:  # a journal from a larger queue_size: the rest at the next start
+                break
+            with self._lock:
+                self._accepted += 1
 
     def _carry_over(self) -> None:
         """Once the fresh file has its schema: the users and recipe versions from the moved file."""
@@ -224,13 +278,23 @@ class HistoryWriter:
             if item is not _STOP:
                 left += 1
         if left:
-            log.error("history writer closed with %d results unwritten", left)
-            self._settle(lost=left)
+            where = "kept in the verdict journal, stored at the next start" if self.journal is not None else "lost"
+            log.error("history writer closed with %d results unwritten (%s)", left, where)
+            self._settle(deferred=left) if self.journal is not None else self._settle(lost=left)
+        if self.journal is not None:
+            self._status_written = None  # the last word for `station doctor`, whatever changed
+            self._write_status(self.refusal())
+            if self._status_fd is not None:
+                os.close(self._status_fd)
+                self._status_fd = None
+            self.journal.close()
         if self._owns_engine:
             self.engine.dispose()
 
     # ---- the sink (pipeline publisher thread: must not block) --------------------------------
     def publish(self, inspection: Inspection) -> None:
+        """Record the verdict (journal) and queue it for the database; returns before any database
+        work. Called before the PLC hears the verdict (station.app wires the history first)."""
         try:
             pending = self._pending(inspection)
         except Exception as exc:  # a malformed result must not break the pipeline's publisher
@@ -242,6 +306,19 @@ class HistoryWriter:
             return
         with self._lock:
             self.stats.published += 1
+            full = self._accepted - self._settled >= self.backlog_limit
+        if full and self.on_full == "continue":
+            self._unrecorded(inspection, f"history backlog full ({self.backlog_limit} verdicts waiting for the database)")
+            return
+        if self.journal is not None:
+            try:
+                pending.journal_id = self.journal.append(_to_journal(pending))
+            except JournalError as exc:  # kept in memory below: it may still reach the database
+                self._journal_failed = True
+                self._unrecorded(inspection, str(exc), counted_only=True)
+            else:
+                self._journal_failed = False
+        with self._lock:
             if pending.image_bytes and self._queued_image_bytes + pending.image_bytes > self.max_queued_image_bytes:
                 pending.row["images_dropped"] += self._image_count(pending)
                 pending.views, pending.overlay, pending.image_bytes = [], None, 0
@@ -250,17 +327,48 @@ class HistoryWriter:
                 self._queue.put_nowait(pending)
             except queue.Full:
                 self._queued_image_bytes -= pending.image_bytes
-                self.stats.lost += 1
-                lost = self.stats.lost
+                dropped = True
             else:
                 self._accepted += 1
-                lost = 0
+                dropped = False
             self.stats.queue_depth = self._queue.qsize()
-        if lost:
-            self.alarms.raise_(
-                ALARM_QUEUE, "database",
-                f"history queue full ({self.database.queue_size}): {lost} results not stored; last part {inspection.part_id}",
-            )
+        if dropped:  # past the headroom: the journal may hold it, but this run will not store it
+            if pending.journal_id is not None:
+                self.journal.settle([pending.journal_id])
+            self._unrecorded(inspection, f"history queue full ({self.database.queue_size} + {HEADROOM})")
+
+    def _unrecorded(self, inspection: Inspection, why: str, counted_only: bool = False) -> None:
+        """A verdict the PLC gets without a durable record: counted, alarm."""
+        with self._lock:
+            self.stats.unrecorded += 1
+            if not counted_only:
+                self.stats.lost += 1
+            n = self.stats.unrecorded
+        self.alarms.raise_(ALARM_UNRECORDED, "database",
+                           f"{n} verdicts given without a record ({why}); last part {inspection.part_id}")
+
+    @property
+    def unrecorded(self) -> int:
+        return self.stats.unrecorded
+
+    @property
+    def backlog(self) -> int:
+        """Verdicts taken and not yet stored (queued, or in the writer's hands)."""
+        with self._lock:
+            return self._accepted - self._settled
+
+    def refusal(self) -> str | None:
+        """Why triggers must be refused now (stop mode: backlog full, or the journal cannot write),
+        or None. The pipeline asks before it takes a part."""
+        if self.on_full != "stop":
+            return None
+        backlog = self.backlog
+        if backlog >= self.backlog_limit:
+            return (f"history backlog full: {backlog} verdicts waiting for the database (limit {self.backlog_limit}, "
+                    f"[database] queue_size); on_history_full = \"stop\" refuses parts until it drains")
+        if self._journal_failed:
+            return "verdict journal cannot be written: on_history_full = \"stop\" refuses parts that could not be recorded"
+        return None
 
     def _pending(self, insp: Inspection) -> _Pending:
         v = insp.verdict
@@ -283,7 +391,7 @@ class HistoryWriter:
             "top_class": v.top_defect.class_name if v and v.top_defect else None,
             "defect_count": len(insp.defects),
             "scores": {str(k): _number(s) for k, s in insp.scores.items()},
-            "thresholds": {},
+            "thresholds": _thresholds(recipe) if recipe is not None else {},
             "timings_ms": {str(k): _number(t, 3) for k, t in insp.timings_ms.items()},
             "error": None if insp.failure is None else insp.failure.text,
             "images_dropped": 0,
@@ -295,6 +403,7 @@ class HistoryWriter:
         # defects become rows now, each mask cut to its box: holding full-frame masks in a
         # queue of thousands would hold gigabytes; RLE encoding waits for the writer thread
         defects = [self._defect_row(d, row["triggered_at"]) for d in insp.defects]
+        _fit(row, _INSPECTION_LENGTHS)  # the journal keeps the row as the database will
         p = _Pending(row, defects, views, overlay, recipe)
         p.image_bytes = sum(int(img.nbytes) for _, img in views) + (int(overlay.nbytes) if overlay is not None else 0)
         return p
@@ -323,8 +432,9 @@ class HistoryWriter:
                 return
             except Exception as exc:  # the writer thread must outlive any bug in one batch
                 log.exception("history writer loop failed; restarting it")
-                lost, self._in_hand = len(self._in_hand), []
-                self._settle(lost=lost)
+                in_hand, self._in_hand = self._in_hand, []
+                lost = len(in_hand)
+                self._settle(lost=lost, done=in_hand)
                 self.alarms.raise_(ALARM_DB, "database", f"history writer error ({lost} results lost): {type(exc).__name__}: {exc}")
                 self._stopping.wait(1.0)
 
@@ -337,10 +447,11 @@ class HistoryWriter:
                 if batch is None:
                     return
                 self._in_hand = batch
+            self._update_state()
             if not self._migrated and not self._try_migrate(raise_too_new=False):
                 self._backoff()
                 if self._stopping.is_set():
-                    self._settle(lost=len(batch))
+                    self._leave(batch)
                     return
                 continue
             if batch:
@@ -348,10 +459,49 @@ class HistoryWriter:
                 if batch:
                     self._backoff()
                     if self._stopping.is_set():
-                        self._settle(lost=len(batch))
+                        self._leave(batch)
                         batch = []
                     continue
             self._maintain()
+
+    def _leave(self, batch: list[_Pending]) -> None:
+        """Stopping with ``batch`` unwritten: journaled results wait for the next start, the rest are lost."""
+        journaled = sum(p.journal_id is not None for p in batch)
+        self._settle(lost=len(batch) - journaled, deferred=journaled)
+
+    def _update_state(self) -> None:
+        """Between batches: the stop-mode alarm, a journal that failed tried again, the status file."""
+        if self._journal_failed and self.journal is not None and self.journal.probe():
+            self._journal_failed = False
+        refusing = self.refusal()
+        if refusing and not self.alarms.is_active(ALARM_FULL):
+            log.error("%s", refusing)
+            self.alarms.raise_(ALARM_FULL, "database", refusing)
+        elif not refusing and self.alarms.is_active(ALARM_FULL):
+            self.alarms.clear(ALARM_FULL)
+        self._write_status(refusing)
+
+    def _write_status(self, refusing: str | None) -> None:
+        """``history-status.json`` in the journal dir when it changed (at most once a second), for
+        `station doctor`: backlog, limit, policy, unrecorded, whether triggers are refused."""
+        if self.journal is None:
+            return
+        with self._lock:
+            state = (self._accepted - self._settled, self.stats.unrecorded, bool(refusing))
+        now = time.monotonic()
+        if self._status_written is not None and (state == self._status_written[0] or now - self._status_written[1] < 1.0):
+            return
+        self._status_written = (state, now)
+        status = {"station_id": self.station_id, "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                  "pid": os.getpid(), "backlog": state[0], "limit": self.backlog_limit, "on_history_full": self.on_full,
+                  "unrecorded": state[1], "refusing_triggers": refusing}
+        if self._status_fd is None:
+            return
+        data = json.dumps(status).encode()[: STATUS_BYTES - 1]
+        try:  # in place, into blocks reserved at start: written even with the disk full
+            os.pwrite(self._status_fd, data.ljust(STATUS_BYTES, b" "), 0)
+        except OSError as exc:
+            log.debug("history status file not written: %s", exc)
 
     def _take_batch(self) -> list[_Pending] | None:
         try:
@@ -419,7 +569,7 @@ class HistoryWriter:
             self._prepare(p)
         try:
             self.archive.sync_dirs([s.path for p in fresh for _v, _k, s in p.stored])
-            self._insert(batch)
+            inserted = self._insert(batch)
         except Exception as exc:
             if not _permanent(exc):
                 self._db_failed(f"history batch of {len(batch)} not written", exc)
@@ -439,26 +589,31 @@ class HistoryWriter:
                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
             log.error("%s", msg)
             self.alarms.raise_(ALARM_BAD_RESULT, "database", msg)
-            self._settle(lost=1)
+            self._settle(lost=1, done=batch)
             return []
         with self._lock:
-            self.stats.written += len(batch)
+            self.stats.written += inserted
             self.stats.images_written += sum(len(p.stored) for p in batch)
             self.stats.last_batch_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.queue_depth = self._queue.qsize()
-        self._settle(written=len(batch))
+        self._settle(written=len(batch), done=batch)
         if self._attempt:
             self._attempt = 0
             self.alarms.clear(ALARM_DB)
         if self._fresh_after_set_aside:
             self._fresh_after_set_aside = False
             self.alarms.clear(ALARM_DB_CORRUPT)  # stays listed until acknowledged; the moved file stays
-        if self.alarms.is_active(ALARM_QUEUE):
-            self.alarms.clear(ALARM_QUEUE)  # the count stays in stats.lost
+        if self.alarms.is_active(ALARM_UNRECORDED):
+            self.alarms.clear(ALARM_UNRECORDED)  # listed until acknowledged; the count stays in stats.unrecorded
         return []
 
-    def _insert(self, batch: list[_Pending]) -> None:
+    def _insert(self, batch: list[_Pending]) -> int:
+        """Store ``batch`` in one transaction; the number of inspections inserted (replayed ones the
+        database already has are left out)."""
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            batch = self._not_stored_yet(conn, batch)
+            if not batch:
+                return 0
             self._store_recipes(conn, batch)
             ids = conn.execute(
                 insert(InspectionRow.__table__).returning(InspectionRow.__table__.c.id, sort_by_parameter_order=True),
@@ -477,10 +632,42 @@ class HistoryWriter:
                 conn.execute(insert(DefectRow.__table__), defects)
             if images:
                 conn.execute(insert(ImageRow.__table__), images)
+        return len(batch)
 
-    def _settle(self, *, written: int = 0, lost: int = 0) -> None:
+    def _not_stored_yet(self, conn, batch: list[_Pending]) -> list[_Pending]:
+        """``batch`` without the replayed results the database already has (stored before the
+        crash, after their journal record): same station, sequence and trigger time."""
+        replayed = [p for p in batch if p.replayed]
+        if not replayed:
+            return batch
+        t = InspectionRow.__table__.c
+        times = [p.row["triggered_at"] for p in replayed]
+        have = {
+            (seq, _utc(at))
+            for seq, at in conn.execute(
+                select(t.sequence, t.triggered_at).where(
+                    t.station_id == self.station_id, t.triggered_at >= min(times), t.triggered_at <= max(times)
+                )
+            )
+        }
+        keep = [p for p in batch if not (p.replayed and (p.row["sequence"], _utc(p.row["triggered_at"])) in have)]
+        new = sum(p.replayed for p in keep)
+        if new:
+            with self._lock:
+                self.stats.replayed += new
+            log.warning("verdict journal: %d verdicts from before the last stop stored now (%d were stored already)",
+                        new, len(replayed) - new)
+        return keep
+
+    def _settle(self, *, written: int = 0, lost: int = 0, deferred: int = 0, done=()) -> None:
+        """Count results as written, lost or deferred (kept in the journal for the next start);
+        ``done``: those stored or given up, whose journal records are released."""
+        if self.journal is not None:
+            ids = [p.journal_id for p in done if p.journal_id is not None]
+            if ids:
+                self.journal.settle(ids)
         with self._done_cv:
-            self._settled += written + lost
+            self._settled += written + lost + deferred
             self.stats.lost += lost
             self._done_cv.notify_all()
 
@@ -507,9 +694,7 @@ class HistoryWriter:
         with self._lock:
             self._queued_image_bytes -= p.image_bytes
         p.views, p.overlay, p.image_bytes, p.files_done = [], None, 0, True
-        if p.recipe is not None:
-            row["thresholds"] = _thresholds(p.recipe)
-        _fit(row, _INSPECTION_LENGTHS)
+        _fit(row, _INSPECTION_LENGTHS)  # images_dropped and nothing textual changed since _pending: cheap
         for d in p.defects:
             crop = d.pop("mask_crop")
             d["mask_rle"] = None if crop is None else rle.encode(crop)
@@ -594,6 +779,57 @@ class HistoryWriter:
         except (SQLAlchemyError, OSError) as exc:
             log.error("archive maintenance failed: %s", exc)
             self.alarms.raise_("archive_maintenance", "disk", f"archive retention/reconciliation failed: {exc}", Severity.WARNING)
+
+
+def _reserve_status(path: Path) -> int | None:
+    """The status file, opened and filled to STATUS_BYTES so later writes need no free space."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(fd).st_size < STATUS_BYTES:
+            os.pwrite(fd, b" " * STATUS_BYTES, 0)
+        return fd
+    except OSError as exc:
+        log.warning("history status file %s cannot be written: %s", path, exc)
+        return None
+
+
+def read_status(journal_dir: Path | str) -> dict | None:
+    """The history status a station (running or not) last wrote in its journal dir, or None."""
+    path = Path(journal_dir) / STATUS_FILE
+    for _ in range(3):  # written in place: a read may catch a write half done
+        try:
+            return json.loads(path.read_bytes().strip() or b"null")
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            time.sleep(0.05)
+    return None
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime (SQLite gives naive ones back), to the microsecond."""
+    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(dt.timezone.utc)
+
+
+def _to_journal(p: _Pending) -> dict:
+    """The journal record of a result: its row and defects as the database will get them,
+    without masks and images (too slow to encode before the PLC answer)."""
+    wanted = len(p.views) + (1 if p.overlay is not None else 0)
+    defects = [{k: v for k, v in d.items() if k != "mask_crop"} for d in p.defects]
+    return {"row": p.row, "defects": defects, "images_wanted": wanted}
+
+
+def _from_journal(payload: dict) -> _Pending:
+    """A journal record back as a result to store: its images were lost with the process."""
+    row = dict(payload["row"])
+    row["triggered_at"] = dt.datetime.fromisoformat(row["triggered_at"])
+    row["images_dropped"] = int(row.get("images_dropped") or 0) + int(payload.get("images_wanted") or 0)
+    defects = []
+    for d in payload.get("defects", []):
+        d = dict(d, mask_crop=None)
+        d["triggered_at"] = dt.datetime.fromisoformat(d["triggered_at"])
+        defects.append(d)
+    return _Pending(row, defects, [], None, None)
 
 
 def _number(value, digits: int | None = None) -> float | None:

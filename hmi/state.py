@@ -211,6 +211,19 @@ class HmiState:
             text += f" · {snap.get('error')}"
         return online, text
 
+    def history_label(self) -> tuple[bool | None, str]:
+        """(ok, text) about the verdicts' records; ok is None when the station keeps no history."""
+        history = getattr(self.station, "history", None)
+        if history is None:
+            return None, "History: off"
+        refusing = history.refusal()
+        if refusing:
+            return False, f"History: FULL, parts refused ({history.backlog} waiting)"
+        unrecorded = history.unrecorded
+        if unrecorded:
+            return False, f"History: {unrecorded} verdicts UNRECORDED"
+        return True, f"History: ok ({history.backlog} waiting)" if history.backlog else "History: ok"
+
     def cameras(self) -> list[tuple[str, bool]]:
         return [(name, bool(cam.connected)) for name, cam in self.station.cameras.items()]
 

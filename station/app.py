@@ -1,8 +1,11 @@
 """The Station: composes cameras, pipeline, PLC link, history writer and HMI from StationConfig.
 
-This is the one place where the result sinks are wired: the PLC first (its answer is the
-line's), then the history writer, then the HMI's state, then any extra sinks the caller gives
-(the headless demo's recorder). Recipes are switched through one path (``switch_recipe``,
+This is the one place where the result sinks are wired: the history writer first (its
+``publish`` writes the verdict to the journal, so no verdict reaches the PLC without a record
+that survives a crash of this process), then the PLC (its answer is the line's), then the HMI's
+state, then any extra sinks the caller gives (the headless demo's recorder). The history is also
+the pipeline's record keeper: with ``on_history_full = "stop"`` it refuses parts it could not
+record. Recipes are switched through one path (``switch_recipe``,
 station.recipe_switch) for start-up, the PLC and the HMI.
 
 Start-up order: recipes → cameras (each failure an alarm; no camera at all is fatal) →
@@ -25,7 +28,7 @@ from station.inference import pool as npu_pool
 from station.inference.select import analyse_workers, resolve_backend
 from station.pipeline import Pipeline, ResultSink
 from station.recipe import LoadedRecipe, RecipeBook
-from station.recipe_switch import RecipeSwitcher, RecipeSwitchError
+from station.recipe_switch import RecipeSwitcher, RecipeSwitchError, RecipeUnknown
 from station.stats import StationStats
 
 log = logging.getLogger("station.app")
@@ -37,8 +40,18 @@ ALARM_BUDGET = "time_budget"
 WARM_UP_PARTS = 3
 
 
+def result_sinks(history, plc, hmi, extras=()) -> tuple:
+    """The order every verdict takes: its durable record (history: journal, then database),
+    the PLC, the HMI, extras. Absent ones (None) are left out. Also used by `station plc bench`."""
+    return tuple(s for s in (history, plc, hmi) if s is not None) + tuple(extras)
+
+
 class StartupError(Exception):
     """The station cannot run; the message says why (exit status 1)."""
+
+
+class ActiveRecipeUnknown(StartupError):
+    """The station file's ``active_recipe`` names no recipe in the recipes directory."""
 
 
 def build_inspector(loaded: LoadedRecipe, *, models_dir: Path, backend: str, threads: int):
@@ -57,7 +70,9 @@ class Station:
         self.recipes = RecipeBook(config.recipes_dir)
         for err in self.recipes.errors:
             self.alarms.raise_(f"recipe_invalid:{Path(err.path).name}", "recipes", str(err))
-        self.cameras: dict[str, Camera] = {c.name: make_camera(c, self.alarms) for c in config.cameras}
+        self.cameras: dict[str, Camera] = {
+            c.name: make_camera(c, self.alarms, config.pipeline.max_image_pixels) for c in config.cameras
+        }
         choice = resolve_backend(config.inference.backend, config.inference.npu_cores)
         self.backend, self.backend_reason = choice.backend, choice.reason
         if self.backend != "onnxruntime":
@@ -126,6 +141,8 @@ class Station:
             raise StartupError(f"{type(exc).__name__}: {exc}") from None
         try:
             self.switch_recipe(self.config.active_recipe, actor="station", via="start-up")
+        except RecipeUnknown as exc:
+            raise ActiveRecipeUnknown(str(exc)) from None
         except RecipeSwitchError as exc:
             raise StartupError(str(exc)) from None
         log.info("inference backend: %s", self.backend_label)
@@ -171,9 +188,9 @@ class Station:
         return self.measured_part_ms
 
     def connect_sinks(self) -> None:
-        """The pipeline's result sinks, in the order they hear of a part: PLC, history, HMI, extras."""
-        sinks = [s for s in (self.plc, self.history, self.hmi_state) if s is not None]
-        self.pipeline.sinks = tuple(sinks) + self._extra_sinks
+        """The pipeline's result sinks, in the order they hear of a part (``result_sinks``)."""
+        self.pipeline.sinks = result_sinks(self.history, self.plc, self.hmi_state, self._extra_sinks)
+        self.pipeline.record_keeper = self.history
 
     def _audit(self, actor: str, action: str, target: str, before: str | None, after: str | None) -> None:
         if self.audit_log is not None:

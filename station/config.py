@@ -84,20 +84,27 @@ class PlcConfig(Strict):
 
     @model_validator(mode="after")
     def _blocks_apart(self) -> "PlcConfig":
-        # client mode: the 4 input and 18 output words live in the PLC's memory and must not overlap
-        if self.input_base < self.output_base + 18 and self.output_base < self.input_base + 4:
+        # client mode: the 4 input and 20 output words live in the PLC's memory and must not overlap
+        if self.input_base < self.output_base + 20 and self.output_base < self.input_base + 4:
             raise ValueError(
-                f"input_base {self.input_base} (4 words) overlaps output_base {self.output_base} (18 words)"
+                f"input_base {self.input_base} (4 words) overlaps output_base {self.output_base} (20 words)"
             )
-        if self.input_base + 4 > 65536 or self.output_base + 18 > 65536:
+        if self.input_base + 4 > 65536 or self.output_base + 20 > 65536:
             raise ValueError("input_base / output_base blocks must end below register 65536")
         return self
 
 
 class DatabaseConfig(Strict):
     url: str = "sqlite:///var/station.db"
+    # verdicts given and not yet in the database (the backlog): each is in the verdict journal
     queue_size: int = Field(default=10_000, ge=1)
     batch_size: int = Field(default=200, ge=1)
+    # where each verdict is written before the PLC hears it (db/journal.py); default: var/journal
+    # beside the archive. None only for a history writer used on its own (no journal).
+    journal_dir: Path | None = None
+    # the backlog at queue_size: "stop" refuses triggers (PLC error code HISTORY_FULL) until it
+    # drains; "continue" inspects on and counts the verdicts it cannot record (unrecorded)
+    on_history_full: Literal["stop", "continue"] = "stop"
 
 
 class ArchiveConfig(Strict):
@@ -155,6 +162,13 @@ class HmiConfig(Strict):
 class PipelineConfig(Strict):
     queue_depth: int = Field(default=4, ge=1, description="parts waiting per stage before triggers are refused")
     inference_workers: int = Field(default=1, ge=1, le=8)
+    # an image whose header announces more pixels is refused before it is decoded (image_error);
+    # 178 MP is Pillow's own ceiling, above which it refuses to open a file at all
+    max_image_megapixels: float = Field(default=40.0, gt=0, le=178)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(self.max_image_megapixels * 1_000_000)
 
 
 class StationConfig(Strict):
@@ -205,7 +219,10 @@ class StationConfig(Strict):
                 "recipes_dir": fix(self.recipes_dir),
                 "models_dir": fix(self.models_dir),
                 "cameras": cams,
-                "database": self.database.model_copy(update={"url": url}),
+                "database": self.database.model_copy(update={
+                    "url": url,
+                    "journal_dir": fix(self.database.journal_dir or self.archive.dir.parent / "journal"),
+                }),
                 "archive": self.archive.model_copy(update={"dir": fix(self.archive.dir)}),
             }
         )

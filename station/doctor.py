@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from station.ports import listen_error
 from station.config import GenicamCameraConfig, ReplayCameraConfig, StationConfig
 from station.config_errors import ConfigError
 from station.paths import SHIPPED_RECIPES
-from station.recipe_models import recipe_models
+from station.recipe_models import check_recipe_models, recipe_models
 
 Status = Literal["ok", "warn", "fail"]
 GIB = 1024**3
@@ -315,22 +316,18 @@ def check_plc(config: StationConfig, connect_timeout_s: float = 2.0) -> Check:
         ms = (time.monotonic() - t) * 1000
         return Check("plc", "ok", f"PLC at {where} accepts TCP connections ({ms:.1f} ms)", {"mode": "client", "connect_ms": round(ms, 2)})
 
-    family = socket.AF_INET6 if ":" in plc.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((plc.host, plc.port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return Check("plc", "warn", f"Modbus server port {where} is in use (the station already running? "
-                                            "`systemctl status station`)", {"mode": "server"})
-            if exc.errno == errno.EACCES:
-                return Check(
-                    "plc", "warn",
-                    f"port {plc.port} needs CAP_NET_BIND_SERVICE: station.service grants it; as this user the bind is refused",
-                    {"mode": "server"},
-                )
-            return Check("plc", "fail", f"cannot listen on {where}: {exc.strerror or exc}", {"mode": "server"})
+    exc = listen_error(plc.host, plc.port)
+    if exc is not None:
+        if exc.errno == errno.EADDRINUSE:
+            return Check("plc", "warn", f"Modbus server port {where} is in use (the station already running? "
+                                        "`systemctl status station`)", {"mode": "server"})
+        if exc.errno == errno.EACCES:
+            return Check(
+                "plc", "warn",
+                f"port {plc.port} needs CAP_NET_BIND_SERVICE: station.service grants it; as this user the bind is refused",
+                {"mode": "server"},
+            )
+        return Check("plc", "fail", f"cannot listen on {where}: {exc.strerror or exc}", {"mode": "server"})
     allow = ", ".join(plc.allow) or "any client"
     return Check("plc", "ok", f"Modbus TCP server can listen on {where} (allowed: {allow})", {"mode": "server"})
 
@@ -387,25 +384,17 @@ def check_disk(config: StationConfig) -> Check:
 
 # ---- models --------------------------------------------------------------------------------------------
 def check_models(config: StationConfig, recipe, backend: str | None, npu_target: str | None) -> list[Check]:
-    from station.inference.metadata import ModelError, resolve_model
+    from station.inference.metadata import ModelError
 
-    names = recipe_models(recipe).names
-    if not names:
+    found = check_recipe_models(recipe, config.models_dir)
+    if not found:
         return [Check("models", "ok", f"recipe {recipe.name} uses no model ({recipe.vision.analyzer} analyzer)")]
-    checks, seen = [], set()
-    queue = list(names)
-    while queue:
-        name = queue.pop(0)
-        if name in seen:
+    checks = []
+    for model in found:
+        name, meta, path = model.name, model.meta, model.path
+        if model.error is not None:
+            checks.append(Check(f"model:{name}", "fail", model.error))
             continue
-        seen.add(name)
-        try:
-            meta, path = resolve_model(config.models_dir, name, verify=True)
-        except ModelError as exc:
-            checks.append(Check(f"model:{name}", "fail", str(exc)))
-            continue
-        if meta.pair:
-            queue.append(meta.pair)
         summary = f"{path.name} sha256 {meta.sha256[:12]}… ok ({path.stat().st_size / 1e6:.1f} MB, {meta.role})"
         status: Status = "ok"
         if backend == "rknn" and npu_target:
@@ -520,6 +509,35 @@ def check_database(config: StationConfig) -> Check:
         engine.dispose()
 
 
+def check_history_record(config: StationConfig) -> Check:
+    """What the station last said about its verdicts' records (db/writer.py's status file in the
+    journal dir): verdicts given without a record, and whether triggers are refused for it."""
+    from station.db.writer import read_status
+
+    journal = config.database.journal_dir
+    policy = config.database.on_history_full
+    status = read_status(journal) if journal is not None else None
+    if status is None:
+        return Check("history_record", "ok", f"verdict journal {journal}: no status yet (written once the station runs); "
+                                              f"on_history_full = {policy}")
+    try:
+        os.kill(int(status.get("pid", 0)), 0)
+        when = "running"
+    except PermissionError:
+        when = "running"
+    except (OSError, ValueError):
+        when = f"last run, until {status.get('updated_at', '?')}"
+    backlog, limit, unrecorded = status.get("backlog", 0), status.get("limit", 0), status.get("unrecorded", 0)
+    if status.get("refusing_triggers"):
+        return Check("history_record", "fail", f"station {when}: triggers refused: {status['refusing_triggers']}", status)
+    if unrecorded:
+        return Check("history_record", "warn", f"station {when}: {unrecorded} verdicts given without a record "
+                                                f"(on_history_full = {status.get('on_history_full')}, backlog {backlog}/{limit}); "
+                                                "see the alarm history_unrecorded", status)
+    return Check("history_record", "ok", f"station {when}: every verdict recorded; backlog {backlog}/{limit} waiting for "
+                                          f"the database, on_history_full = {policy}", status)
+
+
 # ---- everything --------------------------------------------------------------------------------------------
 def default_config_path() -> Path | None:
     env = os.environ.get("STATION_CONFIG")
@@ -602,6 +620,7 @@ def run_doctor(
             cores = min(config.inference.npu_cores, 3)
             add(_guard("npu_probe", lambda: probe_npu_cores(config, recipe, target, cores, npu_runtime_class)))
     add(_guard("database", lambda: check_database(config)))
+    add(_guard("history_record", lambda: check_history_record(config)))
     return report
 
 

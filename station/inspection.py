@@ -38,6 +38,7 @@ class RejectReason(str, enum.Enum):
     NO_RECIPE = "no_recipe"
     OVERRUN = "overrun"
     SHUTDOWN = "shutdown"
+    HISTORY_FULL = "history_full"  # a trigger refused: the verdict could not be recorded (on_history_full = "stop")
 
 
 NO_RESULT_PLC_CODE = 0xFFFF  # a part that was not inspected: reject, never a class code

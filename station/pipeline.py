@@ -21,6 +21,7 @@ from typing import Protocol
 from station import stages
 from station.alarms import AlarmBoard
 from station.camera.base import Camera
+from station.images import ImageError
 from station.inspection import Failure, Inspection, RejectReason, View
 from station.recipe import LoadedRecipe
 from station.stages import Findings, Inspector, StageFailure
@@ -43,6 +44,18 @@ class ResultSink(Protocol):
     and must not change the inspection (the next sink reads it too)."""
 
     def publish(self, inspection: Inspection) -> None: ...
+
+
+class RecordKeeper(Protocol):
+    """The durable record of verdicts (station.db.writer.HistoryWriter), asked before a part is
+    taken: a part whose verdict could not be recorded is refused (the PLC diverts it)."""
+
+    def refusal(self) -> str | None:
+        """Why parts must be refused now, or None."""
+
+    @property
+    def unrecorded(self) -> int:
+        """Verdicts given without a durable record since start."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +81,9 @@ class Pipeline:
         self.build_inspector = build_inspector
         self.alarms = alarms
         self.stats = stats or StationStats()
-        # set by the composition (station.app.Station.connect_sinks) before start: PLC first
+        # set by the composition (station.app.Station.connect_sinks) before start: the record first
         self.sinks: Sequence[ResultSink] = ()
+        self.record_keeper: RecordKeeper | None = None
         self._recipe: ActiveRecipe | None = None
         self._recipe_lock = threading.Lock()
         self._seq_lock = threading.Lock()
@@ -166,6 +180,16 @@ class Pipeline:
             return self._published_cv.wait_for(lambda: self._published_seq >= sequence, timeout_s)
 
     # ---- trigger ------------------------------------------------------------------------
+    def recording_refusal(self) -> str | None:
+        """Why a part would be refused for its record (station.db.writer), or None."""
+        keeper = self.record_keeper
+        return None if keeper is None else keeper.refusal()
+
+    @property
+    def unrecorded(self) -> int:
+        keeper = self.record_keeper
+        return 0 if keeper is None else keeper.unrecorded
+
     @property
     def has_room(self) -> bool:
         """False while a trigger would be refused for a full acquisition queue (PLC READY)."""
@@ -180,6 +204,9 @@ class Pipeline:
         active = self._recipe
         if active is None:
             raise TriggerRefused(RejectReason.NO_RECIPE, "no recipe loaded")
+        why = self.recording_refusal()
+        if why is not None:
+            raise TriggerRefused(RejectReason.HISTORY_FULL, why)
         with self._seq_lock:
             seq = self._next_seq
             now = time.monotonic()
@@ -212,6 +239,8 @@ class Pipeline:
                     remaining = max(0.001, insp.deadline_s - time.monotonic())
                     try:
                         views.append(self.cameras[cam.name].grab(insp.part_id, timeout_s=remaining))
+                    except ImageError as exc:  # the camera delivered, but not an image to inspect
+                        raise ImageError(f"camera {cam.name}: {exc}") from exc
                     except Exception as exc:
                         raise StageFailure(RejectReason.CAMERA_ERROR, f"camera {cam.name}: {exc}") from exc
                 insp.views = views
@@ -314,4 +343,4 @@ class Pipeline:
             self._published_cv.notify_all()
 
 
-__all__ = ["Pipeline", "Inspector", "Findings", "ResultSink", "TriggerRefused", "ActiveRecipe", "View"]
+__all__ = ["Pipeline", "Inspector", "Findings", "ResultSink", "RecordKeeper", "TriggerRefused", "ActiveRecipe", "View"]

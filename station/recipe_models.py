@@ -49,3 +49,53 @@ def recipe_models(recipe: Recipe) -> RecipeModels:
         classifier=vision.classifier,
         sam_reasons=tuple(reasons),
     )
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """One model a recipe loads, as found in a models directory: ``error`` is None when its
+    metadata reads, its file is there and its sha256 matches (and, for the SAM encoder, its
+    decoder is named and checks too)."""
+
+    name: str
+    key: str  # the recipe key that names it (the SAM decoder: the encoder's key)
+    meta: object | None = None  # station.inference.metadata.ModelMetadata
+    path: object | None = None  # pathlib.Path of the model file
+    error: str | None = None
+
+
+def check_recipe_models(recipe: Recipe, models_dir) -> list[ModelCheck]:
+    """Every model ``recipe`` would load from ``models_dir`` (what a PLC LOAD_RECIPE loads),
+    checked: metadata, file, sha256, the SAM pair. For `station recipes check` and `station doctor`."""
+    from station.inference.metadata import ModelError, resolve_model
+
+    need = recipe_models(recipe)
+    keys: dict[str, str] = {}
+    if need.segmentation:
+        keys[need.segmentation] = "vision.segmentation"
+    if isinstance(recipe.vision, SamVision):
+        for i, entry in enumerate(recipe.vision.proposals):
+            keys.setdefault(entry.model, f"vision.proposals[{i}].model")
+    if need.classifier:
+        keys.setdefault(need.classifier, "vision.classifier")
+    checks: list[ModelCheck] = []
+    queue = [(name, keys[name]) for name in need.names]
+    seen: set[str] = set()
+    while queue:
+        name, key = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            meta, path = resolve_model(models_dir, name, verify=True)
+        except ModelError as exc:
+            checks.append(ModelCheck(name, key, error=str(exc)))
+            continue
+        if name == need.segmentation and not meta.pair:
+            checks.append(ModelCheck(name, key, meta, path, f"SAM encoder {name} names no decoder (metadata 'pair'): "
+                                                            "the SAM pair is incomplete"))
+            continue
+        if meta.pair:
+            queue.append((meta.pair, f"{key} (its pair {meta.pair})"))
+        checks.append(ModelCheck(name, key, meta, path))
+    return checks

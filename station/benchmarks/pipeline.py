@@ -213,13 +213,13 @@ def format_report(report: dict) -> str:
 # ---- the recipe's models and views ---------------------------------------------------------
 def recipe_views(manifest: Path, count: int) -> list[View]:
     """The first ``count`` readable images of a manifest CSV (``image`` column), as camera views."""
-    from station.camera.replay import read_image
+    from station.images import read_image_file
 
     views = []
     with open(manifest, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             try:
-                img = read_image(manifest.parent / row["image"])
+                img = read_image_file(manifest.parent / row["image"])
             except Exception:  # noqa: BLE001 - an unreadable row is skipped, as station eval does
                 continue
             views.append(View("top", img, len(views), 0.0, row["image"]))

@@ -3,7 +3,11 @@
 Runs the real PlcService (server mode) over a real Pipeline with a trivial camera and
 inspector (the vision is not what is measured here), and a timed PLC: a pymodbus master
 that polls the status block every ``poll_ms`` and triggers the next part once the previous
-result is acknowledged (one part at a time, so queueing does not hide in the latencies). Reports, in ms (p50 / p99 / max):
+result is acknowledged (one part at a time, so queueing does not hide in the latencies), at
+most ``rate`` parts per second when given. With ``history`` (the default) the result sinks are
+the station's (station.app.result_sinks): the real HistoryWriter with its verdict journal and
+a SQLite file in a temporary directory first, then the PLC, so "decision → RESULT_VALID" includes
+making the verdict's record durable. Reports, in ms (p50 / p99 / max):
 
 - trigger → TRIGGER_ACK as the PLC sees it (TRIGGER write sent → first poll showing the ACK);
 - TRIGGER write round trip (the station sets TRIGGER_ACK before it answers the write);
@@ -32,7 +36,8 @@ from pymodbus.client import ModbusTcpClient
 from station.alarms import AlarmBoard
 from station.benchmarks.recipes import threshold_recipe_text
 from station.camera.base import Camera
-from station.config import PlcConfig
+from station.app import result_sinks
+from station.config import ArchiveConfig, DatabaseConfig, PlcConfig
 from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
 from station.pipeline import Findings, Pipeline
 from station.plc.registers import OUTPUT_BASE, OUTPUT_WORDS, Control, Out, Status, join_u32, split_u32
@@ -105,8 +110,9 @@ def _stats(values: list[float]) -> dict[str, float]:
 class TimedPlc:
     """A PLC polling every ``poll_s``: triggers when READY, acknowledges every result, notes times."""
 
-    def __init__(self, port: int, parts: int, poll_s: float):
+    def __init__(self, port: int, parts: int, poll_s: float, rate: float | None = None):
         self.port, self.parts, self.poll_s = port, parts, poll_s
+        self.period_s = 1.0 / rate if rate else 0.0
         self.trigger_seen_ms: list[float] = []
         self.trigger_rtt_ms: list[float] = []
         self.trigger_sent_s: dict[int, float] = {}  # part ID -> TRIGGER write sent
@@ -133,7 +139,8 @@ class TimedPlc:
         PLC must not take turns at one interpreter lock. Its notes are copied back here."""
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        proc = ctx.Process(target=_run_timed_plc, args=(self.port, self.parts, self.poll_s, timeout_s, queue),
+        rate = 1.0 / self.period_s if self.period_s else None
+        proc = ctx.Process(target=_run_timed_plc, args=(self.port, self.parts, self.poll_s, timeout_s, queue, rate),
                            name="timed-plc", daemon=True)
         proc.start()
         try:
@@ -148,7 +155,7 @@ class TimedPlc:
 
     def _loop(self, client: ModbusTcpClient, deadline: float) -> None:
         control, part, sent_s = 0, 1, None
-        next_poll = last_beat = time.monotonic()
+        next_poll = last_beat = started = time.monotonic()
         while len(self.results) < self.parts:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self.results)} of {self.parts} results after the time limit")
@@ -167,7 +174,8 @@ class TimedPlc:
                 # one part at a time: the next trigger only after the last result is acknowledged
                 # and released, so the figures are link latency, not queueing behind the PLC
                 idle = len(self.results) == part - 1 and not control & Control.RESULT_ACK
-                if st & Status.READY and part <= self.parts and idle:
+                due = now >= started + (part - 1) * self.period_s
+                if st & Status.READY and part <= self.parts and idle and due:
                     new |= Control.TRIGGER
             elif st & Status.TRIGGER_ACK:
                 self.trigger_seen_ms.append((now - sent_s) * 1000.0)
@@ -201,8 +209,8 @@ class TimedPlc:
             time.sleep(next_poll - now)
 
 
-def _run_timed_plc(port: int, parts: int, poll_s: float, timeout_s: float, queue) -> None:
-    plc = TimedPlc(port, parts, poll_s)
+def _run_timed_plc(port: int, parts: int, poll_s: float, timeout_s: float, queue, rate: float | None = None) -> None:
+    plc = TimedPlc(port, parts, poll_s, rate)
     error = None
     try:
         plc.run(timeout_s)
@@ -212,12 +220,14 @@ def _run_timed_plc(port: int, parts: int, poll_s: float, timeout_s: float, queue
 
 
 def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, timeout_s: float = 300.0,
-              crowd: int = 0, reader_interval_ms: float | None = None) -> dict:
+              crowd: int = 0, reader_interval_ms: float | None = None, rate: float | None = None,
+              history: bool = True) -> dict:
     """Run the benchmark; returns the figures (ms) and the integrity check of the results.
 
     ``crowd``: other clients polling at full speed meanwhile (the server's connection cap is
     raised to let them all in); ``reader_interval_ms``: the server's pacing of clients that only
-    read (default: the station's)."""
+    read (default: the station's); ``rate``: at most this many parts per second; ``history``: the
+    station's sinks (journal + SQLite history before the PLC) instead of the PLC alone."""
     from station.benchmarks.modbus_crowd import ModbusCrowd
 
     with tempfile.TemporaryDirectory(prefix="plc-bench-") as tmp:
@@ -231,11 +241,23 @@ def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, t
         config = PlcConfig(host="127.0.0.1", port=port, result_buffer=result_buffer,
                            max_connections=max(PlcConfig().max_connections, crowd + 4), **pacing)
         service = PlcService(config, pipeline, RecipeSwitcher(book, pipeline, alarms), alarms, stats)
-        before, after = _Clock(), _Clock()
-        pipeline.sinks = [before, service, after]
+        writer = None
+        if history:
+            from station.db.writer import HistoryWriter
+
+            writer = HistoryWriter(
+                DatabaseConfig(url=f"sqlite:///{Path(tmp) / 'history.db'}", journal_dir=Path(tmp) / "journal"),
+                ArchiveConfig(dir=Path(tmp) / "images"), alarms, "plc-bench",
+            )
+            writer.start()
+            pipeline.record_keeper = writer
+        before, after = _Clock(), _Clock()  # decision; RESULT_VALID written (right after the PLC sink)
+        sinks = result_sinks(writer, service, None)
+        plc_at = sinks.index(service) + 1
+        pipeline.sinks = (before, *sinks[:plc_at], after, *sinks[plc_at:])
         pipeline.start()
         service.start()
-        plc = TimedPlc(port, parts, poll_ms / 1000.0)
+        plc = TimedPlc(port, parts, poll_ms / 1000.0, rate)
         crowd_runner = ModbusCrowd("127.0.0.1", port, crowd) if crowd else None
         try:
             with crowd_runner or contextlib.nullcontext():
@@ -243,6 +265,10 @@ def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, t
         finally:
             service.stop()
             pipeline.stop()
+            if writer is not None:
+                writer.flush(30)
+                stored = writer.stats.written
+                writer.close()
     seen = [(plc.valid_seen_s[seq] - before.at[seq]) * 1000.0 for seq in plc.valid_seen_s if seq in before.at]
     inside = [(after.at[seq] - before.at[seq]) * 1000.0 for seq in after.at if seq in before.at]
     cycle = [(plc.valid_seen_s[seq] - plc.trigger_sent_s[part]) * 1000.0
@@ -255,6 +281,9 @@ def run_bench(parts: int = 200, poll_ms: float = 10.0, result_buffer: int = 8, t
         "crowd": crowd,
         "crowd_requests_per_s": round(crowd_runner.requests_per_s) if crowd_runner else 0,
         "reader_interval_ms": config.reader_interval_ms,
+        "rate": rate,
+        "sinks": "history (journal + SQLite), PLC" if history else "PLC only",
+        "stored": stored if history else None,
         "elapsed_s": round(elapsed, 2),
         "parts_per_s": round(parts / elapsed, 1) if elapsed else 0.0,
         "plc_cycles": plc.cycles,
@@ -284,8 +313,10 @@ def format_report(r: dict) -> str:
 
     return "\n".join(
         [
-            f"PLC link benchmark: {r['parts']} parts, PLC polling every {r['poll_ms']:g} ms, Modbus TCP over loopback"
-            + (f", {r['crowd']} other clients polling at full speed ({r['crowd_requests_per_s']} requests/s answered; "
+            f"PLC link benchmark: {r['parts']} parts, PLC polling every {r['poll_ms']:g} ms, Modbus TCP over loopback, "
+            f"{'at most ' + format(r['rate'], 'g') + ' parts/s' if r['rate'] else 'as fast as the handshake goes'}; "
+            f"sinks: {r['sinks']}" + (f" ({r['stored']} stored)" if r["stored"] is not None else "")
+            + (f"; {r['crowd']} other clients polling at full speed ({r['crowd_requests_per_s']} requests/s answered; "
                f"readers paced at {r['reader_interval_ms']:g} ms)" if r.get("crowd") else ""),
             line("trigger → TRIGGER_ACK, seen by the PLC (ms)", r["trigger_to_ack_seen_by_plc_ms"]),
             line("TRIGGER write round trip (ms)", r["trigger_write_round_trip_ms"]),

@@ -40,6 +40,7 @@ from station.camera.features import ADAPTER_OWNED, FeatureReport, apply_features
 from station.camera.pixels import FORMATS as PIXEL_FORMATS
 from station.camera.pixels import PixelFormatError, to_station_image
 from station.config import GenicamCameraConfig
+from station.images import DEFAULT_MAX_PIXELS, ImageError, check_pixel_count
 from station.inspection import View
 from station.recipe import RecipeCamera
 
@@ -79,8 +80,10 @@ class _FetchTimeout(Exception):
 class GenicamCamera(Camera):
     """A GenICam device as a station camera. See the module docstring for the frame rules."""
 
-    def __init__(self, config: GenicamCameraConfig, alarms: AlarmBoard, producers: ProducerSet | None = None):
+    def __init__(self, config: GenicamCameraConfig, alarms: AlarmBoard, producers: ProducerSet | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.config = config
+        self.max_pixels = max_pixels
         self.name = config.name
         self.alarms = alarms
         self.producers: ProducerSet | None = producers  # None: the process-wide set, taken on open
@@ -178,7 +181,7 @@ class GenicamCamera(Camera):
                         if self._generation != self.producers.generation:
                             continue  # re-enumerated between the check and here: reopen first
                         return self._fetch_view(deadline, fresh)
-            except CameraError:
+            except (CameraError, ImageError):  # ImageError: a frame came, but not one to inspect (image_error)
                 raise
             except _FetchTimeout:
                 self._on_failure(f"no frame within {limit_s * 1000:.0f} ms")
@@ -342,7 +345,7 @@ class GenicamCamera(Camera):
                     skip -= 1
                     self.counters.stale_discarded += 1
                     continue
-                image = self._copy_image(buf)
+                image = self._copy_image(buf, self.max_pixels)
             finally:
                 buf.queue()  # back to the producer at once: the image is a copy
             self.counters.frames += 1
@@ -361,7 +364,9 @@ class GenicamCamera(Camera):
         return frame_id
 
     @staticmethod
-    def _copy_image(buf) -> np.ndarray:
+    def _copy_image(buf, max_pixels: int) -> np.ndarray:
+        """The buffer's image, copied. ImageError (PayloadSizeError) if it announces more than
+        ``max_pixels`` or its size does not match width x height x pixel format."""
         component = buf.payload.components[0]
         try:
             padding = int(component.x_padding)
@@ -370,8 +375,9 @@ class GenicamCamera(Camera):
         data = component.data
         if data is None:
             raise PixelFormatError("buffer carries no image data")
-        return to_station_image(data.view(np.uint8), int(component.width), int(component.height),
-                                str(component.data_format), padding)
+        width, height = int(component.width), int(component.height)
+        check_pixel_count(width, height, max_pixels, "frame")
+        return to_station_image(data.view(np.uint8), width, height, str(component.data_format), padding)
 
     def _on_failure(self, reason: str, fatal: bool = False) -> None:
         if not fatal:

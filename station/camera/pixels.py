@@ -27,9 +27,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from station.images import ImageError
+
 
 class PixelFormatError(ValueError):
-    """The pixel format is not supported, or the data does not fit its width/height."""
+    """The pixel format is not supported."""
+
+
+class PayloadSizeError(ImageError, PixelFormatError):
+    """The payload's size is not what width x height x pixel format (and line padding) make: a
+    truncated or mis-described frame, never inspected (the pipeline rejects it as image_error)."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,10 @@ def _rows(data, width: int, height: int, fmt: PixelFormat, line_padding_bytes: i
     line_bytes = width * fmt.bytes_per_pixel
     stride = line_bytes + line_padding_bytes
     need = stride * height - line_padding_bytes  # the last line's padding may be absent
-    if width <= 0 or height <= 0 or raw.size < need:
-        raise PixelFormatError(
+    if width <= 0 or height <= 0 or raw.size not in (need, stride * height):
+        # shorter: a truncated frame; longer: the frame is not what its width, height and
+        # format say (a wrong format or a wrong size would be inspected as a scrambled image)
+        raise PayloadSizeError(
             f"{fmt.name} {width}x{height} needs {need} bytes (line padding {line_padding_bytes}), got {raw.size}"
         )
     if raw.size < stride * height:

@@ -2,7 +2,8 @@
 
 Manifest CSV columns: ``image`` (path relative to the manifest), optional ``mask`` (same
 size, >=128 means defect), optional ``class``; extra columns are kept in ``View.source``
-only as the image path. Mono images are delivered as HxW uint8, colour as HxWx3 RGB.
+only as the image path. Mono images are delivered as HxW uint8, colour as HxWx3 RGB (16-bit
+files keep their high byte).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from station.camera.base import Camera, CameraError
 from station.config import ReplayCameraConfig
+from station.images import DEFAULT_MAX_PIXELS, read_image_file
 from station.inspection import View
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -57,29 +59,13 @@ def list_items(source: Path) -> list[ReplayItem]:
     raise ValueError(f"{source}: replay source must be a folder of images or a manifest .csv")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """uint8 HxW (mono) or HxWx3 RGB. Raises ValueError naming the file."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"{path}: cannot read image")
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ValueError(f"{path}: unsupported pixel type {img.dtype}")
-    if img.ndim == 3:
-        if img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-        elif img.shape[2] == 3:
-            b, g, r = img[..., 0], img[..., 1], img[..., 2]
-            img = img[..., 0].copy() if (np.array_equal(b, g) and np.array_equal(g, r)) else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        else:
-            raise ValueError(f"{path}: unsupported channel count {img.shape[2]}")
-    return img
-
-
 class ReplayCamera(Camera):
-    def __init__(self, config: ReplayCameraConfig):
+    """Images are decoded by ``station.images.read_image_file``: a truncated, corrupt or oversized
+    file raises ImageError (the pipeline rejects the part as image_error), not CameraError."""
+
+    def __init__(self, config: ReplayCameraConfig, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.config = config
+        self.max_pixels = max_pixels
         self.name = config.name
         self._items: list[ReplayItem] = []
         self._n = 0
@@ -113,8 +99,8 @@ class ReplayCamera(Camera):
             n = self._n
             item = self._items[n % len(self._items)]
             self._n += 1
+        image = read_image_file(item.image, max_pixels=self.max_pixels)  # ImageError: not an image to inspect
         try:
-            image = read_image(item.image)
             truth = None
             if item.mask is not None:
                 mask = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
@@ -139,7 +125,8 @@ class ReplayCamera(Camera):
         if not self._items:
             return None
         try:
-            return View(camera=self.name, image=read_image(self._items[0].image), source=str(self._items[0].image))
+            image = read_image_file(self._items[0].image, max_pixels=self.max_pixels)
+            return View(camera=self.name, image=image, source=str(self._items[0].image))
         except ValueError:
             return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import logging
 import signal
@@ -18,6 +19,7 @@ import numpy as np
 from station.commands.common import recipes_dir, resolve_recipe
 from station.config import load_station_config
 from station.config_errors import ConfigError
+from station.ports import listen_error
 
 log = logging.getLogger("station.cli")
 
@@ -62,8 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("name")
     q.add_argument("--recipes-dir", type=Path, default=None)
     q.set_defaults(func=cmd_recipes_show)
-    q = rsub.add_parser("check", help="validate a recipe file; exit 2 with the reason if it is bad")
+    q = rsub.add_parser("check", help="validate a recipe file and the models it loads (what a PLC LOAD_RECIPE "
+                                      "would load); exit 2 naming file, key and reason if it is bad")
     q.add_argument("file", type=Path)
+    where = q.add_mutually_exclusive_group()
+    where.add_argument("--models-dir", type=Path, default=None, help="where the models are (default: var/models)")
+    where.add_argument("--config", type=Path, default=None, help="a station file: check against its models_dir")
     q.set_defaults(func=cmd_recipes_check)
 
     p = sub.add_parser("simulate", help="write simulated part images, masks and a manifest CSV")
@@ -107,13 +113,34 @@ def _pull_models(config, recipe_name: str) -> None:
     ensure_recipe_models(config.recipes_dir / f"{recipe_name}.toml", config.models_dir)
 
 
-def _start_station(config, sinks=()):
-    """A started Station, or None after printing why it cannot run (exit status 1)."""
-    from station.app import Station, StartupError
+def _refuse_ports_in_use(config, source: str, plc_key: str, hmi_key: str) -> None:
+    """ConfigError (exit 2, one line naming the port and ``plc_key`` / ``hmi_key``, the setting or
+    flag that changes it) when the Modbus server's or the HMI's port is already in use."""
+    wanted = []
+    if config.plc.enabled and config.plc.mode == "server":
+        wanted.append((config.plc.host, config.plc.port, plc_key, "the PLC's Modbus server"))
+    if config.hmi.enabled:
+        wanted.append((config.hmi.host, config.hmi.port, hmi_key, "the HMI"))
+    for host, port, key, what in wanted:
+        exc = listen_error(host, port)
+        if exc is not None and exc.errno == errno.EADDRINUSE:
+            raise ConfigError(source, [(key, f"port {port} on {host} for {what} is already in use (another station "
+                                              f"running?); choose a free port with {key}")])
+
+
+def _start_station(config, sinks=(), source: str | None = None):
+    """A started Station, or None after printing why it cannot run (exit status 1). An unknown
+    ``active_recipe`` of the station file ``source`` is a ConfigError (exit 2)."""
+    from station.app import ActiveRecipeUnknown, Station, StartupError
 
     station = Station(config, sinks=sinks)
     try:
         station.start()
+    except ActiveRecipeUnknown as exc:
+        if source is None:
+            print(f"error: {exc}", file=sys.stderr)
+            return None
+        raise ConfigError(source, [("active_recipe", str(exc))]) from None
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -140,6 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         hmi={"host": "127.0.0.1", "port": args.hmi_port, "demo_autologin": True, "enabled": not args.headless},
     )
     (args.root / "var").mkdir(parents=True, exist_ok=True)
+    _refuse_ports_in_use(config, "station demo", "--plc-port", "--hmi-port")
     _pull_models(config, args.recipe)  # recipes_dir is var/recipes: copies of recipes/
     recorder = VerdictRecorder()
     station = _start_station(config, sinks=[recorder] if args.headless else [])
@@ -181,7 +209,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_station_config(args.config)
-    station = _start_station(config)
+    _refuse_ports_in_use(config, str(args.config), "[plc] port", "[hmi] port")
+    station = _start_station(config, source=str(args.config))
     if station is None:
         return 1
     from station.watchdog import ServiceWatchdog
@@ -210,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ---- inspect -------------------------------------------------------------------------------
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from station.camera.replay import read_image
+    from station.images import read_image_file
     from station.inspection import RejectReason, View
     from station.models_store import ensure_recipe_models
     from station.stages import inspect_views
@@ -228,7 +257,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     for n, path in enumerate(args.images, 1):
         try:
-            image = read_image(path)
+            image = read_image_file(path)  # truncated, corrupt, too many pixels: ImageError, skipped
         except Exception as exc:  # one unreadable image must not stop the others; it gets no verdict
             failures += 1
             skipped(path, str(exc))
@@ -272,10 +301,19 @@ def cmd_recipes_show(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes_check(args: argparse.Namespace) -> int:
+    """The recipe as the station loads it, then every model it loads: metadata, file, sha256, the
+    SAM pair (station.recipe_models). Any problem: ConfigError (exit 2) naming file, key, reason."""
     from station.recipe import load_recipe
+    from station.recipe_models import check_recipe_models
 
     loaded = load_recipe(args.file)  # ConfigError -> exit 2 in cli.main
-    print(f"{args.file}: ok ({loaded.recipe.name} v{loaded.recipe.version})")
+    models_dir = args.models_dir or (load_station_config(args.config).models_dir if args.config else Path("var/models"))
+    checks = check_recipe_models(loaded.recipe, models_dir)
+    problems = [(c.key, f"model {c.name}: {c.error}") for c in checks if c.error is not None]
+    if problems:
+        raise ConfigError(args.file, problems)
+    models = f"{len(checks)} models in {models_dir} present, sha256 ok" if checks else "no model needed"
+    print(f"{args.file}: ok ({loaded.recipe.name} v{loaded.recipe.version}; {models})")
     return 0
 
 

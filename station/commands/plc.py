@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run with N other clients polling at full speed; report both and the ratio of the medians")
     q.add_argument("--reader-interval-ms", type=float, default=None,
                    help="the server's pacing of clients that only read (default: plc.reader_interval_ms's default; 0: none)")
+    q.add_argument("--rate", type=float, default=None, help="at most this many parts per second (default: as fast as it goes)")
+    q.add_argument("--no-history", action="store_true",
+                   help="the PLC as the only sink (no verdict journal / database before it): the link alone")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_bench)
 
@@ -92,7 +95,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     def bench(crowd: int) -> dict:
         return run_bench(parts=args.parts, poll_ms=args.poll_ms, result_buffer=args.result_buffer, crowd=crowd,
-                         reader_interval_ms=args.reader_interval_ms)
+                         reader_interval_ms=args.reader_interval_ms, rate=args.rate, history=not args.no_history)
 
     if args.crowd < 0:
         print("error: --crowd must be >= 0", file=sys.stderr)
@@ -106,4 +109,5 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("\n\n".join(format_report(r) for r in runs))
         if args.crowd:
             print(f"\nhandshake cycle (trigger → RESULT_VALID seen by the PLC), median crowded / quiet: {ratio}")
-    return 0 if all(r["in_order_none_lost"] for r in runs) else 1
+    complete = all(r["stored"] in (None, r["parts"]) for r in runs)  # every verdict recorded
+    return 0 if all(r["in_order_none_lost"] for r in runs) and complete else 1

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from station.images import ImageError, read_image_file
 from station.inference.image_input import model_pixels, prepare_image
 from station.inference.metadata import ModelError, ModelMetadata, resolve_model, sha256_file
 from station.inference.rknn import RknnForm, RknnTensor, form_key
@@ -200,10 +201,12 @@ def build_samples(models_dir: Path, meta: ModelMetadata, plan: Plan, images: lis
 
 
 def read_image(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ConversionError(f"cannot read calibration image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """A calibration image as HxWx3 RGB (station.images decodes it: truncated or corrupt files are refused)."""
+    try:
+        img = read_image_file(path)
+    except ImageError as exc:
+        raise ConversionError(f"calibration {exc}") from None
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img
 
 
 # ---- conversion ---------------------------------------------------------------------------

@@ -74,6 +74,9 @@ class StationActions(Protocol):
     def counters(self) -> tuple[int, int]:
         """(parts inspected, parts rejected)."""
 
+    def unrecorded(self) -> int:
+        """Verdicts given without a durable record since start (registers 118-119)."""
+
     def active_recipe_id(self) -> int: ...
 
     def raise_alarm(self, key: str, message: str) -> None: ...
@@ -218,7 +221,7 @@ class ModbusHandshake:
 
     # ---- outputs --------------------------------------------------------------------------
     def outputs(self) -> list[int]:
-        """The 18 output words (registers 100–117 in server mode)."""
+        """The 20 output words (registers 100–119 in server mode)."""
         out = [0] * OUTPUT_WORDS
         out[Out.RESULT_CODE] = NO_RESULT
         if not self.running:
@@ -264,6 +267,7 @@ class ModbusHandshake:
         inspected, rejected = self.actions.counters()
         out[Out.INSPECTED_HI], out[Out.INSPECTED_LO] = split_u32(inspected)
         out[Out.REJECTED_HI], out[Out.REJECTED_LO] = split_u32(rejected)
+        out[Out.UNRECORDED_HI], out[Out.UNRECORDED_LO] = split_u32(self.actions.unrecorded())
         return out
 
     def result_shown(self) -> PlcResult | None:
@@ -359,7 +363,7 @@ class ModbusHandshake:
             return not self.plc_online
         if code is ErrorCode.RECIPE_LOADING:
             return self.loading_recipe
-        if code in (ErrorCode.STATION_OFFLINE, ErrorCode.NO_RECIPE, ErrorCode.PIPELINE_FULL):
+        if code in (ErrorCode.STATION_OFFLINE, ErrorCode.NO_RECIPE, ErrorCode.PIPELINE_FULL, ErrorCode.HISTORY_FULL):
             return self.actions.refusal() is code
         return False
 

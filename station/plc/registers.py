@@ -16,7 +16,7 @@ from station.inspection import RejectReason
 INPUT_BASE = 0  # server mode: where the PLC writes
 OUTPUT_BASE = 100  # server mode: where the PLC reads
 INPUT_WORDS = 4
-OUTPUT_WORDS = 18
+OUTPUT_WORDS = 20
 NO_RESULT = 0xFFFF  # result code when there is no valid inspection result (fail-safe)
 
 
@@ -83,6 +83,8 @@ class Out(enum.IntEnum):
     INSPECTED_LO = 15
     REJECTED_HI = 16
     REJECTED_LO = 17
+    UNRECORDED_HI = 18
+    UNRECORDED_LO = 19
 
 
 class ErrorCode(enum.IntEnum):
@@ -96,6 +98,7 @@ class ErrorCode(enum.IntEnum):
     PIPELINE_FULL = 4
     RECIPE_LOADING = 5
     NOT_RUNNING = 6
+    HISTORY_FULL = 7
     RECIPE_UNKNOWN = 20
     RECIPE_LOAD_FAILED = 21
     PLC_OFFLINE = 30
@@ -106,6 +109,7 @@ class ErrorCode(enum.IntEnum):
     DECISION_ERROR = 44
     SHUTDOWN = 45
     NO_RESULT = 46
+    IMAGE_ERROR = 47
     INTERNAL = 99
 
 
@@ -117,6 +121,8 @@ ERROR_TEXT: dict[ErrorCode, str] = {
     ErrorCode.PIPELINE_FULL: "trigger refused: acquisition queue full (parts arrive faster than they are inspected)",
     ErrorCode.RECIPE_LOADING: "trigger refused: a LOAD_RECIPE command is still running",
     ErrorCode.NOT_RUNNING: "trigger refused: inspection pipeline is not running",
+    ErrorCode.HISTORY_FULL: ("trigger refused: verdicts cannot be recorded (history backlog full or journal failing; "
+                             "[database] on_history_full = \"stop\"): divert the part; clears when the backlog drains"),
     ErrorCode.RECIPE_UNKNOWN: "LOAD_RECIPE failed: no recipe has the PLC ID in register 1",
     ErrorCode.RECIPE_LOAD_FAILED: "LOAD_RECIPE failed: the recipe or its models could not be loaded; previous recipe stays",
     ErrorCode.PLC_OFFLINE: ("PLC heartbeat or requests missing for longer than the timeout; triggers refused; "
@@ -128,6 +134,7 @@ ERROR_TEXT: dict[ErrorCode, str] = {
     ErrorCode.DECISION_ERROR: "recipe rules could not decide: fail-safe REJECT",
     ErrorCode.SHUTDOWN: "station shutting down: fail-safe REJECT",
     ErrorCode.NO_RESULT: "inspection produced no valid result: fail-safe REJECT",
+    ErrorCode.IMAGE_ERROR: "image truncated, corrupt or too large (not inspected): fail-safe REJECT",
     ErrorCode.INTERNAL: "internal error in the station (see the station log)",
 }
 
@@ -136,10 +143,12 @@ TRIGGER_REFUSED_CODE: dict[RejectReason, ErrorCode] = {
     RejectReason.OVERRUN: ErrorCode.PIPELINE_FULL,
     RejectReason.NO_RECIPE: ErrorCode.NO_RECIPE,
     RejectReason.SHUTDOWN: ErrorCode.STATION_OFFLINE,
+    RejectReason.HISTORY_FULL: ErrorCode.HISTORY_FULL,
 }
 FAILSAFE_RESULT_CODE: dict[RejectReason, ErrorCode] = {
     RejectReason.TIMEOUT: ErrorCode.TIMEOUT,
     RejectReason.CAMERA_ERROR: ErrorCode.CAMERA_ERROR,
+    RejectReason.IMAGE_ERROR: ErrorCode.IMAGE_ERROR,
     RejectReason.PREPROCESS_ERROR: ErrorCode.PREPROCESS_ERROR,
     RejectReason.MODEL_ERROR: ErrorCode.MODEL_ERROR,
     RejectReason.DECISION_ERROR: ErrorCode.DECISION_ERROR,
@@ -182,6 +191,8 @@ OUTPUT_MAP: tuple[RegisterDoc, ...] = (
     RegisterDoc(113, 1, "RESULTS_WAITING", "finished results queued behind the presented one"),
     RegisterDoc(114, 2, "PARTS_INSPECTED", "parts inspected (uint32, high word first)"),
     RegisterDoc(116, 2, "PARTS_REJECTED", "parts rejected (uint32, high word first)"),
+    RegisterDoc(118, 2, "UNRECORDED", "verdicts given since start without a durable record (uint32; "
+                "on_history_full = \"continue\" with the backlog full, or the journal failing); 0 is the norm"),
 )
 
 

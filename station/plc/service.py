@@ -265,6 +265,8 @@ class _PipelineActions:
             return ErrorCode.STATION_OFFLINE
         if self.s.pipeline.recipe is None:
             return ErrorCode.NO_RECIPE
+        if self.s.pipeline.recording_refusal() is not None:
+            return ErrorCode.HISTORY_FULL
         if not self.s.pipeline.has_room:
             return ErrorCode.PIPELINE_FULL
         return ErrorCode.NONE
@@ -285,6 +287,9 @@ class _PipelineActions:
 
     def counters(self) -> tuple[int, int]:
         return self.s.stats.parts, self.s.stats.rejected
+
+    def unrecorded(self) -> int:
+        return self.s.pipeline.unrecorded
 
     def active_recipe_id(self) -> int:
         active = self.s.pipeline.recipe

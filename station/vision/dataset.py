@@ -2,8 +2,8 @@
 
 Columns: ``image`` (path relative to the manifest), ``mask`` (optional; same size as the image,
 >= 128 is defect), ``class`` (a defect class or the recipe's good class); extra columns kept.
-A row that cannot be used (unreadable image, wrong bit depth, image smaller than the model
-input, mask size mismatch) becomes a ``SkippedRow`` with its reason; the rest continue.
+A row that cannot be used (unreadable, truncated or corrupt image, too many pixels, wrong bit
+depth, image smaller than the model input, mask size mismatch) becomes a ``SkippedRow`` with its reason; the rest continue.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from station.images import DEFAULT_MAX_PIXELS, read_image_file
 
 
 class ManifestError(ValueError):
@@ -67,27 +69,10 @@ def read_manifest(path: Path | str) -> list[Row]:
     return rows
 
 
-def read_image_file(path: Path) -> np.ndarray:
-    """uint8 HxW or HxWx3 RGB. Raises ValueError naming the problem (unreadable, bit depth)."""
-    if not path.is_file():
-        raise ValueError(f"image {path} not found")
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise ValueError(f"image {path} is unreadable (not an image file, or corrupt)")
-    if data.dtype != np.uint8:
-        raise ValueError(f"image {path} has bit depth {data.dtype} (expected 8-bit)")
-    if data.ndim == 3 and data.shape[2] == 1:
-        data = data[:, :, 0]
-    if data.ndim == 3:
-        data = cv2.cvtColor(data, cv2.COLOR_BGRA2RGB if data.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-        if np.array_equal(data[:, :, 0], data[:, :, 1]) and np.array_equal(data[:, :, 1], data[:, :, 2]):
-            data = data[:, :, 0]  # grey stored as colour
-    return data
-
-
-def load_sample(row: Row, min_side_px: int = 16) -> Sample:
-    """Read a row's image and mask. Raises ValueError with the reason the row is unusable."""
-    image = read_image_file(row.image)
+def load_sample(row: Row, min_side_px: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS) -> Sample:
+    """Read a row's image (station.images: truncated, corrupt, 16-bit or oversized files are
+    refused) and mask. Raises ValueError with the reason the row is unusable."""
+    image = read_image_file(row.image, max_pixels=max_pixels, wide="refuse")
     if min(image.shape[:2]) < min_side_px:
         raise ValueError(f"image {row.image} is {image.shape[1]}x{image.shape[0]} px, smaller than the {min_side_px} px minimum")
     mask = None
@@ -114,9 +99,10 @@ def load_samples(rows: list[Row], min_side_px: int = 16) -> tuple[list[Sample], 
 def skip_summary(skipped: list[SkippedRow]) -> dict[str, int]:
     """Counts of skipped rows by kind of reason (the words before the path details)."""
     def kind(reason: str) -> str:
-        for key in ("not found", "unreadable", "bit depth", "smaller than", "mask", "class"):
+        for key in ("not found", "unreadable", "truncated", "corrupt", "bit depth", "more than the limit", "smaller than",
+                    "mask", "class"):
             if key in reason:
-                return {"smaller than": "too small"}.get(key, key)
+                return {"smaller than": "too small", "more than the limit": "too many pixels"}.get(key, key)
         return "other"
     return dict(Counter(kind(s.reason) for s in skipped))
 

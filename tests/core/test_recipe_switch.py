@@ -73,6 +73,8 @@ def test_start_up_hmi_and_plc_switch_through_one_audited_path(station):
     assert "cannot be loaded" in rows[2][4] and rows[3][4] == "plate-threshold v1"
 
 
-def test_the_station_wires_the_sinks_plc_first(station):
+def test_the_station_wires_the_record_first_then_the_plc(station):
     st = station
-    assert st.pipeline.sinks == (st.plc, st.history)  # no HMI in this station; the PLC's answer goes out first
+    # no HMI in this station; the verdict's durable record (journal) before the PLC hears it
+    assert st.pipeline.sinks == (st.history, st.plc)
+    assert st.pipeline.record_keeper is st.history

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from station.alarms import AlarmBoard
+from station.images import ImageError
 from station.camera import CameraError, make_camera
 from station.camera.simulated import plate_rect, synthesize_part
 from station.config import ReplayCameraConfig, SimulatedCameraConfig
@@ -84,7 +85,8 @@ def test_replay_bad_sources_name_the_problem(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     cam = make_camera(ReplayCameraConfig(path=tmp_path), AlarmBoard())
     cam.open()
-    with pytest.raises(CameraError, match="broken.png"):
+    # the camera delivered; what it delivered is not an image: image_error, not camera_error
+    with pytest.raises(ImageError, match="broken.png.*unreadable"):
         cam.grab(1, 1.0)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
+import subprocess
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from station.inspection import Defect, Inspection, Outcome, RejectReason, Verdict, View
 from station.recipe import LoadedRecipe
@@ -80,3 +84,27 @@ def make_inspection(
         model_hashes={"segmentation": "cd" * 32},
         overlay=overlay,
     )
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(path: Path, size_kib: int):
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"DISK-FULL TEST SKIPPED: cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem holding ``directory``; returns the filler file."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import contextlib
 import hashlib
 import os
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,8 +23,8 @@ from sqlalchemy.orm import Session, selectinload
 from station.db.engine import make_engine
 from station.db.migrate import upgrade
 from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow
-from station.db.writer import ALARM_ARCHIVE, ALARM_DB, ALARM_DB_CORRUPT, ALARM_QUEUE, HistoryWriter
-from history_testkit import make_inspection
+from station.db.writer import ALARM_ARCHIVE, ALARM_DB, ALARM_DB_CORRUPT, ALARM_UNRECORDED, HistoryWriter
+from history_testkit import fill, make_inspection, tiny_tmpfs
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
 from station.recipe import load_recipe
@@ -40,10 +38,12 @@ def recipe_with(sample_rate: float):
     return load_recipe(REPO / "recipes" / "demo-part.toml", text=text)
 
 
-def writer_for(tmp_path, *, url=None, queue_size=10_000, batch_size=200, engine=None, archive_dir=None, **kw):
+def writer_for(tmp_path, *, url=None, queue_size=10_000, batch_size=200, engine=None, archive_dir=None,
+               on_history_full="stop", journal_dir=None, **kw):
     url = url or f"sqlite:///{tmp_path / 'history.db'}"
     return HistoryWriter(
-        DatabaseConfig(url=url, queue_size=queue_size, batch_size=batch_size),
+        DatabaseConfig(url=url, queue_size=queue_size, batch_size=batch_size, on_history_full=on_history_full,
+                       journal_dir=journal_dir),
         ArchiveConfig(dir=archive_dir or tmp_path / "images"),
         AlarmBoard(),
         "st-1",
@@ -116,9 +116,10 @@ def test_each_row_keeps_the_thresholds_and_hash_of_the_recipe_its_part_was_inspe
 
 
 def test_locked_database_raises_an_alarm_holds_results_and_counts_overflow(tmp_path):
+    """on_history_full = "continue": past the backlog bound verdicts are counted as unrecorded."""
     path = tmp_path / "history.db"
     engine = make_engine(f"sqlite:///{path}", busy_timeout_ms=100)
-    w = writer_for(tmp_path, engine=engine, queue_size=10, batch_size=5, retry_backoff_s=(0.05,))
+    w = writer_for(tmp_path, engine=engine, queue_size=10, batch_size=5, retry_backoff_s=(0.05,), on_history_full="continue")
     w.start()
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
@@ -134,8 +135,9 @@ def test_locked_database_raises_an_alarm_holds_results_and_counts_overflow(tmp_p
             time.sleep(0.02)
         assert w.alarms.is_active(ALARM_DB)
         assert "locked" in next(a.message for a in w.alarms.active() if a.key == ALARM_DB)
-        assert w.stats.lost >= 40 - 10 - 5  # queue (10) + the batch in hand (5) are held
-        assert str(w.stats.lost) in next(a.message for a in w.alarms.all() if a.key == ALARM_QUEUE)
+        assert w.stats.lost == w.stats.unrecorded == 40 - 10  # the backlog (10) is held
+        assert f"{w.stats.unrecorded} verdicts given without a record" in next(
+            a.message for a in w.alarms.all() if a.key == ALARM_UNRECORDED)
     finally:
         locker.execute("ROLLBACK")
         locker.close()
@@ -183,30 +185,6 @@ def test_queued_image_memory_is_bounded(tmp_path):
 
 
 # ---- disk full (real, on a tiny tmpfs) ------------------------------------------------------------
-@contextlib.contextmanager
-def tiny_tmpfs(path: Path, size_kib: int):
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"DISK-FULL TEST SKIPPED: cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the filesystem holding ``directory``; returns the filler file."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
-
-
 def test_database_disk_full_raises_an_alarm_and_recovers_when_space_returns(tmp_path):
     with tiny_tmpfs(tmp_path / "dbfs", 1024) as fs:
         url = f"sqlite:///{fs / 'history.db'}"

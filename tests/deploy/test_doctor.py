@@ -311,7 +311,11 @@ def test_npu_probe_runs_one_runtime_per_core(tmp_path: Path, fake_board: HostPat
     models = tmp_path / "models"
     models.mkdir()
     write_tiny_classifier(models / "encoder.onnx")
-    ModelMetadata(name="encoder", role="sam_encoder", file="encoder.onnx", sha256=sha256_file(models / "encoder.onnx")).write(models / "encoder.json")
+    ModelMetadata(name="encoder", role="sam_encoder", file="encoder.onnx", sha256=sha256_file(models / "encoder.onnx"),
+                  pair="decoder").write(models / "encoder.json")
+    write_tiny_classifier(models / "decoder.onnx")  # the SAM pair must be complete (station.recipe_models)
+    ModelMetadata(name="decoder", role="sam_decoder", file="decoder.onnx", sha256=sha256_file(models / "decoder.onnx"),
+                  pair="encoder").write(models / "decoder.json")
     add_rknn_form(models, "encoder", "encoder.onnx", [{"name": "x", "shape": [1, 3, 16, 16]}], ["y"])
     station = write_station(tmp_path, analyzer="sam", inference='backend = "rknn"')
 

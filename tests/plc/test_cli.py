@@ -18,12 +18,12 @@ def test_plc_map_lists_every_register_and_error(capsys):
     assert "107–108" in text and "114–115" in text
 
 
-def test_plc_map_json_covers_0_to_3_and_100_to_117(capsys):
+def test_plc_map_json_covers_0_to_3_and_100_to_119(capsys):
     assert main(["plc", "map", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     covered = lambda block: sorted(a for r in block for a in range(r["address"], r["address"] + r["width"]))  # noqa: E731
     assert covered(doc["input"]) == [0, 1, 2, 3]
-    assert covered(doc["output"]) == list(range(100, 118))
+    assert covered(doc["output"]) == list(range(100, 120))
 
 
 def test_plc_status_decodes_a_running_station(make_rig, capsys):

@@ -11,7 +11,7 @@ import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from station.plc.registers import Control, ErrorCode, Out, Status, join_u32, split_u32
+from station.plc.registers import OUTPUT_WORDS, Control, ErrorCode, Out, Status, join_u32, split_u32
 from tests.plc.conftest import free_port, wait_until
 
 IN_BASE, OUT_BASE = 10, 200
@@ -76,7 +76,7 @@ class PlcMemory:
         self.block.writes.pop()  # the PLC's own writes are not the station's
 
     def outputs(self) -> list[int]:
-        return self.get(OUT_BASE, 18)
+        return self.get(OUT_BASE, OUTPUT_WORDS)
 
     def control(self, value: int) -> None:
         self.put(IN_BASE, [value])
@@ -149,10 +149,10 @@ def test_client_mode_full_handshake_result_words_before_valid(plc_memory, make_r
         if prev_valid and prev_valid[-1][1][0] & Status.RESULT_VALID:
             continue  # not a rising edge
         addr, vals = writes[i - 1]
-        assert addr == OUT_BASE + 1 and len(vals) == 17, writes[i - 1]
+        assert addr == OUT_BASE + 1 and len(vals) == OUTPUT_WORDS - 1, writes[i - 1]
         assert join_u32(vals[Out.PART_ID_HI - 1], vals[Out.PART_ID_LO - 1]) in (7, 8)
     # nothing was written outside the output block
-    assert all(OUT_BASE <= addr and addr + len(vals) <= OUT_BASE + 18 for addr, vals in writes)
+    assert all(OUT_BASE <= addr and addr + len(vals) <= OUT_BASE + OUTPUT_WORDS for addr, vals in writes)
 
 
 def test_client_reconnects_after_plc_restart(plc_memory, make_rig):
@@ -198,7 +198,7 @@ def test_client_mode_300_parts_in_order(plc_memory, make_rig):
     end = time.monotonic() + 60
     while len(results) < 300:
         assert time.monotonic() < end, f"stalled after {len(results)} results"
-        out = plc.get(base, 18)
+        out = plc.get(base, OUTPUT_WORDS)
         st = Status(out[Out.STATUS])
         new = control ^ Control.HEARTBEAT if len(results) % 10 == 0 else control
         if not control & Control.TRIGGER and part <= 300 and st & Status.READY and not st & Status.TRIGGER_ACK:
@@ -227,7 +227,7 @@ def test_client_mode_300_parts_in_order(plc_memory, make_rig):
 def test_stale_pass_in_plc_memory_is_cleared_before_anything_else(plc_memory, make_rig):
     plc = plc_memory()
     # the PLC still shows the last result of a previous run: VALID + PASS, result code 0
-    plc.put(OUT_BASE, [int(Status.READY | Status.RESULT_VALID | Status.PASS)] + [0] * 17)
+    plc.put(OUT_BASE, [int(Status.READY | Status.RESULT_VALID | Status.PASS)] + [0] * (OUTPUT_WORDS - 1))
     client_rig(make_rig, plc.port)
     wait_until(lambda: len(plc.block.writes) >= 2)
     first_addr, first_vals = plc.block.writes[0]

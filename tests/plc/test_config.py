@@ -41,4 +41,6 @@ def test_poll_period_over_10_ms_is_refused(tmp_path):
 def test_overlapping_client_blocks_are_refused():
     with pytest.raises(ValueError, match="overlaps"):
         PlcConfig(mode="client", input_base=110, output_base=100)
-    PlcConfig(mode="client", input_base=118, output_base=100)  # adjacent is fine
+    with pytest.raises(ValueError, match="overlaps"):
+        PlcConfig(mode="client", input_base=118, output_base=100)  # the output block is 20 words (100-119)
+    PlcConfig(mode="client", input_base=120, output_base=100)  # adjacent is fine

@@ -48,6 +48,9 @@ class StationModel:
     def counters(self):
         return self.parts, self.rejected
 
+    def unrecorded(self):
+        return 0
+
     def active_recipe_id(self):
         return self.recipe_id
 

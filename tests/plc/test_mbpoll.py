@@ -38,7 +38,7 @@ def write(port: int, ref: int, *values: int) -> None:
 def wait_status(port: int, predicate, timeout_s: float = 10.0) -> dict[int, int]:
     end = time.monotonic() + timeout_s
     while True:
-        regs = read(port, 100, count=18)
+        regs = read(port, 100, count=20)
         if predicate(Status(regs[100])):
             return regs
         assert time.monotonic() < end, f"status {Status(regs[100])!r}"
@@ -50,7 +50,7 @@ def test_mbpoll_reads_status_and_writes_trigger(make_rig):
     rig.inspector.defective = {4242}
     port = rig.port
     regs = wait_status(port, lambda s: bool(s & Status.READY))
-    assert set(regs) == set(range(100, 118)) and regs[102] == 7
+    assert set(regs) == set(range(100, 120)) and regs[102] == 7
 
     write(port, 2, 0, 4242)  # part ID, uint32 high word first
     write(port, 0, int(Control.TRIGGER | Control.HEARTBEAT))

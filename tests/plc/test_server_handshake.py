@@ -76,7 +76,7 @@ def test_writes_outside_the_input_block_are_refused_and_change_nothing(make_rig)
         assert rr.isError() and rr.exception_code == 2, (address, rr)
     rr = plc.client.write_registers(2, [1, 2, 3], device_id=1)  # 2..4 crosses the block end
     assert rr.isError() and rr.exception_code == 2
-    rr = plc.client.read_holding_registers(110, count=10, device_id=1)  # past 117
+    rr = plc.client.read_holding_registers(110, count=11, device_id=1)  # past 119
     assert rr.isError() and rr.exception_code == 2
     after = plc.outputs()
     for off in (Out.ERROR_CODE, Out.RESULT_CODE, Out.ACTIVE_RECIPE, Out.INSPECTED_LO):
