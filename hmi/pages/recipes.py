@@ -173,10 +173,10 @@ class RecipePage:
                         badge("ON LINE", GREY, size="text-base")
                     ui.space()
                     if not active:
-                        ui.button("Validate", on_click=lambda _, ver=v.version: self.validate(ver)).props("outline") \
-                            .mark(f"validate-{v.version}")
+                        ui.button("Validate", on_click=lambda _, ver=v.version: self.validate(ver)) \
+                            .props(f"outline data-testid=validate-{v.version}").mark(f"validate-{v.version}")
                         ui.button("Activate", on_click=lambda _, ver=v.version: self.confirm_activate(ver)) \
-                            .mark(f"activate-{v.version}")
+                            .props(f"data-testid=activate-{v.version}").mark(f"activate-{v.version}")
         self.show_validation()
         self.audit_box.clear()
         with self.audit_box:
@@ -214,10 +214,12 @@ class RecipePage:
             rows = [{"id": n, "what": what, "active": a, "candidate": c} for n, (what, a, c) in enumerate(table_rows(report))]
             ui.table(columns=columns, rows=rows, row_key="id").props("dark flat dense hide-pagination :rows-per-page-options=[0]") \
                 .classes("text-lg").style("max-width:56rem").mark("validation-table")
-            confusion = report["candidate"]["confusion"]
-            ui.label("Confusion by class (candidate): " + "; ".join(
-                f"{truth} → " + ", ".join(f"{k} {n}" for k, n in sorted(became.items())) for truth, became in confusion.items())) \
-                .classes("text-base").mark("validation-confusion")
+            for key in ("active", "candidate"):
+                if report.get(key):
+                    confusion = report[key]["confusion"]
+                    ui.label(f"Confusion by class, {key} v{report[key]['version']} (labelled class → what its images became): "
+                             + "; ".join(f"{truth} → " + ", ".join(f"{k} {n}" for k, n in sorted(became.items()))
+                                         for truth, became in confusion.items())).classes("text-base").mark(f"confusion-{key}")
             ui.label("Activating it changes: " + "; ".join(report["changes"])).classes("text-base text-gray-300")
 
     async def validate(self, version: int) -> None:

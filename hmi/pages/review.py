@@ -239,7 +239,8 @@ class LabelPage:
         ui.label("Defects (this label)").classes("text-2xl font-bold")
         self.region_box = ui.column().classes("w-full gap-1").mark("label-regions")
         if self.engineer:
-            ui.button("Take the station's findings", on_click=self._take_findings).props("outline").mark("take-findings")
+            ui.button("Take the station's findings", on_click=self._take_findings).props("outline data-testid=take-findings") \
+                .mark("take-findings")
             ui.label("The part is").classes("text-xl mt-2")
             self.truth = ui.radio({"reject": "defective (reject)", "pass": "good (pass)"}).props("dark") \
                 .classes("text-lg").mark("label-truth")
@@ -266,8 +267,10 @@ class LabelPage:
         self.render()
 
     def _set_zoom(self, zoom: str) -> None:
+        """"fit": the whole view in the box (its height at most 70 % of the window); else N x its pixels."""
         h, w = self.shapes[self.view]
-        self.image.style(replace=f"width:{'100%' if zoom == 'fit' else f'{w * int(zoom)}px'}; max-width:none")
+        width = f"min(100%, {70 * w / h:.2f}vh)" if zoom == "fit" else f"{w * int(zoom)}px"
+        self.image.style(replace=f"width:{width}; max-width:none")
 
     def _set_mode(self, mode: str) -> None:
         self.scroll._props["data-pan"] = "1" if mode == "pan" else "0"
@@ -377,13 +380,13 @@ class LabelPage:
                     ui.label(f"{n}").classes("text-xl font-bold")
                     ui.select(self.classes, value=r.class_name if r.class_name in self.classes else None,
                               on_change=lambda e, reg=r: self._set_class(reg, e.value)) \
-                        .props("outlined dark dense").classes("w-36").mark(f"region-{n}-class")
+                        .props(f"outlined dark dense data-testid=region-{n}-class").classes("w-36").mark(f"region-{n}-class")
                     ui.label(f"{r.source} · {r.area_px} px" + (f" · IoU {r.iou:.2f}" if r.iou is not None else "")
                              + (f" · {r.view}" if len(self.raw) > 1 else "")).classes("text-base")
                     ui.space()
                     if self.engineer:
-                        ui.button("Delete", on_click=lambda _, reg=r: self._delete(reg)).props("flat color=negative dense") \
-                            .mark(f"region-{n}-delete")
+                        ui.button("Delete", on_click=lambda _, reg=r: self._delete(reg)) \
+                            .props(f"flat color=negative dense data-testid=region-{n}-delete").mark(f"region-{n}-delete")
 
     def _set_class(self, region: Draft, name: str) -> None:
         region.class_name = name

@@ -4,9 +4,9 @@ the result as a CANDIDATE version; the line keeps running the active one.
 1. The reviewed parts of the recipe (``db.labels.LabelStore.reviewed_parts``, filtered by time
    and station) become a manifest in the work folder (``db.training_set``: images from the
    archive, masks from the labels, one group per part).
-2. With ``holdout`` > 0 a share of the parts (whole parts, chosen reproducibly from ``seed``) is
-   kept out of the training, so `station eval --from-history` can judge the candidate on parts
-   it never saw.
+2. With ``holdout`` > 0 a share of the parts (whole parts, chosen reproducibly from ``seed``, as
+   many of the good as of the defective ones in proportion) is kept out of the training, so
+   `station eval --from-history` can judge the candidate on parts it never saw.
 3. ``train_recipe`` trains on the rest (grouped folds by part when ``folds`` > 1), writing the
    models as ``<recipe>-v<N>-…`` into the station's models directory, next to their record
    ``<recipe>-v<N>.record.json`` (which also lists the parts trained on and held out).
@@ -55,6 +55,20 @@ def record_path(models_dir: Path, name: str, version: int) -> Path:
     return Path(models_dir) / f"{candidate_prefix(name, version)}.record.json"
 
 
+def held_out(parts, share: float, seed: int) -> set[int]:
+    """Inspection IDs of ``share`` of the good and ``share`` of the defective parts (rounded, at
+    least one of each kind that has two or more), drawn reproducibly from ``seed``."""
+    if share <= 0:
+        return set()
+    rng = random.Random(seed)
+    out: set[int] = set()
+    for verdict in ("reject", "pass"):
+        ids = sorted(p.inspection_id for p in parts if p.label.verdict == verdict)
+        n = min(len(ids) - 1, max(1, round(share * len(ids)))) if len(ids) > 1 else 0
+        out |= set(rng.sample(ids, n))
+    return out
+
+
 def train_candidate(active: LoadedRecipe, db_url: str, archive_dir: Path, models_dir: Path, work_dir: Path, *,
                     since: dt.datetime | None = None, until: dt.datetime | None = None, station_id: str | None = None,
                     folds: int = 0, holdout: float = 0.0, seed: int = 0, max_escape: float | None = None,
@@ -74,8 +88,7 @@ def train_candidate(active: LoadedRecipe, db_url: str, archive_dir: Path, models
         version = max(versions.latest_version(recipe.name), recipe.version) + 1
         prefix = candidate_prefix(recipe.name, version)
         work = Path(work_dir) / prefix
-        rng = random.Random(seed)
-        held = set(rng.sample([p.inspection_id for p in parts], int(round(holdout * len(parts))))) if holdout > 0 else set()
+        held = held_out(parts, holdout, seed)
         trainable = [p for p in parts if p.inspection_id not in held]
         data = write_manifest(trainable, archive_dir, work / "data", recipe.good_class, [c.name for c in recipe.classes])
         defective = sum(n for c, n in data.class_counts.items() if c != recipe.good_class)
@@ -109,4 +122,4 @@ def train_candidate(active: LoadedRecipe, db_url: str, archive_dir: Path, models
         engine.dispose()
 
 
-__all__ = ["train_candidate", "Candidate", "NotEnoughLabels", "candidate_prefix", "record_path"]
+__all__ = ["train_candidate", "held_out", "Candidate", "NotEnoughLabels", "candidate_prefix", "record_path"]

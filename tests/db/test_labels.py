@@ -5,7 +5,6 @@ audited; the queue's filters; the reviewed parts training reads; the 0001 -> 000
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 
 import numpy as np
 import pytest

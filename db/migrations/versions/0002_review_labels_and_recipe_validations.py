@@ -56,7 +56,8 @@ def upgrade() -> None:
     sa.Column('recipe_hash', sa.String(length=64), nullable=False),
     sa.Column('model_hashes', sa.JSON(), nullable=False),
     sa.Column('sam_model', sa.String(length=128), nullable=False),
-    sa.ForeignKeyConstraint(['inspection_id'], ['inspections.id'], name=op.f('fk_part_labels_inspection_id_inspections'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['inspection_id'], ['inspections.id'], name=op.f('fk_part_labels_inspection_id_inspections'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_part_labels'))
     )
     with op.batch_alter_table('part_labels', schema=None) as batch_op:
@@ -74,7 +75,8 @@ def upgrade() -> None:
     sa.Column('y1', sa.Integer(), nullable=False),
     sa.Column('mask_rle', sa.Text(), nullable=True),
     sa.Column('source', sa.String(length=16), nullable=False),
-    sa.ForeignKeyConstraint(['label_id'], ['part_labels.id'], name=op.f('fk_label_regions_label_id_part_labels'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['label_id'], ['part_labels.id'], name=op.f('fk_label_regions_label_id_part_labels'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_label_regions'))
     )
     with op.batch_alter_table('label_regions', schema=None) as batch_op:
