@@ -330,7 +330,13 @@ def test_review_band_to_plc_queue_sam_label_retrain_validate_activate(line, brow
         [(1, "file"), (2, "station train")]
     assert query(db, "SELECT actor, target FROM audit_log WHERE action = 'recipe.candidate'") == [("station train", "tile-lite v2")]
 
-    # ---- 4. validate on the recipe page, activate with confirmation
+    # ---- 4. validate (the command, then the recipe page), activate with confirmation
+    check = subprocess.run([sys.executable, "-m", "station.cli", "eval", "--recipe", "tile-lite@2", "--from-history", "--config",
+                            str(root / "station.toml")], capture_output=True, text=True, cwd=REPO, env=line["env"], timeout=600)
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert "judged on 2 reviewed parts the candidate was not trained on" in check.stdout
+    assert "escape (parts)" in check.stdout and "active v1" in check.stdout and "candidate v2" in check.stdout
+    print(check.stdout)
     open_page(browser, url + "/recipes?name=tile-lite")
     wait_for(lambda: "CANDIDATE" in browser.page_source, what="the candidate version")
     click_testid(browser, "validate-2")
@@ -341,9 +347,11 @@ def test_review_band_to_plc_queue_sam_label_retrain_validate_activate(line, brow
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", table)
     time.sleep(0.5)
     browser.save_screenshot(str(ARTIFACTS / "recipe-validation.png"))
-    ((parts, report),) = query(db, "SELECT parts, report FROM recipe_validations")
+    (by_command, (parts, report)) = query(db, "SELECT parts, report FROM recipe_validations ORDER BY id")
+    assert by_command[0] == parts
     report = json.loads(report) if isinstance(report, str) else report
     assert parts == 2 and report["candidate"]["version"] == 2 and report["active"]["version"] == 1
+    assert query(db, "SELECT actor FROM audit_log WHERE action = 'recipe.validate' ORDER BY id") == [("station eval",), ("eve",)]
     assert set(report["candidate"]) >= {"part_escape_rate", "part_review_rate", "detection_rate", "false_reject_rate", "confusion",
                                         "latency_ms"}
     click_testid(browser, "activate-2")
