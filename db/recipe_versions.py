@@ -34,7 +34,10 @@ class VersionExists(ValueError):
 
 
 @dataclass(frozen=True)
-class StoredVersion:
+class RecipeVersion:
+    """A stored recipe version (a row of ``recipe_versions``)."""
+
+    id: int
     name: str
     version: int
     content: str
@@ -65,14 +68,14 @@ class RecipeVersions:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.max(V.version)).where(V.name == name)) or 0)
 
-    def get(self, name: str, version: int) -> StoredVersion | None:
+    def get(self, name: str, version: int) -> RecipeVersion | None:
         """The newest stored row of ``name`` version ``version``, or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(V.name, V.version, V.content, V.content_hash, V.author, V.created_at)
+            row = conn.execute(select(V.id, V.name, V.version, V.content, V.content_hash, V.author, V.created_at)
                                .where(V.name == name, V.version == version).order_by(V.id.desc())).first()
-        return None if row is None else StoredVersion(*row)
+        return None if row is None else RecipeVersion(*row)
 
-    def record_candidate(self, name: str, version: int, text: str, author: str, base_text: str, note: str = "") -> StoredVersion:
+    def record_candidate(self, name: str, version: int, text: str, author: str, base_text: str, note: str = "") -> RecipeVersion:
         """Store ``text`` as version ``version`` of ``name`` with an audit entry "recipe.candidate"
         (the diff against ``base_text``, and ``note``). Raises VersionExists for content already stored."""
         digest = hashlib.sha256(text.encode()).hexdigest()
@@ -81,12 +84,12 @@ class RecipeVersions:
             found = conn.scalar(select(V.version).where(V.name == name, V.content_hash == digest))
             if found is not None:
                 raise VersionExists(f"this exact content is already stored as {name} v{found}")
-            conn.execute(insert(RecipeVersionRow.__table__).values(name=name, version=version, content=text, content_hash=digest,
-                                                                   author=author, created_at=now))
+            vid = conn.execute(insert(RecipeVersionRow.__table__).values(
+                name=name, version=version, content=text, content_hash=digest, author=author, created_at=now).returning(V.id)).scalar_one()
             after = (note + "\n" if note else "") + text_diff(base_text, text, name)
             conn.execute(insert(AuditLogRow.__table__).values(actor=author, action="recipe.candidate", target=f"{name} v{version}",
                                                               at=now, after=after))
-        return StoredVersion(name, version, text, digest, author, now)
+        return RecipeVersion(int(vid), name, version, text, digest, author, now)
 
     def record_validation(self, name: str, candidate: tuple[int, str], baseline: tuple[int, str] | None, parts: int,
                           actor: str, report: dict[str, Any]) -> int:
@@ -112,4 +115,4 @@ class RecipeVersions:
         return [Validation(*r) for r in rows]
 
 
-__all__ = ["RecipeVersions", "StoredVersion", "Validation", "VersionExists", "text_diff"]
+__all__ = ["RecipeVersions", "RecipeVersion", "Validation", "VersionExists", "text_diff"]

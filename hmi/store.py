@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from station.db.models import AuditLogRow, InspectionRow, RecipeVersionRow, ReviewRow, UserRow, utcnow
-from station.db.recipe_versions import text_diff  # noqa: F401 (re-exported: hmi.recipe_versions)
+from station.db.recipe_versions import RecipeVersion, text_diff  # noqa: F401 (text_diff re-exported: hmi.recipe_versions)
 
 ROLES = ("operator", "engineer", "admin")
 REVIEW_LABELS = ("confirmed", "wrong")  # an engineer's judgement on the detail page; operators flag (db.labels)
@@ -55,17 +55,6 @@ class UserInfo:
 def _info(row: UserRow) -> UserInfo:
     return UserInfo(row.username, row.role, row.disabled, row.created_at, row.last_login_at, row.failed_logins,
                     row.locked_until)
-
-
-@dataclass(frozen=True)
-class RecipeVersion:
-    id: int
-    name: str
-    version: int
-    content: str
-    content_hash: str
-    author: str
-    created_at: dt.datetime
 
 
 def _rv(row: RecipeVersionRow) -> RecipeVersion:

@@ -27,7 +27,7 @@ from pathlib import Path
 from station.db.engine import make_engine
 from station.db.labels import LabelStore
 from station.db.migrate import upgrade
-from station.db.recipe_versions import RecipeVersions, StoredVersion
+from station.db.recipe_versions import RecipeVersions, RecipeVersion
 from station.db.training_set import write_manifest
 from station.models.train.recipe_training import train_recipe, trained_recipe_of
 from station.paths import REPO_ROOT
@@ -41,7 +41,7 @@ class NotEnoughLabels(ValueError):
 
 @dataclass
 class Candidate:
-    version: StoredVersion
+    version: RecipeVersion
     record: dict
     record_path: Path
 

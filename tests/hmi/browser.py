@@ -47,17 +47,19 @@ def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
 
 
 
-def start_chromium(downloads):
+def start_chromium(downloads: Path | None = None, window: str = "1600,1000"):
+    """Headless Chromium through Selenium (Debian's chromium + chromedriver); downloads go to ``downloads``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1600,1000"):
+                "--disable-component-update", "--disable-sync", f"--window-size={window}"):
         opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+    if downloads is not None:
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.downloads = downloads
     _driver[:] = [driver]

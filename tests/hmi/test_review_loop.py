@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.hmi.stand import REPO
-from tests.hmi.test_browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, child_env, free_port, open_page, wait_for, wait_http
+from tests.hmi.browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, child_env, free_port, open_page, start_chromium, wait_for, wait_http
 
 pytestmark = [pytest.mark.browser, pytest.mark.training]
 
@@ -139,19 +139,7 @@ def line(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from tests.hmi import test_browser
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1600,1100"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    test_browser._driver[:] = [driver]  # its wait_for screenshots on a timeout
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = start_chromium(window="1600,1100")
     yield driver
     driver.quit()
 
