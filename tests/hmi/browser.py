@@ -4,12 +4,17 @@ tests/hmi/conftest.py. Screenshots go to tests/_artifacts/hmi/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
+
+import pytest
 
 from tests.hmi.stand import REPO
 
@@ -88,3 +93,29 @@ def open_page(driver, url: str) -> None:
     driver.get(url)
     wait_for(lambda: driver.execute_script("return !!(window.did_handshake && window.socket && window.socket.connected)"),
              what=f"the websocket of {url}")
+
+
+def add_engineer(db_url: str, env: dict, name: str = "eve", password: str = "eve-checks-quality") -> None:
+    """An engineer account in the station's database, made by `station users add`."""
+    add = subprocess.run([sys.executable, "-m", "station.cli", "users", "add", "--role", "engineer", name, "--db", db_url],
+                         input=password + "\n", text=True, capture_output=True, cwd=REPO, env=env, timeout=120)
+    assert add.returncode == 0, add.stderr
+
+
+@contextlib.contextmanager
+def serving(args: list[str], url: str, log_path: Path, env: dict):
+    """`station ARGS` in a subprocess until the block ends; waits until ``url`` answers."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "station.cli", *args], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_http(url, proc)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

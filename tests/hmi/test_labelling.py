@@ -48,7 +48,7 @@ def test_a_box_becomes_the_defects_outline_and_each_image_is_encoded_once(sam_mo
 
 def test_which_pair_outlines_a_recipes_parts():
     assert segmentation_of(load_recipe(REPO / "recipes" / "magnetic-tile.toml").recipe) == "litemedsam"
-    assert segmentation_of(load_recipe(REPO / "recipes" / "demo-part.toml").recipe) == DEFAULT_SEGMENTATION  # threshold: none of its own
+    assert segmentation_of(load_recipe(REPO / "recipes" / "plate-threshold.toml").recipe) == DEFAULT_SEGMENTATION  # threshold: none of its own
     assert segmentation_of(None) == DEFAULT_SEGMENTATION
 
 

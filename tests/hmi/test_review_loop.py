@@ -22,7 +22,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,7 +29,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.hmi.stand import REPO
-from tests.hmi.browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, child_env, free_port, open_page, start_chromium, wait_for, wait_http
+from tests.hmi.browser import ARTIFACTS, add_engineer, child_env, free_port, open_page, serving, start_chromium, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.training]
 
@@ -104,8 +103,6 @@ def defect_box(part: int, margin: int = 4) -> tuple[int, int, int, int]:
 @pytest.fixture(scope="module")
 def line(tmp_path_factory):
     """`station run` on the tile-lite recipe: replay camera, PLC server, SQLite, HMI; user eve (engineer)."""
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
     root = tmp_path_factory.mktemp("line")
     (root / "recipes").mkdir()
     (root / "recipes" / "tile-lite.toml").write_text(tile_lite_recipe())
@@ -119,22 +116,10 @@ def line(tmp_path_factory):
     from station.models_store import ensure_recipe_models
 
     ensure_recipe_models(root / "recipes" / "tile-lite.toml", root / "var" / "models")
-    add = subprocess.run([sys.executable, "-m", "station.cli", "users", "add", "--role", "engineer", "eve", "--db", db_url],
-                         input=PASSWORD + "\n", text=True, capture_output=True, cwd=REPO, env=env, timeout=120)
-    assert add.returncode == 0, add.stderr
-    log = open(root / "station.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "station.cli", "run", "--config", str(root / "station.toml")],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{hmi_port}/login", proc)
-        yield {"url": f"http://127.0.0.1:{hmi_port}", "root": root, "plc_port": plc_port, "db": db_url, "env": env}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    add_engineer(db_url, env, "eve", PASSWORD)
+    url = f"http://127.0.0.1:{hmi_port}"
+    with serving(["run", "--config", str(root / "station.toml")], url + "/login", root / "station.log", env):
+        yield {"url": url, "root": root, "plc_port": plc_port, "db": db_url, "env": env}
 
 
 @pytest.fixture(scope="module")
