@@ -230,9 +230,10 @@ class RecipePage:
         cfg = self.ctx.station.config
         note = ui.notification(f"validating {self.name} v{version} on the reviewed parts …", spinner=True, timeout=None)
         try:
+            # one ONNX Runtime thread: the line inspects on the same cores while this runs
             report = await run.io_bound(
                 validate_candidate, self.name, version, db_url=cfg.database.url, archive_dir=self.ctx.archive_dir,
-                recipes_dir=self.editor.directory, models_dir=cfg.models_dir, actor=user.username)
+                recipes_dir=self.editor.directory, models_dir=cfg.models_dir, actor=user.username, threads=1)
         except (ValidationError, ConfigError, StoreError) as exc:
             self.general_error.set_text(f"not validated: {exc}")
             return
