@@ -53,7 +53,7 @@ class HistoryFilter(BaseModel):
     since: Timestamp = None
     until: Timestamp = None
     recipe: Annotated[str | None, _pattern(RECIPE_NAME, "recipe name")] = None
-    verdict: Literal["pass", "reject"] | None = None
+    verdict: Literal["pass", "reject", "review"] | None = None
     defect_class: Annotated[str | None, _pattern(LABEL, "defect class name")] = None
     part_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     station_id: Annotated[str | None, _pattern(LABEL, "station id")] = None
@@ -80,5 +80,5 @@ class HistoryFilter(BaseModel):
             if err["type"].startswith("datetime"):
                 msg = f"{err.get('input')!r} is not a date/time; use ISO 8601, e.g. 2026-11-24T06:00:00Z ({msg})"
             elif field == "verdict":
-                msg = f"{err.get('input')!r} is not a verdict; use pass or reject"
+                msg = f"{err.get('input')!r} is not a verdict; use pass, reject or review"
             raise FilterError(field, msg) from None

@@ -83,7 +83,7 @@ class InspectionRow(Base):
     recipe_version: Mapped[int] = mapped_column(Integer)
     recipe_hash: Mapped[str] = mapped_column(String(64), default="")
     model_hashes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    outcome: Mapped[str] = mapped_column(String(8))  # "pass" | "reject"
+    outcome: Mapped[str] = mapped_column(String(8))  # "pass" | "reject" | "review"
     reason: Mapped[str] = mapped_column(Text, default="")
     reject_reason: Mapped[str | None] = mapped_column(String(32))  # RejectReason value, None on pass
     plc_code: Mapped[int] = mapped_column(Integer, default=0)
@@ -103,6 +103,9 @@ class InspectionRow(Base):
     )
     reviews: Mapped[list["ReviewRow"]] = relationship(
         back_populates="inspection", cascade="all, delete-orphan", passive_deletes=True, order_by="ReviewRow.id"
+    )
+    labels: Mapped[list["PartLabelRow"]] = relationship(
+        back_populates="inspection", cascade="all, delete-orphan", passive_deletes=True, order_by="PartLabelRow.id"
     )
 
     __table_args__ = (
@@ -220,7 +223,8 @@ class UserRow(Base):
 
 
 class ReviewRow(Base):
-    """A quality engineer's judgement of a verdict: ``label`` "confirmed" or "wrong"."""
+    """A judgement of a verdict: ``label`` "confirmed" or "wrong" (a quality engineer), or
+    "flagged" (an operator asks a quality engineer to look at the part)."""
 
     __tablename__ = "reviews"
 
@@ -237,7 +241,82 @@ class ReviewRow(Base):
     __table_args__ = (Index("ix_reviews_inspection_id", "inspection_id"),)
 
 
-OUTCOMES = ("pass", "reject")
+class PartLabelRow(Base):
+    """A quality engineer's label of one inspected part: what the part truly is (``verdict``
+    "pass" good, "reject" defective) and the defects outlined on its archived views
+    (``LabelRegionRow``). It records what saw the part (the recipe version and model hashes
+    that gave ``station_outcome``) and what outlined the regions (``sam_model``). The latest
+    label of an inspection counts (training, validation); earlier ones stay, as the audit log."""
+
+    __tablename__ = "part_labels"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("inspections.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(8))  # the reviewer's: "pass" | "reject"
+    station_outcome: Mapped[str] = mapped_column(String(8))  # the station's verdict it confirms or overrides
+    reviewer: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    recipe_name: Mapped[str] = mapped_column(String(64))
+    recipe_version: Mapped[int] = mapped_column(Integer)
+    recipe_hash: Mapped[str] = mapped_column(String(64), default="")
+    model_hashes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sam_model: Mapped[str] = mapped_column(String(128), default="")  # "name sha256-prefix" of the outlining pair
+
+    inspection: Mapped[InspectionRow] = relationship(back_populates="labels")
+    regions: Mapped[list["LabelRegionRow"]] = relationship(
+        back_populates="label", cascade="all, delete-orphan", passive_deletes=True, order_by="LabelRegionRow.id"
+    )
+
+    __table_args__ = (Index("ix_part_labels_inspection_id", "inspection_id"), Index("ix_part_labels_at", "at"))
+
+
+class LabelRegionRow(Base):
+    """One defect a reviewer outlined (or kept from the station's findings) on a view of the part.
+    Box (x0, y0, x1, y1) px in the view's frame; the mask as ``db.rle`` text within the box."""
+
+    __tablename__ = "label_regions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    label_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("part_labels.id", ondelete="CASCADE"))
+    view: Mapped[str] = mapped_column(String(64))
+    class_name: Mapped[str] = mapped_column(String(64))
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    mask_rle: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # "sam" (outlined), "box" (the box itself), "station" (kept)
+
+    label: Mapped[PartLabelRow] = relationship(back_populates="regions")
+
+    __table_args__ = (Index("ix_label_regions_label_id", "label_id"),)
+
+
+class RecipeValidationRow(Base):
+    """A candidate recipe version replayed on reviewed parts side by side with the version it
+    would replace (`station eval --recipe NAME@VERSION --from-history`, or the HMI's recipe page):
+    detection, false reject, escape and review rates, confusion by class, latency (``report``)."""
+
+    __tablename__ = "recipe_validations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    candidate_version: Mapped[int] = mapped_column(Integer)
+    candidate_hash: Mapped[str] = mapped_column(String(64))
+    baseline_version: Mapped[int | None] = mapped_column(Integer)
+    baseline_hash: Mapped[str | None] = mapped_column(String(64))
+    parts: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_recipe_validations_name_at", "name", "at"),)
+
+
+OUTCOMES = ("pass", "reject", "review")
 IMAGE_KINDS = ("raw", "overlay")
 ROLES = ("operator", "engineer", "admin")
-REVIEW_LABELS = ("confirmed", "wrong")
+REVIEW_LABELS = ("confirmed", "wrong", "flagged")
+LABEL_VERDICTS = ("pass", "reject")
+REGION_SOURCES = ("sam", "box", "station")

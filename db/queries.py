@@ -109,6 +109,7 @@ class YieldBucket:
     total: int
     passed: int
     rejected: int
+    reviewed: int = 0  # REVIEW verdicts, apart from the rejects
 
     @property
     def yield_pct(self) -> float:
@@ -170,6 +171,7 @@ class ShiftYield:
     total: int
     passed: int
     rejected: int
+    reviewed: int = 0  # REVIEW verdicts, apart from the rejects
 
     @property
     def yield_pct(self) -> float:
@@ -309,15 +311,13 @@ class HistoryQueries:
 
     # -- aggregates
     def yield_by_hour(self, flt: HistoryFilter, *, check: bool = True) -> list[YieldBucket]:
-        """Passed/rejected per UTC hour (hours without parts are absent), oldest first."""
+        """Passed/rejected/reviewed per UTC hour (hours without parts are absent), oldest first."""
         if check:
             self.check(flt)
-        return [
-            YieldBucket(start, t, p, t - p) for start, t, p in self._buckets(flt, "hour")
-        ]
+        return [YieldBucket(start, t, p, t - p - r, r) for start, t, p, r in self._buckets(flt, "hour")]
 
     def yield_by_shift(self, flt: HistoryFilter, plan: ShiftPlan | None = None, *, check: bool = True) -> list[ShiftYield]:
-        """Passed/rejected per shift instance (shift name + local start date), oldest first.
+        """Passed/rejected/reviewed per shift instance (shift name + local start date), oldest first.
 
         Counted from hourly buckets when every shift boundary and the zone's UTC offset fall on
         whole hours (most plants), else from per-minute buckets (slower on long ranges)."""
@@ -327,18 +327,19 @@ class HistoryQueries:
             self.check(flt)
         totals: dict[tuple[dt.date, str], list[int]] = {}
         order: dict[tuple[dt.date, str], dt.time] = {}
-        for start, t, p in self._buckets(flt, self._shift_unit(plan, tz, flt)):
+        for start, t, p, r in self._buckets(flt, self._shift_unit(plan, tz, flt)):
             where = plan.locate(start.astimezone(tz))
             if where is None:
                 continue  # outside every shift
             s, day = where
-            acc = totals.setdefault((day, s.name), [0, 0])
+            acc = totals.setdefault((day, s.name), [0, 0, 0])
             acc[0] += t
             acc[1] += p
+            acc[2] += r
             order[(day, s.name)] = s.start
         keys = sorted(totals, key=lambda k: (k[0], order[k]))
-        return [ShiftYield(name, day, parts, rejects, parts - rejects)
-                for day, name in keys for parts, rejects in [totals[(day, name)][:2]]]
+        return [ShiftYield(name, day, parts, passed, parts - passed - reviewed, reviewed)
+                for day, name in keys for parts, passed, reviewed in [totals[(day, name)]]]
 
     @staticmethod
     def _shift_unit(plan: ShiftPlan, tz: zoneinfo.ZoneInfo, flt: HistoryFilter) -> str:
@@ -442,13 +443,15 @@ class HistoryQueries:
             conds.append(I.id.in_(sub.offset(0) if self._fence else sub))
         return conds
 
-    def _buckets(self, flt: HistoryFilter, unit: str) -> list[tuple[dt.datetime, int, int]]:
-        """(bucket start UTC, parts, passed) per hour or minute with parts, oldest first."""
+    def _buckets(self, flt: HistoryFilter, unit: str) -> list[tuple[dt.datetime, int, int, int]]:
+        """(bucket start UTC, parts, passed, reviewed) per hour or minute with parts, oldest first."""
         bucket = _BUCKETS[unit](I.triggered_at)
         passed = func.sum(case((I.outcome == "pass", 1), else_=0))
-        stmt = select(bucket.label("b"), func.count(), passed).where(*self._where(flt)).group_by(bucket).order_by(bucket)
+        reviewed = func.sum(case((I.outcome == "review", 1), else_=0))
+        stmt = (select(bucket.label("b"), func.count(), passed, reviewed).where(*self._where(flt))
+                .group_by(bucket).order_by(bucket))
         with self.engine.connect() as conn:
-            return [(_bucket_start(b), int(t), int(p or 0)) for b, t, p in conn.execute(stmt)]
+            return [(_bucket_start(b), int(t), int(p or 0), int(r or 0)) for b, t, p, r in conn.execute(stmt)]
 
 
 def _distinct(conn, col) -> list:

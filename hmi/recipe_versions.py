@@ -102,10 +102,11 @@ class RecipeEditor:
         return self.store.record_recipe_version(name, recipe.version, text, digest, author,
                                                 text_diff(before, text, name))
 
-    def activate(self, name: str, version: int, actor: str) -> LoadedRecipe:
+    def activate(self, name: str, version: int, actor: str, changes: list[str] | None = None) -> LoadedRecipe:
         """Make a stored version the recipe file; switch the line to it if it runs this recipe
         (station.recipe_switch, the station's one path). On any failure the previous file is
-        restored and the running recipe stays."""
+        restored and the running recipe stays. Audited, with ``changes`` (what the person was
+        shown before confirming) when given."""
         stored = self.store.recipe_version(name, version)
         if stored is None:
             raise StoreError(f"no stored version {version} of {name!r}")
@@ -131,7 +132,7 @@ class RecipeEditor:
             self.station.recipes.reload()
             raise
         self.store.audit(actor, "recipe.activate", name, before=f"v{old_version}" if old_version else None,
-                         after=f"v{version}")
+                         after=f"v{version}" + ("\n" + "\n".join(changes) if changes else ""))
         return loaded
 
     def run_on_line(self, name: str, actor: str) -> LoadedRecipe:

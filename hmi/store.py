@@ -8,7 +8,6 @@ records the HMI creates. Times are aware UTC datetimes.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from station.db.models import AuditLogRow, InspectionRow, RecipeVersionRow, ReviewRow, UserRow, utcnow
+from station.db.recipe_versions import RecipeVersion, text_diff  # noqa: F401 (text_diff re-exported: hmi.recipe_versions)
 
 ROLES = ("operator", "engineer", "admin")
-REVIEW_LABELS = ("confirmed", "wrong")
+REVIEW_LABELS = ("confirmed", "wrong")  # an engineer's judgement on the detail page; operators flag (db.labels)
 
 
 class StoreError(ValueError):
@@ -57,25 +57,8 @@ def _info(row: UserRow) -> UserInfo:
                     row.locked_until)
 
 
-@dataclass(frozen=True)
-class RecipeVersion:
-    id: int
-    name: str
-    version: int
-    content: str
-    content_hash: str
-    author: str
-    created_at: dt.datetime
-
-
 def _rv(row: RecipeVersionRow) -> RecipeVersion:
     return RecipeVersion(row.id, row.name, row.version, row.content, row.content_hash, row.author, row.created_at)
-
-
-def text_diff(before: str, after: str, name: str = "recipe") -> str:
-    """Unified diff of two texts (empty when equal)."""
-    return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"{name} (before)",
-                                        f"{name} (after)"))
 
 
 def immediate_engine(engine: Engine) -> Engine:

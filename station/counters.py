@@ -1,4 +1,4 @@
-"""The operator's part counters: parts, pass, reject and rejects per class in the current
+"""The operator's part counters: parts, pass, reject, review and rejects per class in the current
 counting period, which runs from local midnight, or from the last counter reset (the PLC's
 RESET_COUNTERS) if that came later today.
 
@@ -37,6 +37,7 @@ class DayCounters:
     rejected: int = 0
     reject_classes: Counter = field(default_factory=Counter)
     since: dt.datetime | None = None
+    reviewed: int = 0  # sent to a person (REVIEW verdicts), counted apart from the rejects
 
     @property
     def yield_pct(self) -> float:
@@ -96,6 +97,8 @@ class PartCounters:
         v = insp.verdict
         if v is not None and v.outcome is Outcome.PASS:
             self._add(Outcome.PASS.value, None, None, 1)
+        elif v is not None and v.outcome is Outcome.REVIEW:
+            self._add(Outcome.REVIEW.value, None, None, 1)
         else:
             top = v.top_defect.class_name if v is not None and v.top_defect is not None else None
             reason = v.reject_reason.value if v is not None and v.reject_reason is not None else None
@@ -124,6 +127,8 @@ class PartCounters:
         c.parts += n
         if outcome == Outcome.PASS.value:
             c.passed += n
+        elif outcome == Outcome.REVIEW.value:
+            c.reviewed += n
         else:
             c.rejected += n
             c.reject_classes[reject_key(top_class, reject_reason)] += n
@@ -139,7 +144,7 @@ class PartCounters:
     def snapshot(self) -> DayCounters:
         with self._lock:
             c = self._current()
-            return DayCounters(c.day, c.parts, c.passed, c.rejected, Counter(c.reject_classes), c.since)
+            return DayCounters(c.day, c.parts, c.passed, c.rejected, Counter(c.reject_classes), c.since, c.reviewed)
 
     # ---- the state file ---------------------------------------------------------------------
     def _load_reset(self) -> dt.datetime | None:

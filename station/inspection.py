@@ -21,8 +21,13 @@ from station.recipe import LoadedRecipe
 
 
 class Outcome(str, enum.Enum):
+    """PASS: good. REJECT: a defect, or not inspected (fail-safe). REVIEW: a finding in the
+    recipe's review band and none that rejects; physically diverted like a reject (the PLC
+    gets REJECT with ``REVIEW_PLC_CODE``) for a person to look at. Never a pass."""
+
     PASS = "pass"
     REJECT = "reject"
+    REVIEW = "review"
 
 
 class RejectReason(str, enum.Enum):
@@ -42,6 +47,9 @@ class RejectReason(str, enum.Enum):
 
 
 NO_RESULT_PLC_CODE = 0xFFFF  # a part that was not inspected: reject, never a class code
+# a REVIEW verdict: "divert for manual inspection"; sent with the REJECT bit, so a PLC program
+# that does not know this code still rejects the part
+REVIEW_PLC_CODE = 0xFFFD
 
 
 @dataclass(frozen=True)
@@ -116,11 +124,16 @@ class Verdict:
     reason: str  # for people: "crack 3.1 mm² > 0.5 mm² in zone A", "timeout: budget exceeded …"
     reject_reason: RejectReason | None = None
     top_defect: Defect | None = None
-    plc_code: int = 0  # 0 pass, 1..N class code, 0xFFFF no valid result
+    plc_code: int = 0  # 0 pass, 1..N class code, 0xFFFD review, 0xFFFF no valid result
 
     @property
     def passed(self) -> bool:
         return self.outcome is Outcome.PASS
+
+    @property
+    def for_review(self) -> bool:
+        """A part sent to a person: a finding in the review band, none that rejects."""
+        return self.outcome is Outcome.REVIEW
 
     @property
     def failsafe(self) -> bool:

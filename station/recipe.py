@@ -24,6 +24,10 @@ HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_ -]{0,39}$"
 SafeName = Annotated[str, Field(pattern=SAFE_NAME)]
 
+# result codes from 0xFFFD up are reserved (review, unknown class, no result: station.inspection,
+# station.verdict); a class's PLC code stays below them
+MAX_CLASS_PLC_CODE = 0xFFFC
+
 
 class RecipeCamera(Strict):
     """A view of the part: which station camera, in which trigger mode, with which features."""
@@ -62,11 +66,13 @@ class DefectClass(Strict):
 
     name: SafeName
     colour: str = "#ff0000"
-    plc_code: int = Field(ge=1, le=0xFFFE)
+    plc_code: int = Field(ge=1, le=MAX_CLASS_PLC_CODE)
     min_area_px: int = Field(default=0, ge=0)
     min_area_mm2: float | None = Field(default=None, ge=0)
     # None: the recipe's min_confidence (Recipe.min_confidence_of)
     min_confidence: float | None = Field(default=None, ge=0, le=1)
+    # None: the recipe's review_at (Recipe.review_at_of)
+    review_at: float | None = Field(default=None, ge=0, le=1)
     max_count: int = Field(default=0, ge=0, description="defects of this class tolerated before reject")
     # where a finding's outline comes from on a model analyzer: the SAM decoder prompted with
     # its box, or the region the proposal stage found (better for diffuse defects)
@@ -183,6 +189,10 @@ class Recipe(Strict):
     mm_per_px: float | None = Field(default=None, gt=0)
     # a finding counts from this confidence on (a class may set its own)
     min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # review band: a finding from this confidence on but below min_confidence sends the part to
+    # a person (a REVIEW verdict, diverted like a reject) unless another finding rejects it; a
+    # class may set its own; None: no band, such a finding passes
+    review_at: float | None = Field(default=None, ge=0, le=1)
     cameras: list[RecipeCamera] = Field(min_length=1)
     preprocess: Preprocess = Preprocess()
     vision: Vision
@@ -206,6 +216,11 @@ class Recipe(Strict):
         for c in self.classes:
             if c.min_area_mm2 is not None and self.mm_per_px is None:
                 raise ValueError(f"class {c.name!r} sets min_area_mm2 but the recipe has no mm_per_px")
+            review, counts = self.review_at_of(c), self.min_confidence_of(c)
+            if review is not None and review >= counts:
+                whose = "its review_at" if c.review_at is not None else "the recipe's review_at"
+                raise ValueError(f"class {c.name!r}: {whose} {review:g} must be below its min_confidence {counts:g} "
+                                 "(the review band lies below the confidence that rejects)")
         if isinstance(self.vision, ThresholdVision):
             unknown = [b.class_name for b in self.vision.blobs if b.class_name not in names]
             if unknown:
@@ -221,6 +236,10 @@ class Recipe(Strict):
     def min_confidence_of(self, cls: DefectClass) -> float:
         """The confidence from which a finding of ``cls`` counts."""
         return self.min_confidence if cls.min_confidence is None else cls.min_confidence
+
+    def review_at_of(self, cls: DefectClass) -> float | None:
+        """The confidence from which a finding of ``cls`` sends the part to review (None: no band)."""
+        return self.review_at if cls.review_at is None else cls.review_at
 
 
 class LoadedRecipe(BaseModel):

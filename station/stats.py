@@ -12,8 +12,9 @@ from station.inspection import Inspection, Outcome
 
 
 class StationStats:
-    """Since the process started (or the PLC's last RESET_COUNTERS): parts, pass, reject, reasons,
-    classes and latency; ``day`` holds the operator's counters of the day (``station.counters``)."""
+    """Since the process started (or the PLC's last RESET_COUNTERS): parts, pass, reject, review
+    (counted apart from rejects), reasons, classes and latency; ``day`` holds the operator's
+    counters of the day (``station.counters``)."""
 
     def __init__(self, window: int = 2000, *, day: PartCounters | None = None):
         self._lock = threading.Lock()
@@ -21,6 +22,7 @@ class StationStats:
         self.parts = 0
         self.passed = 0
         self.rejected = 0
+        self.reviewed = 0  # REVIEW verdicts: diverted for a person, not counted as rejects
         self.refused = 0
         self.late_results = 0
         self.reject_reasons: Counter[str] = Counter()
@@ -33,6 +35,8 @@ class StationStats:
             self.parts += 1
             if insp.verdict and insp.verdict.outcome is Outcome.PASS:
                 self.passed += 1
+            elif insp.verdict and insp.verdict.outcome is Outcome.REVIEW:
+                self.reviewed += 1
             else:
                 self.rejected += 1
                 v = insp.verdict
@@ -54,7 +58,7 @@ class StationStats:
     def reset(self) -> None:
         """The PLC's RESET_COUNTERS: these counters and the operator's day counters start again."""
         with self._lock:
-            self.parts = self.passed = self.rejected = 0
+            self.parts = self.passed = self.rejected = self.reviewed = 0
             self.reject_reasons.clear()
             self.reject_classes.clear()
         self.day.reset()
@@ -83,6 +87,7 @@ class StationStats:
                 "parts": self.parts,
                 "pass": self.passed,
                 "reject": self.rejected,
+                "review": self.reviewed,
                 "refused": self.refused,
                 "late_results": self.late_results,
                 "reject_reasons": dict(self.reject_reasons),

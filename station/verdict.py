@@ -1,5 +1,5 @@
-"""Recipe rules -> Verdict: per class minimum area (px or mm²), minimum confidence, maximum
-count, inspection and ignore zones.
+"""Recipe rules -> Verdict: per class minimum area (px or mm²), minimum confidence, review
+band, maximum count, inspection and ignore zones.
 
 A defect counts when its confidence >= the class's ``min_confidence`` and its area *inside
 the inspected region* (inspect zones minus ignore zones; the whole view if there are no
@@ -8,6 +8,12 @@ inspect zones) reaches ``min_area_px`` and, when set, ``min_area_mm2`` (via the 
 on one view. A defect whose class the recipe does not know rejects (fail-safe). The part is
 rejected when any view rejects; the reason names the top defect:
 "crack 3.1 mm² > 0.5 mm² in zone A". ``plc_code`` is the top defect's class code, 0 for a pass.
+
+Review band: a defect large enough to count whose confidence is at or above the class's
+``review_at`` but below its ``min_confidence`` is *doubtful*. When nothing rejects the part
+and a class on a view would reject it if its doubtful defects counted, the verdict is REVIEW
+(the strongest doubtful defect on top, ``plc_code`` ``REVIEW_PLC_CODE``): the part is
+diverted for a person, never passed.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from station.inspection import Defect, Outcome, RejectReason, Verdict
+from station.inspection import REVIEW_PLC_CODE, Defect, Outcome, RejectReason, Verdict
 from station.recipe import DefectClass, Recipe
 from station.vision.regions import zone_mask, zones_for_view
 
@@ -79,6 +85,7 @@ def decide(defects: list[Defect], recipe: Recipe) -> Verdict:
     """The part's verdict from its (located) defects and the recipe's rules. Pure: nothing is changed."""
     known = {c.name: c for c in recipe.classes}
     counting: dict[tuple[str, str], list[tuple[Defect, int]]] = defaultdict(list)
+    doubtful: dict[tuple[str, str], list[tuple[Defect, int]]] = defaultdict(list)
     for d in defects:
         area = d.area_px if d.counted_area_px is None else d.counted_area_px
         cls = known.get(d.class_name)
@@ -87,24 +94,44 @@ def decide(defects: list[Defect], recipe: Recipe) -> Verdict:
                 Outcome.REJECT, f"unknown defect class {d.class_name!r} (not in recipe {recipe.name})",
                 RejectReason.DEFECT, d, UNKNOWN_CLASS_PLC_CODE,
             )
-        if area == 0 or d.confidence < recipe.min_confidence_of(cls) or area < cls.min_area_px:
+        if area == 0 or area < cls.min_area_px:
             continue
         if cls.min_area_mm2 is not None and (d.area_mm2 or 0.0) < cls.min_area_mm2:
             continue
-        counting[(d.view, cls.name)].append((d, area))
+        review_at = recipe.review_at_of(cls)
+        if d.confidence >= recipe.min_confidence_of(cls):
+            counting[(d.view, cls.name)].append((d, area))
+        elif review_at is not None and d.confidence >= review_at:
+            doubtful[(d.view, cls.name)].append((d, area))
     rejects = []
     for (view, name), items in counting.items():
         cls = known[name]
         if len(items) > cls.max_count:
             top, area = max(items, key=lambda it: (it[0].confidence, it[1]))
             rejects.append((top, area, cls, len(items)))
-    if not rejects:
-        n = len(defects)
-        return Verdict(Outcome.PASS, "no defect" if n == 0 else f"{n} finding(s) below the recipe's limits")
-    top, area, cls, count = max(rejects, key=lambda r: (r[0].confidence, r[1]))
-    reason = _limit_text(top, cls, area)
-    if cls.max_count:
-        reason += f" ({count} > max {cls.max_count})"
-    if len(rejects) > 1:
-        reason += f" (+{len(rejects) - 1} more)"
-    return Verdict(Outcome.REJECT, reason, RejectReason.DEFECT, top, cls.plc_code)
+    if rejects:
+        top, area, cls, count = max(rejects, key=lambda r: (r[0].confidence, r[1]))
+        reason = _limit_text(top, cls, area)
+        if cls.max_count:
+            reason += f" ({count} > max {cls.max_count})"
+        if len(rejects) > 1:
+            reason += f" (+{len(rejects) - 1} more)"
+        return Verdict(Outcome.REJECT, reason, RejectReason.DEFECT, top, cls.plc_code)
+    reviews = []
+    for key, items in doubtful.items():
+        cls = known[key[1]]
+        together = len(counting.get(key, [])) + len(items)
+        if together > cls.max_count:  # it would reject if the doubtful findings counted
+            top, area = max(items, key=lambda it: (it[0].confidence, it[1]))
+            reviews.append((top, area, cls, together))
+    if reviews:
+        top, area, cls, count = max(reviews, key=lambda r: (r[0].confidence, r[1]))
+        reason = (f"review: {_limit_text(top, cls, area)}, confidence {top.confidence:.2f} in the review band "
+                  f"[{recipe.review_at_of(cls):g}, {recipe.min_confidence_of(cls):g})")
+        if cls.max_count:
+            reason += f" ({count} > max {cls.max_count} with the doubtful ones)"
+        if len(reviews) > 1:
+            reason += f" (+{len(reviews) - 1} more)"
+        return Verdict(Outcome.REVIEW, reason, None, top, REVIEW_PLC_CODE)
+    n = len(defects)
+    return Verdict(Outcome.PASS, "no defect" if n == 0 else f"{n} finding(s) below the recipe's limits")

@@ -136,7 +136,7 @@ class ServiceWatchdog:
         if stats is None:
             return None
         try:
-            line = f"running: {stats.parts} parts, {stats.passed} pass, {stats.rejected} reject"
+            line = f"running: {stats.parts} parts, {stats.passed} pass, {stats.rejected} reject, {stats.reviewed} review"
             alarms = getattr(self.pipeline, "alarms", None)
             if alarms is not None:
                 line += f", {len(alarms.active())} active alarm(s)"

@@ -1,5 +1,6 @@
-"""Quality charts (ECharts): defect Pareto by class, yield per hour and per shift, reject rate
-per recipe, over a chosen time window. Times on the axes are the station's local time."""
+"""Quality charts (ECharts): defect Pareto by class, yield and review rate per hour and per
+shift, reject and review rate per recipe, over a chosen time window. Times on the axes are the
+station's local time. Parts sent to review count apart from rejects."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def chart_data(q: HistoryQueries, window: str, now: dt.datetime | None = None) -
         total = q.count(flt.model_copy(update={"recipe": recipe}), check=False)
         if total:
             rejects = q.count(flt.model_copy(update={"recipe": recipe, "verdict": "reject"}), check=False)
-            per_recipe.append((recipe, total, rejects))
+            reviews = q.count(flt.model_copy(update={"recipe": recipe, "verdict": "review"}), check=False)
+            per_recipe.append((recipe, total, rejects, reviews))
     return {"pareto": pareto, "hours": hours, "shifts": shifts, "recipes": per_recipe}
 
 
@@ -59,40 +61,51 @@ def pareto_options(pareto) -> dict:
     }
 
 
+def _pct(n: int, total: int) -> float:
+    return round(100 * n / total, 1) if total else 0.0
+
+
 def yield_hour_options(hours) -> dict:
     return {
-        "title": {"text": "Yield per hour", **TITLE},
+        "title": {"text": "Yield and review rate per hour", **TITLE},
         "tooltip": {"trigger": "axis"},
-        "grid": {"top": 60},
+        "legend": {"textStyle": {"color": "#e5e7eb"}, "top": 30},
+        "grid": {"top": 70},
         "xAxis": {"type": "category", "data": [b.start.astimezone().strftime("%m-%d %H:00") for b in hours], **AXIS},
-        "yAxis": {"type": "value", "name": "yield %", "min": 0, "max": 100, **AXIS},
+        "yAxis": {"type": "value", "name": "%", "min": 0, "max": 100, **AXIS},
         "series": [{"name": "yield %", "type": "line", "data": [round(b.yield_pct, 1) for b in hours],
-                    "itemStyle": {"color": "#4ade80"}, "label": {"show": len(hours) <= 24, "color": "#e5e7eb"}}],
+                    "itemStyle": {"color": "#4ade80"}, "label": {"show": len(hours) <= 24, "color": "#e5e7eb"}},
+                   {"name": "review %", "type": "line", "data": [_pct(b.reviewed, b.total) for b in hours],
+                    "itemStyle": {"color": "#fbbf24"}}],
     }
 
 
 def yield_shift_options(shifts) -> dict:
     return {
-        "title": {"text": "Yield per shift", **TITLE},
+        "title": {"text": "Yield and review rate per shift", **TITLE},
         "tooltip": {"trigger": "axis"},
         "grid": {"top": 60},
         "xAxis": {"type": "category", "data": [f"{s.date:%m-%d} {s.shift}" for s in shifts], **AXIS},
         "yAxis": {"type": "value", "name": "yield %", "min": 0, "max": 100, **AXIS},
         "series": [{"name": "yield %", "type": "bar", "data": [round(s.yield_pct, 1) for s in shifts],
-                    "itemStyle": {"color": "#60a5fa"}, "label": {"show": True, "position": "top", "color": "#e5e7eb"}}],
+                    "itemStyle": {"color": "#60a5fa"}, "label": {"show": True, "position": "top", "color": "#e5e7eb"}},
+                   {"name": "review %", "type": "bar", "data": [_pct(s.reviewed, s.total) for s in shifts],
+                    "itemStyle": {"color": "#fbbf24"}}],
     }
 
 
 def recipe_options(per_recipe) -> dict:
     return {
-        "title": {"text": "Reject rate per recipe", **TITLE},
+        "title": {"text": "Reject and review rate per recipe", **TITLE},
         "tooltip": {"trigger": "axis"},
-        "grid": {"top": 60},
-        "xAxis": {"type": "category", "data": [r for r, _, _ in per_recipe], **AXIS},
-        "yAxis": {"type": "value", "name": "reject %", "min": 0, **AXIS},
-        "series": [{"name": "reject %", "type": "bar",
-                    "data": [round(100 * rej / total, 1) for _, total, rej in per_recipe],
-                    "itemStyle": {"color": "#f87171"}, "label": {"show": True, "position": "top", "color": "#e5e7eb"}}],
+        "legend": {"textStyle": {"color": "#e5e7eb"}, "top": 30},
+        "grid": {"top": 70},
+        "xAxis": {"type": "category", "data": [r for r, *_ in per_recipe], **AXIS},
+        "yAxis": {"type": "value", "name": "%", "min": 0, **AXIS},
+        "series": [{"name": "reject %", "type": "bar", "data": [_pct(rej, total) for _, total, rej, _ in per_recipe],
+                    "itemStyle": {"color": "#f87171"}, "label": {"show": True, "position": "top", "color": "#e5e7eb"}},
+                   {"name": "review %", "type": "bar", "data": [_pct(rev, total) for _, total, _, rev in per_recipe],
+                    "itemStyle": {"color": "#fbbf24"}, "label": {"show": True, "position": "top", "color": "#e5e7eb"}}],
     }
 
 

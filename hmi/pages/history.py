@@ -14,7 +14,7 @@ from station.db.filters import FilterError, HistoryFilter
 from station.db.queries import HistoryQueries
 from station.hmi.auth import allows, session_user
 from station.hmi.history_export import history_csv, latest_reviews
-from station.hmi.pages.layout import GREEN, RED, badge, current_user, frame, guard
+from station.hmi.pages.layout import badge, current_user, frame, guard, verdict_look
 from station.hmi.store import REVIEW_LABELS, StoreError
 
 PAGE_SIZE = 50
@@ -66,7 +66,7 @@ class HistoryView:
                 "until": ui.input("Until (local)").props("type=datetime-local stack-label outlined dark").mark("f-until"),
                 "recipe": ui.select(any_ | {r: r for r in recipes}, value="", label="Recipe")
                 .props("outlined dark").classes("w-48").mark("f-recipe"),
-                "verdict": ui.select(any_ | {"pass": "PASS", "reject": "REJECT"}, value="", label="Verdict")
+                "verdict": ui.select(any_ | {"pass": "PASS", "reject": "REJECT", "review": "REVIEW"}, value="", label="Verdict")
                 .props("outlined dark").classes("w-36").mark("f-verdict"),
                 "defect_class": ui.select(any_ | {c: c for c in classes}, value="", label="Defect class")
                 .props("outlined dark").classes("w-44").mark("f-class"),
@@ -87,7 +87,7 @@ class HistoryView:
         self.table = ui.table(columns=columns, rows=[], row_key="id").classes("w-full text-lg px-4").props(
             "dark flat hide-pagination :rows-per-page-options=[0]").mark("history-table")
         self.table.add_slot("body-cell-verdict", r"""
-            <q-td :props="props"><span :style="{background: props.value == 'PASS' ? '#15803d' : '#b91c1c',
+            <q-td :props="props"><span :style="{background: props.row.colour,
               color: 'white', padding: '2px 8px', 'border-radius': '4px', 'font-weight': 'bold'}">{{ props.value }}</span></q-td>""")
         self.table.on("rowClick", lambda e: ui.navigate.to(f"/inspection/{e.args[1]['id']}"))
         with ui.row().classes("items-center gap-4 px-4"):
@@ -128,7 +128,8 @@ class HistoryView:
                 "time": local_time(r["triggered_at"]),
                 "part": r["part_id"],
                 "recipe": f"{r['recipe_name']} v{r['recipe_version']}",
-                "verdict": "PASS" if r["outcome"] == "pass" else "REJECT",
+                "verdict": verdict_look(r["outcome"])[0],
+                "colour": verdict_look(r["outcome"])[1],
                 "reason": r["reason"],
                 "defects": r["defect_count"],
                 "review": reviews.get(r["id"], {}).get("review_label", ""),
@@ -154,8 +155,9 @@ def register(ctx) -> None:
 
     @app.get("/hmi/archive/{image_id}")
     def archived_image(image_id: int) -> Response:
+        # operators see archived parts on the review page (to flag them), as they see live ones
         user = session_user(app.storage.user, ctx.session_timeout_s, touch=False)
-        if user is None or not allows(user.role, "engineer"):
+        if user is None or not allows(user.role, "operator"):
             return Response(status_code=401)
         from station.db.models import ImageRow
 
@@ -193,11 +195,13 @@ def register(ctx) -> None:
 
 def _detail(ctx, user, detail) -> None:
     i = detail.inspection
-    passed = i["outcome"] == "pass"
+    word, colour = verdict_look(i["outcome"])
     with ui.column().classes("w-full gap-3 px-4"):
-        ui.link("◀ History", "/history").classes("text-lg")
+        with ui.row().classes("gap-6"):
+            ui.link("◀ History", "/history").classes("text-lg")
+            ui.link("Label this part ▶", f"/review/{i['id']}").classes("text-lg").mark("detail-label-link")
         with ui.row().classes("items-center gap-4"):
-            badge("PASS" if passed else "REJECT", GREEN if passed else RED, size="text-4xl", mark="detail-verdict")
+            badge(word, colour, size="text-4xl", mark="detail-verdict")
             ui.label(f"part {i['part_id']} · seq {i['sequence']} · {local_time(i['triggered_at'])} · "
                      f"{i['recipe_name']} v{i['recipe_version']} · station {i['station_id']}").classes("text-xl")
         ui.label(f"Reason: {i['reason']}").classes("text-xl").mark("detail-reason")

@@ -1,7 +1,7 @@
 """What every page shares: the access check, the header with navigation, the look.
 
 Readable from two metres: large type, high contrast on a dark background, and every colour
-comes with a word (PASS / REJECT, READY / OFFLINE) so nothing depends on colour alone.
+comes with a word (PASS / REJECT / REVIEW, READY / OFFLINE) so nothing depends on colour alone.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from station.hmi.security import KEEPALIVE_PATH
 
 NAV = [  # (path, label, role needed)
     ("/", "Live", "operator"),
+    ("/review", "Review", "operator"),
     ("/history", "History", "engineer"),
     ("/charts", "Charts", "engineer"),
     ("/recipes", "Recipes", "engineer"),
@@ -24,6 +25,14 @@ NAV = [  # (path, label, role needed)
 ]
 
 GREEN, RED, AMBER, BLUE, GREY = "#15803d", "#b91c1c", "#b45309", "#1d4ed8", "#4b5563"
+# every verdict has a word and a colour: REVIEW (sent to a person) is amber, never green
+VERDICT_LOOK = {"pass": ("PASS", GREEN), "reject": ("REJECT", RED), "review": ("REVIEW", AMBER)}
+VERDICT_TEXT = {"pass": "#4ade80", "reject": "#f87171", "review": "#fbbf24"}  # on the dark background
+
+
+def verdict_look(outcome: str) -> tuple[str, str]:
+    """(word, colour) of a verdict; anything unknown shows as a REJECT (fail-safe)."""
+    return VERDICT_LOOK.get(str(getattr(outcome, "value", outcome)), VERDICT_LOOK["reject"])
 DEMO_USER = "demo-operator"
 
 

@@ -1,4 +1,4 @@
-"""The operator's live view (the start page): latest part with overlay, PASS / REJECT banner,
+"""The operator's live view (the start page): latest part with overlay, PASS / REJECT / REVIEW banner,
 counters, a strip of the last results, station state and alarms.
 
 Each browser polls the shared state a few times a second and sends only what changed. The
@@ -20,7 +20,7 @@ from fastapi import Response
 from nicegui import app, ui
 
 from station.hmi.auth import session_user
-from station.hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, badge, current_user, frame, guard
+from station.hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, VERDICT_TEXT, badge, current_user, frame, guard, verdict_look
 from station.hmi.state import StationStatus
 
 POLL_S = 0.2
@@ -104,7 +104,8 @@ class LiveView:
     def _build_counters(self) -> None:
         with ui.grid(columns=2).classes("w-full gap-2"):
             self.counter = {}
-            for key, label in (("parts", "Parts"), ("passed", "Pass"), ("rejected", "Reject"), ("yield", "Yield")):
+            for key, label in (("parts", "Parts"), ("passed", "Pass"), ("rejected", "Reject"), ("reviewed", "Review"),
+                               ("yield", "Yield")):
                 with ui.column().classes("gap-0 p-2 rounded").style("background:#1f2937"):
                     ui.label(label).classes("text-lg text-gray-300")
                     self.counter[key] = ui.label("0").classes("text-4xl font-bold").mark(f"count-{key}")
@@ -173,6 +174,7 @@ class LiveView:
         self._set(self.counter["parts"], str(c.parts))
         self._set(self.counter["passed"], str(c.passed))
         self._set(self.counter["rejected"], str(c.rejected))
+        self._set(self.counter["reviewed"], str(c.reviewed))
         self._set(self.counter["yield"], f"{c.yield_pct:.1f} %")
         if c.since is not None:
             since = c.since.astimezone()
@@ -190,14 +192,10 @@ class LiveView:
                         ui.label(str(n)).classes("font-bold")
 
     def _render_verdict(self, latest) -> None:
-        if latest.passed:
-            self._set(self.banner, "PASS")
-            self._style(self.banner, GREEN)
-            self._set(self.reason, "")
-        else:
-            self._set(self.banner, "REJECT")
-            self._style(self.banner, RED)
-            self._set(self.reason, latest.reason)
+        word, colour = verdict_look(latest.outcome)
+        self._set(self.banner, word)
+        self._style(self.banner, colour)
+        self._set(self.reason, "" if latest.passed else latest.reason)
         when = dt.datetime.fromtimestamp(latest.triggered_at_s).strftime("%H:%M:%S")
         self._set(self.part, f"part {latest.part_id} · seq {latest.sequence} · {when} · "
                              f"{latest.recipe} v{latest.recipe_version} · {latest.total_ms:.0f} ms")
@@ -214,11 +212,11 @@ class LiveView:
             if slot["seq"] == r.sequence:
                 continue
             slot["seq"] = r.sequence
-            colour = GREEN if r.passed else RED
+            word, colour = verdict_look(r.outcome)
             img._props["src"] = data_url(r.thumb_jpeg)
             img.style(f"height:90px; border:4px solid {colour}")
-            label.set_text(f"{'PASS' if r.passed else 'REJECT'} #{r.part_id}")
-            label.style(f"color:{'#4ade80' if r.passed else '#f87171'}")
+            label.set_text(f"{word} #{r.part_id}")
+            label.style(f"color:{VERDICT_TEXT.get(r.outcome.value, VERDICT_TEXT['reject'])}")
             slot["box"].mark(f"thumb-{r.sequence}")  # tests find a part's thumbnail by this
 
     def _enlarge(self, sequence: int) -> None:
@@ -226,7 +224,7 @@ class LiveView:
         if r is None:
             ui.notify("that part is no longer in the live buffer; see History")
             return
-        self.zoom_title.set_text(f"{'PASS' if r.passed else 'REJECT'} · part {r.part_id} · {r.reason}")
+        self.zoom_title.set_text(f"{verdict_look(r.outcome)[0]} · part {r.part_id} · {r.reason}")
         self.zoom_img._props["src"] = f"/hmi/live/{sequence}.jpg"
         self.zoom_img.update()
         self.zoom.open()

@@ -1,21 +1,27 @@
 """Recipe editor (engineer): a form built from the recipe schema, validated before saving; each
-save is a new version with author and diff in the audit log; activate a stored version; put a
-recipe on the line. Uploading a TOML file fills the form (never saves by itself)."""
+save is a new version with author and diff in the audit log. Stored versions — saved here or
+candidates trained by `station train --from-history` — are validated on the reviewed parts of
+the history side by side with the active version (``station.recipe_validation``, off the event
+loop) and activated after a confirmation that names what changes (audited). Putting a recipe
+on the line asks too. Uploading a TOML file fills the form (never saves by itself)."""
 
 from __future__ import annotations
 
 import tomllib
 
-from nicegui import events, ui
+from nicegui import events, run, ui
 
-from station.hmi.pages.layout import GREEN, GREY, badge, current_user, frame, guard
+from station.hmi.pages.layout import AMBER, GREEN, GREY, badge, current_user, frame, guard
 from station.hmi.pages.history import local_time
 from station.hmi.recipe_form import ModelForm
 from station.hmi.recipe_versions import MAX_RECIPE_BYTES, RecipeEditor, RecipeRefused, parse_text
 from station.hmi.auth import allows
 from station.hmi.store import StoreError
 from station.config_errors import ConfigError
-from station.recipe import Recipe
+from station.recipe import Recipe, load_recipe
+from station.recipe_validation import ValidationError, recipe_changes, table_rows, validate_candidate
+
+CANDIDATE_AUTHOR = "station train"  # station.models.train.history_training
 
 
 class RecipePage:
@@ -35,7 +41,7 @@ class RecipePage:
             running = self.editor.running()
             ui.label(f"On the line: {running.recipe.name} v{running.recipe.version}" if running else "On the line: none") \
                 .classes("text-xl").mark("running-recipe")
-            ui.button("Run this recipe on the line", on_click=self.run_on_line).props("color=warning") \
+            ui.button("Run this recipe on the line", on_click=self.confirm_run_on_line).props("color=warning") \
                 .mark("run-on-line")
         with ui.row().classes("w-full no-wrap gap-4 px-4 items-start"):
             with ui.column().classes("grow gap-2").style("min-width:0"):
@@ -53,6 +59,8 @@ class RecipePage:
             with ui.column().classes("w-[30rem] gap-2"):
                 ui.label("Versions").classes("text-2xl font-bold")
                 self.versions_box = ui.column().classes("w-full gap-2").mark("versions")
+        ui.label("Validation on reviewed parts").classes("text-2xl font-bold px-4 mt-4")
+        self.validation_box = ui.column().classes("w-full gap-2 px-4").mark("validation")
         ui.label("Audit log").classes("text-2xl font-bold px-4 mt-4")
         self.audit_box = ui.column().classes("w-full gap-1 px-4").mark("audit")
         self.load_form(self._current_data())
@@ -159,35 +167,146 @@ class RecipePage:
                     ui.label(f"{v.author} · {local_time(v.created_at)}").classes("text-base")
                     if active:
                         badge("ACTIVE", GREEN, size="text-base")
+                    elif v.author == CANDIDATE_AUTHOR:
+                        badge("CANDIDATE", AMBER, size="text-base")
                     if on_line:
                         badge("ON LINE", GREY, size="text-base")
                     ui.space()
                     if not active:
-                        ui.button("Activate", on_click=lambda _, ver=v.version: self.activate(ver)) \
-                            .mark(f"activate-{v.version}")
+                        ui.button("Validate", on_click=lambda _, ver=v.version: self.validate(ver)) \
+                            .props(f"outline data-testid=validate-{v.version}").mark(f"validate-{v.version}")
+                        ui.button("Activate", on_click=lambda _, ver=v.version: self.confirm_activate(ver)) \
+                            .props(f"data-testid=activate-{v.version}").mark(f"activate-{v.version}")
+        self.show_validation()
         self.audit_box.clear()
         with self.audit_box:
             entries = [a for a in self.ctx.store.audit_log(200) if a.target.split(" ")[0] == self.name]
             if not entries:
                 ui.label("no changes recorded").classes("text-lg text-gray-300")
             for a in entries[:30]:
-                with ui.expansion(f"{local_time(a.at)} · {a.actor} · {a.action} · {a.target}"
-                                  f"{' · ' + a.before + ' → ' + a.after if a.before and a.action != 'recipe.save' else ''}") \
-                        .classes("w-full text-lg"):
+                change = f" · {a.before} → {a.after.splitlines()[0]}" if a.before and a.after and a.action != "recipe.save" else ""
+                with ui.expansion(f"{local_time(a.at)} · {a.actor} · {a.action} · {a.target}{change}").classes("w-full text-lg"):
                     ui.code(a.after or "", language="diff").classes("w-full")
 
-    def activate(self, version: int) -> None:
+    def show_validation(self, report: dict | None = None) -> None:
+        """The latest validation of this recipe (or ``report``, just made) as a side-by-side table."""
+        from station.db.recipe_versions import RecipeVersions
+
+        if report is None:
+            latest = RecipeVersions(self.ctx.engine).validations(self.name, 1)
+            report = latest[0].report if latest else None
+            when = f"{local_time(latest[0].at)} by {latest[0].actor}" if latest else ""
+        else:
+            when = "just now"
+        self.validation_box.clear()
+        with self.validation_box:
+            if report is None:
+                ui.label("No version validated yet: press Validate next to a version (or run "
+                         f"`station eval --recipe {self.name}@N --from-history`).").classes("text-lg text-gray-300")
+                return
+            active = report.get("active")
+            ui.label(f"v{report['candidate']['version']} against the active "
+                     f"{'v' + str(active['version']) if active else '(none)'} · {when} · {report['note']}") \
+                .classes("text-lg").mark("validation-note")
+            columns = [{"name": "what", "label": "", "field": "what", "align": "left"},
+                       {"name": "active", "label": f"active v{active['version']}" if active else "active", "field": "active"},
+                       {"name": "candidate", "label": f"candidate v{report['candidate']['version']}", "field": "candidate"}]
+            rows = [{"id": n, "what": what, "active": a, "candidate": c} for n, (what, a, c) in enumerate(table_rows(report))]
+            ui.table(columns=columns, rows=rows, row_key="id").props("dark flat dense hide-pagination :rows-per-page-options=[0]") \
+                .classes("text-lg").style("max-width:56rem").mark("validation-table")
+            for key in ("active", "candidate"):
+                if report.get(key):
+                    confusion = report[key]["confusion"]
+                    ui.label(f"Confusion by class, {key} v{report[key]['version']} (labelled class → what its images became): "
+                             + "; ".join(f"{truth} → " + ", ".join(f"{k} {n}" for k, n in sorted(became.items()))
+                                         for truth, became in confusion.items())).classes("text-base").mark(f"confusion-{key}")
+            ui.label("Activating it changes: " + "; ".join(report["changes"])).classes("text-base text-gray-300")
+
+    async def validate(self, version: int) -> None:
+        user = current_user(self.ctx)
+        if user is None or not allows(user.role, "engineer"):
+            ui.navigate.to("/login")
+            return
+        cfg = self.ctx.station.config
+        note = ui.notification(f"validating {self.name} v{version} on the reviewed parts …", spinner=True, timeout=None)
+        try:
+            # one ONNX Runtime thread: the line inspects on the same cores while this runs
+            report = await run.io_bound(
+                validate_candidate, self.name, version, db_url=cfg.database.url, archive_dir=self.ctx.archive_dir,
+                recipes_dir=self.editor.directory, models_dir=cfg.models_dir, actor=user.username, threads=1)
+        except (ValidationError, ConfigError, StoreError) as exc:
+            self.general_error.set_text(f"not validated: {exc}")
+            return
+        finally:
+            note.dismiss()
+        self.show_validation(report)
+        ui.notify(f"{self.name} v{version} validated on {report['parts_judged']} reviewed parts", type="positive")
+
+    def confirm_activate(self, version: int) -> None:
+        """Ask before activating: name what changes, what the line will run, how it validated."""
+        from station.db.recipe_versions import RecipeVersions
+
+        stored = self.ctx.store.recipe_version(self.name, version)
+        if stored is None:
+            self.general_error.set_text(f"no stored version {version}")
+            return
+        disk = self.editor.on_disk(self.name)
+        try:
+            new = load_recipe(self.editor.directory / f"{self.name}.toml", text=stored.content).recipe
+        except ConfigError as exc:
+            self.general_error.set_text(f"v{version} cannot be activated: {exc}")
+            return
+        changes = recipe_changes(disk.recipe if disk else None, new)
+        running = self.editor.running()
+        validations = [v for v in RecipeVersions(self.ctx.engine).validations(self.name, 50)
+                       if v.candidate_hash == stored.content_hash]
+        with ui.dialog() as dialog, ui.card().classes("p-4 gap-2").style("background:#111827; min-width:40rem"):
+            ui.label(f"Activate {self.name} v{version}?").classes("text-2xl font-bold")
+            ui.label("It changes:").classes("text-lg")
+            for line in changes:
+                ui.label(f"• {line}").classes("text-lg").mark("activate-change")
+            if running is not None and running.recipe.name == self.name:
+                ui.label(f"The line runs {self.name} v{running.recipe.version}: it switches to v{version} from the next part.") \
+                    .classes("text-lg text-amber-300")
+            if validations:
+                ui.label(f"Validated {local_time(validations[0].at)}: {validations[0].report.get('summary', '')}") \
+                    .classes("text-base")
+            else:
+                ui.label("Not validated on reviewed parts yet.").classes("text-lg text-red-300").mark("activate-unvalidated")
+            with ui.row().classes("gap-3 mt-2"):
+                ui.button("Cancel", on_click=dialog.close).props("outline").mark("cancel-activate")
+                ui.button(f"Activate v{version}", on_click=lambda: self.activate(version, changes, dialog)) \
+                    .props("color=warning").mark("confirm-activate")
+        dialog.open()
+
+    def activate(self, version: int, changes: list[str] | None = None, dialog=None) -> None:
+        if dialog is not None:
+            dialog.close()
         user = current_user(self.ctx)
         if user is None or not allows(user.role, "engineer"):
             ui.navigate.to("/login")
             return
         try:
-            self.editor.activate(self.name, version, user.username)
+            self.editor.activate(self.name, version, user.username, changes)
         except (RecipeRefused, StoreError, ConfigError, ValueError) as exc:
             self.general_error.set_text(f"not activated: {exc}")
             return
         ui.notify(f"{self.name} v{version} is now active", type="positive")
         self.show_versions()
+
+    def confirm_run_on_line(self) -> None:
+        running = self.editor.running()
+        disk = self.editor.on_disk(self.name)
+        with ui.dialog() as dialog, ui.card().classes("p-4 gap-2").style("background:#111827; min-width:36rem"):
+            what = f"{self.name} v{disk.recipe.version}" if disk else self.name
+            ui.label(f"Run {what} on the line?").classes("text-2xl font-bold")
+            ui.label(f"The line runs {running.recipe.name} v{running.recipe.version} now; it switches from the next part."
+                     if running else "No recipe runs now.").classes("text-lg")
+            with ui.row().classes("gap-3 mt-2"):
+                ui.button("Cancel", on_click=dialog.close).props("outline").mark("cancel-run")
+                ui.button("Switch the line", on_click=lambda: (dialog.close(), self.run_on_line())).props("color=warning") \
+                    .mark("confirm-run")
+        dialog.open()
 
     def run_on_line(self) -> None:
         user = current_user(self.ctx)

@@ -4,9 +4,15 @@
 2. With ``folds`` > 1: for each of k grouped folds (rows sharing ``group_by`` stay together),
    train on the other folds, export, and run ``station eval``'s code path (the real inspector,
    ONNX Runtime) on the held-out fold. Metrics per fold and pooled over the held-out folds.
-3. Train on all rows, export ``<recipe>-proposals`` and ``<recipe>-classifier`` with metadata
-   (classes, input, normalisation, sha256) into ``out_dir``, write a record (data, command,
-   metrics) next to them, and point the recipe's ``[models]`` at them.
+3. Train on all rows, export ``<prefix>-proposals`` and ``<prefix>-classifier`` (the prefix is
+   the recipe's name unless given) with metadata (classes, input, normalisation, sha256) into
+   ``out_dir`` and write a record (data, command, metrics) next to them. The recipe file is
+   rewritten to use them only when asked (``update_recipe``); ``trained_recipe_of`` gives the
+   trained recipe from the record (a candidate version, station.models.train.history_training).
+
+With ``max_escape`` the record also holds a review band (``review_at``) chosen, like the
+operating point, on the pooled held-out folds and cross-fitted: the highest review threshold
+at which at most that share of the defective images (and parts, with ``group_by``) escape.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from station.vision.evaluate import (
     cross_fitted,
     evaluate,
     operating_point,
+    review_threshold_for,
     summarise,
     threshold_for,
 )
@@ -206,21 +213,34 @@ def _write_held_out(path: Path, by_fold: list[list[ImageResult]]) -> None:
 
 
 def trained_recipe(recipe: Recipe, proposals: list[ProposalEntry], classifier: str, mask_source: str | None = None,
-                   min_confidence: float | None = None) -> Recipe:
+                   min_confidence: float | None = None, review_at: float | None = None) -> Recipe:
     """``recipe`` with its proposal entries and classifier replaced by trained ones, optionally
-    every class outlined one way (``mask_source``) and one ``min_confidence`` for all classes."""
+    every class outlined one way (``mask_source``), one ``min_confidence`` for all classes and
+    one review band (``review_at``) for all classes."""
     update: dict = {"vision": recipe.vision.model_copy(update={"proposals": proposals, "classifier": classifier})}
     if mask_source:
         update["classes"] = [c.model_copy(update={"mask_source": mask_source}) for c in recipe.classes]
     if min_confidence is not None:
         update["min_confidence"] = min_confidence
         update["classes"] = [c.model_copy(update={"min_confidence": None}) for c in update.get("classes", recipe.classes)]
+    if review_at is not None:
+        update["review_at"] = review_at
+        update["classes"] = [c.model_copy(update={"review_at": None}) for c in update.get("classes", recipe.classes)]
     return Recipe.model_validate(recipe.model_copy(update=update).model_dump(by_alias=True))
 
 
+def trained_recipe_of(recipe: Recipe, record: dict) -> Recipe:
+    """The recipe that uses the models of ``record`` (``train_recipe``'s) at its operating point."""
+    final, point = record["final"], record.get("operating_point", {})
+    proposals = [ProposalEntry(**e) for e in final["proposals"]]
+    return trained_recipe(recipe, proposals, final["classifier"], min_confidence=point.get("min_confidence"),
+                          review_at=point.get("review_at"))
+
+
 def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: Path, models_dir: Path,
-                 group_by: str | None = None, folds: int = 5, seed: int = 0, update_recipe: bool = True,
-                 command: str = "", cv_mask_source: str | None = None, proposal_steps: int | None = None) -> dict:
+                 group_by: str | None = None, folds: int = 5, seed: int = 0, update_recipe: bool = False,
+                 command: str = "", cv_mask_source: str | None = None, proposal_steps: int | None = None,
+                 max_escape: float | None = None, prefix: str | None = None) -> dict:
     """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
     from station.vision.inspector import build_inspector
 
@@ -302,23 +322,32 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             record["operating_point"] = {
                 "min_confidence": round(min(0.999, point + 1e-4), 4),
                 "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}
+            if max_escape is not None:
+                band = cross_fitted(by_fold, recipe.good_class, bool(group_by), per_part=bool(group_by), max_escape=max_escape)
+                record["cross_validation"]["operating_point_review_band"] = band
+                review = review_threshold_for(pooled, recipe.good_class, dict.fromkeys(names, point), max_escape, bool(group_by))
+                review_at = round(review + 1e-4, 4)
+                what = "defective images and parts" if group_by else "defective images"
+                record["operating_point"]["review_at"] = review_at if review_at < record["operating_point"]["min_confidence"] else None
+                record["operating_point"]["review_chosen_on"] = (
+                    f"pooled held-out folds: the highest review threshold at which at most {max_escape:.0%} of the {what} "
+                    "escape (none when the threshold alone meets it)")
+                print(f"pooled held-out, cross-fitted review band for at most {max_escape:.0%} escapes: " + _line(band["pooled"]),
+                      file=sys.stderr, flush=True)
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, per class: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
         if group_by:
             print("pooled held-out, cross-fitted 1 % operating point, one threshold for images and parts: "
                   + _line(per_part["pooled"]), file=sys.stderr, flush=True)
-    prop, clf, info = train_pair(samples, recipe, out_dir, recipe.name, seed, features=cache, proposal_steps=proposal_steps,
-                                 views=views, encoder_sha256=encoder_sha256)
+    prop, clf, info = train_pair(samples, recipe, out_dir, prefix or recipe.name, seed, features=cache,
+                                 proposal_steps=proposal_steps, views=views, encoder_sha256=encoder_sha256)
     record["final"] = {"proposals": [e.model_dump() for e in prop], "classifier": clf, "train_info": info,
                        "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (*(e.model for e in prop), clf)}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    if update_recipe:
-        # the threshold is read off the pooled held-out folds
-        point = record.get("operating_point", {}).get("min_confidence")
-        new = trained_recipe(recipe, prop, clf, min_confidence=point)
-        write_atomically(loaded.path, recipe_text(new, loaded.path.read_text(encoding="utf-8")))
+    (out_dir / f"{prefix or recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if update_recipe:  # the thresholds are read off the pooled held-out folds
+        write_atomically(loaded.path, recipe_text(trained_recipe_of(recipe, record), loaded.path.read_text(encoding="utf-8")))
     return record
 
 
@@ -352,7 +381,7 @@ def _fmt(v) -> str:
 
 
 def _line(m: dict) -> str:
-    keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",
-            "auroc", "detection_at_1pct_false_reject"]
+    keys = ["detection_rate", "false_reject_rate", "escape_rate", "review_rate", "type_accuracy", "mean_iou", "part_detection_rate",
+            "part_false_reject_rate", "part_escape_rate", "part_review_rate", "auroc", "detection_at_1pct_false_reject"]
     return "  ".join(f"{k} {_fmt(m.get(k))}" for k in keys if k in m)
 

@@ -88,6 +88,7 @@ def _summary(results: list[dict], stats: dict, elapsed_s: float) -> dict:
         "parts": len(results),
         "pass": sum(r["verdict"] == "pass" for r in results),
         "reject": sum(r["verdict"] == "reject" for r in results),
+        "review": sum(r["verdict"] == "review" for r in results),
         "reject_reasons": stats["reject_reasons"],
         "reject_classes": stats["reject_classes"],
         "elapsed_s": round(elapsed_s, 3),
@@ -98,7 +99,8 @@ def _summary(results: list[dict], stats: dict, elapsed_s: float) -> dict:
 
 
 def _print_summary(summary: dict) -> None:
-    print(f"parts {summary['parts']}  pass {summary['pass']}  reject {summary['reject']}  ({summary['parts_per_s']} parts/s)")
+    print(f"parts {summary['parts']}  pass {summary['pass']}  reject {summary['reject']}  review {summary['review']}  "
+          f"({summary['parts_per_s']} parts/s)")
     if summary["reject_reasons"]:
         print("reject reasons: " + ", ".join(f"{k} {v}" for k, v in summary["reject_reasons"].items()))
     print(f"{'stage':<12}{'p50 ms':>10}{'p99 ms':>10}")

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", help="from this time, ISO 8601 (naive = local time), inclusive")
     p.add_argument("--until", help="up to this time, ISO 8601, exclusive")
     p.add_argument("--recipe", help="recipe name")
-    p.add_argument("--verdict", help="pass or reject")
+    p.add_argument("--verdict", help="pass, reject or review")
     p.add_argument("--class", dest="defect_class", help="only inspections with a defect of this class")
     p.add_argument("--part", dest="part_id", help="part ID from the PLC")
     p.add_argument("--station", dest="station_id", help="station ID (shared PostgreSQL)")
@@ -171,10 +171,12 @@ def _print_summary(q, flt, timezone: str | None, out) -> None:
     tz = timezone or _system_timezone()
     print("yield per hour (UTC):", file=out)
     for b in q.yield_by_hour(flt, check=False):
-        print(f"  {b.start:%Y-%m-%d %H:00}  {b.total:7d} parts  {b.rejected:6d} rejects  {b.yield_pct:6.2f} %", file=out)
+        print(f"  {b.start:%Y-%m-%d %H:00}  {b.total:7d} parts  {b.rejected:6d} rejects  {b.reviewed:6d} reviews  "
+              f"{b.yield_pct:6.2f} %", file=out)
     print(f"yield per shift ({tz}):", file=out)
     for s in q.yield_by_shift(flt, ShiftPlan.three_shifts(tz), check=False):
-        print(f"  {s.date} {s.shift:6s} {s.total:7d} parts  {s.rejected:6d} rejects  {s.yield_pct:6.2f} %", file=out)
+        print(f"  {s.date} {s.shift:6s} {s.total:7d} parts  {s.rejected:6d} rejects  {s.reviewed:6d} reviews  "
+              f"{s.yield_pct:6.2f} %", file=out)
     print("defect Pareto:", file=out)
     for p in q.pareto(flt, check=False):
         print(f"  {p.class_name:20s} {p.count:8d}  {100 * p.share:6.2f} %  cum {100 * p.cumulative:6.2f} %", file=out)

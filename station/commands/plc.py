@@ -37,12 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from station.plc.registers import ERROR_TEXT, INPUT_MAP, OUTPUT_MAP, format_map
+    from station.plc.registers import ERROR_TEXT, INPUT_MAP, OUTPUT_MAP, RESULT_CODES, format_map
 
     if args.json:
         doc = {
             "input": [r.__dict__ for r in INPUT_MAP],
             "output": [r.__dict__ for r in OUTPUT_MAP],
+            "result_codes": {code: text for code, text in RESULT_CODES},
             "errors": {int(code): {"name": code.name, "text": text} for code, text in ERROR_TEXT.items()},
         }
         print(json.dumps(doc, indent=2))

@@ -9,37 +9,100 @@ import sys
 from pathlib import Path
 
 from station.commands.common import resolve_recipe
-from station.paths import TRAINED_DIR
+
+DEFAULT_OUT = Path("var/trained")  # not the repository's models/trained: that only when asked (--out)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a recipe's proposal stage and classifier from a manifest CSV (needs the train extra)")
+    p = sub.add_parser(
+        "train", help="train a recipe's proposal stage and classifier from a manifest CSV or from reviewed parts (needs the train extra)",
+        description="Train a recipe's models. From a manifest (--data): models and record go to --out (default var/trained); "
+                    "the shipped files (models/trained/, the recipe file) are only written when asked: "
+                    "--out models/trained --update-recipe. From the history (--from-history): the reviewed parts become the "
+                    "training set and the result is stored as a CANDIDATE recipe version (models <recipe>-v<N>-* in the "
+                    "station's models directory); the active recipe and the repository are never written.")
     p.add_argument("--recipe", required=True, help="recipe name (in --recipes-dir) or path to a .toml")
-    p.add_argument("--data", required=True, type=Path, help="manifest CSV: image, mask, class, extra columns")
-    p.add_argument("--group-by", help="column whose rows are one part (e.g. tile_group): folds never split it")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="manifest CSV: image, mask, class, extra columns")
+    source.add_argument("--from-history", action="store_true",
+                        help="train on the reviewed parts of the history database (--config or --db and --archive)")
+    p.add_argument("--group-by", help="column whose rows are one part (e.g. tile_group): folds never split it (--data)")
     p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds before the final training (0/1: none)")
-    p.add_argument("--out", type=Path, default=TRAINED_DIR, help="where the trained models and record go")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where the trained models and record go (default var/trained; --from-history: the models directory)")
+    p.add_argument("--update-recipe", action="store_true",
+                   help="also rewrite the recipe file to use the new models and thresholds (--data only)")
+    p.add_argument("--max-escape", type=float, default=None, metavar="RATE",
+                   help="choose a review band (review_at) for at most this share of escaped defective images/parts, "
+                        "cross-fitted on the held-out folds like the operating point (e.g. 0.05)")
     p.add_argument("--work-dir", type=Path, default=Path("var/train"), help="fold models (not committed)")
-    p.add_argument("--models-dir", type=Path, default=Path("var/models"), help="SAM models for the fold evaluations")
+    p.add_argument("--models-dir", type=Path, default=None, help="SAM models for the fold evaluations (default var/models)")
     p.add_argument("--recipes-dir", type=Path, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-update-recipe", action="store_true", help="leave the recipe's [models] and min_confidence as they are")
     p.add_argument("--cv-mask-source", choices=["sam", "proposal"],
                    help="outline every class this way in the CV folds (proposal: no SAM encoder runs, much faster)")
     p.add_argument("--proposal-steps", type=int, default=None, metavar="N",
                    help="training steps of a U-Net proposal stage (recipe vision.proposal_net = \"unet\"; default 2500: ~8 min on 2 cores)")
+    _history_args(p)
+    p.add_argument("--holdout", type=float, default=0.0, metavar="SHARE",
+                   help="--from-history: keep this share of the reviewed parts out of the training, for validation (e.g. 0.3)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="inspect every image of a manifest and report detection, false rejects, type accuracy, IoU")
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--data", required=True, type=Path)
+    p = sub.add_parser("eval", help="inspect every image of a manifest and report detection, false rejects, escapes, reviews, "
+                                    "type accuracy, IoU; or compare a candidate recipe version with the active one on reviewed parts")
+    p.add_argument("--recipe", required=True, help="recipe name or path; with --from-history NAME@VERSION (a stored version)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path)
+    source.add_argument("--from-history", action="store_true",
+                        help="replay the reviewed parts of the history through NAME@VERSION and the active recipe, side by side "
+                             "(stored for the HMI's recipe page)")
     p.add_argument("--group-by", help="column whose rows are the views of one part: also part-level rates")
     p.add_argument("--json", action="store_true", help="one JSON object with the metrics at top level")
-    p.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    p.add_argument("--models-dir", type=Path, default=None, help="default var/models (with --config: the station's)")
     p.add_argument("--recipes-dir", type=Path, default=None)
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    _history_args(p)
     p.set_defaults(func=cmd_eval)
+
+
+def _history_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("history (with --from-history)")
+    g.add_argument("--config", type=Path, help="station.toml: its database, archive, recipes and models directories")
+    g.add_argument("--db", dest="url", help="history database URL (instead of --config)")
+    g.add_argument("--archive", type=Path, help="the image archive directory (instead of --config)")
+    g.add_argument("--since", help="reviewed parts inspected from this time (ISO 8601; local time if no offset)")
+    g.add_argument("--until", help="… until this time (exclusive)")
+    g.add_argument("--station", dest="station_id", help="only this station's parts")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _history_source(args) -> dict:
+    """Database URL, archive, recipes and models directories, and the time/station filters."""
+    from station.db.filters import FilterError, HistoryFilter
+
+    config = None
+    if args.config is not None:
+        from station.config import load_station_config
+
+        config = load_station_config(args.config)
+    url = args.url or (config.database.url if config else None)
+    archive = args.archive or (config.archive.dir if config else None)
+    if url is None or archive is None:
+        raise _UsageError("--from-history needs the history: --config station.toml, or --db URL and --archive DIR")
+    try:
+        flt = HistoryFilter.parse(since=args.since, until=args.until, station_id=args.station_id)
+    except FilterError as exc:
+        raise _UsageError(str(exc)) from None
+    return {
+        "db_url": url, "archive_dir": Path(archive),
+        "recipes_dir": args.recipes_dir or (config.recipes_dir if config else None),
+        "models_dir": args.models_dir or (config.models_dir if config else Path("var/models")),
+        "since": flt.since, "until": flt.until, "station_id": flt.station_id,
+    }
 
 
 def _fmt(v) -> str:
@@ -47,8 +110,9 @@ def _fmt(v) -> str:
 
 
 def print_metrics(m: dict) -> None:
-    keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",
-            "auroc", "detection_at_1pct_false_reject", "threshold_at_1pct_false_reject"]
+    keys = ["detection_rate", "false_reject_rate", "escape_rate", "review_rate", "defective_review_rate", "type_accuracy",
+            "mean_iou", "part_detection_rate", "part_false_reject_rate", "part_escape_rate", "part_review_rate",
+            "part_defective_review_rate", "auroc", "detection_at_1pct_false_reject", "threshold_at_1pct_false_reject"]
     for k in keys:
         if k in m:
             print(f"{k:<32}{_fmt(m[k])}")
@@ -59,15 +123,18 @@ def print_metrics(m: dict) -> None:
     print(f"skipped {m['skipped']}" + (": " + ", ".join(f"{k} {v}" for k, v in m["skipped_reasons"].items()) if m["skipped"] else ""))
     for s in m.get("skipped_rows", []):
         print(f"  row {s['row']}: {s['reason']}")
-    print(f"{'class':<14}{'images':>7}{'rejected':>9}{'type acc':>9}{'IoU':>8}")
+    print(f"{'class':<14}{'images':>7}{'rejected':>9}{'reviewed':>9}{'type acc':>9}{'IoU':>8}")
     for cls, e in m["per_class"].items():
-        print(f"{cls:<14}{e['images']:>7}{e['rejected']:>9}{_fmt(e.get('type_accuracy')):>9}{_fmt(e.get('mean_iou')):>8}")
+        print(f"{cls:<14}{e['images']:>7}{e['rejected']:>9}{e.get('reviewed', 0):>9}{_fmt(e.get('type_accuracy')):>9}"
+              f"{_fmt(e.get('mean_iou')):>8}")
     print(f"{'stage':<12}{'p50 ms':>10}{'p99 ms':>10}")
     for stage, lat in m["latency_ms"].items():
         print(f"{stage:<12}{lat['p50']:>10.1f}{lat['p99']:>10.1f}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.from_history:
+        return _eval_from_history(args)
     from station.inference.metadata import ModelError
     from station.models_store import ensure_recipe_models
     from station.vision.dataset import ManifestError, read_manifest
@@ -75,6 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from station.vision.inspector import build_inspector
 
     loaded = resolve_recipe(args.recipe, args.recipes_dir)
+    args.models_dir = args.models_dir or Path("var/models")
     try:
         rows = read_manifest(args.data)
     except ManifestError as exc:
@@ -106,6 +174,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if metrics["images"] else 1
 
 
+def _eval_from_history(args: argparse.Namespace) -> int:
+    from station.recipe_validation import ValidationError, table_rows, validate_candidate
+
+    name, _, version = args.recipe.partition("@")
+    if not version.isdigit():
+        print(f"error: --from-history compares a stored version: --recipe NAME@VERSION (got {args.recipe!r})", file=sys.stderr)
+        return 2
+    try:
+        src = _history_source(args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from station.commands.common import recipes_dir
+
+    try:
+        report = validate_candidate(name, int(version), db_url=src["db_url"], archive_dir=src["archive_dir"],
+                                    recipes_dir=recipes_dir(src["recipes_dir"]), models_dir=src["models_dir"],
+                                    actor="station eval", since=src["since"], until=src["until"], station_id=src["station_id"],
+                                    backend=args.backend, threads=args.threads)
+    except ValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    active = report.get("active")
+    print(report["summary"])
+    print(f"{'':<32}{'active v' + str(active['version']) if active else 'no active':>18}{'candidate v' + version:>18}")
+    for what, a, c in table_rows(report):
+        print(f"{what:<32}{a:>18}{c:>18}")
+    print("confusion by class (labelled class -> what the candidate made of its images):")
+    for truth, became in report["candidate"]["confusion"].items():
+        print(f"  {truth:<14}" + ", ".join(f"{k} {n}" for k, n in sorted(became.items())))
+    print("activating it would change: " + "; ".join(report["changes"]))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     try:
         from station.models.train.recipe_training import train_recipe
@@ -114,28 +219,78 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     from station.vision.dataset import ManifestError
 
-    loaded = resolve_recipe(args.recipe, args.recipes_dir)
     command = "station " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    if args.from_history:
+        return _train_from_history(args, command)
+    if any(getattr(args, k) is not None for k in ("config", "url", "archive", "since", "until", "station_id")):
+        print("error: --config, --db, --archive, --since, --until and --station go with --from-history", file=sys.stderr)
+        return 2
+    loaded = resolve_recipe(args.recipe, args.recipes_dir)
+    out = args.out or DEFAULT_OUT
     try:
         record = train_recipe(
-            loaded, args.data, args.out, args.work_dir / loaded.recipe.name, args.models_dir, args.group_by,
-            args.folds, args.seed, not args.no_update_recipe, command, args.cv_mask_source, args.proposal_steps,
+            loaded, args.data, out, args.work_dir / loaded.recipe.name, args.models_dir or Path("var/models"), args.group_by,
+            args.folds, args.seed, args.update_recipe, command, args.cv_mask_source, args.proposal_steps, args.max_escape,
         )
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _print_record(record)
+    final = record["final"]
+    proposals = ", ".join(n for n in final["sha256"] if n != final["classifier"])
+    print(f"trained {proposals} and {final['classifier']} into {out}"
+          + (f"; {loaded.path} now uses them" if args.update_recipe else f" (the recipe {loaded.path} is unchanged)"))
+    return 0
+
+
+def _print_record(record: dict) -> None:
     cv = record.get("cross_validation")
     if cv:
         print(f"grouped {cv['folds']}-fold cross-validation, pooled over held-out folds:")
         print_metrics(cv["pooled"])
-        for key in ("operating_point_one_threshold", "operating_point", "operating_point_per_part"):
+        for key in ("operating_point_one_threshold", "operating_point", "operating_point_per_part", "operating_point_review_band"):
             fitted = cv.get(key)
             if fitted:
                 print(f"cross-fitted operating point ({fitted['rule']}):")
                 for k, t in enumerate(fitted["thresholds"], 1):
-                    print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:.3f}" for c, v in t.items()))
+                    band = fitted.get("review_thresholds")
+                    print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:.3f}" for c, v in t.items())
+                          + (f"; review above {band[k - 1]:.3f}" if band else ""))
                 print_metrics(fitted["pooled"])
-    final = record["final"]
-    proposals = ", ".join(n for n in final["sha256"] if n != final["classifier"])
-    print(f"trained {proposals} and {final['classifier']} into {args.out}")
+    point = record.get("operating_point")
+    if point:
+        print(f"operating point: min_confidence {point['min_confidence']}"
+              + (f", review_at {point.get('review_at')}" if "review_at" in point else ""))
+
+
+def _train_from_history(args: argparse.Namespace, command: str) -> int:
+    from station.commands.common import recipes_dir
+    from station.models.train.history_training import NotEnoughLabels, train_candidate
+
+    if args.data is not None or args.update_recipe or args.group_by:
+        print("error: --from-history writes a candidate version: no --data, --update-recipe or --group-by", file=sys.stderr)
+        return 2
+    try:
+        src = _history_source(args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        src["models_dir"] = args.out
+    loaded = resolve_recipe(args.recipe, recipes_dir(src["recipes_dir"]))
+    try:
+        cand = train_candidate(loaded, src["db_url"], src["archive_dir"], src["models_dir"], args.work_dir,
+                               since=src["since"], until=src["until"], station_id=src["station_id"], folds=args.folds,
+                               holdout=args.holdout, seed=args.seed, max_escape=args.max_escape,
+                               proposal_steps=args.proposal_steps, cv_mask_source=args.cv_mask_source, command=command)
+    except (NotEnoughLabels, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_record(cand.record)
+    h = cand.record["history"]
+    v = cand.version
+    print(f"candidate {v.name} v{v.version} stored in the history database (trained on {len(h['trained_on'])} reviewed parts, "
+          f"{len(h['held_out'])} held out); models and record in {src['models_dir']} ({cand.record_path.name}). "
+          f"The line still runs {loaded.recipe.name} v{loaded.recipe.version}: validate with "
+          f"`station eval --recipe {v.name}@{v.version} --from-history`, activate on the HMI's recipe page.")
     return 0

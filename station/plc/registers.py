@@ -11,13 +11,29 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from station.inspection import RejectReason
+from station.inspection import NO_RESULT_PLC_CODE, REVIEW_PLC_CODE, RejectReason
+from station.recipe import MAX_CLASS_PLC_CODE
+from station.verdict import UNKNOWN_CLASS_PLC_CODE
 
 INPUT_BASE = 0  # server mode: where the PLC writes
 OUTPUT_BASE = 100  # server mode: where the PLC reads
 INPUT_WORDS = 4
 OUTPUT_WORDS = 20
-NO_RESULT = 0xFFFF  # result code when there is no valid inspection result (fail-safe)
+NO_RESULT = NO_RESULT_PLC_CODE  # result code when there is no valid inspection result (fail-safe)
+REVIEW = REVIEW_PLC_CODE  # result code of a REVIEW verdict: divert the part for manual inspection
+UNKNOWN_CLASS = UNKNOWN_CLASS_PLC_CODE  # a defect of a class the recipe does not know: reject
+
+# Register 106 (RESULT_CODE) with RESULT_VALID: what the PLC does with the part. Every code but
+# 0 comes with the REJECT status bit, so a PLC program that only knows PASS / REJECT never
+# passes a part sent to review.
+RESULT_CODES: tuple[tuple[str, str], ...] = (
+    ("0", "PASS: the part is good (PASS bit set)"),
+    (f"1..0x{MAX_CLASS_PLC_CODE:04X}", "REJECT: the recipe's plc_code of the top defect's class"),
+    (f"0x{REVIEW:04X}", "REVIEW: divert for manual inspection (a finding in the recipe's review band, none that "
+                       "rejects); REJECT bit set, never PASS; TOP_CLASS names the doubtful finding's class"),
+    (f"0x{UNKNOWN_CLASS:04X}", "REJECT: a defect of a class the recipe does not know"),
+    (f"0x{NO_RESULT:04X}", "REJECT, fail-safe: no valid result (the reason is in register 103)"),
+)
 
 
 class Control(enum.IntFlag):
@@ -182,7 +198,9 @@ OUTPUT_MAP: tuple[RegisterDoc, ...] = (
     RegisterDoc(103, 1, "ERROR_CODE", "error code (0 = none; see the error table)"),
     RegisterDoc(104, 1, "ACQUISITION_ID", "accepted triggers (wraps at 65536)"),
     RegisterDoc(105, 1, "SEQUENCE", "inspection sequence number of the presented result (low 16 bits)"),
-    RegisterDoc(106, 1, "RESULT_CODE", "0 pass, 1..0xFFFE PLC code of the top defect class, 0xFFFF no result (fail-safe)"),
+    RegisterDoc(106, 1, "RESULT_CODE", f"0 pass, 1..0x{MAX_CLASS_PLC_CODE:04X} PLC code of the top defect class, "
+                f"0x{REVIEW:04X} review (divert for manual inspection; REJECT bit set), 0x{UNKNOWN_CLASS:04X} unknown class, "
+                f"0x{NO_RESULT:04X} no result (fail-safe); see the result codes"),
     RegisterDoc(107, 2, "PART_ID_ECHO", "part ID of the presented result (uint32, high word first)"),
     RegisterDoc(109, 1, "DEFECT_COUNT", "defects found on the part"),
     RegisterDoc(110, 1, "TOP_CLASS", "PLC code of the top defect's class (0: none)"),
@@ -190,7 +208,7 @@ OUTPUT_MAP: tuple[RegisterDoc, ...] = (
     RegisterDoc(112, 1, "PROCESSING_MS", "trigger-to-decision time of the part, ms (saturates at 65535)"),
     RegisterDoc(113, 1, "RESULTS_WAITING", "finished results queued behind the presented one"),
     RegisterDoc(114, 2, "PARTS_INSPECTED", "parts inspected (uint32, high word first)"),
-    RegisterDoc(116, 2, "PARTS_REJECTED", "parts rejected (uint32, high word first)"),
+    RegisterDoc(116, 2, "PARTS_REJECTED", "parts rejected, those sent to review included (uint32, high word first)"),
     RegisterDoc(118, 2, "UNRECORDED", "verdicts given since start without a durable record (uint32; "
                 "on_history_full = \"continue\" with the backlog full, or the journal failing); 0 is the norm"),
 )
@@ -222,6 +240,8 @@ def format_map() -> str:
     lines += [f"  {_addr(r)}  {r.name:<16} {r.content}" for r in INPUT_MAP]
     lines += ["", "station → PLC (read-only to the PLC; server mode base 100):"]
     lines += [f"  {_addr(r)}  {r.name:<16} {r.content}" for r in OUTPUT_MAP]
+    lines += ["", "result codes (register 106, with RESULT_VALID):"]
+    lines += [f"  {code:<14} {text}" for code, text in RESULT_CODES]
     lines += ["", "error codes (register 103):"]
     lines += [f"  {int(code):>3}  {code.name:<19} {ERROR_TEXT[code]}" for code in ErrorCode]
     return "\n".join(lines)

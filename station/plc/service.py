@@ -22,6 +22,7 @@ from station.plc.registers import (
     ERROR_TEXT,
     FAILSAFE_RESULT_CODE,
     NO_RESULT,
+    REVIEW,
     TRIGGER_REFUSED_CODE,
     ErrorCode,
     Status,
@@ -208,6 +209,7 @@ class PlcService:
         v = insp.verdict
         failsafe = v is None or insp.failure is not None or v.plc_code == NO_RESULT or v.failsafe
         passed = not failsafe and v.outcome is Outcome.PASS and v.plc_code == 0
+        review = not failsafe and v.outcome is Outcome.REVIEW
         error = ErrorCode.NONE
         if passed:
             code = 0
@@ -215,7 +217,9 @@ class PlcService:
             code = NO_RESULT
             reason = v.reject_reason if v is not None else None
             error = FAILSAFE_RESULT_CODE.get(reason, ErrorCode.NO_RESULT)
-        elif 1 <= v.plc_code < NO_RESULT:
+        elif review:  # diverted for a person: REJECT with the review code, whatever the verdict carried
+            code = REVIEW
+        elif 1 <= v.plc_code < NO_RESULT and v.plc_code != REVIEW:
             code = v.plc_code
         else:  # a REJECT without a class code, or a PASS carrying one: not a trustworthy result
             code, error = NO_RESULT, ErrorCode.NO_RESULT
@@ -224,7 +228,7 @@ class PlcService:
             top = max(insp.defects, key=lambda d: d.confidence)
         top_class = 0
         if top is not None:
-            top_class = code if (not passed and code != NO_RESULT) else _class_code(insp, top.class_name)
+            top_class = code if (not passed and code not in (NO_RESULT, REVIEW)) else _class_code(insp, top.class_name)
         return PlcResult(
             sequence=insp.sequence,
             part_id=insp.part_id,
@@ -286,7 +290,8 @@ class _PipelineActions:
         self.s.stats.reset()
 
     def counters(self) -> tuple[int, int]:
-        return self.s.stats.parts, self.s.stats.rejected
+        """(parts inspected, parts the PLC diverted: rejected and sent to review)."""
+        return self.s.stats.parts, self.s.stats.rejected + self.s.stats.reviewed
 
     def unrecorded(self) -> int:
         return self.s.pipeline.unrecorded

@@ -1,14 +1,20 @@
 """`station eval`: inspect every image of a manifest with a recipe and score the verdicts.
 
-Metrics (defective = a row whose class is not the recipe's good class):
+Metrics (defective = a row whose class is not the recipe's good class; verdicts are REJECT,
+REVIEW — a finding in the recipe's review band, the part goes to a person — or PASS):
 - ``detection_rate``: defective images rejected / defective images;
 - ``false_reject_rate``: good images rejected / good images;
+- ``escape_rate``: defective images neither rejected nor sent to review / defective images (what
+  the line lets through); ``defective_review_rate``: defective images sent to review (so
+  detection + defective review + escape = 1);
+- ``review_rate``: good images sent to review / good images (the people's work it costs);
 - ``type_accuracy``: defective images whose top defect has the right class / defective images;
 - ``mean_iou``: IoU of the union of the found defect masks with the ground-truth mask, over
   defective images that have a non-empty mask;
 - with ``group_by``: rows sharing a value are the views of one part; a part is rejected when
-  any of its views is (the station's rule for several cameras or lights): ``part_detection_rate``
-  and ``part_false_reject_rate``;
+  any of its views is (the station's rule for several cameras or lights), else sent to review
+  when any view is: ``part_detection_rate``, ``part_false_reject_rate``, ``part_escape_rate``,
+  ``part_defective_review_rate`` and ``part_review_rate``;
 - per class, counts, skipped rows with reasons, per-stage latency p50/p99 (ms).
 """
 
@@ -37,6 +43,7 @@ class ImageResult:
     timings_ms: dict[str, float]
     score: float = 0.0  # the most confident defect found (0: none), for operating-point analysis
     class_scores: dict[str, float] = field(default_factory=dict)  # most confident finding per class, any min_confidence
+    reviewed: bool = False  # a REVIEW verdict (never together with rejected)
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -73,7 +80,7 @@ def inspect_row(inspector, loaded: LoadedRecipe, row: Row, min_side_px: int) -> 
     score = max(class_scores.values(), default=0.0)
     timings = {k: v for k, v in insp.timings_ms.items() if k != "total"}
     return ImageResult(row, "", row.label, verdict.outcome is Outcome.REJECT, top, iou, verdict.reason, timings, score,
-                       class_scores), None
+                       class_scores, verdict.outcome is Outcome.REVIEW), None
 
 
 def operating_point(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01) -> dict:
@@ -110,16 +117,48 @@ def threshold_for(results: list[ImageResult], good_class: str, max_false_reject:
     return float(max(candidates))
 
 
-def at_thresholds(results: list[ImageResult], thresholds: dict[str, float]) -> list[ImageResult]:
+def at_thresholds(results: list[ImageResult], thresholds: dict[str, float], review: float | None = None) -> list[ImageResult]:
     """The results as if the recipe rejected exactly the images with a finding of class c scoring
     above ``thresholds[c]`` (that class's min_confidence just above it): rejected, and the top
-    class with it (the most confident finding that counts)."""
+    class with it (the most confident finding that counts); with ``review``, the images not
+    rejected that have a finding above it are sent to review (its review_at just above it)."""
     out = []
     for r in results:
         over = {c: v for c, v in r.class_scores.items() if v > thresholds.get(c, 1.0)}
         top = max(over, key=over.get) if over else None
-        out.append(replace(r, rejected=bool(over), top_class=top))
+        doubtful = not over and review is not None and any(v > review for v in r.class_scores.values())
+        out.append(replace(r, rejected=bool(over), top_class=top, reviewed=doubtful))
     return out
+
+
+def review_threshold_for(results: list[ImageResult], good_class: str, thresholds: dict[str, float], max_escape: float,
+                         per_part: bool = False) -> float:
+    """The highest score threshold ``r`` (review when a finding scores above it) at which at most
+    ``max_escape`` of the defective images not rejected at ``thresholds`` escape (no finding above
+    r) and, with ``per_part``, of the defective parts too. A defective image with no finding at
+    all escapes at any r: when they alone exceed the budget, r is 0 (every finding reviewed)."""
+    judged = at_thresholds(results, thresholds)
+    bad = [r for r in judged if r.truth != good_class]
+    cap = min(thresholds.values(), default=1.0)  # at the reject threshold the band is empty
+
+    def highest(scores: list[float], n: int) -> float:
+        allowed = int(np.floor(max_escape * n + 1e-9))
+        for c in sorted({s for s in scores if s < cap} | {0.0, cap}, reverse=True):
+            if sum(s <= c for s in scores) <= allowed:
+                return c
+        return 0.0
+
+    def best(r: ImageResult) -> float:
+        return max(r.class_scores.values(), default=0.0)
+
+    candidates = [highest([best(r) for r in bad if not r.rejected], len(bad))]
+    if per_part:
+        parts: dict[str, list[ImageResult]] = defaultdict(list)
+        for r in bad:
+            parts[r.group].append(r)
+        left = [max(best(r) for r in v) for v in parts.values() if not any(r.rejected for r in v)]
+        candidates.append(highest(left, len(parts)))
+    return float(min(candidates))
 
 
 def class_thresholds(results: list[ImageResult], good_class: str, classes: list[str], max_false_reject: float = 0.01) -> dict[str, float]:
@@ -157,13 +196,15 @@ def class_thresholds(results: list[ImageResult], good_class: str, classes: list[
 
 
 def cross_fitted(folds: list[list[ImageResult]], good_class: str, grouped: bool, classes: list[str] | None = None,
-                 max_false_reject: float = 0.01, per_part: bool = False) -> dict:
+                 max_false_reject: float = 0.01, per_part: bool = False, max_escape: float | None = None) -> dict:
     """Cross-validated rates at an operating point no fold chose for itself: fold k is judged at
     the threshold(s) that keep false rejects at ``max_false_reject`` on the good images of the
     *other* held-out folds: one threshold for all classes (with ``per_part``, on their good parts
-    too: ``threshold_for``), or with ``classes`` one per class (``class_thresholds``). Returns
-    per-fold and pooled metrics and the thresholds."""
-    judged, per_fold, thresholds = [], [], []
+    too: ``threshold_for``), or with ``classes`` one per class (``class_thresholds``). With
+    ``max_escape``, also a review band chosen on the other folds: the highest review threshold at
+    which at most that share of their defective images (and parts, with ``per_part``) escape
+    (``review_threshold_for``). Returns per-fold and pooled metrics and the thresholds."""
+    judged, per_fold, thresholds, reviews = [], [], [], []
     for k, mine in enumerate(folds):
         others = [r for j, f in enumerate(folds) if j != k for r in f]
         if classes:
@@ -171,20 +212,30 @@ def cross_fitted(folds: list[list[ImageResult]], good_class: str, grouped: bool,
         else:
             one = threshold_for(others, good_class, max_false_reject, per_part)
             t = {c: one for r in others for c in r.class_scores} or {"": one}
-        rs = at_thresholds(mine, t)
+        review = None if max_escape is None else review_threshold_for(others, good_class, t, max_escape, per_part)
+        rs = at_thresholds(mine, t, review)
         judged += rs
         thresholds.append({c: round(v, 4) for c, v in sorted(t.items())})
+        reviews.append(None if review is None else round(review, 4))
         m = summarise(rs, [], good_class, grouped)
         per_fold.append({key: m.get(key) for key in RATE_KEYS if key in m})
     pooled = summarise(judged, [], good_class, grouped)
     pooled.pop("skipped_rows", None)
     kind = "per-class thresholds" if classes else "one threshold"
     which = "good images and good parts" if per_part and not classes else "good images"
-    return {"rule": f"fold k judged at the {kind} that reject at most {max_false_reject:.0%} of the other folds' {which}",
-            "thresholds": thresholds, "per_fold": per_fold, "pooled": pooled}
+    rule = f"fold k judged at the {kind} that reject at most {max_false_reject:.0%} of the other folds' {which}"
+    out = {"rule": rule, "thresholds": thresholds, "per_fold": per_fold, "pooled": pooled}
+    if max_escape is not None:
+        what = "defective images and parts" if per_part else "defective images"
+        out["rule"] += (f", with the review band from the highest threshold at which at most {max_escape:.0%} of the other "
+                        f"folds' {what} escape")
+        out["review_thresholds"] = reviews
+    return out
 
 
-RATE_KEYS = ("detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate")
+RATE_KEYS = ("detection_rate", "false_reject_rate", "escape_rate", "review_rate", "defective_review_rate", "type_accuracy",
+             "mean_iou", "part_detection_rate", "part_false_reject_rate", "part_escape_rate", "part_review_rate",
+             "part_defective_review_rate")
 
 
 def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class: str, grouped: bool) -> dict:
@@ -194,6 +245,9 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
     out: dict = {
         "detection_rate": _rate(sum(r.rejected for r in defective), len(defective)),
         "false_reject_rate": _rate(sum(r.rejected for r in good), len(good)),
+        "escape_rate": _rate(sum(not r.rejected and not r.reviewed for r in defective), len(defective)),
+        "defective_review_rate": _rate(sum(r.reviewed for r in defective), len(defective)),
+        "review_rate": _rate(sum(r.reviewed for r in good), len(good)),
         "type_accuracy": _rate(sum(r.top_class == r.truth for r in defective), len(defective)),
         "mean_iou": float(np.mean(ious)) if ious else None,
         "images": len(results),
@@ -209,14 +263,16 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
     for cls in sorted({r.truth for r in results}):
         rs = [r for r in results if r.truth == cls]
         ci = [r.iou for r in rs if r.iou is not None]
-        entry = {"images": len(rs), "rejected": sum(r.rejected for r in rs)}
+        entry = {"images": len(rs), "rejected": sum(r.rejected for r in rs), "reviewed": sum(r.reviewed for r in rs)}
         if cls != good_class:
             entry["detection_rate"] = _rate(entry["rejected"], len(rs))
+            entry["escape_rate"] = _rate(len(rs) - entry["rejected"] - entry["reviewed"], len(rs))
             entry["type_accuracy"] = _rate(sum(r.top_class == cls for r in rs), len(rs))
             entry["mean_iou"] = float(np.mean(ci)) if ci else None
             entry["predicted_as"] = dict(Counter(r.top_class or "none" for r in rs))
         else:
             entry["false_reject_rate"] = _rate(entry["rejected"], len(rs))
+            entry["review_rate"] = _rate(entry["reviewed"], len(rs))
         per_class[cls] = entry
     out["per_class"] = per_class
     if grouped:
@@ -227,6 +283,13 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
         good_parts = [v for v in parts.values() if all(r.truth == good_class for r in v)]
         out["part_detection_rate"] = _rate(sum(any(r.rejected for r in v) for v in bad_parts), len(bad_parts))
         out["part_false_reject_rate"] = _rate(sum(any(r.rejected for r in v) for v in good_parts), len(good_parts))
+
+        def part_reviewed(v: list[ImageResult]) -> bool:  # no view rejects it, a view sends it to review
+            return not any(r.rejected for r in v) and any(r.reviewed for r in v)
+
+        out["part_escape_rate"] = _rate(sum(not any(r.rejected or r.reviewed for r in v) for v in bad_parts), len(bad_parts))
+        out["part_defective_review_rate"] = _rate(sum(part_reviewed(v) for v in bad_parts), len(bad_parts))
+        out["part_review_rate"] = _rate(sum(part_reviewed(v) for v in good_parts), len(good_parts))
         out["parts"] = len(parts)
         out["defective_parts"] = len(bad_parts)
         out["good_parts"] = len(good_parts)

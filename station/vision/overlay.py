@@ -20,6 +20,7 @@ MASK_ALPHA = 0.45
 UNKNOWN_RGB = (255, 0, 255)
 PASS_RGB = (40, 167, 69)
 REJECT_RGB = (220, 38, 38)
+REVIEW_RGB = (217, 119, 6)  # amber: sent to a person
 INSPECT_ZONE_RGB = (90, 160, 255)
 IGNORE_ZONE_RGB = (128, 128, 128)
 
@@ -87,10 +88,13 @@ def render_overlay(
     bar = 0
     if verdict is not None:
         passed = verdict.outcome is Outcome.PASS
-        text = ("PASS" if passed else "REJECT") + ("" if passed and verdict.reason == "no defect" else f": {verdict.reason}")
+        word, colour = {Outcome.PASS: ("PASS", PASS_RGB), Outcome.REVIEW: ("REVIEW", REVIEW_RGB)}.get(
+            verdict.outcome, ("REJECT", REJECT_RGB))
+        reason = verdict.reason.removeprefix("review: ")
+        text = word + ("" if passed and verdict.reason == "no defect" else f": {reason}")
         text = text.replace("²", "2")  # Hershey fonts are ASCII only
         bar = int(max(14, 28 * scale))
-        banner = out[:bar].astype(np.float32) * 0.25 + np.array(PASS_RGB if passed else REJECT_RGB) * 0.75
+        banner = out[:bar].astype(np.float32) * 0.25 + np.array(colour) * 0.75
         out[:bar] = banner.astype(np.uint8)
         # a narrow view gets smaller text, then a cut one, rather than a reason running off the edge
         fit = scale

@@ -82,3 +82,17 @@ def test_seed_replaces_the_count_and_a_stale_seed_is_refused():
     assert snap.reject_classes == {"stain": 2, "timeout": 1, "no verdict": 1}
     c.reset()  # the period moved on between reading the history and seeding
     assert not c.seed(since, rows) and c.snapshot().parts == 0
+
+
+def test_review_verdicts_are_counted_apart_and_seeded_from_the_history():
+    clock = Clock(NOON)
+    c = PartCounters(clock=clock)
+    doubtful = Defect("top", "crack", 0.6, (0, 0, 2, 2), 4)
+    for v in (Verdict(Outcome.PASS, "ok"), _reject("scratch"), Verdict(Outcome.REVIEW, "review: crack", None, doubtful, 0xFFFD)):
+        c.record(_part(v))
+    snap = c.snapshot()
+    assert (snap.parts, snap.passed, snap.rejected, snap.reviewed) == (3, 1, 1, 1)
+    assert snap.reject_classes == {"scratch": 1}  # a review is not a reject of its class
+    assert c.seed(snap.since, [("pass", None, None, 5), ("review", "crack", None, 2), ("reject", "stain", "defect", 1)])
+    snap = c.snapshot()
+    assert (snap.parts, snap.passed, snap.rejected, snap.reviewed) == (8, 5, 1, 2)

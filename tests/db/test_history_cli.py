@@ -110,8 +110,8 @@ def test_bad_filters_exit_2_with_the_reason(filled, capsys, argv, needle):
 
 def test_db_upgrade_check_and_newer_schema(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    assert run(["db", "upgrade", "--db", url], capsys)[1].strip() == "schema: empty -> 0001"
-    assert run(["db", "upgrade", "--db", url], capsys)[1].strip() == "schema already at 0001"
+    assert run(["db", "upgrade", "--db", url], capsys)[1].strip() == "schema: empty -> 0002"
+    assert run(["db", "upgrade", "--db", url], capsys)[1].strip() == "schema already at 0002"
     code, out, _ = run(["db", "check", "--db", url], capsys)
     assert code == 0 and "integrity_check: ok" in out and out.strip().endswith("ok")
     with sqlite3.connect(tmp_path / "new.db") as conn:

@@ -251,7 +251,7 @@ def test_schema_is_migrated_on_start(tmp_path):
     assert w.flush(10)
     w.close()
     engine = make_engine(url)
-    assert upgrade(engine)[0] == "0001"  # already at head: start() migrated it
+    assert upgrade(engine)[0] == "0002"  # already at head: start() migrated it
     engine.dispose()
 
 

@@ -124,8 +124,8 @@ def test_pings_stop_while_publisher_is_stuck_and_resume_after(notify_socket, pip
         resumed = drain(notify_socket, 0.5)
         assert pings(resumed) >= 3, resumed
         # the status line follows the counters: the stuck part has been counted since
-        assert statuses(healthy)[-1] == "running: 0 parts, 0 pass, 0 reject, 0 active alarm(s)"
-        assert statuses(resumed)[-1] == "running: 1 parts, 1 pass, 0 reject, 0 active alarm(s)"
+        assert statuses(healthy)[-1] == "running: 0 parts, 0 pass, 0 reject, 0 review, 0 active alarm(s)"
+        assert statuses(resumed)[-1] == "running: 1 parts, 1 pass, 0 reject, 0 review, 0 active alarm(s)"
     finally:
         sink.release.set()
         stop.set()

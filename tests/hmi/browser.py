@@ -4,12 +4,17 @@ tests/hmi/conftest.py. Screenshots go to tests/_artifacts/hmi/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
+
+import pytest
 
 from tests.hmi.stand import REPO
 
@@ -47,17 +52,19 @@ def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
 
 
 
-def start_chromium(downloads):
+def start_chromium(downloads: Path | None = None, window: str = "1600,1000"):
+    """Headless Chromium through Selenium (Debian's chromium + chromedriver); downloads go to ``downloads``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1600,1000"):
+                "--disable-component-update", "--disable-sync", f"--window-size={window}"):
         opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+    if downloads is not None:
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.downloads = downloads
     _driver[:] = [driver]
@@ -86,3 +93,29 @@ def open_page(driver, url: str) -> None:
     driver.get(url)
     wait_for(lambda: driver.execute_script("return !!(window.did_handshake && window.socket && window.socket.connected)"),
              what=f"the websocket of {url}")
+
+
+def add_engineer(db_url: str, env: dict, name: str = "eve", password: str = "eve-checks-quality") -> None:
+    """An engineer account in the station's database, made by `station users add`."""
+    add = subprocess.run([sys.executable, "-m", "station.cli", "users", "add", "--role", "engineer", name, "--db", db_url],
+                         input=password + "\n", text=True, capture_output=True, cwd=REPO, env=env, timeout=120)
+    assert add.returncode == 0, add.stderr
+
+
+@contextlib.contextmanager
+def serving(args: list[str], url: str, log_path: Path, env: dict):
+    """`station ARGS` in a subprocess until the block ends; waits until ``url`` answers."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "station.cli", *args], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_http(url, proc)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -5,45 +5,24 @@ filter, detail page, CSV export, charts. Screenshots go to tests/_artifacts/hmi/
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.hmi.browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, child_env, free_port, open_page, wait_for, wait_http
-from tests.hmi.stand import REPO
+from tests.hmi.browser import ARTIFACTS, add_engineer, child_env, free_port, open_page, serving, wait_for
 
 pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """`station demo` (simulated camera, real vision, SQLite, HMI) on a free port; an engineer account."""
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
     root = tmp_path_factory.mktemp("demo")
     (root / "var").mkdir()
-    db_url = f"sqlite:///{root / 'var' / 'station.db'}"
-    add = subprocess.run([sys.executable, "-m", "station.cli", "users", "add", "--role", "engineer", "eve",
-                          "--db", db_url], input="eve-checks-quality\n", text=True, capture_output=True, cwd=REPO,
-                         env=child_env(), timeout=120)
-    assert add.returncode == 0, add.stderr
+    add_engineer(f"sqlite:///{root / 'var' / 'station.db'}", child_env())
     port = free_port()
-    log = open(root / "demo.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "station.cli", "demo", "--no-plc", "--root", str(root),
-                             "--hmi-port", str(port), "--interval-ms", "400"],
-                            cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/login", proc)
+    with serving(["demo", "--no-plc", "--root", str(root), "--hmi-port", str(port), "--interval-ms", "400"],
+                 f"http://127.0.0.1:{port}/login", root / "demo.log", child_env()):
         yield f"http://127.0.0.1:{port}", root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_live_view_changes_as_parts_are_inspected(demo, browser):

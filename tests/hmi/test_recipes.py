@@ -77,16 +77,27 @@ async def test_activate_writes_the_file_and_switches_the_line(hmi):
     only(user, "r-time_budget_ms").value = 3000
     user.find(marker="save-recipe").click()
     await user.should_see(marker="activate-2", retries=30)
+    # activating asks first, naming what changes; cancelling changes nothing
     user.find(marker="activate-2").click()
+    await user.should_see("time_budget_ms: 5000 -> 3000", retries=30)
+    await user.should_see(marker="activate-unvalidated")
+    user.find(marker="cancel-activate").click()
+    assert load_recipe(recipe_file(ctx)).recipe.version == 1
+    assert not [a for a in ctx.store.audit_log() if a.action == "recipe.activate"]
+    user.find(marker="activate-2").click()
+    user.find(marker="confirm-activate").click()
     await user.should_see(marker="activate-1", retries=30)
     assert load_recipe(recipe_file(ctx)).recipe.version == 2
     assert ctx.station.pipeline.recipe.loaded.recipe.time_budget_ms == 3000
     run_parts(ctx.station, 1, first_id=77)
     latest = HistoryQueries(ctx.engine).page(HistoryFilter(part_id=77), limit=1).items[0]
     assert latest["recipe_version"] == 2  # the next part ran with v2
-    assert any(a.action == "recipe.activate" and a.after == "v2" for a in ctx.store.audit_log())
+    (entry,) = [a for a in ctx.store.audit_log() if a.action == "recipe.activate"]
+    assert entry.actor == "emil" and entry.before == "v1" and entry.after.splitlines()[0] == "v2"
+    assert "time_budget_ms: 5000 -> 3000" in entry.after  # what the person confirmed
     # and back to v1
     user.find(marker="activate-1").click()
+    user.find(marker="confirm-activate").click()
     await user.should_see(marker="activate-2", retries=30)
     assert ctx.station.pipeline.recipe.loaded.recipe.version == 1
 

@@ -213,3 +213,62 @@ def test_threshold_for_parts_holds_the_false_reject_budget_per_part_too():
     out = cross_fitted([good + bad, good + bad], "good", grouped=True, per_part=True)
     assert out["thresholds"] == [{"crack": 0.9}, {"crack": 0.9}] and "good parts" in out["rule"]
     assert out["pooled"]["part_false_reject_rate"] == 0.0 and out["pooled"]["detection_rate"] == 0.25
+
+
+# ---- review band: escape and review rates, the band for a target escape rate (issue 22) -------------
+def test_escape_and_review_rates_per_image_and_per_part():
+    from dataclasses import replace
+
+    from station.vision.evaluate import summarise
+
+    # part d1: a rejected view and a reviewed one; d2: reviewed only; d3: nothing (escapes)
+    # good part g1: one view reviewed; g2: rejected; g3, g4: passed
+    def r(label, group, rejected=False, reviewed=False):
+        return replace(_result(label, 0.5, group), rejected=rejected, reviewed=reviewed)
+
+    results = [r("crack", "d1", rejected=True), r("crack", "d1", reviewed=True), r("crack", "d2", reviewed=True),
+               r("crack", "d3"), r("good", "g1", reviewed=True), r("good", "g1"), r("good", "g2", rejected=True),
+               r("good", "g3"), r("good", "g4")]
+    m = summarise(results, [], "good", grouped=True)
+    assert m["detection_rate"] == 1 / 4 and m["defective_review_rate"] == 2 / 4 and m["escape_rate"] == 1 / 4
+    assert m["false_reject_rate"] == 1 / 5 and m["review_rate"] == 1 / 5
+    assert m["part_detection_rate"] == 1 / 3 and m["part_defective_review_rate"] == 1 / 3 and m["part_escape_rate"] == 1 / 3
+    assert m["part_false_reject_rate"] == 1 / 4 and m["part_review_rate"] == 1 / 4
+    assert m["per_class"]["crack"]["escape_rate"] == 1 / 4 and m["per_class"]["good"]["review_rate"] == 1 / 5
+
+
+def test_review_threshold_is_the_highest_that_keeps_escapes_within_the_target():
+    from station.vision.evaluate import at_thresholds, review_threshold_for
+
+    t = {"crack": 0.9}
+    good = [_result("good", s, f"g{i}") for i, s in enumerate((0.1, 0.2, 0.3, 0.5, 0.7))]
+    # ten defective images: one rejected (0.95), nine below the threshold; one has no finding at all
+    bad = [_result("crack", s, f"d{i}") for i, s in enumerate((0.95, 0.8, 0.6, 0.55, 0.4, 0.35, 0.3, 0.25, 0.2))]
+    bad.append(_result("crack", 0.0, "d9", None))
+    # 20 % of 10 may escape: the no-finding one and 0.2; review above 0.2
+    assert review_threshold_for(good + bad, "good", t, 0.2) == 0.2
+    judged = at_thresholds(good + bad, t, 0.2)
+    assert [x.reviewed for x in judged[:5]] == [False, False, True, True, True]  # the review band's cost: 3 good images
+    assert sum(not x.rejected and not x.reviewed for x in judged[5:]) == 2
+    # 50 %: review above 0.35; 0 %: unreachable (an image has no finding), so every finding is reviewed
+    assert review_threshold_for(good + bad, "good", t, 0.5) == 0.35
+    assert review_threshold_for(good + bad, "good", t, 0.0) == 0.0
+    # a target met without a band: the threshold itself (an empty band)
+    assert review_threshold_for(good + bad, "good", t, 1.0) == 0.9
+
+
+def test_cross_fitted_review_band_is_chosen_on_the_other_folds():
+    from station.vision.evaluate import cross_fitted
+
+    fold_a = [_result("good", s, f"a{i}") for i, s in enumerate((0.1, 0.2, 0.3, 0.4, 0.5))]
+    fold_a += [_result("crack", s, f"ad{i}") for i, s in enumerate((0.9, 0.45, 0.3, 0.05))]
+    fold_b = [_result("good", s, f"b{i}") for i, s in enumerate((0.2, 0.3, 0.35, 0.6))]
+    fold_b += [_result("crack", s, f"bd{i}") for i, s in enumerate((0.8, 0.5, 0.25, 0.15))]
+    out = cross_fitted([fold_a, fold_b], "good", grouped=True, per_part=True, max_escape=0.25)
+    # fold A is judged at B's threshold 0.6 with B's band: of B's 3 unrejected defects one (of 4) may escape -> > 0.15
+    # fold B at A's 0.5 and A's band: of A's 3 unrejected (0.45, 0.3, 0.05) one may escape -> > 0.05
+    assert out["thresholds"] == [{"crack": 0.6}, {"crack": 0.5}] and out["review_thresholds"] == [0.15, 0.05]
+    a, b = out["per_fold"]
+    assert a["detection_rate"] == 0.25 and a["escape_rate"] == 0.25 and a["review_rate"] == 4 / 5
+    assert b["detection_rate"] == 0.25 and b["escape_rate"] == 0.0 and b["review_rate"] == 3 / 4
+    assert "25% of the other folds' defective images and parts escape" in out["rule"]

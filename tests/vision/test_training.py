@@ -100,7 +100,8 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     env = {**os.environ, "STATION_MODEL_DIRS": str(shared_dir / "models")}  # the SAM pair, for a head on its embeddings
     proc = subprocess.run(
         [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
-         "--folds", "2", "--proposal-steps", "30", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--models-dir", str(tmp_path / "models")],
+         "--folds", "2", "--proposal-steps", "30", "--out", str(out), "--update-recipe", "--work-dir", str(tmp_path / "work"),
+         "--models-dir", str(tmp_path / "models")],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -128,3 +128,90 @@ def test_defect_without_mask_uses_its_box_up_to_its_area(blob_recipe):
     d = Defect("top", "stain", 0.9, (10, 10, 30, 30), 25, None)  # box 400 px, area 25 px
     v = decide(located(d, recipe=blob_recipe.recipe), blob_recipe.recipe)
     assert v.outcome is Outcome.REJECT and v.reason == "stain 25 px > 20 px"
+
+
+# ---- review band (issue 22) ------------------------------------------------------------------
+def banded(tmp_path, recipe_wide: str = "review_at = 0.3", class_lines: str = ""):
+    """The blob recipe with a review band [review_at, 0.5) and optional lines for class crack."""
+    loaded = write_recipe(tmp_path / "r.toml", extra=recipe_wide)
+    text = loaded.text.replace("plc_code = 2\nmin_area_px = 20", "plc_code = 2\nmin_area_px = 20\n" + class_lines)
+    (tmp_path / "r.toml").write_text(text)
+    from station.recipe import load_recipe
+
+    return load_recipe(tmp_path / "r.toml").recipe
+
+
+def test_finding_in_the_review_band_is_a_review_verdict_with_the_review_code(tmp_path):
+    from station.inspection import REVIEW_PLC_CODE
+
+    recipe = banded(tmp_path)
+    d = defect("stain", blob(10, 10, 20, 20), confidence=0.4)  # 0.3 <= 0.4 < 0.5
+    v = decide(located(d, recipe=recipe), recipe)
+    assert v.outcome is Outcome.REVIEW and v.for_review and not v.passed
+    assert v.plc_code == REVIEW_PLC_CODE and v.reject_reason is None and v.top_defect.box == d.box
+    assert v.reason == "review: stain 100 px > 20 px, confidence 0.40 in the review band [0.3, 0.5)"
+
+
+def test_below_the_band_passes_and_a_reject_beats_a_review(tmp_path):
+    recipe = banded(tmp_path)
+    low = defect("stain", blob(10, 10, 20, 20), confidence=0.29)
+    assert decide(located(low, recipe=recipe), recipe).outcome is Outcome.PASS
+    doubtful = defect("stain", blob(10, 10, 20, 20), confidence=0.45)
+    sure = defect("crack", blob(50, 50, 80, 52), confidence=0.6)
+    v = decide(located(doubtful, sure, recipe=recipe), recipe)
+    assert v.outcome is Outcome.REJECT and v.plc_code == 2
+
+
+def test_too_small_for_the_rules_is_never_sent_to_review(tmp_path):
+    recipe = banded(tmp_path)
+    small = defect("stain", blob(10, 10, 20, 11), confidence=0.45)  # 10 px < 20 px
+    assert decide(located(small, recipe=recipe), recipe).outcome is Outcome.PASS
+
+
+def test_without_a_band_a_doubtful_finding_passes_as_before(blob_recipe):
+    d = defect("stain", blob(10, 10, 20, 20), confidence=0.4)
+    assert decide(located(d, recipe=blob_recipe.recipe), blob_recipe.recipe).outcome is Outcome.PASS
+
+
+def test_class_band_overrides_the_recipe_band(tmp_path):
+    recipe = banded(tmp_path, recipe_wide="review_at = 0.3", class_lines="min_confidence = 0.9\nreview_at = 0.7")
+    crack_mid = defect("crack", blob(10, 10, 40, 12), confidence=0.6)  # below crack's band [0.7, 0.9)
+    assert decide(located(crack_mid, recipe=recipe), recipe).outcome is Outcome.PASS
+    crack_band = defect("crack", blob(10, 10, 40, 12), confidence=0.8)
+    v = decide(located(crack_band, recipe=recipe), recipe)
+    assert v.outcome is Outcome.REVIEW and "[0.7, 0.9)" in v.reason
+    stain_band = defect("stain", blob(10, 10, 20, 20), confidence=0.35)  # the recipe's band [0.3, 0.5)
+    assert decide(located(stain_band, recipe=recipe), recipe).outcome is Outcome.REVIEW
+
+
+def test_max_count_review_when_the_doubtful_ones_would_reach_the_limit(tmp_path):
+    recipe = banded(tmp_path, class_lines="max_count = 1")
+    sure = defect("crack", blob(10, 10, 40, 12), confidence=0.9)
+    assert decide(located(sure, recipe=recipe), recipe).outcome is Outcome.PASS  # 1 tolerated
+    doubtful = defect("crack", blob(10, 50, 40, 52), confidence=0.4)
+    v = decide(located(sure, doubtful, recipe=recipe), recipe)
+    assert v.outcome is Outcome.REVIEW and v.top_defect.confidence == 0.4 and "(2 > max 1 with the doubtful ones)" in v.reason
+
+
+@pytest.mark.parametrize("recipe_wide, class_lines, message", [
+    ("review_at = 0.5", "", "the recipe's review_at 0.5 must be below its min_confidence 0.5"),
+    ("review_at = 0.3", "min_confidence = 0.2", "class 'crack': the recipe's review_at 0.3 must be below its min_confidence 0.2"),
+    ("", "review_at = 0.6", "class 'crack': its review_at 0.6 must be below its min_confidence 0.5"),
+])
+def test_review_at_must_lie_below_min_confidence(tmp_path, recipe_wide, class_lines, message):
+    from station.config_errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        banded(tmp_path, recipe_wide, class_lines)
+    assert message in str(err.value)
+
+
+def test_class_plc_codes_stop_below_the_reserved_result_codes(tmp_path):
+    from station.config_errors import ConfigError
+
+    loaded = write_recipe(tmp_path / "r.toml")
+    (tmp_path / "r.toml").write_text(loaded.text.replace("plc_code = 2\n", "plc_code = 65533\n"))  # 0xFFFD: review
+    from station.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match="plc_code"):
+        load_recipe(tmp_path / "r.toml")
