@@ -124,3 +124,15 @@ def step(desc: str, total: float | None = None, unit: str = "it", *, initial: fl
         s.close(ok=False)
         raise
     s.close()
+
+
+def counting(s: Step):
+    """A ``progress(done, total)`` callback (as ``station.vision.evaluate.evaluate`` calls it, with
+    a running count) that advances ``s`` by what was done since the last call."""
+    last = [0]
+
+    def progress(done: int, _total: int) -> None:
+        s.update(max(0, done - last[0]))
+        last[0] = done
+
+    return progress

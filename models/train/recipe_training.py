@@ -41,6 +41,7 @@ from station.models.train.sam_head import (
 )
 from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
+from station.progress import counting, step
 from station.recipe import LoadedRecipe, ProposalEntry, Recipe
 from station.recipe_file import recipe_text, write_atomically
 from station.recipe_models import recipe_models
@@ -63,6 +64,7 @@ from station.vision.evaluate import (
     threshold_for,
 )
 from station.vision.features import FEATURE_SET, pixel_features
+from station.vision.trained_on import image_hash
 from station.vision.preprocess import to_gray
 from station.vision.proposals import BACKGROUND, ProposalStage, proposer
 from station.vision.regions import components
@@ -261,6 +263,8 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
             "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
             "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
             "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
+            # what `station eval` checks to say it is judging training images (station.vision.trained_on)
+            "image_sha256": sorted({image_hash(s.row.image) for s in samples}),
         },
         "seed": seed,
         **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if "unet" in nets else {}),
@@ -279,26 +283,27 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         cache = feature_cache(samples) if "pixel-mlp" in nets else None
         fold_idx = grouped_folds([s.row for s in samples], folds, group_by, seed)
         fold_metrics, pooled, by_fold = [], [], []
-        for k, held in enumerate(fold_idx, 1):
-            held_set = set(held)
-            train = [s for i, s in enumerate(samples) if i not in held_set]
-            test_rows = [samples[i].row for i in held]
-            fold_dir = work_dir / f"fold{k}"
-            t = time.monotonic()
-            prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache,
-                                        proposal_steps=proposal_steps, views=views, encoder_sha256=encoder_sha256)
-            fold_loaded = LoadedRecipe(recipe=trained_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
-                                       content_hash=loaded.content_hash)
-            _link_sam(models_dir, fold_dir, fold_loaded.recipe)
-            inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
-            metrics, results = evaluate(inspector, fold_loaded, test_rows, group_by)
-            metrics.pop("skipped_rows", None)
-            metrics["train_info"] = info
-            metrics["seconds"] = round(time.monotonic() - t, 1)
-            fold_metrics.append(metrics)
-            pooled += results
-            by_fold.append(results)
-            print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
+        with step(f"{recipe.name}: {folds}-fold cross-validation", total=len(samples), unit="held-out images") as cv_progress:
+            for k, held in enumerate(fold_idx, 1):
+                held_set = set(held)
+                train = [s for i, s in enumerate(samples) if i not in held_set]
+                test_rows = [samples[i].row for i in held]
+                fold_dir = work_dir / f"fold{k}"
+                t = time.monotonic()
+                prop, clf, info = train_pair(train, recipe, fold_dir, f"{recipe.name}-fold{k}", seed, features=cache,
+                                            proposal_steps=proposal_steps, views=views, encoder_sha256=encoder_sha256)
+                fold_loaded = LoadedRecipe(recipe=trained_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
+                                           content_hash=loaded.content_hash)
+                _link_sam(models_dir, fold_dir, fold_loaded.recipe)
+                inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
+                metrics, results = evaluate(inspector, fold_loaded, test_rows, group_by, progress=counting(cv_progress))
+                metrics.pop("skipped_rows", None)
+                metrics["train_info"] = info
+                metrics["seconds"] = round(time.monotonic() - t, 1)
+                fold_metrics.append(metrics)
+                pooled += results
+                by_fold.append(results)
+                print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
         names = [c.name for c in recipe.classes]
@@ -340,8 +345,9 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         if group_by:
             print("pooled held-out, cross-fitted 1 % operating point, one threshold for images and parts: "
                   + _line(per_part["pooled"]), file=sys.stderr, flush=True)
-    prop, clf, info = train_pair(samples, recipe, out_dir, prefix or recipe.name, seed, features=cache,
-                                 proposal_steps=proposal_steps, views=views, encoder_sha256=encoder_sha256)
+    with step(f"{recipe.name}: final models on all {len(samples)} images"):
+        prop, clf, info = train_pair(samples, recipe, out_dir, prefix or recipe.name, seed, features=cache,
+                                     proposal_steps=proposal_steps, views=views, encoder_sha256=encoder_sha256)
     record["final"] = {"proposals": [e.model_dump() for e in prop], "classifier": clf, "train_info": info,
                        "sha256": {n: ModelMetadata.read(out_dir / f"{n}.json").sha256 for n in (*(e.model for e in prop), clf)}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

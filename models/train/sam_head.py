@@ -23,7 +23,6 @@ Exported: in ``image_embeddings`` [1, C, g, g], out ``probs`` [1, K+1, g, g]; me
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
 
 import cv2
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from station.progress import step
 from station.models.train.nets import WithSoftmax, fit_one_cycle
 from station.vision.dataset import Sample
 from station.vision.segmentation import EncodedView, SamSegmenter
@@ -76,12 +76,11 @@ def encode_views(samples: list[Sample], segmenter: SamSegmenter) -> dict[int, En
     """Every sample's view encoded once (float16 embeddings), by manifest row: the slow part,
     ~0.6 s per view on 2 CPU cores; shared by all folds and the final training."""
     out = {}
-    t0 = time.monotonic()
-    for n, s in enumerate(samples):
-        enc = segmenter.encode(s.image)
-        out[s.row.index] = replace(enc, embedding=enc.embedding.astype(np.float16))
-        if n % 100 == 0:
-            log.info("encoded %d/%d views (%.0f s)", n, len(samples), time.monotonic() - t0)
+    with step("SAM encoder on every view", total=len(samples), unit="views") as p:
+        for s in samples:
+            enc = segmenter.encode(s.image)
+            out[s.row.index] = replace(enc, embedding=enc.embedding.astype(np.float16))
+            p.update(1)
     return out
 
 

@@ -138,8 +138,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from station.inference.metadata import ModelError
     from station.models_store import ensure_recipe_models
     from station.vision.dataset import ManifestError, read_manifest
+    from station.progress import counting, step
     from station.vision.evaluate import evaluate
     from station.vision.inspector import build_inspector
+    from station.vision.trained_on import trained_on
 
     loaded = resolve_recipe(args.recipe, args.recipes_dir)
     args.models_dir = args.models_dir or Path("var/models")
@@ -154,8 +156,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    warnings = []
+    seen = trained_on(loaded, args.data, rows, args.models_dir)
+    if seen is not None:  # said before the run too: the person may stop it and pick other images
+        warnings.append(seen.warning())
+        print(f"WARNING: {warnings[-1]}", file=sys.stderr)
     try:
-        metrics, _ = evaluate(inspector, loaded, rows, args.group_by)
+        with step(f"evaluate {loaded.recipe.name} on {args.data}", total=len(rows), unit="images") as p:
+            metrics, _ = evaluate(inspector, loaded, rows, args.group_by, progress=counting(p))
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -163,10 +171,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     total = metrics.get("latency_ms", {}).get("total")
     budget = loaded.recipe.time_budget_ms
     if total and total["p50"] > budget:
-        warning = (f"the median image took {total['p50']:.0f} ms here, over the recipe's time budget of {budget} ms: "
-                   "on this machine most parts would be timeout rejects")
-        metrics["warnings"] = [warning]
-        print(f"WARNING: {warning}", file=sys.stderr)
+        warnings.append(f"the median image took {total['p50']:.0f} ms here, over the recipe's time budget of {budget} ms: "
+                        "on this machine most parts would be timeout rejects")
+        print(f"WARNING: {warnings[-1]}", file=sys.stderr)
+    if warnings:
+        metrics["warnings"] = warnings
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

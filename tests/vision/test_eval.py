@@ -107,6 +107,9 @@ def test_eval_metrics_match_the_known_answers(tmp_path, manifest):
     for stage in ("preprocess", "analyse", "decide", "total"):
         assert 0 <= m["latency_ms"][stage]["p50"] <= m["latency_ms"][stage]["p99"]
     assert "warnings" not in m and "WARNING" not in proc.stderr
+    # progress: not a terminal here, so log lines (a bar on a terminal); rows skipped count as done
+    assert f"evaluate blobs on {manifest}: started, 11 images" in proc.stderr
+    assert f"evaluate blobs on {manifest}: done (11 images of 11 images (100 %)" in proc.stderr
 
 
 def test_eval_says_when_the_recipes_budget_is_shorter_than_an_image_takes_here(tmp_path):

@@ -141,7 +141,7 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     models = tmp_path / "models"
     models.mkdir(exist_ok=True)
     for f in out.iterdir():
-        if f.suffix in (".onnx", ".json") and not f.name.endswith("record.json"):
+        if f.suffix in (".onnx", ".json"):  # the record too: it tells eval which images trained the models
             (models / f.name).write_bytes(f.read_bytes())
     proc = subprocess.run(
         [sys.executable, "-m", "station.cli", "eval", "--recipe", str(recipe), "--data", str(manifest), "--json",
@@ -151,3 +151,8 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     m = json.loads(proc.stdout)
     assert m["images"] == sum(1 for _ in open(manifest)) - 1 and m["skipped"] == 0
     assert 0 <= m["detection_rate"] <= 1 and 0 <= m["false_reject_rate"] <= 1
+    # the models were trained on these very images: eval says so (matched by content hash), and shows progress
+    assert len(record["data"]["image_sha256"]) == record["data"]["used"]
+    (warning,) = [w for w in m.get("warnings", []) if "used to train" in w]
+    assert warning.startswith("all images evaluated") and "image hashes" in warning and warning in proc.stderr
+    assert f"evaluate magnetic-tile on {manifest}: done ({m['images']} images of {m['images']} images (100 %)" in proc.stderr
