@@ -23,6 +23,7 @@ from station.hmi.overlay import encode_jpeg
 from station.alarms import Alarm
 from station.counters import DayCounters
 from station.inspection import Inspection, Outcome
+from station.online import OPERATOR, PLC
 from station.vision.overlay import as_rgb
 
 log = logging.getLogger("hmi.state")
@@ -185,6 +186,15 @@ class HmiState:
         if not getattr(st, "started", True) or pipeline.offline or not pipeline.running:
             return StationStatus.OFFLINE
         return StationStatus.BUSY if pipeline.in_flight else StationStatus.READY
+
+    def online_label(self) -> tuple[bool, str]:
+        """(online, text): ONLINE, or OFFLINE with who holds the station offline (station.online)."""
+        switch = self.station.pipeline.online
+        held = switch.requests()
+        if not held:
+            return True, "ONLINE"
+        who = {OPERATOR: lambda r: f"by {r.by}", PLC: lambda r: "by the PLC (SET_OFFLINE)"}
+        return False, "OFFLINE " + ", ".join(who.get(r.source, lambda r: f"by {r.by}")(r) for r in held)
 
     def alarms(self) -> list[Alarm]:
         return self.station.alarms.all()

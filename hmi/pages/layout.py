@@ -87,6 +87,8 @@ def frame(ctx, user: SessionUser | None, title: str) -> None:
     ui.query("body").style("background:#0b0f14; color:#f3f4f6")
     with ui.header().classes("items-center gap-6 px-6 py-2").style("background:#111827"):
         ui.label(ctx.station.config.station_id).classes("text-2xl font-bold")
+        if user is not None:
+            _online_badge(ctx)
         for path, label, role in NAV:
             if user is not None and allows(user.role, role):
                 ui.link(label, path).classes("text-xl text-white no-underline hover:underline").mark(f"nav-{label}")
@@ -96,6 +98,20 @@ def frame(ctx, user: SessionUser | None, title: str) -> None:
             ui.button("Sign out", on_click=lambda: _sign_out(ctx, user)).props("flat color=white").mark("signout")
     if user is not None and user.username != DEMO_USER:
         ui.timer(30.0, lambda: _check_session(ctx))
+
+
+def _online_badge(ctx) -> None:
+    """ONLINE / OFFLINE (and who holds it offline: an operator, the PLC) on every page, kept current."""
+    online, text = ctx.state.online_label()
+    shown = badge(text, GREEN if online else GREY, size="text-lg", mark="online-state")
+
+    def refresh() -> None:
+        online, text = ctx.state.online_label()
+        if shown.text != text:
+            shown.set_text(text)
+            shown.style(f"background:{GREEN if online else GREY}")
+
+    ui.timer(1.0, refresh)
 
 
 def _check_session(ctx) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import time
 
 from fastapi import Response
@@ -22,6 +23,9 @@ from nicegui import app, ui
 from station.hmi.auth import session_user
 from station.hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, VERDICT_TEXT, badge, current_user, frame, guard, verdict_look
 from station.hmi.state import StationStatus
+from station.online import OPERATOR
+
+log = logging.getLogger("hmi.operator")
 
 POLL_S = 0.2
 SLOW_S = 1.0  # counters, strip and station state: once a second is enough to read, and cheaper
@@ -64,6 +68,12 @@ class LiveView:
     def _build(self) -> None:
         with ui.row().classes("w-full items-center gap-4 px-2"):
             self.status = badge("…", GREY, size="text-3xl", mark="station-status")
+            # the operator's online/offline switch (station.online): one of the two buttons shows
+            self.go_offline = ui.button("Take offline", on_click=self._confirm_offline) \
+                .props("color=grey-8 size=lg").mark("go-offline")
+            self.go_online = ui.button("Put online", on_click=lambda: self._switch(False)) \
+                .props("color=positive size=lg").mark("go-online")
+            self.go_online.set_visibility(False)
             self.recipe = ui.label("").classes("text-2xl").mark("recipe")
             self.plc = badge("", GREY, mark="plc-status")
             self.history = badge("", GREY, mark="history-status")
@@ -97,6 +107,14 @@ class LiveView:
                 box.set_visibility(False)
                 slot["box"] = box
                 self.slots.append(slot)
+        with ui.dialog() as self.offline_dialog, ui.card().style("background:#111827"):
+            ui.label("Take the station offline?").classes("text-2xl font-bold")
+            ui.label("Every trigger from the PLC is refused (TRIGGER_FAILED, error STATION_OFFLINE) "
+                     "until the station is put back online.").classes("text-lg")
+            with ui.row():
+                ui.button("Take offline", on_click=lambda: self._switch(True)).props("color=negative size=lg") \
+                    .mark("confirm-offline")
+                ui.button("Cancel", on_click=self.offline_dialog.close).props("flat size=lg")
         with ui.dialog() as self.zoom, ui.card().classes("p-2").style("background:#111827; max-width:95vw"):
             self.zoom_title = ui.label("").classes("text-2xl font-bold")
             self.zoom_img = ui.element("img").style("max-width:90vw; max-height:80vh; object-fit:contain")
@@ -153,6 +171,9 @@ class LiveView:
         self._set(self.status, status.value)
         self._style(self.status, STATUS_COLOURS[status])
         self._set(self.recipe, f"Recipe: {st.recipe_label()}")
+        held = st.station.pipeline.online.held_by(OPERATOR)
+        self.go_offline.set_visibility(not held)
+        self.go_online.set_visibility(held)
         plc_ok, plc_text = st.plc_label()
         self._set(self.plc, plc_text)
         self._style(self.plc, GREY if plc_ok is None else GREEN if plc_ok else RED)
@@ -264,6 +285,28 @@ class LiveView:
                     if not a.acknowledged:
                         ui.button("Acknowledge", on_click=lambda _, key=a.key: self._acknowledge(key)) \
                             .props("color=white text-color=black").mark(f"ack-{a.key}")
+
+    def _confirm_offline(self) -> None:
+        self.offline_dialog.open()
+
+    def _switch(self, offline: bool) -> None:
+        """The operator takes the station offline or withdraws their "offline"; audited."""
+        self.offline_dialog.close()
+        user = current_user(self.ctx)
+        if user is None:
+            ui.navigate.to("/login")
+            return
+        online = self.state.station.pipeline.online
+        before = online.describe()
+        if online.set_offline(OPERATOR, offline, user.username):
+            try:
+                self.ctx.store.audit(user.username, "station.offline" if offline else "station.online",
+                                     self.ctx.station.config.station_id, before, online.describe())
+            except Exception:  # the switch must work even when the database is the problem
+                log.exception("could not audit the online/offline switch")
+        if not offline and online.offline:
+            ui.notify(f"The station stays {online.describe()}", type="warning")
+        self._last_slow = -SLOW_S  # show the new state at the next tick
 
     def _acknowledge(self, key: str) -> None:
         user = current_user(self.ctx)
