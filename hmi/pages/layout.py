@@ -66,6 +66,11 @@ def current_user(ctx, *, touch: bool = True) -> SessionUser | None:
     return user
 
 
+def sign_in_path(path: str) -> str:
+    """The login page, asked to sign in another user (``switch``) and then to return to ``path``."""
+    return f"/login?next={quote(path, safe='/')}&switch=1"
+
+
 def guard(ctx, needed: str, path: str):
     """At the top of a page: the user, or a response to return instead of the page."""
     user = current_user(ctx)
@@ -73,8 +78,12 @@ def guard(ctx, needed: str, path: str):
         return RedirectResponse(f"/login?next={quote(path, safe='/')}")
     if not allows(user.role, needed):
         frame(ctx, user, "Not allowed")
-        ui.label(f"This page needs the {needed} role; you are signed in as {user.username} ({user.role}).") \
-            .classes("text-2xl text-red-300").mark("forbidden")
+        with ui.column().classes("p-6 gap-4"):
+            ui.label(f"This page needs the {needed} role; you are signed in as {user.username} ({user.role}).") \
+                .classes("text-2xl text-red-300").mark("forbidden")
+            # someone with the role is often at hand: let them sign in here and land on this page
+            ui.link(f"Sign in as a user with the {needed} role", sign_in_path(path)) \
+                .classes("text-2xl text-blue-300").mark("sign-in-link")
         return None
     return user
 
