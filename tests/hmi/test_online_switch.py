@@ -58,7 +58,7 @@ async def test_operator_switches_the_station_offline_and_the_plc_sees_it(line):
 
     user.find(marker="go-offline").click()
     user.find(marker="confirm-offline").click()
-    out = await registers(plc, lambda o: not online(o) and not ready(o), "ONLINE and READY low")
+    await registers(plc, lambda o: not online(o) and not ready(o), "ONLINE and READY low")
     assert ctx.station.pipeline.offline
     await user.should_see("OFFLINE by olga", marker="online-state", retries=50)
     await user.should_see("OFFLINE", marker="station-status", retries=50)
