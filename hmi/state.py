@@ -6,7 +6,7 @@ alarm board (``AlarmBoard.subscribe``). ``publish`` only hands the inspection to
 thread through a small bounded mailbox, so the line never waits for the HMI; the renderer
 draws the overlay and encodes JPEGs once per part, whatever the number of browsers. Under
 overload the renderer skips to the newest parts (``skipped`` counts them); the counters are
-the station's (``station.stats.day``, see ``station.counters``): they count every part, go on
+the station's (``station.stats.shift``, see ``station.counters``): they count every part, go on
 across HMI mounts and station restarts, and follow the PLC's counter reset.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from station.hmi.overlay import encode_jpeg
 from station.alarms import Alarm
-from station.counters import DayCounters
+from station.counters import ShiftCounters
 from station.inspection import Inspection, Outcome
 from station.online import OPERATOR, PLC
 from station.vision.overlay import as_rgb
@@ -175,9 +175,13 @@ class HmiState:
         with self._lock:
             return next((r for r in self._strip if r.sequence == sequence), None)
 
-    def counters(self) -> DayCounters:
-        """The operator's counters of the current period (since local midnight or the last reset)."""
-        return self.station.stats.day.snapshot()
+    def counters(self) -> ShiftCounters:
+        """The operator's counters of the current period (the current shift, or since the last reset)."""
+        return self.station.stats.shift.snapshot()
+
+    def shift_zone(self):
+        """The time zone of the shift calendar (the counters' times are shown in it)."""
+        return self.station.stats.shift.plan.zone()
 
     def status(self) -> StationStatus:
         """OFFLINE: not started or taken offline; BUSY: parts in flight; else READY."""

@@ -45,6 +45,14 @@ def _image_response(ctx, data: bytes | None) -> Response:
     return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
+def since_text(c, zone) -> str:
+    """What the counters cover, in the plant's time: "shift early since 06:00", or the reset."""
+    period = f"{c.shift.name} shift" if c.shift.name else "between shifts"
+    if c.since is not None and c.since > c.shift.start:
+        return f"{period} · since {c.since.astimezone(zone):%H:%M} (counter reset)"
+    return f"{period} · since {c.shift.start.astimezone(zone):%H:%M}"
+
+
 class LiveView:
     """One browser's operator page; ``tick`` pushes what changed since the last call."""
 
@@ -128,7 +136,7 @@ class LiveView:
                     ui.label(label).classes("text-lg text-gray-300")
                     self.counter[key] = ui.label("0").classes("text-4xl font-bold").mark(f"count-{key}")
         self.since = ui.label("").classes("text-lg text-gray-300").mark("count-since")
-        ui.label("Rejects per class today").classes("text-xl font-bold mt-2")
+        ui.label("Rejects per class this shift").classes("text-xl font-bold mt-2")
         self.classes = ui.column().classes("w-full gap-1").mark("reject-classes")
 
     # ---- updates -------------------------------------------------------------------------
@@ -197,9 +205,7 @@ class LiveView:
         self._set(self.counter["rejected"], str(c.rejected))
         self._set(self.counter["reviewed"], str(c.reviewed))
         self._set(self.counter["yield"], f"{c.yield_pct:.1f} %")
-        if c.since is not None:
-            since = c.since.astimezone()
-            self._set(self.since, "since midnight" if since.time() == dt.time() else f"since {since:%H:%M} (counter reset)")
+        self._set(self.since, since_text(c, self.state.shift_zone()))
         classes_key = repr(c.reject_classes.most_common())
         if self._last_texts.get(-2) != classes_key:  # rebuilt only when a count changes
             self._last_texts[-2] = classes_key
