@@ -74,34 +74,40 @@ class LiveView:
 
     # ---- layout --------------------------------------------------------------------------
     def _build(self) -> None:
-        with ui.row().classes("w-full items-center gap-4 px-2"):
-            self.status = badge("…", GREY, size="text-3xl", mark="station-status")
+        # sized for the smallest line-side panel, 1024x768 (no horizontal scrolling; the image
+        # takes the height left below the status row and the banner): tests/hmi/test_layout.py
+        with ui.row().classes("w-full items-center gap-x-3 gap-y-1 px-2"):
+            self.status = badge("…", GREY, size="text-2xl", mark="station-status").classes("station-status")
             # the operator's online/offline switch (station.online): one of the two buttons shows
             self.go_offline = ui.button("Take offline", on_click=self._confirm_offline) \
-                .props("color=grey-8 size=lg").mark("go-offline")
+                .props("color=grey-8").classes("text-base").mark("go-offline")
             self.go_online = ui.button("Put online", on_click=lambda: self._switch(False)) \
-                .props("color=positive size=lg").mark("go-online")
+                .props("color=positive").classes("text-base").mark("go-online")
             self.go_online.set_visibility(False)
-            self.recipe = ui.label("").classes("text-2xl").mark("recipe")
-            self.plc = badge("", GREY, mark="plc-status")
-            self.history = badge("", GREY, mark="history-status")
+            self.recipe = ui.label("").classes("text-xl").mark("recipe")
+            self.plc = badge("", GREY, size="text-lg", mark="plc-status")
+            self.history = badge("", GREY, size="text-lg", mark="history-status")
             self.cams = ui.row().classes("gap-2")
             ui.space()
-            self.backend = ui.label("").classes("text-lg text-gray-300").mark("backend")
-        with ui.row().classes("w-full no-wrap gap-4 px-2"):
-            with ui.column().classes("grow gap-2").style("min-width:0"):
-                self.banner = ui.label("WAITING FOR A PART").classes("w-full text-center font-black py-3 rounded") \
-                    .style(f"font-size:4rem; line-height:1.1; background:{GREY}; color:white").mark("banner")
-                self.reason = ui.label("").classes("text-2xl text-center w-full").mark("reason")
-                self.image = ui.element("img").classes("w-full rounded").style(
-                    "max-height:62vh; object-fit:contain; background:#000").mark("live-image")
+            self.backend = ui.label("").classes("text-base text-gray-300").mark("backend")
+        with ui.row().classes("w-full no-wrap gap-3 px-2"):
+            with ui.column().classes("grow gap-1").style("min-width:0"):
+                self.banner = ui.label("WAITING FOR A PART").classes("verdict-banner w-full text-center font-black py-1 rounded") \
+                    .style(f"font-size:clamp(2.25rem, 7vh, 4rem); line-height:1.15; background:{GREY}; color:white") \
+                    .mark("banner")
+                self.reason = ui.label("").classes("text-xl text-center w-full").mark("reason")
+                # the height left on the screen: header, status row, banner, reason and part line
+                self.image = ui.element("img").classes("live-image w-full rounded").style(
+                    "max-height:max(240px, calc(100vh - 19rem)); object-fit:contain; background:#000").mark("live-image")
                 self.image.on("load", self._image_arrived)
                 self.image.on("error", self._image_arrived)
-                self.part = ui.label("").classes("text-xl text-gray-300").mark("part")
-            with ui.column().classes("w-[26rem] gap-3"):
+                self.part = ui.label("").classes("text-lg text-gray-300").mark("part")
+            with ui.column().classes("w-[21rem] xl:w-[28rem] shrink-0 gap-2"):  # wider on large screens
                 self._build_counters()
-                ui.label("Alarms").classes("text-2xl font-bold mt-2")
-                self.alarm_panel = ui.column().classes("w-full gap-2").mark("alarms")
+                ui.label("Alarms").classes("text-xl font-bold")
+                self.alarm_panel = ui.column().classes("alarms w-full gap-2").mark("alarms")
+                ui.label("Rejects per class this shift").classes("text-xl font-bold mt-1")
+                self.classes = ui.column().classes("w-full gap-0").mark("reject-classes")
         ui.label("Last parts").classes("text-xl font-bold px-2")
         self.strip = ui.row().classes("w-full gap-2 px-2 no-wrap overflow-x-auto").mark("strip")
         self.slots = []
@@ -128,16 +134,15 @@ class LiveView:
             self.zoom_img = ui.element("img").style("max-width:90vw; max-height:80vh; object-fit:contain")
 
     def _build_counters(self) -> None:
-        with ui.grid(columns=2).classes("w-full gap-2"):
+        with ui.grid(columns=3).classes("counters w-full gap-2"):
             self.counter = {}
             for key, label in (("parts", "Parts"), ("passed", "Pass"), ("rejected", "Reject"), ("reviewed", "Review"),
                                ("yield", "Yield")):
-                with ui.column().classes("gap-0 p-2 rounded").style("background:#1f2937"):
-                    ui.label(label).classes("text-lg text-gray-300")
-                    self.counter[key] = ui.label("0").classes("text-4xl font-bold").mark(f"count-{key}")
-        self.since = ui.label("").classes("text-lg text-gray-300").mark("count-since")
-        ui.label("Rejects per class this shift").classes("text-xl font-bold mt-2")
-        self.classes = ui.column().classes("w-full gap-1").mark("reject-classes")
+                with ui.column().classes("gap-0 px-2 py-1 rounded" + (" col-span-2" if key == "yield" else "")) \
+                        .style("background:#1f2937"):
+                    ui.label(label).classes("text-base text-gray-300")
+                    self.counter[key] = ui.label("0").classes("text-3xl xl:text-5xl font-bold").mark(f"count-{key}")
+        self.since = ui.label("").classes("text-base text-gray-300").mark("count-since")
 
     # ---- updates -------------------------------------------------------------------------
     def _set(self, element, text: str) -> None:
@@ -214,7 +219,7 @@ class LiveView:
                 if not c.reject_classes:
                     ui.label("none").classes("text-lg text-gray-400")
                 for name, n in c.reject_classes.most_common():
-                    with ui.row().classes("w-full justify-between text-xl"):
+                    with ui.row().classes("w-full justify-between text-lg"):
                         ui.label(name)
                         ui.label(str(n)).classes("font-bold")
 
