@@ -99,12 +99,7 @@ type = "simulated"
 url = "{url}"
 [shifts]
 timezone = "Asia/Tokyo"
-[[shifts.calendar]]
-name = "day"
-start = "08:00"
-[[shifts.calendar]]
-name = "swing"
-start = "20:00"
+calendar = [{{name = "day", start = "08:00"}}, {{name = "swing", start = "20:00"}}]
 """)
     code, out, err = run(["history", "--config", str(station_file), "--summary"], capsys)
     assert code == 0, err
