@@ -26,6 +26,7 @@ from station.config import StationConfig
 from station.counters import PartCounters
 from station.inference import pool as npu_pool
 from station.inference.select import analyse_workers, resolve_backend
+from station.online import OnlineSwitch
 from station.pipeline import Pipeline, ResultSink
 from station.recipe import LoadedRecipe, RecipeBook
 from station.recipe_switch import RecipeSwitcher, RecipeSwitchError, RecipeUnknown
@@ -35,6 +36,7 @@ log = logging.getLogger("station.app")
 
 
 COUNTER_STATE_FILE = "counters.json"  # in the var dir: the time of the last counter reset
+ONLINE_STATE_FILE = "online.json"  # in the var dir: an operator's "offline" (station.online)
 ALARM_COUNTERS = "counters_seed"
 ALARM_BUDGET = "time_budget"
 WARM_UP_PARTS = 3
@@ -89,6 +91,7 @@ class Station:
             # with N NPU cores, N + 1 analyse threads keep every core busy (station bench)
             inference_workers=analyse_workers(self.backend, config.pipeline.inference_workers),
             stats=self.stats,
+            online=OnlineSwitch(Path(config.archive.dir).parent / ONLINE_STATE_FILE),
         )
         self._want_plc = config.plc.enabled if plc is None else plc
         self._want_history = history

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from station.shifts import ShiftPlan, ShiftSpan, system_zone_name
+from station.state_file import write_json_atomically
 from station.inspection import Inspection, Outcome
 
 log = logging.getLogger("station.counters")
@@ -166,19 +166,8 @@ class PartCounters:
     def _save_reset(self, when: dt.datetime) -> None:
         if self.state_file is None:
             return
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump({"reset_at": when.isoformat()}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_file)  # a crash leaves the old or the new file, never half of one
-            dirfd = os.open(self.state_file.parent, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
+            write_json_atomically(self.state_file, {"reset_at": when.isoformat()})
         except OSError as exc:
             log.error("counter reset not saved to %s (a restart will count from the shift's start again): %s",
                       self.state_file, exc)

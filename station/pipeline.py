@@ -77,6 +77,7 @@ class Pipeline:
         queue_depth: int = 4,
         inference_workers: int = 1,
         stats: StationStats | None = None,
+        online: OnlineSwitch | None = None,
     ):
         self.cameras = cameras
         self.build_inspector = build_inspector
@@ -99,7 +100,7 @@ class Pipeline:
         self._inference_workers = inference_workers
         self._threads: list[threading.Thread] = []
         self._running = False
-        self.online = OnlineSwitch()  # PLC and HMI requests to be offline (station.online)
+        self.online = online or OnlineSwitch()  # PLC and HMI requests to be offline (station.online)
         self.last_progress_s = time.monotonic()  # for the systemd watchdog: publisher loop is alive
         self._published_cv = threading.Condition()
         self._published_seq = 0

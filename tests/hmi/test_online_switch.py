@@ -111,3 +111,37 @@ async def test_the_plc_dropping_set_offline_keeps_an_operators_offline(line):
     user.find(marker="go-online").click()
     await registers(plc, lambda o: online(o) and ready(o), "ONLINE and READY after the operator's online")
     await user.should_see("ONLINE", marker="online-state", retries=50)
+
+
+async def test_an_operators_offline_survives_a_restart_and_the_plc_sees_it(tmp_path):
+    port = free_port()
+    first = make_station(tmp_path, plc_port=port)
+    first.start()
+    try:
+        async with simulated_hmi(first) as (ctx, new_user):
+            ctx.auth.create_user("olga", "operator", PASSWORDS["olga"], "test")
+            user = await login(new_user(), "olga")
+            user.find(marker="go-offline").click()
+            user.find(marker="confirm-offline").click()
+            await user.should_see("OFFLINE by olga", marker="online-state", retries=50)
+    finally:
+        first.stop()
+
+    second = make_station(tmp_path, plc_port=port)
+    second.start()
+    plc = PlcMaster(port)
+    try:
+        assert second.pipeline.offline and second.pipeline.online.describe() == "offline: operator (olga)"
+        out = await registers(plc, lambda o: o[Out.HEARTBEAT_COUNT] > 0, "the station's heartbeat")
+        assert not online(out) and not ready(out)
+        async with simulated_hmi(second) as (ctx, new_user):
+            user = await login(new_user(), "olga")
+            await user.should_see("OFFLINE by olga", marker="online-state", retries=50)
+            user.find(marker="go-online").click()
+            await registers(plc, lambda o: online(o) and ready(o), "ONLINE and READY after the operator's online")
+    finally:
+        plc.close()
+        second.stop()
+    third = make_station(tmp_path)  # the "online" was kept too
+    assert not third.pipeline.offline
+
