@@ -24,6 +24,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from station.db.filters import FilterError, HistoryFilter
+from station.shifts import Shift, ShiftPlan  # noqa: F401 (Shift: re-exported, see __all__)
 from station.db.models import DefectRow, ImageRow, InspectionRow, RecipeVersionRow, ReviewRow
 
 I = InspectionRow.__table__.c  # noqa: E741 (I and D: the two tables' columns, as in SQL)
@@ -114,54 +115,6 @@ class YieldBucket:
     @property
     def yield_pct(self) -> float:
         return 100.0 * self.passed / self.total if self.total else 0.0
-
-
-@dataclass(frozen=True)
-class Shift:
-    """A shift by local wall-clock time; ``end`` <= ``start`` means it runs past midnight."""
-
-    name: str
-    start: dt.time
-    end: dt.time
-
-    def contains(self, t: dt.time) -> bool:
-        if self.start < self.end:
-            return self.start <= t < self.end
-        return t >= self.start or t < self.end
-
-
-@dataclass(frozen=True)
-class ShiftPlan:
-    shifts: tuple[Shift, ...]
-    timezone: str = "UTC"  # IANA name, e.g. Europe/Berlin
-
-    @classmethod
-    def three_shifts(cls, timezone: str = "UTC") -> "ShiftPlan":
-        return cls(
-            (
-                Shift("early", dt.time(6), dt.time(14)),
-                Shift("late", dt.time(14), dt.time(22)),
-                Shift("night", dt.time(22), dt.time(6)),
-            ),
-            timezone,
-        )
-
-    def zone(self) -> zoneinfo.ZoneInfo:
-        try:
-            return zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise FilterError("timezone", f"unknown time zone {self.timezone!r}") from None
-
-    def locate(self, local: dt.datetime) -> tuple[Shift, dt.date] | None:
-        """The shift holding local time ``local`` and the date that shift started on."""
-        t = local.time()
-        for s in self.shifts:
-            if s.contains(t):
-                day = local.date()
-                if s.start >= s.end and t < s.end:
-                    day -= dt.timedelta(days=1)
-                return s, day
-        return None
 
 
 @dataclass(frozen=True)
@@ -322,22 +275,26 @@ class HistoryQueries:
         Counted from hourly buckets when every shift boundary and the zone's UTC offset fall on
         whole hours (most plants), else from per-minute buckets (slower on long ranges)."""
         plan = plan or ShiftPlan.three_shifts()
-        tz = plan.zone()
+        try:
+            tz = plan.zone()
+        except ValueError as exc:
+            raise FilterError("timezone", str(exc)) from None
         if check:
             self.check(flt)
         totals: dict[tuple[dt.date, str], list[int]] = {}
         order: dict[tuple[dt.date, str], dt.time] = {}
+        span = None
         for start, t, p, r in self._buckets(flt, self._shift_unit(plan, tz, flt)):
-            where = plan.locate(start.astimezone(tz))
-            if where is None:
-                continue  # outside every shift
-            s, day = where
-            acc = totals.setdefault((day, s.name), [0, 0, 0])
+            if span is None or not span.start <= start < span.end:  # buckets come in time order
+                span = plan.span_at(start)  # station.shifts: the one rule for which shift a moment is in
+            if span.name is None:
+                continue  # between shifts
+            acc = totals.setdefault((span.date, span.name), [0, 0, 0])
             acc[0] += t
             acc[1] += p
             acc[2] += r
-            order[(day, s.name)] = s.start
-        keys = sorted(totals, key=lambda k: (k[0], order[k]))
+            order[(span.date, span.name)] = span.start
+        keys = sorted(totals, key=lambda k: order[k])
         return [ShiftYield(name, day, parts, passed, parts - passed - reviewed, reviewed)
                 for day, name in keys for parts, passed, reviewed in [totals[(day, name)]]]
 

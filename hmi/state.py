@@ -6,7 +6,7 @@ alarm board (``AlarmBoard.subscribe``). ``publish`` only hands the inspection to
 thread through a small bounded mailbox, so the line never waits for the HMI; the renderer
 draws the overlay and encodes JPEGs once per part, whatever the number of browsers. Under
 overload the renderer skips to the newest parts (``skipped`` counts them); the counters are
-the station's (``station.stats.day``, see ``station.counters``): they count every part, go on
+the station's (``station.stats.shift``, see ``station.counters``): they count every part, go on
 across HMI mounts and station restarts, and follow the PLC's counter reset.
 """
 
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from station.hmi.overlay import encode_jpeg
 from station.alarms import Alarm
-from station.counters import DayCounters
+from station.counters import ShiftCounters
 from station.inspection import Inspection, Outcome
+from station.online import OPERATOR, PLC
 from station.vision.overlay import as_rgb
 
 log = logging.getLogger("hmi.state")
@@ -174,9 +175,13 @@ class HmiState:
         with self._lock:
             return next((r for r in self._strip if r.sequence == sequence), None)
 
-    def counters(self) -> DayCounters:
-        """The operator's counters of the current period (since local midnight or the last reset)."""
-        return self.station.stats.day.snapshot()
+    def counters(self) -> ShiftCounters:
+        """The operator's counters of the current period (the current shift, or since the last reset)."""
+        return self.station.stats.shift.snapshot()
+
+    def shift_zone(self):
+        """The time zone of the shift calendar (the counters' times are shown in it)."""
+        return self.station.stats.shift.plan.zone()
 
     def status(self) -> StationStatus:
         """OFFLINE: not started or taken offline; BUSY: parts in flight; else READY."""
@@ -185,6 +190,15 @@ class HmiState:
         if not getattr(st, "started", True) or pipeline.offline or not pipeline.running:
             return StationStatus.OFFLINE
         return StationStatus.BUSY if pipeline.in_flight else StationStatus.READY
+
+    def online_label(self) -> tuple[bool, str]:
+        """(online, text): ONLINE, or OFFLINE with who holds the station offline (station.online)."""
+        switch = self.station.pipeline.online
+        held = switch.requests()
+        if not held:
+            return True, "ONLINE"
+        who = {OPERATOR: lambda r: f"by {r.by}", PLC: lambda r: "by the PLC (SET_OFFLINE)"}
+        return False, "OFFLINE " + ", ".join(who.get(r.source, lambda r: f"by {r.by}")(r) for r in held)
 
     def alarms(self) -> list[Alarm]:
         return self.station.alarms.all()

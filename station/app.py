@@ -9,7 +9,7 @@ record. Recipes are switched through one path (``switch_recipe``,
 station.recipe_switch) for start-up, the PLC and the HMI.
 
 Start-up order: recipes → cameras (each failure an alarm; no camera at all is fatal) →
-history writer (then the operator's day counters are seeded from the history) → active recipe
+history writer (then the operator's shift counters are seeded from the history) → active recipe
 and its models (failure is fatal: nothing could be inspected) → pipeline → PLC. Shutdown runs
 the other way, after parts in flight are published.
 """
@@ -26,6 +26,7 @@ from station.config import StationConfig
 from station.counters import PartCounters
 from station.inference import pool as npu_pool
 from station.inference.select import analyse_workers, resolve_backend
+from station.online import OnlineSwitch
 from station.pipeline import Pipeline, ResultSink
 from station.recipe import LoadedRecipe, RecipeBook
 from station.recipe_switch import RecipeSwitcher, RecipeSwitchError, RecipeUnknown
@@ -35,6 +36,7 @@ log = logging.getLogger("station.app")
 
 
 COUNTER_STATE_FILE = "counters.json"  # in the var dir: the time of the last counter reset
+ONLINE_STATE_FILE = "online.json"  # in the var dir: an operator's "offline" (station.online)
 ALARM_COUNTERS = "counters_seed"
 ALARM_BUDGET = "time_budget"
 WARM_UP_PARTS = 3
@@ -66,7 +68,8 @@ class Station:
         self.config = config
         self.alarms = AlarmBoard()
         # the var dir (the archive's parent) is the station's own writable place, as for the HMI's sessions
-        self.stats = StationStats(day=PartCounters(Path(config.archive.dir).parent / COUNTER_STATE_FILE))
+        self.stats = StationStats(shift=PartCounters(Path(config.archive.dir).parent / COUNTER_STATE_FILE,
+                                                     plan=config.shifts.plan()))
         self.recipes = RecipeBook(config.recipes_dir)
         for err in self.recipes.errors:
             self.alarms.raise_(f"recipe_invalid:{Path(err.path).name}", "recipes", str(err))
@@ -88,6 +91,7 @@ class Station:
             # with N NPU cores, N + 1 analyse threads keep every core busy (station bench)
             inference_workers=analyse_workers(self.backend, config.pipeline.inference_workers),
             stats=self.stats,
+            online=OnlineSwitch(Path(config.archive.dir).parent / ONLINE_STATE_FILE),
         )
         self._want_plc = config.plc.enabled if plc is None else plc
         self._want_history = history
@@ -201,8 +205,8 @@ class Station:
         are in the history. If it cannot be read the counters start from zero, with a warning."""
         from station.db.queries import HistoryQueries
 
-        day = self.stats.day
-        since = day.period_start()
+        counters = self.stats.shift
+        since = counters.period_start()
         try:
             groups = HistoryQueries(self.history.engine).verdict_counts(self.config.station_id, since)
         except Exception as exc:
@@ -211,7 +215,7 @@ class Station:
             self.alarms.raise_(ALARM_COUNTERS, "database",
                                f"part counters start from zero: the history could not be read ({first_line})", Severity.WARNING)
             return
-        day.seed(since, groups)
+        counters.seed(since, groups)
 
     def switch_recipe(self, name: str, *, actor: str, via: str) -> LoadedRecipe:
         """Switch the line to recipe ``name`` between parts (station.recipe_switch). Raises

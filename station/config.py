@@ -1,4 +1,4 @@
-"""The station file (station.toml): cameras, PLC, database, archive, models, inference, HMI.
+"""The station file (station.toml): cameras, PLC, database, archive, models, inference, HMI, shifts.
 
 Validated once at start-up; unknown keys are errors. Relative paths are taken relative to
 the station file's directory. ``StationConfig.embedded()`` is the no-hardware demo setup.
@@ -6,6 +6,7 @@ the station file's directory. ``StationConfig.embedded()`` is the no-hardware de
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -13,6 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from station.config_errors import ConfigError, StrictModel as Strict, load_toml_model
+from station.shifts import Shift, ShiftPlan, system_zone_name
 
 
 class SimulatedCameraConfig(Strict):
@@ -171,6 +173,41 @@ class PipelineConfig(Strict):
         return int(self.max_image_megapixels * 1_000_000)
 
 
+class ShiftConfig(Strict):
+    name: str = Field(min_length=1, max_length=40)
+    start: dt.time = Field(description='local wall-clock time the shift starts, "HH:MM"')
+    end: dt.time | None = Field(default=None, description="when it ends (earlier than start: past midnight); "
+                                                          "default: the next shift's start")
+
+
+def _default_calendar() -> list[ShiftConfig]:
+    return [ShiftConfig(name=s.name, start=s.start) for s in ShiftPlan.three_shifts().shifts]
+
+
+class ShiftsConfig(Strict):
+    """The shift calendar: the operator's counters count per shift; the history's yield per shift."""
+
+    timezone: str | None = Field(default=None, description="IANA name, e.g. Europe/Berlin; default: the system's")
+    calendar: list[ShiftConfig] = Field(default_factory=_default_calendar, min_length=1)
+
+    @model_validator(mode="after")
+    def _valid_plan(self) -> "ShiftsConfig":
+        self.plan()  # unknown zone, repeated names, overlaps: ValueError at load, with the key
+        return self
+
+    def plan(self) -> ShiftPlan:
+        """The calendar as a ShiftPlan; a shift without ``end`` runs until the next one starts."""
+        ordered = sorted(self.calendar, key=lambda s: s.start)
+        starts = [s.start for s in ordered]
+        if len(set(starts)) != len(starts):
+            raise ValueError(f"two shifts start at the same time: {[f'{t:%H:%M}' for t in starts]}")
+        shifts = tuple(
+            Shift(s.name, s.start, s.end if s.end is not None else ordered[(i + 1) % len(ordered)].start)
+            for i, s in enumerate(ordered)
+        )
+        return ShiftPlan(shifts, self.timezone or system_zone_name())
+
+
 class StationConfig(Strict):
     station_id: str = "station-1"
     recipes_dir: Path = Path("recipes")
@@ -183,6 +220,7 @@ class StationConfig(Strict):
     inference: InferenceConfig = InferenceConfig()
     hmi: HmiConfig = HmiConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    shifts: ShiftsConfig = ShiftsConfig()
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "StationConfig":

@@ -1,6 +1,7 @@
 """The operator's part counters: parts, pass, reject, review and rejects per class in the current
-counting period, which runs from local midnight, or from the last counter reset (the PLC's
-RESET_COUNTERS) if that came later today.
+counting period: the current shift of the station's shift calendar (station.shifts, from the
+station file's ``[shifts]``; default early 06–14, late 14–22, night 22–06, local time), or
+the time since the last counter reset (the PLC's RESET_COUNTERS) if that came later in it.
 
 They survive a restart of the station: every verdict is in the history database, so at
 start-up the station seeds them from it (``Station._start``, before the first part), and the
@@ -13,13 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from station.shifts import ShiftPlan, ShiftSpan, system_zone_name
+from station.state_file import write_json_atomically
 from station.inspection import Inspection, Outcome
 
 log = logging.getLogger("station.counters")
@@ -28,10 +30,10 @@ NO_VERDICT = "no verdict"
 
 
 @dataclass
-class DayCounters:
-    """Counts of the local date ``day`` since ``since`` (aware; local midnight or the last reset)."""
+class ShiftCounters:
+    """Counts of the shift instance ``shift`` since ``since`` (aware; the shift's start or the last reset)."""
 
-    day: dt.date
+    shift: ShiftSpan
     parts: int = 0
     passed: int = 0
     rejected: int = 0
@@ -49,24 +51,22 @@ def reject_key(top_class: str | None, reject_reason: str | None) -> str:
     return top_class or reject_reason or NO_VERDICT
 
 
-def local_midnight(now: dt.datetime) -> dt.datetime:
-    """Start of ``now``'s local date, aware (the system's time zone, DST-correct)."""
-    return dt.datetime.combine(now.astimezone().date(), dt.time()).astimezone()
-
-
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
 class PartCounters:
-    """Thread-safe day counters with a persistent reset time.
+    """Thread-safe shift counters with a persistent reset time.
 
+    ``plan`` is the shift calendar (default: three 8-hour shifts in the system's time zone).
     ``state_file`` (JSON, ``{"reset_at": ISO time}``) keeps the last reset across restarts;
     without it a reset lasts until the process ends. ``clock`` returns an aware datetime.
     """
 
-    def __init__(self, state_file: Path | None = None, *, clock: Callable[[], dt.datetime] = _utcnow):
+    def __init__(self, state_file: Path | None = None, *, clock: Callable[[], dt.datetime] = _utcnow,
+                 plan: ShiftPlan | None = None):
         self.state_file = state_file
+        self.plan = plan or ShiftPlan.three_shifts(system_zone_name())
         self._clock = clock
         self._lock = threading.Lock()
         self.reset_at = self._load_reset()
@@ -74,20 +74,23 @@ class PartCounters:
 
     # ---- period -----------------------------------------------------------------------------
     def period_start(self, now: dt.datetime | None = None) -> dt.datetime:
-        """Local midnight of ``now`` (default: the clock), or the last reset if later that day."""
-        now = now or self._clock()
-        start = local_midnight(now)
-        if self.reset_at is not None and start <= self.reset_at <= now:
-            return self.reset_at.astimezone()
-        return start
+        """Start of the shift holding ``now`` (default: the clock), or the last reset if later in it."""
+        return self._period(now or self._clock())[1]
 
-    def _fresh(self, now: dt.datetime) -> DayCounters:
-        return DayCounters(now.astimezone().date(), since=self.period_start(now))
+    def _period(self, now: dt.datetime) -> tuple[ShiftSpan, dt.datetime]:
+        span = self.plan.span_at(now)
+        if self.reset_at is not None and span.start <= self.reset_at <= now:
+            return span, self.reset_at
+        return span, span.start
 
-    def _current(self) -> DayCounters:
-        """The running counters; a new local day starts from zero. Call with the lock held."""
+    def _fresh(self, now: dt.datetime) -> ShiftCounters:
+        span, since = self._period(now)
+        return ShiftCounters(span, since=since)
+
+    def _current(self) -> ShiftCounters:
+        """The running counters; a new shift starts from zero. Call with the lock held."""
         now = self._clock()
-        if self._c.day != now.astimezone().date():
+        if not self._c.shift.start <= now < self._c.shift.end:
             self._c = self._fresh(now)
         return self._c
 
@@ -112,7 +115,7 @@ class PartCounters:
         with self._lock:
             if self._current().since != since:
                 return False
-            self._c = DayCounters(self._c.day, since=since)
+            self._c = ShiftCounters(self._c.shift, since=since)
             for outcome, top_class, reject_reason, n in groups:
                 self._add_locked(outcome, top_class, reject_reason, n)
         return True
@@ -141,10 +144,10 @@ class PartCounters:
             self._c = self._fresh(now)
         self._save_reset(self.reset_at)
 
-    def snapshot(self) -> DayCounters:
+    def snapshot(self) -> ShiftCounters:
         with self._lock:
             c = self._current()
-            return DayCounters(c.day, c.parts, c.passed, c.rejected, Counter(c.reject_classes), c.since, c.reviewed)
+            return ShiftCounters(c.shift, c.parts, c.passed, c.rejected, Counter(c.reject_classes), c.since, c.reviewed)
 
     # ---- the state file ---------------------------------------------------------------------
     def _load_reset(self) -> dt.datetime | None:
@@ -156,25 +159,15 @@ class PartCounters:
                 raise ValueError("reset_at has no time zone")
             return value.astimezone(dt.timezone.utc)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            # the counters then run from midnight: worth a log line, not worth refusing to start
+            # the counters then run from the shift's start: worth a log line, not worth refusing to start
             log.warning("ignoring counter state file %s: %s", self.state_file, exc)
             return None
 
     def _save_reset(self, when: dt.datetime) -> None:
         if self.state_file is None:
             return
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump({"reset_at": when.isoformat()}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_file)  # a crash leaves the old or the new file, never half of one
-            dirfd = os.open(self.state_file.parent, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
+            write_json_atomically(self.state_file, {"reset_at": when.isoformat()})
         except OSError as exc:
-            log.error("counter reset not saved to %s (a restart will count from midnight again): %s", self.state_file, exc)
+            log.error("counter reset not saved to %s (a restart will count from the shift's start again): %s",
+                      self.state_file, exc)

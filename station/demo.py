@@ -6,6 +6,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from station.config import StationConfig
@@ -115,3 +116,40 @@ def run_headless(pipeline: Pipeline, recorder: VerdictRecorder, parts: int, inte
     if conveyor.triggered and not pipeline.wait_published(conveyor.triggered[-1], timeout_s):
         raise TimeoutError(f"parts still in flight after {timeout_s:.0f} s")
     return list(recorder.inspections)
+
+
+
+def _hmi_serving() -> bool:
+    from nicegui.server import Server
+
+    return bool(getattr(getattr(Server, "instance", None), "started", False))
+
+
+def when_hmi_serves(action: Callable[[], None], poll_s: float = 0.05) -> threading.Thread:
+    """Run ``action`` in a thread once the HMI's server listens (its address answers from then on)."""
+
+    def wait() -> None:
+        while not _hmi_serving():
+            time.sleep(poll_s)
+        action()
+
+    thread = threading.Thread(target=wait, name="demo-hmi-serving", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_hmi_after(stats, parts: int, poll_s: float = 0.1) -> threading.Thread:
+    """A thread that stops the HMI's server (and so `station demo`) once ``parts`` parts have
+    verdicts (``stats.parts``), not before the server is up."""
+
+    def watch() -> None:
+        from nicegui.server import Server
+
+        while stats.parts < parts or not _hmi_serving():
+            time.sleep(poll_s)
+        log.info("%d parts inspected: stopping the demo", stats.parts)
+        Server.instance.should_exit = True
+
+    thread = threading.Thread(target=watch, name="demo-stop-after", daemon=True)
+    thread.start()
+    return thread

@@ -23,6 +23,7 @@ from station.alarms import AlarmBoard
 from station.camera.base import Camera
 from station.images import ImageError
 from station.inspection import Failure, Inspection, RejectReason, View
+from station.online import OnlineSwitch
 from station.recipe import LoadedRecipe
 from station.stages import Findings, Inspector, StageFailure
 from station.stats import StationStats
@@ -76,6 +77,7 @@ class Pipeline:
         queue_depth: int = 4,
         inference_workers: int = 1,
         stats: StationStats | None = None,
+        online: OnlineSwitch | None = None,
     ):
         self.cameras = cameras
         self.build_inspector = build_inspector
@@ -98,7 +100,7 @@ class Pipeline:
         self._inference_workers = inference_workers
         self._threads: list[threading.Thread] = []
         self._running = False
-        self.offline = False
+        self.online = online or OnlineSwitch()  # PLC and HMI requests to be offline (station.online)
         self.last_progress_s = time.monotonic()  # for the systemd watchdog: publisher loop is alive
         self._published_cv = threading.Condition()
         self._published_seq = 0
@@ -180,6 +182,11 @@ class Pipeline:
             return self._published_cv.wait_for(lambda: self._published_seq >= sequence, timeout_s)
 
     # ---- trigger ------------------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        """True while any source (the PLC's SET_OFFLINE, an operator) holds the station offline."""
+        return self.online.offline
+
     def recording_refusal(self) -> str | None:
         """Why a part would be refused for its record (station.db.writer), or None."""
         keeper = self.record_keeper

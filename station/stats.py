@@ -13,12 +13,12 @@ from station.inspection import Inspection, Outcome
 
 class StationStats:
     """Since the process started (or the PLC's last RESET_COUNTERS): parts, pass, reject, review
-    (counted apart from rejects), reasons, classes and latency; ``day`` holds the operator's
-    counters of the day (``station.counters``)."""
+    (counted apart from rejects), reasons, classes and latency; ``shift`` holds the operator's
+    counters of the current shift (``station.counters``)."""
 
-    def __init__(self, window: int = 2000, *, day: PartCounters | None = None):
+    def __init__(self, window: int = 2000, *, shift: PartCounters | None = None):
         self._lock = threading.Lock()
-        self.day = day if day is not None else PartCounters()
+        self.shift = shift if shift is not None else PartCounters()
         self.parts = 0
         self.passed = 0
         self.rejected = 0
@@ -45,7 +45,7 @@ class StationStats:
                     self.reject_classes[v.top_defect.class_name] += 1
             for stage, ms in insp.timings_ms.items():
                 self._latency.setdefault(stage, deque(maxlen=self._window)).append(ms)
-        self.day.record(insp)
+        self.shift.record(insp)
 
     def count_refused(self) -> None:
         with self._lock:
@@ -56,12 +56,12 @@ class StationStats:
             self.late_results += 1
 
     def reset(self) -> None:
-        """The PLC's RESET_COUNTERS: these counters and the operator's day counters start again."""
+        """The PLC's RESET_COUNTERS: these counters and the operator's shift counters start again."""
         with self._lock:
             self.parts = self.passed = self.rejected = self.reviewed = 0
             self.reject_reasons.clear()
             self.reject_classes.clear()
-        self.day.reset()
+        self.shift.reset()
 
     def latency(self) -> dict[str, dict[str, float]]:
         """Per stage: p50, p99 and mean in ms over the recent window."""

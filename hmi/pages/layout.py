@@ -66,6 +66,11 @@ def current_user(ctx, *, touch: bool = True) -> SessionUser | None:
     return user
 
 
+def sign_in_path(path: str) -> str:
+    """The login page, asked to sign in another user (``switch``) and then to return to ``path``."""
+    return f"/login?next={quote(path, safe='/')}&switch=1"
+
+
 def guard(ctx, needed: str, path: str):
     """At the top of a page: the user, or a response to return instead of the page."""
     user = current_user(ctx)
@@ -73,8 +78,12 @@ def guard(ctx, needed: str, path: str):
         return RedirectResponse(f"/login?next={quote(path, safe='/')}")
     if not allows(user.role, needed):
         frame(ctx, user, "Not allowed")
-        ui.label(f"This page needs the {needed} role; you are signed in as {user.username} ({user.role}).") \
-            .classes("text-2xl text-red-300").mark("forbidden")
+        with ui.column().classes("p-6 gap-4"):
+            ui.label(f"This page needs the {needed} role; you are signed in as {user.username} ({user.role}).") \
+                .classes("text-2xl text-red-300").mark("forbidden")
+            # someone with the role is often at hand: let them sign in here and land on this page
+            ui.link(f"Sign in as a user with the {needed} role", sign_in_path(path)) \
+                .classes("text-2xl text-blue-300").mark("sign-in-link")
         return None
     return user
 
@@ -87,6 +96,8 @@ def frame(ctx, user: SessionUser | None, title: str) -> None:
     ui.query("body").style("background:#0b0f14; color:#f3f4f6")
     with ui.header().classes("items-center gap-6 px-6 py-2").style("background:#111827"):
         ui.label(ctx.station.config.station_id).classes("text-2xl font-bold")
+        if user is not None:
+            _online_badge(ctx)
         for path, label, role in NAV:
             if user is not None and allows(user.role, role):
                 ui.link(label, path).classes("text-xl text-white no-underline hover:underline").mark(f"nav-{label}")
@@ -96,6 +107,20 @@ def frame(ctx, user: SessionUser | None, title: str) -> None:
             ui.button("Sign out", on_click=lambda: _sign_out(ctx, user)).props("flat color=white").mark("signout")
     if user is not None and user.username != DEMO_USER:
         ui.timer(30.0, lambda: _check_session(ctx))
+
+
+def _online_badge(ctx) -> None:
+    """ONLINE / OFFLINE (and who holds it offline: an operator, the PLC) on every page, kept current."""
+    online, text = ctx.state.online_label()
+    shown = badge(text, GREEN if online else GREY, size="text-lg", mark="online-state")
+
+    def refresh() -> None:
+        online, text = ctx.state.online_label()
+        if shown.text != text:
+            shown.set_text(text)
+            shown.style(f"background:{GREEN if online else GREY}")
+
+    ui.timer(1.0, refresh)
 
 
 def _check_session(ctx) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import time
 
 from fastapi import Response
@@ -22,6 +23,9 @@ from nicegui import app, ui
 from station.hmi.auth import session_user
 from station.hmi.pages.layout import AMBER, BLUE, GREEN, GREY, RED, VERDICT_TEXT, badge, current_user, frame, guard, verdict_look
 from station.hmi.state import StationStatus
+from station.online import OPERATOR
+
+log = logging.getLogger("hmi.operator")
 
 POLL_S = 0.2
 SLOW_S = 1.0  # counters, strip and station state: once a second is enough to read, and cheaper
@@ -39,6 +43,14 @@ def _image_response(ctx, data: bytes | None) -> Response:
     if not data:
         return Response(status_code=404)
     return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def since_text(c, zone) -> str:
+    """What the counters cover, in the plant's time: "shift early since 06:00", or the reset."""
+    period = f"{c.shift.name} shift" if c.shift.name else "between shifts"
+    if c.since is not None and c.since > c.shift.start:
+        return f"{period} · since {c.since.astimezone(zone):%H:%M} (counter reset)"
+    return f"{period} · since {c.shift.start.astimezone(zone):%H:%M}"
 
 
 class LiveView:
@@ -62,28 +74,40 @@ class LiveView:
 
     # ---- layout --------------------------------------------------------------------------
     def _build(self) -> None:
-        with ui.row().classes("w-full items-center gap-4 px-2"):
-            self.status = badge("…", GREY, size="text-3xl", mark="station-status")
-            self.recipe = ui.label("").classes("text-2xl").mark("recipe")
-            self.plc = badge("", GREY, mark="plc-status")
-            self.history = badge("", GREY, mark="history-status")
+        # sized for the smallest line-side panel, 1024x768 (no horizontal scrolling; the image
+        # takes the height left below the status row and the banner): tests/hmi/test_layout.py
+        with ui.row().classes("w-full items-center gap-x-3 gap-y-1 px-2"):
+            self.status = badge("…", GREY, size="text-2xl", mark="station-status").classes("station-status")
+            # the operator's online/offline switch (station.online): one of the two buttons shows
+            self.go_offline = ui.button("Take offline", on_click=self._confirm_offline) \
+                .props("color=grey-8").classes("text-base").mark("go-offline")
+            self.go_online = ui.button("Put online", on_click=lambda: self._switch(False)) \
+                .props("color=positive").classes("text-base").mark("go-online")
+            self.go_online.set_visibility(False)
+            self.recipe = ui.label("").classes("text-xl").mark("recipe")
+            self.plc = badge("", GREY, size="text-lg", mark="plc-status")
+            self.history = badge("", GREY, size="text-lg", mark="history-status")
             self.cams = ui.row().classes("gap-2")
             ui.space()
-            self.backend = ui.label("").classes("text-lg text-gray-300").mark("backend")
-        with ui.row().classes("w-full no-wrap gap-4 px-2"):
-            with ui.column().classes("grow gap-2").style("min-width:0"):
-                self.banner = ui.label("WAITING FOR A PART").classes("w-full text-center font-black py-3 rounded") \
-                    .style(f"font-size:4rem; line-height:1.1; background:{GREY}; color:white").mark("banner")
-                self.reason = ui.label("").classes("text-2xl text-center w-full").mark("reason")
-                self.image = ui.element("img").classes("w-full rounded").style(
-                    "max-height:62vh; object-fit:contain; background:#000").mark("live-image")
+            self.backend = ui.label("").classes("text-base text-gray-300").mark("backend")
+        with ui.row().classes("w-full no-wrap gap-3 px-2"):
+            with ui.column().classes("grow gap-1").style("min-width:0"):
+                self.banner = ui.label("WAITING FOR A PART").classes("verdict-banner w-full text-center font-black py-1 rounded") \
+                    .style(f"font-size:clamp(2.25rem, 7vh, 4rem); line-height:1.15; background:{GREY}; color:white") \
+                    .mark("banner")
+                self.reason = ui.label("").classes("text-xl text-center w-full").mark("reason")
+                # the height left on the screen: header, status row, banner, reason and part line
+                self.image = ui.element("img").classes("live-image w-full rounded").style(
+                    "max-height:max(240px, calc(100vh - 19rem)); object-fit:contain; background:#000").mark("live-image")
                 self.image.on("load", self._image_arrived)
                 self.image.on("error", self._image_arrived)
-                self.part = ui.label("").classes("text-xl text-gray-300").mark("part")
-            with ui.column().classes("w-[26rem] gap-3"):
+                self.part = ui.label("").classes("text-lg text-gray-300").mark("part")
+            with ui.column().classes("w-[21rem] xl:w-[28rem] shrink-0 gap-2"):  # wider on large screens
                 self._build_counters()
-                ui.label("Alarms").classes("text-2xl font-bold mt-2")
-                self.alarm_panel = ui.column().classes("w-full gap-2").mark("alarms")
+                ui.label("Alarms").classes("text-xl font-bold")
+                self.alarm_panel = ui.column().classes("alarms w-full gap-2").mark("alarms")
+                ui.label("Rejects per class this shift").classes("text-xl font-bold mt-1")
+                self.classes = ui.column().classes("w-full gap-0").mark("reject-classes")
         ui.label("Last parts").classes("text-xl font-bold px-2")
         self.strip = ui.row().classes("w-full gap-2 px-2 no-wrap overflow-x-auto").mark("strip")
         self.slots = []
@@ -97,21 +121,28 @@ class LiveView:
                 box.set_visibility(False)
                 slot["box"] = box
                 self.slots.append(slot)
+        with ui.dialog() as self.offline_dialog, ui.card().style("background:#111827"):
+            ui.label("Take the station offline?").classes("text-2xl font-bold")
+            ui.label("Every trigger from the PLC is refused (TRIGGER_FAILED, error STATION_OFFLINE) "
+                     "until the station is put back online.").classes("text-lg")
+            with ui.row():
+                ui.button("Take offline", on_click=lambda: self._switch(True)).props("color=negative size=lg") \
+                    .mark("confirm-offline")
+                ui.button("Cancel", on_click=self.offline_dialog.close).props("flat size=lg")
         with ui.dialog() as self.zoom, ui.card().classes("p-2").style("background:#111827; max-width:95vw"):
             self.zoom_title = ui.label("").classes("text-2xl font-bold")
             self.zoom_img = ui.element("img").style("max-width:90vw; max-height:80vh; object-fit:contain")
 
     def _build_counters(self) -> None:
-        with ui.grid(columns=2).classes("w-full gap-2"):
+        with ui.grid(columns=3).classes("counters w-full gap-2"):
             self.counter = {}
             for key, label in (("parts", "Parts"), ("passed", "Pass"), ("rejected", "Reject"), ("reviewed", "Review"),
                                ("yield", "Yield")):
-                with ui.column().classes("gap-0 p-2 rounded").style("background:#1f2937"):
-                    ui.label(label).classes("text-lg text-gray-300")
-                    self.counter[key] = ui.label("0").classes("text-4xl font-bold").mark(f"count-{key}")
-        self.since = ui.label("").classes("text-lg text-gray-300").mark("count-since")
-        ui.label("Rejects per class today").classes("text-xl font-bold mt-2")
-        self.classes = ui.column().classes("w-full gap-1").mark("reject-classes")
+                with ui.column().classes("gap-0 px-2 py-1 rounded" + (" col-span-2" if key == "yield" else "")) \
+                        .style("background:#1f2937"):
+                    ui.label(label).classes("text-base text-gray-300")
+                    self.counter[key] = ui.label("0").classes("text-3xl xl:text-5xl font-bold").mark(f"count-{key}")
+        self.since = ui.label("").classes("text-base text-gray-300").mark("count-since")
 
     # ---- updates -------------------------------------------------------------------------
     def _set(self, element, text: str) -> None:
@@ -153,6 +184,9 @@ class LiveView:
         self._set(self.status, status.value)
         self._style(self.status, STATUS_COLOURS[status])
         self._set(self.recipe, f"Recipe: {st.recipe_label()}")
+        held = st.station.pipeline.online.held_by(OPERATOR)
+        self.go_offline.set_visibility(not held)
+        self.go_online.set_visibility(held)
         plc_ok, plc_text = st.plc_label()
         self._set(self.plc, plc_text)
         self._style(self.plc, GREY if plc_ok is None else GREEN if plc_ok else RED)
@@ -176,9 +210,7 @@ class LiveView:
         self._set(self.counter["rejected"], str(c.rejected))
         self._set(self.counter["reviewed"], str(c.reviewed))
         self._set(self.counter["yield"], f"{c.yield_pct:.1f} %")
-        if c.since is not None:
-            since = c.since.astimezone()
-            self._set(self.since, "since midnight" if since.time() == dt.time() else f"since {since:%H:%M} (counter reset)")
+        self._set(self.since, since_text(c, self.state.shift_zone()))
         classes_key = repr(c.reject_classes.most_common())
         if self._last_texts.get(-2) != classes_key:  # rebuilt only when a count changes
             self._last_texts[-2] = classes_key
@@ -187,7 +219,7 @@ class LiveView:
                 if not c.reject_classes:
                     ui.label("none").classes("text-lg text-gray-400")
                 for name, n in c.reject_classes.most_common():
-                    with ui.row().classes("w-full justify-between text-xl"):
+                    with ui.row().classes("w-full justify-between text-lg"):
                         ui.label(name)
                         ui.label(str(n)).classes("font-bold")
 
@@ -264,6 +296,28 @@ class LiveView:
                     if not a.acknowledged:
                         ui.button("Acknowledge", on_click=lambda _, key=a.key: self._acknowledge(key)) \
                             .props("color=white text-color=black").mark(f"ack-{a.key}")
+
+    def _confirm_offline(self) -> None:
+        self.offline_dialog.open()
+
+    def _switch(self, offline: bool) -> None:
+        """The operator takes the station offline or withdraws their "offline"; audited."""
+        self.offline_dialog.close()
+        user = current_user(self.ctx)
+        if user is None:
+            ui.navigate.to("/login")
+            return
+        online = self.state.station.pipeline.online
+        before = online.describe()
+        if online.set_offline(OPERATOR, offline, user.username):
+            try:
+                self.ctx.store.audit(user.username, "station.offline" if offline else "station.online",
+                                     self.ctx.station.config.station_id, before, online.describe())
+            except Exception:  # the switch must work even when the database is the problem
+                log.exception("could not audit the online/offline switch")
+        if not offline and online.offline:
+            ui.notify(f"The station stays {online.describe()}", type="warning")
+        self._last_slow = -SLOW_S  # show the new state at the next tick
 
     def _acknowledge(self, key: str) -> None:
         user = current_user(self.ctx)

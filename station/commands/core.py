@@ -27,7 +27,8 @@ log = logging.getLogger("station.cli")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run a complete station on embedded defaults (no hardware)")
     p.add_argument("--headless", action="store_true", help="no HMI: inspect --parts parts, print a summary, exit")
-    p.add_argument("--parts", type=int, default=50, help="parts to inspect in --headless mode (default 50)")
+    p.add_argument("--parts", type=int, default=None,
+                   help="parts to inspect, then exit (--headless: default 50; with the HMI: default none, run until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--root", type=Path, default=Path.cwd(), help="where var/ (database, images, models) lives")
     p.add_argument("--recipe", default="demo-part", help="recipe to run (default demo-part)")
@@ -39,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hmi-port", type=int, default=8080)
     p.add_argument("--plc-port", type=int, default=5020)
     p.add_argument("--no-plc", action="store_true", help="do not start the Modbus TCP server")
+    p.add_argument("--summary-every", type=float, default=10.0, metavar="S",
+                   help="with the HMI: print a summary line every S seconds (default 10)")
+    # also accepted after the subcommand (`station demo --verbose`); SUPPRESS keeps `station -v demo`
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging, and one console line per part (always in var/station.log)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run the station from a station file")
@@ -150,7 +156,13 @@ def _start_station(config, sinks=(), source: str | None = None):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from station.demo import Conveyor, VerdictRecorder, demo_config, run_headless
+    from station.demo import Conveyor, VerdictRecorder, demo_config, run_headless, stop_hmi_after, when_hmi_serves
+    from station.demo_console import PeriodicSummary, print_banner, route_logs
+
+    if args.parts is not None and args.parts < 1:
+        raise ConfigError("station demo", [("--parts", f"must be at least 1, got {args.parts}")])
+    log_file = args.root.resolve() / "var" / "station.log"
+    route_logs(log_file, verbose=args.verbose)
 
     overrides = {}
     if args.replay is not None:
@@ -179,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.headless:
             started = time.monotonic()
             interval = (args.interval_ms or 0) / 1000.0
-            results = run_headless(station.pipeline, recorder, args.parts, interval,
+            results = run_headless(station.pipeline, recorder, args.parts or 50, interval,
                                    max_in_flight=station.pipeline.inference_workers)
             summary = _summary(results, station.stats.snapshot(), time.monotonic() - started)
             if station.history is not None:
@@ -193,17 +205,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         interval_s = (args.interval_ms or 500) / 1000.0
         if station.plc is None:
             conveyor = Conveyor(station.pipeline, interval_s, max_in_flight=station.pipeline.inference_workers)
+            conveyor.start(args.parts)
+            line = "PLC:  off (parts triggered directly)"
         else:  # the line's PLC, played through the station's own Modbus server
             from station.plc.simulator import PlcSimulator
 
             conveyor = PlcSimulator(config.plc.host, config.plc.port, interval_s=interval_s,
-                                    max_outstanding=station.pipeline.inference_workers)
-        conveyor.start()
+                                    max_outstanding=station.pipeline.inference_workers, max_parts=args.parts)
+            conveyor.start()
+            line = f"PLC:  Modbus TCP {config.plc.host}:{config.plc.port} (a simulated PLC drives the parts)"
         from station.hmi.app import run as run_hmi
 
-        print(f"HMI on http://{config.hmi.host}:{config.hmi.port}  (Ctrl-C to stop)", file=sys.stderr)
-        run_hmi(station, config.hmi)  # blocks until the HMI server stops
-        conveyor.stop()
+        banner = [
+            f"Inspection station demo: recipe {args.recipe}",
+            f"HMI:  http://{config.hmi.host}:{config.hmi.port}/  (operator view, no login needed)",
+            line,
+            f"Log:  {log_file}  (one line per part)",
+            "Stop: Ctrl-C" + (f", or after {args.parts} parts" if args.parts else ""),
+        ]
+        summary = PeriodicSummary(station.stats, args.summary_every)
+
+        def announce() -> None:  # once the address answers: then the summaries follow it
+            print_banner(banner)
+            summary.start()
+
+        when_hmi_serves(announce)
+        if args.parts:
+            stop_hmi_after(station.stats, args.parts)
+        try:
+            run_hmi(station, config.hmi)  # blocks until the HMI server stops
+        finally:
+            conveyor.stop()
+            summary.stop()
         return 0
     finally:
         station.stop()

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--defects", action="store_true", help="jsonl: include each inspection's defects")
     p.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     p.add_argument("--summary", action="store_true", help="print yield per hour/shift and the defect Pareto instead")
-    p.add_argument("--timezone", default=None, help="--summary: IANA time zone for shifts (default: the system's)")
+    p.add_argument("--timezone", default=None,
+                   help="--summary: IANA time zone for shifts (default: the station file's [shifts], else the system's)")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("db", help="history database: upgrade, check, backup, sweep the image archive, benchmark")
@@ -102,7 +103,8 @@ def cmd_history(args) -> int:
 
     from station.db.filters import FilterError, HistoryFilter
 
-    url, _config = _resolve(args)
+    url, config = _resolve(args)
+    args.shift_plan = config.shifts.plan() if config is not None else None
     try:
         flt = HistoryFilter.parse(
             since=args.since, until=args.until, recipe=args.recipe, verdict=args.verdict,
@@ -135,7 +137,7 @@ def _history(args, engine, flt) -> int:
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         if args.summary:
-            _print_summary(q, flt, args.timezone, out)
+            _print_summary(q, flt, args.shift_plan, args.timezone, out)
             return 0
         limit = None if args.limit == 0 else args.limit
         rows = q.iter_export(flt, limit=limit, with_defects=args.defects and args.format == "jsonl", check=False)
@@ -165,31 +167,31 @@ def _print_table(rows: list[dict], out) -> int:
     return len(rows)
 
 
-def _print_summary(q, flt, timezone: str | None, out) -> None:
-    from station.db.queries import ShiftPlan
+def _print_summary(q, flt, plan, timezone: str | None, out) -> None:
+    """Yield per hour and per shift (the station file's calendar, else 06/14/22; ``timezone``
+    overrides its zone), and the defect Pareto."""
+    from dataclasses import replace
 
-    tz = timezone or _system_timezone()
+    from station.db.filters import FilterError
+    from station.shifts import ShiftPlan, system_zone_name
+
+    try:
+        plan = plan or ShiftPlan.three_shifts(system_zone_name())
+        if timezone:
+            plan = replace(plan, timezone=timezone)
+    except ValueError as exc:
+        raise FilterError("timezone", str(exc)) from None
     print("yield per hour (UTC):", file=out)
     for b in q.yield_by_hour(flt, check=False):
         print(f"  {b.start:%Y-%m-%d %H:00}  {b.total:7d} parts  {b.rejected:6d} rejects  {b.reviewed:6d} reviews  "
               f"{b.yield_pct:6.2f} %", file=out)
-    print(f"yield per shift ({tz}):", file=out)
-    for s in q.yield_by_shift(flt, ShiftPlan.three_shifts(tz), check=False):
+    print(f"yield per shift ({plan.timezone}):", file=out)
+    for s in q.yield_by_shift(flt, plan, check=False):
         print(f"  {s.date} {s.shift:6s} {s.total:7d} parts  {s.rejected:6d} rejects  {s.reviewed:6d} reviews  "
               f"{s.yield_pct:6.2f} %", file=out)
     print("defect Pareto:", file=out)
     for p in q.pareto(flt, check=False):
         print(f"  {p.class_name:20s} {p.count:8d}  {100 * p.share:6.2f} %  cum {100 * p.cumulative:6.2f} %", file=out)
-
-
-def _system_timezone() -> str:
-    tz = os.environ.get("TZ")
-    if tz:
-        return tz
-    try:
-        return str(Path("/etc/localtime").resolve()).split("zoneinfo/", 1)[1]
-    except (IndexError, OSError):
-        return "UTC"
 
 
 # ---- station db ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import time
 from station.alarms import AlarmBoard
 from station.config import PlcConfig
 from station.inspection import Inspection, Outcome, RejectReason
+from station.online import PLC
 from station.pipeline import Pipeline, TriggerRefused
 from station.plc.handshake import ModbusHandshake, PlcResult, TriggerRejected
 from station.plc.registers import (
@@ -279,8 +280,9 @@ class _PipelineActions:
         return bool(self.s.pipeline.offline)
 
     def set_offline(self, offline: bool) -> None:
-        log.info("PLC sets the station %s", "offline" if offline else "online")
-        self.s.pipeline.offline = offline
+        # the PLC's own request only: an operator's "offline" at the HMI stays (station.online)
+        if self.s.pipeline.online.set_offline(PLC, offline, "SET_OFFLINE"):
+            log.info("PLC %s SET_OFFLINE: station %s", "raises" if offline else "drops", self.s.pipeline.online.describe())
 
     def start_load_recipe(self, plc_id: int) -> None:
         self.s._start_load(plc_id)

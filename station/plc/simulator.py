@@ -35,10 +35,11 @@ class SimulatedPlcCounts:
 
 class PlcSimulator:
     def __init__(self, host: str, port: int, interval_s: float = 0.5, poll_s: float = 0.01, unit: int = 1,
-                 max_outstanding: int | None = None):
+                 max_outstanding: int | None = None, max_parts: int | None = None):
         self.host, self.port, self.unit = host, port, unit
         self.interval_s = interval_s
         self.max_outstanding = max_outstanding
+        self.max_parts = max_parts  # parts the station accepted, then no more triggers (None: no end)
         self.poll_s = poll_s
         self.counts = SimulatedPlcCounts()
         self._stop = threading.Event()
@@ -104,6 +105,8 @@ class PlcSimulator:
                 triggering = False
             elif not triggering and not control & Control.TRIGGER and not status & (Status.TRIGGER_ACK | Status.TRIGGER_FAILED):
                 paced = self.max_outstanding is not None and outstanding >= self.max_outstanding
+                if self.max_parts is not None and self.counts.triggered - self.counts.refused >= self.max_parts:
+                    paced = True  # enough parts: go on acknowledging results, trigger no more
                 if now >= next_part_s and status & Status.READY and not paced:
                     hi, lo = split_u32(self._part_id)
                     client.write_registers(INPUT_BASE + In.PART_ID_HI, [hi, lo], device_id=self.unit)

@@ -197,7 +197,7 @@ def test_offline_and_unloaded_station_refuse_triggers(tmp_path):
         path = tmp_path / "w.toml"
         path.write_text(recipe_text(100))
         pipe.load_recipe(load_recipe(path))
-        pipe.offline = True
+        pipe.online.set_offline("plc", True)
         with pytest.raises(TriggerRefused):
             pipe.trigger(1)
     finally:

@@ -89,6 +89,26 @@ def test_history_summary_prints_yield_and_pareto(filled, capsys):
     assert " 30 parts " in out.replace("     ", " ") or "30 parts" in out
 
 
+def test_history_summary_counts_the_station_files_shifts(filled, capsys, tmp_path):
+    url, _ = filled
+    station_file = tmp_path / "station.toml"
+    station_file.write_text(f"""active_recipe = "demo-part"
+[[cameras]]
+type = "simulated"
+[database]
+url = "{url}"
+[shifts]
+timezone = "Asia/Tokyo"
+calendar = [{{name = "day", start = "08:00"}}, {{name = "swing", start = "20:00"}}]
+""")
+    code, out, err = run(["history", "--config", str(station_file), "--summary"], capsys)
+    assert code == 0, err
+    per_shift = out.split("yield per shift (Asia/Tokyo):")[1].split("defect Pareto")[0].split()
+    assert set(per_shift) & {"day", "swing"} and not set(per_shift) & {"early", "late", "night"}
+    code, out, err = run(["history", "--config", str(station_file), "--summary", "--timezone", "Mars/Olympus"], capsys)
+    assert code == 2 and "unknown time zone 'Mars/Olympus'" in err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--since", "last tuesday"], "since: 'last tuesday' is not a date/time"),
     (["--verdict", "fail"], "verdict: 'fail' is not a verdict"),

@@ -56,17 +56,19 @@ class GroundTruthInspector:
 
 
 def make_station(root: Path, *, history: bool = True, hmi_port: int = 8089, defect_rate: float = 0.5,
-                 demo_autologin: bool = False) -> Station:
-    """A started-ready (not started) Station under ``root`` with a copy of the repo's recipes."""
+                 demo_autologin: bool = False, plc_port: int | None = None) -> Station:
+    """A started-ready (not started) Station under ``root`` with a copy of the repo's recipes;
+    with ``plc_port`` its Modbus server listens on 127.0.0.1 there."""
     recipes = root / "recipes"
     if not recipes.exists():
         shutil.copytree(REPO / "recipes", recipes)
     config = StationConfig.embedded(
         root,
         cameras=[{"type": "simulated", "name": "top", "seed": 3, "defect_rate": defect_rate}],
-        plc={"enabled": False},
+        plc={"enabled": False} if plc_port is None else {"mode": "server", "host": "127.0.0.1", "port": plc_port,
+                                                    "heartbeat_timeout_ms": 60_000},  # tests step slower than a PLC
         hmi={"host": "127.0.0.1", "port": hmi_port, "demo_autologin": demo_autologin, "session_timeout_min": 30},
     )
-    station = Station(config, plc=False, history=history)
+    station = Station(config, plc=plc_port is not None, history=history)
     station.pipeline.build_inspector = GroundTruthInspector
     return station

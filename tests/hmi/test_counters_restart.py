@@ -1,5 +1,5 @@
 """The operator's counters after a station restart: seeded from the verdicts in the real SQLite
-history file, for the period the HMI shows (the local day, or since the PLC's counter reset)."""
+history file, for the period the HMI shows (the current shift, or since the PLC's counter reset)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from station.db.writer import HistoryWriter
 from station.alarms import AlarmBoard
 from station.config import ArchiveConfig, DatabaseConfig
-from station.counters import local_midnight
 from station.inspection import Defect, Failure, Inspection, Outcome, RejectReason, Verdict, View
 from tests.recipes import make_inspection
 from tests.hmi.conftest import PASSWORDS, ROLES, login, only, run_parts, simulated_hmi
@@ -55,7 +54,7 @@ def write_history(root: Path, parts: list[tuple[str, dt.datetime, str]]) -> None
 
 
 def _counts(c) -> tuple:
-    """What the operator sees of a DayCounters: parts, passed, rejected, rejects by class."""
+    """What the operator sees of a ShiftCounters: parts, passed, rejected, rejects by class."""
     return c.parts, c.passed, c.rejected, c.reject_classes
 
 
@@ -71,25 +70,28 @@ async def _shows_counters(user, parts: int, passed: int, rejected: int) -> None:
     await user.should_see(str(rejected), marker="count-rejected", retries=50)
 
 
-async def test_counters_start_from_the_days_verdicts_in_the_database(tmp_path):
-    now = dt.datetime.now(dt.timezone.utc)
-    yesterday = local_midnight(now) - dt.timedelta(hours=1)
-    today = [("pass",) * 5, ("scratch",) * 3, ("crack",) * 2, ("timeout",), ("none",)]
-    write_history(tmp_path, [("demo", now, kind) for kinds in today for kind in kinds]
-                  + [("demo", yesterday, "crack")] * 4  # an earlier day: not today's count
-                  + [("line-2", now, "stain")] * 3)  # another station writing to the same database
+async def test_counters_start_from_the_shifts_verdicts_in_the_database(tmp_path):
     st = make_station(tmp_path)
+    now = dt.datetime.now(dt.timezone.utc)
+    shift = st.stats.shift.plan.span_at(now)  # the station file's calendar: 06/14/22 by default
+    earlier = shift.start - dt.timedelta(minutes=30)
+    this_shift = [("pass",) * 5, ("scratch",) * 3, ("crack",) * 2, ("timeout",), ("none",)]
+    write_history(tmp_path, [("demo", now, kind) for kinds in this_shift for kind in kinds]
+                  + [("demo", earlier, "crack")] * 4  # the shift before: not this shift's count
+                  + [("line-2", now, "stain")] * 3)  # another station writing to the same database
     st.start()
     try:
         async with simulated_hmi(st) as (ctx, new_user):
             c = ctx.state.counters()
             assert (c.parts, c.passed, c.rejected) == (12, 5, 7)
             assert c.reject_classes == {"scratch": 3, "crack": 2, "timeout": 1, "no verdict": 1}
-            assert c.day == dt.date.today() and c.since == local_midnight(now)
+            assert c.shift == shift and c.since == shift.start
             user = await _login_new_operator(ctx, new_user)
             await _shows_counters(user, 12, 5, 7)
             await user.should_see("41.7 %", marker="count-yield", retries=50)
-            await user.should_see("since midnight", marker="count-since", retries=50)
+            zone = st.stats.shift.plan.zone()
+            await user.should_see(f"{shift.name} shift · since {shift.start.astimezone(zone):%H:%M}", marker="count-since",
+                                  retries=50)
             await user.should_see("scratch", retries=50)
             await user.should_see("no verdict", retries=50)
             await user.should_not_see("stain")
@@ -111,13 +113,13 @@ async def test_a_restart_shows_the_same_counters_as_before_it(tmp_path):
     first.start()
     try:
         run_parts(first, 10)
-        before = first.stats.day.snapshot()
+        before = first.stats.shift.snapshot()
     finally:
         first.stop()
     assert before.parts == 10 and before.rejected > 0, "the stand line should reject some parts"
 
     second = make_station(tmp_path)
-    assert second.stats.day.snapshot().parts == 0  # nothing counted before the start
+    assert second.stats.shift.snapshot().parts == 0  # nothing counted before the start
     second.start()
     try:
         async with simulated_hmi(second) as (ctx, new_user):
@@ -138,9 +140,9 @@ async def test_a_counter_reset_survives_a_restart(tmp_path):
         run_parts(first, 4)
         time.sleep(0.01)  # the reset comes strictly after the stored trigger times
         first.stats.reset()  # what the PLC's RESET_COUNTERS does (station.plc.service)
-        assert first.stats.day.snapshot().parts == 0
+        assert first.stats.shift.snapshot().parts == 0
         run_parts(first, 3, first_id=100)
-        before = first.stats.day.snapshot()
+        before = first.stats.shift.snapshot()
     finally:
         first.stop()
     assert before.parts == 3
@@ -153,20 +155,20 @@ async def test_a_counter_reset_survives_a_restart(tmp_path):
         async with simulated_hmi(second) as (ctx, new_user):
             after = ctx.state.counters()
             assert _counts(after) == _counts(before)
-            assert after.since == before.since and after.since > local_midnight(after.since)
+            assert after.since == before.since and after.since > after.shift.start
             user = await _login_new_operator(ctx, new_user)
             await _shows_counters(user, 3, before.passed, before.rejected)
-            since = f"since {after.since.astimezone():%H:%M} (counter reset)"
+            since = f"{after.shift.name} shift · since {after.since.astimezone():%H:%M} (counter reset)"
             await user.should_see(since, marker="count-since", retries=50)
             assert only(user, "count-since").text == since
     finally:
         second.stop()
 
-    # the state file is what carries the reset: without it the whole day counts again
+    # the state file is what carries the reset: without it the whole shift counts again
     state_file.unlink()
     third = make_station(tmp_path)
     third.start()
     try:
-        assert third.stats.day.snapshot().parts == 7
+        assert third.stats.shift.snapshot().parts == 7
     finally:
         third.stop()

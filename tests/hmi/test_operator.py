@@ -78,7 +78,7 @@ async def test_station_state_and_connections_are_words_not_only_colours(hmi):
     await user.should_see("camera top: online")
     await user.should_see("PLC: not configured")
     await user.should_see("Recipe: demo-part v1")
-    ctx.station.pipeline.offline = True
+    ctx.station.pipeline.online.set_offline("operator", True, "olga")
     await user.should_see("OFFLINE", marker="station-status", retries=50)
 
 

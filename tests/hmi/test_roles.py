@@ -139,3 +139,48 @@ async def test_login_never_redirects_off_site(hmi):
     ctx, new_user = hmi
     user = await login(new_user(), "olga", "//evil.example/phish")
     await user.should_see(marker="banner")  # landed on the operator view of this station
+
+
+async def test_a_page_needing_a_higher_role_offers_a_sign_in_that_returns_to_it(hmi):
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    await user.open("/history")
+    await user.should_see(marker="forbidden")
+    (link,) = user.find(marker="sign-in-link").elements
+    assert link.props["href"] == "/login?next=/history&switch=1"
+    assert "engineer" in link.text
+    user.find(marker="sign-in-link").click()
+    await user.should_see("Signed in as olga (operator)", marker="signed-in-as", retries=50)
+    user.find("username").type("emil")
+    user.find("password").type(PASSWORDS["emil"])
+    user.find("login").click()
+    await user.should_see("inspections match", retries=50)  # the history page, as emil
+    await user.should_see("emil (engineer)", marker="whoami")
+    await user.should_not_see(marker="forbidden")
+    actions = [(r.actor, r.action) for r in reversed(ctx.store.audit_log()) if r.action.startswith("auth.")]
+    # emil signed in, and olga's session ended with it
+    assert actions[-3:] == [("olga", "auth.login"), ("emil", "auth.login"), ("olga", "auth.logout")]
+
+
+async def test_the_sign_in_link_of_the_demo_operator(tmp_path):
+    """The demo's automatic operator session gets the same way to an engineer's page."""
+    from tests.hmi.stand import make_station
+
+    st = make_station(tmp_path, demo_autologin=True)
+    st.start()
+    try:
+        async with simulated_hmi(st) as (ctx, new_user):
+            ctx.auth.create_user("emil", "engineer", PASSWORDS["emil"], "test")
+            user = new_user()
+            await user.open("/recipes")
+            await user.should_see(marker="forbidden")
+            user.find(marker="sign-in-link").click()
+            await user.should_see(marker="login", retries=50)
+            user.find("username").type("emil")
+            user.find("password").type(PASSWORDS["emil"])
+            user.find("login").click()
+            await user.should_see("emil (engineer)", marker="whoami", retries=50)
+            await user.should_not_see(marker="forbidden")
+            await user.should_see("Save", retries=50)  # the recipe editor
+    finally:
+        st.stop()

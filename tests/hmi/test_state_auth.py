@@ -145,7 +145,7 @@ def test_status_words(tmp_path):
     st.start()
     try:
         assert state.status() is StationStatus.READY
-        st.pipeline.offline = True
+        st.pipeline.online.set_offline("operator", True, "olga")
         assert state.status() is StationStatus.OFFLINE
     finally:
         st.stop()

@@ -60,7 +60,7 @@ def test_review_part_reaches_the_plc_as_reject_with_the_review_code(make_rig):
     # the PLC's counters: 3 inspected, 2 diverted (the review among them); the station counts apart
     assert good[Out.INSPECTED_HI:Out.REJECTED_LO + 1] == [0, 3, 0, 2]
     assert (rig.stats.passed, rig.stats.rejected, rig.stats.reviewed) == (1, 1, 1)
-    day = rig.stats.day.snapshot()
+    day = rig.stats.shift.snapshot()
     assert (day.parts, day.passed, day.rejected, day.reviewed) == (3, 1, 1, 1)
 
 

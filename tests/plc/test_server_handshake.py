@@ -162,11 +162,11 @@ def test_reset_counters(make_rig):
         plc.trigger(pid)
         plc.take_result()
     assert plc.outputs()[Out.INSPECTED_LO] == 2
-    assert rig.stats.day.snapshot().parts == 2
+    assert rig.stats.shift.snapshot().parts == 2
     plc.set(Control.RESET_COUNTERS)
     out = plc.wait(lambda o: bool(o[Out.STATUS] & Status.CMD_DONE))
     assert out[Out.INSPECTED_HI:Out.REJECTED_LO + 1] == [0, 0, 0, 0]
-    assert rig.stats.day.snapshot().parts == 0  # the operator's counters too (docs/plc.md)
+    assert rig.stats.shift.snapshot().parts == 0  # the operator's counters too (docs/plc.md)
     plc.drop(Control.RESET_COUNTERS)
     plc.wait(lambda o: not o[Out.STATUS] & Status.CMD_DONE)
 
