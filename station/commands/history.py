@@ -28,12 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--part", dest="part_id", help="part ID from the PLC")
     p.add_argument("--station", dest="station_id", help="station ID (shared PostgreSQL)")
     p.add_argument("--limit", type=int, default=50, help="rows (default 50; 0: all, for export)")
-    p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table",
+                   help="csv: for spreadsheets (UTF-8 with BOM, local times with their UTC offset, no JSON cells, "
+                        "defects as columns); jsonl: for programs (UTC, every value as stored)")
     p.add_argument("--defects", action="store_true", help="jsonl: include each inspection's defects")
+    p.add_argument("--per-defect", action="store_true",
+                   help="csv: one row per defect with its part's columns repeated (a part without defects: one row)")
     p.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     p.add_argument("--summary", action="store_true", help="print yield per hour/shift and the defect Pareto instead")
     p.add_argument("--timezone", default=None,
-                   help="--summary: IANA time zone for shifts (default: the station file's [shifts], else the system's)")
+                   help="IANA time zone of the local times in csv and --report and of the shifts in --summary "
+                        "(default: the station file's [shifts], else the system's)")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("db", help="history database: upgrade, check, backup, sweep the image archive, benchmark")
@@ -132,21 +137,26 @@ def _history(args, engine, flt) -> int:
     from station.db.export import write_csv, write_jsonl
     from station.db.queries import HistoryQueries, summary_dict
 
+    try:
+        plan = _shift_plan(args)
+    except ValueError as exc:
+        return _err(f"timezone: {exc}", 2)
+    zone = plan.zone()
     q = HistoryQueries(engine)
     q.check(flt)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         if args.summary:
-            _print_summary(q, flt, args.shift_plan, args.timezone, out)
+            _print_summary(q, flt, plan, out)
             return 0
         limit = None if args.limit == 0 else args.limit
-        rows = q.iter_export(flt, limit=limit, with_defects=args.defects and args.format == "jsonl", check=False)
         if args.format == "csv":
-            n = write_csv(rows, out)
+            n = write_csv(lambda: q.iter_export(flt, limit=limit, with_defects=True, check=False), out, zone=zone,
+                          per_defect=args.per_defect)
         elif args.format == "jsonl":
-            n = write_jsonl(rows, out)
+            n = write_jsonl(q.iter_export(flt, limit=limit, with_defects=args.defects, check=False), out)
         else:
-            n = _print_table([summary_dict(r) for r in rows], out)
+            n = _print_table([summary_dict(r) for r in q.iter_export(flt, limit=limit, check=False)], out)
         out.flush()
         if args.output:
             print(f"{n} inspections written to {args.output}", file=sys.stderr)
@@ -167,20 +177,19 @@ def _print_table(rows: list[dict], out) -> int:
     return len(rows)
 
 
-def _print_summary(q, flt, plan, timezone: str | None, out) -> None:
-    """Yield per hour and per shift (the station file's calendar, else 06/14/22; ``timezone``
-    overrides its zone), and the defect Pareto."""
+def _shift_plan(args):
+    """The station file's shift calendar (else 06/14/22 in the system's zone), in --timezone if
+    given: its zone is the station's local time (CSV, summary, report). ValueError for an unknown zone."""
     from dataclasses import replace
 
-    from station.db.filters import FilterError
     from station.shifts import ShiftPlan, system_zone_name
 
-    try:
-        plan = plan or ShiftPlan.three_shifts(system_zone_name())
-        if timezone:
-            plan = replace(plan, timezone=timezone)
-    except ValueError as exc:
-        raise FilterError("timezone", str(exc)) from None
+    plan = args.shift_plan or ShiftPlan.three_shifts(system_zone_name())
+    return replace(plan, timezone=args.timezone) if args.timezone else plan
+
+
+def _print_summary(q, flt, plan, out) -> None:
+    """Yield per hour and per shift (``plan``), and the defect Pareto."""
     print("yield per hour (UTC):", file=out)
     for b in q.yield_by_hour(flt, check=False):
         print(f"  {b.start:%Y-%m-%d %H:00}  {b.total:7d} parts  {b.rejected:6d} rejects  {b.reviewed:6d} reviews  "
