@@ -39,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timezone", default=None,
                    help="IANA time zone of the local times in csv and --report and of the shifts in --summary "
                         "(default: the station file's [shifts], else the system's)")
+    g = p.add_argument_group("printable report (--report FILE)")
+    g.add_argument("--report", type=Path, metavar="FILE",
+                   help="write a self-contained HTML report (yield, verdicts, Pareto, yield per hour, recipe versions, "
+                        "top rejects with their images, acknowledged alarms) of a shift, a day or --since/--until")
+    g.add_argument("--shift", help="the shift's name (the station file's [shifts], else early, late, night); "
+                                   "default: the shift running now")
+    g.add_argument("--date", dest="report_date", help="the local date the shift started, or a whole day (YYYY-MM-DD)")
+    g.add_argument("--archive", type=Path, help="the image archive directory (default: --config's, else var/images)")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("db", help="history database: upgrade, check, backup, sweep the image archive, benchmark")
@@ -109,6 +117,7 @@ def cmd_history(args) -> int:
     from station.db.filters import FilterError, HistoryFilter
 
     url, config = _resolve(args)
+    args.config_obj = config
     args.shift_plan = config.shifts.plan() if config is not None else None
     try:
         flt = HistoryFilter.parse(
@@ -144,6 +153,10 @@ def _history(args, engine, flt) -> int:
     zone = plan.zone()
     q = HistoryQueries(engine)
     q.check(flt)
+    if args.report is not None:
+        return _report(args, q, flt, plan)
+    if args.shift or args.report_date:
+        return _err("--shift and --date are for --report", 2)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         if args.summary:
@@ -164,6 +177,20 @@ def _history(args, engine, flt) -> int:
     finally:
         if args.output:
             out.close()
+
+
+def _report(args, q, flt, plan) -> int:
+    from station.db.report_html import render_html
+    from station.db.shift_report import build_report, report_window
+
+    zone = plan.zone()
+    since, until, title = report_window(plan, shift=args.shift, day=args.report_date,
+                                        since=flt.since, until=flt.until)
+    archive = args.archive or (args.config_obj.archive.dir if args.config_obj else Path("var/images"))
+    report = build_report(q, flt.model_copy(update={"since": since, "until": until}), zone, title)
+    args.report.write_text(render_html(report, archive), encoding="utf-8")
+    print(f"{title}: {report.total} parts, {len(report.rejects)} rejects shown, written to {args.report}", file=sys.stderr)
+    return 0
 
 
 def _print_table(rows: list[dict], out) -> int:
