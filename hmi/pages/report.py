@@ -74,16 +74,18 @@ def register(ctx) -> None:
             "width:100%; height:80vh; border:0; background:#fff").mark("report-frame")
 
         async def refresh() -> None:
-            query = urlencode({"shift": shift_in.value or "", "date": date_in.value or ""})
-            try:  # checked here too, so that a bad choice is said on the page, not inside the frame
-                await run.io_bound(lambda: report_window(
-                    plan, shift=None if shift_in.value == WHOLE_DAY else shift_in.value, day=date_in.value))
+            shift, date = shift_in.value or "", date_in.value or ""
+            try:
+                text = await run.io_bound(report_html, ctx, queries, shift, date, "", "")
             except FilterError as exc:
                 error.set_text(f"{exc.field}: {exc.message}")
                 return
             error.set_text("")
-            frame_el.props(f"src=/hmi/report?{query}")
-            link.props(f"href=/hmi/report?{query}")
+            # the HMI may not be framed (hmi/security.py: X-Frame-Options DENY), so the frame
+            # gets the document itself, not its address
+            frame_el.props["srcdoc"] = text
+            frame_el.update()
+            link.props(f"href=/hmi/report?{urlencode({'shift': shift, 'date': date})}")
 
         show.on_click(refresh)
         await refresh()
