@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from station.db.shift_report import ShiftReport, archive_path
+from station.db.archive import archived_file
+from station.db.shift_report import ShiftReport
 from station.images import ImageError, read_image_file
 
 THUMB_PX = 320  # longest side of a reject picture, px
@@ -87,7 +88,7 @@ def _picture(images: list[dict], archive_dir: Path | None) -> str:
     if archive_dir is None:
         return '<div class="missing">image archive not given</div>'
     pick = sorted(images, key=lambda i: (i["kind"] != "overlay", i["id"]))[0]
-    path = archive_path(archive_dir, pick["path"])
+    path = archived_file(archive_dir, pick["path"])
     if path is None:
         return '<div class="missing">image path outside the archive</div>'
     try:
@@ -116,44 +117,29 @@ def render_html(r: ShiftReport, archive_dir: Path | None) -> str:
     ]
     if not r.total:
         out.append('<p class="none" id="no-parts">No inspections in this time range.</p>')
-    out += ["<h2>Verdicts and reasons</h2>", '<table id="reasons"><tr><th>verdict</th><th>reason</th><th class="n">parts</th>'
-            '<th class="n">share</th></tr>']
-    for outcome, reason, n in r.reasons:
-        out.append(f'<tr><td><span class="verdict" style="background:{VERDICT_COLOURS.get(outcome, "#555")}">'
-                   f"{_e(outcome.upper())}</span></td><td>{_e(reason or '')}</td><td class=\"n\">{n}</td>"
-                   f'<td class="n">{100 * n / r.total:.1f} %</td></tr>')
-    out.append("</table>")
+    out += ["<h2>Verdicts and reasons</h2>", _table("reasons", ["verdict", "reason", "#parts", "#share"], [
+        [f'<span class="verdict" style="background:{VERDICT_COLOURS.get(outcome, "#555")}">{_e(outcome.upper())}</span>',
+         _e(reason or ""), n, f"{100 * n / r.total:.1f} %"] for outcome, reason, n in r.reasons])]
 
     out += ["<h2>Defect Pareto</h2>"]
     if r.pareto:
         top = r.pareto[0].count
-        out.append('<table id="pareto"><tr><th>class</th><th class="n">defects</th><th class="n">share</th>'
-                   '<th class="n">cumulative</th><th style="width:40%"></th></tr>')
-        for p in r.pareto:
-            out.append(f"<tr><td>{_e(p.class_name)}</td><td class=\"n\">{p.count}</td><td class=\"n\">{100 * p.share:.1f} %</td>"
-                       f'<td class="n">{100 * p.cumulative:.1f} %</td>'
-                       f'<td><div class="bar" style="width:{100 * p.count / top:.1f}%"></div></td></tr>')
-        out.append("</table>")
+        out.append(_table("pareto", ["class", "#defects", "#share", "#cumulative", ""], [
+            [_e(p.class_name), p.count, f"{100 * p.share:.1f} %", f"{100 * p.cumulative:.1f} %",
+             f'<div class="bar" style="width:{100 * p.count / top:.1f}%"></div>'] for p in r.pareto]))
     else:
         out.append('<p class="none">No defects found.</p>')
 
     out += ["<h2>Yield per hour</h2>"]
     if r.hours:
-        out.append('<table id="hours"><tr><th>hour</th><th class="n">parts</th><th class="n">pass</th><th class="n">reject</th>'
-                   '<th class="n">review</th><th class="n">yield</th><th style="width:30%"></th></tr>')
-        for b in r.hours:
-            out.append(f"<tr><td>{_t(b.start, z, '%Y-%m-%d %H:00')}</td><td class=\"n\">{b.total}</td><td class=\"n\">{b.passed}</td>"
-                       f'<td class="n">{b.rejected}</td><td class="n">{b.reviewed}</td><td class="n">{b.yield_pct:.1f} %</td>'
-                       f'<td><div class="bar pass" style="width:{b.yield_pct:.1f}%"></div></td></tr>')
-        out.append("</table>")
+        out.append(_table("hours", ["hour", "#parts", "#pass", "#reject", "#review", "#yield", ""], [
+            [_t(b.start, z, "%Y-%m-%d %H:00"), b.total, b.passed, b.rejected, b.reviewed, f"{b.yield_pct:.1f} %",
+             f'<div class="bar pass" style="width:{b.yield_pct:.1f}%"></div>'] for b in r.hours]))
 
-    out += ["<h2>Recipe versions in use</h2>", '<table id="recipes"><tr><th>recipe</th><th class="n">version</th>'
-            '<th>content hash</th><th class="n">parts</th><th>first part</th><th>last part</th></tr>']
-    for v in r.recipes:
-        out.append(f"<tr><td>{_e(v['recipe_name'])}</td><td class=\"n\">{v['recipe_version']}</td>"
-                   f"<td><code>{_e((v['recipe_hash'] or '')[:12])}</code></td><td class=\"n\">{v['parts']}</td>"
-                   f"<td>{_t(v['first'], z)}</td><td>{_t(v['last'], z)}</td></tr>")
-    out.append("</table>")
+    out += ["<h2>Recipe versions in use</h2>", _table(
+        "recipes", ["recipe", "#version", "content hash", "#parts", "first part", "last part"],
+        [[_e(v["recipe_name"]), v["recipe_version"], f"<code>{_e((v['recipe_hash'] or '')[:12])}</code>", v["parts"],
+          _t(v["first"], z), _t(v["last"], z)] for v in r.recipes])]
 
     out += ["<h2>Top rejects</h2>"]
     if r.rejects:
@@ -170,14 +156,21 @@ def render_html(r: ShiftReport, archive_dir: Path | None) -> str:
     out += ["<h2>Alarms acknowledged</h2>",
             '<p class="meta">The history does not store alarms; these are the acknowledgements on the HMI (audit log).</p>']
     if r.alarms:
-        out.append('<table id="alarms"><tr><th>time</th><th>alarm</th><th>acknowledged by</th></tr>')
-        for a in r.alarms:
-            out.append(f"<tr><td>{_t(a['at'], z)}</td><td>{_e(a['target'])}</td><td>{_e(a['actor'])}</td></tr>")
-        out.append("</table>")
+        out.append(_table("alarms", ["time", "alarm", "acknowledged by"],
+                          [[_t(a["at"], z), _e(a["target"]), _e(a["actor"])] for a in r.alarms]))
     else:
         out.append('<p class="none">None.</p>')
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _table(table_id: str, head: list[str], rows: list[list]) -> str:
+    """A table of ready HTML cells; a heading starting with "#" marks a right-aligned number column."""
+    numeric = [h.startswith("#") for h in head]
+    cls = ['' if not n else ' class="n"' for n in numeric]
+    lines = [f'<table id="{table_id}"><tr>' + "".join(f"<th{c}>{h.lstrip('#')}</th>" for c, h in zip(cls, head)) + "</tr>"]
+    lines += ["<tr>" + "".join(f"<td{c}>{cell}</td>" for c, cell in zip(cls, row)) + "</tr>" for row in rows]
+    return "\n".join(lines) + "</table>"
 
 
 def _kpi(label: str, value, key: str) -> str:

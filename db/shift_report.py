@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -142,13 +141,6 @@ def _acknowledged_alarms(q: HistoryQueries, flt: HistoryFilter) -> list[dict[str
             .order_by(a.at))
     with q.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
-
-
-def archive_path(archive_dir: Path, relative: str) -> Path | None:
-    """An archived image's file, or None when the row points outside the archive (never read)."""
-    root = archive_dir.resolve()
-    path = (root / relative).resolve()
-    return path if path.is_relative_to(root) else None
 
 
 def report_window(plan: ShiftPlan, *, shift: str | None = None, day: str | None = None,

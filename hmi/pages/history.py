@@ -15,6 +15,7 @@ from fastapi import Response
 from fastapi.responses import FileResponse
 from nicegui import app, run, ui
 
+from station.db.archive import archived_file
 from station.db.filters import FilterError, HistoryFilter
 from station.db.localtime import station_zone
 from station.db.queries import HistoryQueries
@@ -196,9 +197,8 @@ def register(ctx) -> None:
             rel = row.path if row else None
         if rel is None:
             return Response(status_code=404)
-        root = ctx.archive_dir.resolve()
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root) or not path.is_file():  # a row must never point outside the archive
+        path = archived_file(ctx.archive_dir, rel)
+        if path is None or not path.is_file():
             return Response(status_code=404)
         return FileResponse(path, media_type="image/png")
 

@@ -86,6 +86,23 @@ def make_inspection(
     )
 
 
+def history_file(root: Path, station_id: str, inspections) -> str:
+    """A SQLite history ``root/h.db`` with its image archive ``root/img``, written by the real
+    HistoryWriter from ``inspections``; returns the database URL."""
+    from station.alarms import AlarmBoard
+    from station.config import ArchiveConfig, DatabaseConfig
+    from station.db.writer import HistoryWriter
+
+    url = f"sqlite:///{root / 'h.db'}"
+    w = HistoryWriter(DatabaseConfig(url=url), ArchiveConfig(dir=root / "img"), AlarmBoard(), station_id)
+    w.start()
+    for insp in inspections:
+        w.publish(insp)
+    assert w.flush(10)
+    w.close()
+    return url
+
+
 @contextlib.contextmanager
 def tiny_tmpfs(path: Path, size_kib: int):
     path.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from history_testkit import make_inspection
-from station.alarms import AlarmBoard
-from station.config import ArchiveConfig, DatabaseConfig
+from history_testkit import history_file, make_inspection
 from station.db.engine import make_engine
 from station.db.export import BOM, DEFECT_CELLS, JSON_COLUMNS, PART_COLUMNS, flatten, read_csv
 from station.db.models import DefectRow, InspectionRow
-from station.db.writer import HistoryWriter
 
 REPO = Path(__file__).resolve().parents[2]
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
@@ -35,16 +32,10 @@ CLASSES = ("scratch", "Kratzer-überlänge", "crack")  # a class name a Windows 
 
 @pytest.fixture
 def history(tmp_path):
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    w = HistoryWriter(DatabaseConfig(url=url), ArchiveConfig(dir=tmp_path / "img"), AlarmBoard(), "excel-st")
-    w.start()
-    for i in range(24):
-        n = i % 5  # 0..4 defects: passes, single and many-defect rejects
-        w.publish(make_inspection(i, reject=n > 0, n_defects=n, classes=CLASSES,
-                                  when=WHEN[i % len(WHEN)] + dt.timedelta(seconds=i)))
-    assert w.flush(10)
-    w.close()
-    return url
+    # 0..4 defects: passes, single and many-defect rejects
+    return history_file(tmp_path, "excel-st", (
+        make_inspection(i, reject=i % 5 > 0, n_defects=i % 5, classes=CLASSES, when=WHEN[i % len(WHEN)] + dt.timedelta(seconds=i))
+        for i in range(24)))
 
 
 def station(*argv: str, tz: str = "Europe/Berlin") -> subprocess.CompletedProcess:

@@ -18,13 +18,10 @@ import simplejpeg
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from history_testkit import make_inspection
-from station.alarms import AlarmBoard
-from station.config import ArchiveConfig, DatabaseConfig
+from history_testkit import history_file, make_inspection
 from station.db.audit import AuditLog
 from station.db.engine import make_engine
 from station.db.models import DefectRow, ImageRow, InspectionRow
-from station.db.writer import HistoryWriter
 from station.images import read_image_file
 from tests.report_page import Page
 
@@ -36,19 +33,13 @@ EARLY = (dt.datetime(2026, 3, 10, 6, tzinfo=BERLIN), dt.datetime(2026, 3, 10, 14
 
 @pytest.fixture
 def history(tmp_path):
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    archive = tmp_path / "img"
-    w = HistoryWriter(DatabaseConfig(url=url), ArchiveConfig(dir=archive), AlarmBoard(), "report-st")
-    w.start()
     start = EARLY[0].astimezone(dt.timezone.utc)
     # 40 parts in the early shift (one every 12 min), 10 in the late shift before it is over
-    for i in range(50):
-        when = start + dt.timedelta(minutes=12 * i)
-        kind = i % 5
-        w.publish(make_inspection(i, reject=kind in (1, 2, 3), when=when, n_defects={1: 1, 2: 2, 3: 0}.get(kind, 0),
-                                  classes=("scratch", "scratch", "crack", "stain")))
-    assert w.flush(10)
-    w.close()
+    url = history_file(tmp_path, "report-st", (
+        make_inspection(i, reject=i % 5 in (1, 2, 3), when=start + dt.timedelta(minutes=12 * i),
+                        n_defects={1: 1, 2: 2, 3: 0}.get(i % 5, 0), classes=("scratch", "scratch", "crack", "stain"))
+        for i in range(50)))
+    archive = tmp_path / "img"
     engine = make_engine(url)
     AuditLog(engine).record("olga", "alarm.acknowledge", "camera_timeout")  # now: outside the shift
     with engine.begin() as conn:  # and one inside it, as the HMI would have written it then
