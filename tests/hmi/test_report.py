@@ -92,3 +92,24 @@ async def test_a_pareto_click_opens_the_history_of_the_parts_behind_the_bar(hmi)
     await user.should_see(f"{len(expected)} inspections match", retries=30)
     assert only(user, "f-class").value == classes[index]
     assert {r["part"] for r in only(user, "history-table").rows} == set(parts.values())
+
+
+@pytest.mark.parametrize("chart,series,where", [
+    ("shifts", 0, lambda: ()),  # the shift's parts (all of them ran in it)
+    ("recipes", 0, lambda: (InspectionRow.outcome == "reject",)),  # the recipe's reject bar: its rejects
+])
+async def test_shift_and_recipe_bars_drill_down_to_their_parts(hmi, chart, series, where):
+    from station.hmi.pages.charts import chart_data, drill_down_url
+    from station.db.queries import HistoryQueries
+
+    ctx, new_user = hmi
+    run_parts(ctx.station, 12)
+    data = chart_data(HistoryQueries(ctx.engine), "24h")
+    url = drill_down_url(chart, data, 0, series)
+    assert url.startswith("/history?") and drill_down_url(chart, data, 99, series) is None
+    with ctx.store.session() as s:
+        expected = set(s.scalars(select(InspectionRow.part_id).where(*where())))
+    user = await login(new_user(), "emil", "/history")
+    await user.open(url)
+    await user.should_see(f"{len(expected)} inspections match", retries=30)
+    assert {r["part"] for r in only(user, "history-table").rows} == expected
