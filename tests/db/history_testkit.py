@@ -103,6 +103,24 @@ def history_file(root: Path, station_id: str, inspections) -> str:
     return url
 
 
+TOKYO_SHIFTS = """[shifts]
+timezone = "Asia/Tokyo"
+calendar = [{name = "day", start = "08:00"}, {name = "swing", start = "20:00"}]
+"""
+
+
+def station_file(path: Path, db_url: str, more: str = TOKYO_SHIFTS) -> Path:
+    """A minimal station.toml at ``path`` on the history ``db_url``, with ``more`` TOML (by
+    default a two-shift calendar in Tokyo time: names and a zone no default has)."""
+    path.write_text(f"""active_recipe = "demo-part"
+[[cameras]]
+type = "simulated"
+[database]
+url = "{db_url}"
+{more}""")
+    return path
+
+
 @contextlib.contextmanager
 def tiny_tmpfs(path: Path, size_kib: int):
     path.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from station.db.export import JSON_COLUMNS, flatten, read_csv
 from station.db.models import InspectionRow
 from station.db.queries import EXPORT_COLUMNS
 from station.db.writer import HistoryWriter
-from history_testkit import make_inspection
+from history_testkit import make_inspection, station_file
 from station.alarms import AlarmBoard
 from station.commands import history as history_cmd
 from station.config import ArchiveConfig, DatabaseConfig
@@ -96,21 +96,12 @@ def test_history_summary_prints_yield_and_pareto(filled, capsys):
 
 def test_history_summary_counts_the_station_files_shifts(filled, capsys, tmp_path):
     url, _ = filled
-    station_file = tmp_path / "station.toml"
-    station_file.write_text(f"""active_recipe = "demo-part"
-[[cameras]]
-type = "simulated"
-[database]
-url = "{url}"
-[shifts]
-timezone = "Asia/Tokyo"
-calendar = [{{name = "day", start = "08:00"}}, {{name = "swing", start = "20:00"}}]
-""")
-    code, out, err = run(["history", "--config", str(station_file), "--summary"], capsys)
+    config = station_file(tmp_path / "station.toml", url)
+    code, out, err = run(["history", "--config", str(config), "--summary"], capsys)
     assert code == 0, err
     per_shift = out.split("yield per shift (Asia/Tokyo):")[1].split("defect Pareto")[0].split()
     assert set(per_shift) & {"day", "swing"} and not set(per_shift) & {"early", "late", "night"}
-    code, out, err = run(["history", "--config", str(station_file), "--summary", "--timezone", "Mars/Olympus"], capsys)
+    code, out, err = run(["history", "--config", str(config), "--summary", "--timezone", "Mars/Olympus"], capsys)
     assert code == 2 and "unknown time zone 'Mars/Olympus'" in err
 
 

@@ -18,7 +18,7 @@ import simplejpeg
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from history_testkit import history_file, make_inspection
+from history_testkit import TOKYO_SHIFTS, history_file, make_inspection, station_file
 from station.db.audit import AuditLog
 from station.db.engine import make_engine
 from station.db.models import DefectRow, ImageRow, InspectionRow
@@ -152,21 +152,10 @@ def test_a_missing_image_is_said_and_the_report_still_written(history, tmp_path)
 def test_the_station_files_calendar_and_zone(history, tmp_path):
     """With --config, the shifts and the local times are the station file's [shifts]."""
     url, archive = history
-    station_file = tmp_path / "station.toml"
-    station_file.write_text(f"""active_recipe = "demo-part"
-[[cameras]]
-type = "simulated"
-[database]
-url = "{url}"
-[archive]
-dir = "{archive}"
-[shifts]
-timezone = "Asia/Tokyo"
-calendar = [{{name = "day", start = "08:00"}}, {{name = "swing", start = "20:00"}}]
-""")
+    config = station_file(tmp_path / "station.toml", url, f'[archive]\ndir = "{archive}"\n' + TOKYO_SHIFTS)
     out = tmp_path / "swing.html"
     # the parts run 05:00-15:00 UTC on 2026-03-10 = 14:00-24:00 Tokyo: the day shift until 20:00 Tokyo (11:00 UTC)
-    done = station("history", "--config", str(station_file), "--report", str(out), "--shift", "swing", "--date", DAY.isoformat())
+    done = station("history", "--config", str(config), "--report", str(out), "--shift", "swing", "--date", DAY.isoformat())
     assert done.returncode == 0, done.stderr
     page = Page(out.read_text())
     since, until = dt.datetime(2026, 3, 10, 11, tzinfo=dt.timezone.utc), dt.datetime(2026, 3, 10, 23, tzinfo=dt.timezone.utc)
@@ -178,5 +167,5 @@ calendar = [{{name = "day", start = "08:00"}}, {{name = "swing", start = "20:00"
     assert n > 0 and page.ids["kpi-total"].split() == ["parts", str(n)]
     assert "2026-03-10 20:00 – 2026-03-11 08:00 Asia/Tokyo (UTC+09:00)" in page.ids["window"]
     assert page.images and all(i.get("data-image-id") for i in page.images)  # pictures from the station file's archive
-    bad = station("history", "--config", str(station_file), "--report", str(tmp_path / "x.html"), "--shift", "early")
+    bad = station("history", "--config", str(config), "--report", str(tmp_path / "x.html"), "--shift", "early")
     assert bad.returncode == 2 and "unknown shift 'early' (known: day, swing)" in bad.stderr
