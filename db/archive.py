@@ -148,6 +148,14 @@ class RetentionReport:
     over_budget_young: bool = False  # over max_bytes, but what is left is younger than min_age
 
 
+def archived_file(archive_dir: Path, relative: str) -> Path | None:
+    """The file of an image row's ``relative`` path, or None when it would lie outside the
+    archive (a row must never make the HMI or a report read another file)."""
+    root = Path(archive_dir).resolve()
+    path = (root / relative).resolve()
+    return path if path.is_relative_to(root) else None
+
+
 def _station_images(station_id: str):
     return select(INSP.id).where(INSP.station_id == station_id)
 

@@ -336,6 +336,34 @@ class HistoryQueries:
             out.append(ParetoEntry(name, int(n), n / total, running / total))
         return out
 
+    def outcome_counts(self, flt: HistoryFilter, *, check: bool = True) -> list[tuple[str, str | None, int]]:
+        """(outcome, reject_reason, parts) of the inspections in ``flt``, most parts first."""
+        if check:
+            self.check(flt)
+        n = func.count()
+        stmt = (select(I.outcome, I.reject_reason, n).where(*self._where(flt)).group_by(I.outcome, I.reject_reason)
+                .order_by(n.desc(), I.outcome))
+        with self.engine.connect() as conn:
+            return [(o, r, int(k)) for o, r, k in conn.execute(stmt)]
+
+    def recipe_versions_used(self, flt: HistoryFilter, *, check: bool = True) -> list[dict[str, Any]]:
+        """Each recipe version that inspected parts in ``flt``: recipe_name, recipe_version,
+        recipe_hash, parts, first and last trigger time (UTC), in order of first use."""
+        if check:
+            self.check(flt)
+        first = func.min(I.triggered_at)
+        stmt = (select(I.recipe_name, I.recipe_version, I.recipe_hash, func.count().label("parts"), first.label("first"),
+                       func.max(I.triggered_at).label("last"))
+                .where(*self._where(flt)).group_by(I.recipe_name, I.recipe_version, I.recipe_hash).order_by(first))
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        for r in rows:  # aggregates come back as text on SQLite
+            for k in ("first", "last"):
+                if isinstance(r[k], str):
+                    r[k] = dt.datetime.fromisoformat(r[k])
+                r[k] = r[k].replace(tzinfo=dt.timezone.utc) if r[k].tzinfo is None else r[k]
+        return rows
+
     # -- export
     def iter_export(
         self, flt: HistoryFilter, *, limit: int | None = None, with_defects: bool = False, batch: int = 1000, check: bool = True

@@ -1,20 +1,24 @@
-"""CSV of the filtered history with the engineers' review labels (for retraining).
+"""The spreadsheet CSV of the filtered history with the engineers' review labels.
 
-Columns: ``db.queries.EXPORT_COLUMNS`` then ``review_label``, ``review_comment``, ``reviewer``,
-``reviewed_at`` (the latest review of each inspection; empty if none). Times ISO 8601 UTC.
-Cells go through ``db.export.csv_cell``: a comment like ``=HYPERLINK(…)`` is exported as text.
+The columns of ``db.export.write_csv`` (local times with their UTC offset, UTF-8 with BOM, no
+JSON cells, defects as columns or one row per defect) with ``review_label``,
+``review_comment``, ``reviewer``, ``reviewed_at`` (the latest review of each inspection; empty
+if none) after the part's own. Cells go through ``db.export.csv_cell``: a comment like
+``=HYPERLINK(…)`` is exported as text.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+from collections.abc import Iterator
 
 from sqlalchemy import select
 
-from station.db.export import csv_cell, csv_writer
+from station.db.export import write_csv
 from station.db.filters import HistoryFilter
 from station.db.models import ReviewRow
-from station.db.queries import EXPORT_COLUMNS, HistoryQueries
+from station.db.queries import HistoryQueries
 
 REVIEW_COLUMNS = ("review_label", "review_comment", "reviewer", "reviewed_at")
 MAX_EXPORT_ROWS = 200_000
@@ -35,25 +39,26 @@ def latest_reviews(queries: HistoryQueries, ids: list[int]) -> dict[int, dict]:
     return out
 
 
-def history_csv(queries: HistoryQueries, flt: HistoryFilter, limit: int = MAX_EXPORT_ROWS) -> tuple[bytes, int]:
-    """(UTF-8 CSV bytes, row count) of the inspections matching ``flt``, newest first."""
-    buf = io.StringIO()
-    w = csv_writer(buf)
-    w.writerow(EXPORT_COLUMNS + REVIEW_COLUMNS)
-    n = 0
+def _with_reviews(queries: HistoryQueries, flt: HistoryFilter, limit: int) -> Iterator[dict]:
     batch: list[dict] = []
 
-    def flush() -> None:
+    def flush() -> Iterator[dict]:
         reviews = latest_reviews(queries, [r["id"] for r in batch])
         for row in batch:
-            rv = reviews.get(row["id"], {})
-            w.writerow([csv_cell(row.get(c)) for c in EXPORT_COLUMNS] + [csv_cell(rv.get(c)) for c in REVIEW_COLUMNS])
+            yield row | reviews.get(row["id"], {})
         batch.clear()
 
-    for row in queries.iter_export(flt, limit=limit):
+    for row in queries.iter_export(flt, limit=limit, with_defects=True, check=False):
         batch.append(row)
-        n += 1
         if len(batch) >= 1000:
-            flush()
-    flush()
+            yield from flush()
+    yield from flush()
+
+
+def history_csv(queries: HistoryQueries, flt: HistoryFilter, zone: dt.tzinfo, *, per_defect: bool = False,
+                limit: int = MAX_EXPORT_ROWS) -> tuple[bytes, int]:
+    """(CSV bytes, inspection count) of the inspections matching ``flt``, newest first, times in ``zone``."""
+    buf = io.StringIO()
+    n = write_csv(lambda: _with_reviews(queries, flt, limit), buf, zone=zone, per_defect=per_defect,
+                  extra=REVIEW_COLUMNS)
     return buf.getvalue().encode("utf-8"), n

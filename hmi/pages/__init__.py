@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def register_all(ctx) -> None:
-    from station.hmi.pages import charts, history, login, operator, recipes, review, settings, users
+    from station.hmi.pages import charts, history, login, operator, recipes, report, review, settings, users
 
-    for module in (login, operator, review, history, charts, recipes, users, settings):
+    for module in (login, operator, review, history, charts, report, recipes, users, settings):
         module.register(ctx)

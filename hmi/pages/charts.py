@@ -1,16 +1,24 @@
 """Quality charts (ECharts): defect Pareto by class, yield and review rate per hour and per
 shift, reject and review rate per recipe, over a chosen time window. Times on the axes are the
-station's local time. Parts sent to review count apart from rejects."""
+station's local time. Parts sent to review count apart from rejects.
+
+The charts drill down: clicking a bar (or a point) opens the history filtered to the parts
+behind it (``drill_down_url``): a Pareto class → the parts with a defect of that class in the
+window; an hour or a shift → the parts of that hour or shift; a recipe's reject or review bar →
+that recipe's rejects or reviews in the window. The review-rate series of the hour and shift
+charts open that hour's or shift's reviews."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
+from urllib.parse import urlencode
 
 from nicegui import run, ui
 
 from station.db.filters import HistoryFilter
-from station.db.queries import HistoryQueries, ShiftPlan
+from station.db.queries import HistoryQueries
+from station.db.shift_report import shift_window
+from station.shifts import ShiftPlan
 from station.hmi.pages.layout import frame, guard
 
 WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
@@ -18,22 +26,15 @@ AXIS = {"axisLabel": {"color": "#e5e7eb", "fontSize": 14}, "nameTextStyle": {"co
 TITLE = {"textStyle": {"color": "#f3f4f6", "fontSize": 20}}
 
 
-def local_zone_name() -> str:
-    """The IANA name of the station's time zone (TZ, else /etc/localtime), "UTC" if unknown."""
-    if os.environ.get("TZ"):
-        return os.environ["TZ"].lstrip(":")
-    target = os.path.realpath("/etc/localtime")
-    marker = "zoneinfo/"
-    return target[target.index(marker) + len(marker):] if marker in target else "UTC"
-
-
-def chart_data(q: HistoryQueries, window: str, now: dt.datetime | None = None) -> dict:
-    """The numbers behind the four charts for the last ``window`` (a key of WINDOWS)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+def chart_data(q: HistoryQueries, window: str, plan: ShiftPlan, now: dt.datetime | None = None) -> dict:
+    """The numbers behind the four charts for the last ``window`` (a key of WINDOWS), shifts by
+    ``plan`` (the station's calendar), and the window itself (``filter``: whole seconds, so that
+    the history shows it exactly)."""
+    now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
     flt = HistoryFilter(since=now - WINDOWS[window], until=now + dt.timedelta(seconds=1))
     pareto = q.pareto(flt, check=False)
     hours = q.yield_by_hour(flt, check=False)
-    shifts = q.yield_by_shift(flt, ShiftPlan.three_shifts(local_zone_name()), check=False)
+    shifts = q.yield_by_shift(flt, plan, check=False)
     per_recipe = []
     for recipe in q.recipes():
         total = q.count(flt.model_copy(update={"recipe": recipe}), check=False)
@@ -41,7 +42,38 @@ def chart_data(q: HistoryQueries, window: str, now: dt.datetime | None = None) -
             rejects = q.count(flt.model_copy(update={"recipe": recipe, "verdict": "reject"}), check=False)
             reviews = q.count(flt.model_copy(update={"recipe": recipe, "verdict": "review"}), check=False)
             per_recipe.append((recipe, total, rejects, reviews))
-    return {"pareto": pareto, "hours": hours, "shifts": shifts, "recipes": per_recipe}
+    return {"pareto": pareto, "hours": hours, "shifts": shifts, "recipes": per_recipe, "filter": flt, "plan": plan}
+
+
+def history_url(flt: HistoryFilter) -> str:
+    """The history page showing the inspections of ``flt`` (times as ISO 8601 with offset)."""
+    fields = {k: (v.isoformat() if isinstance(v, dt.datetime) else str(v))
+              for k, v in flt.model_dump(exclude_none=True).items()}
+    return "/history?" + urlencode(fields)
+
+
+def drill_down_url(chart: str, data: dict, index: int, series: int = 0) -> str | None:
+    """The history of the parts behind bar ``index`` of ``series`` in ``chart`` (a key of
+    ``chart_data``'s result), within the chart's window; None if the index is stale."""
+    window: HistoryFilter = data["filter"]
+    rows = data[chart]
+    if not 0 <= index < len(rows):
+        return None
+    row = rows[index]
+    if chart == "pareto":
+        return history_url(window.model_copy(update={"defect_class": row.class_name}))
+    if chart == "hours":
+        since, until = max(row.start, window.since), min(row.start + dt.timedelta(hours=1), window.until)
+    elif chart == "shifts":
+        start, end = shift_window(data["plan"], row.shift, row.date)
+        since, until = max(start, window.since), min(end, window.until)
+    elif chart == "recipes":
+        verdict = "review" if series == 1 else "reject"
+        return history_url(window.model_copy(update={"recipe": row[0], "verdict": verdict}))
+    else:
+        return None
+    review = {"verdict": "review"} if series == 1 else {}  # the review-rate series: the parts sent to review
+    return history_url(window.model_copy(update={"since": since, "until": until} | review))
 
 
 def pareto_options(pareto) -> dict:
@@ -73,8 +105,9 @@ def yield_hour_options(hours) -> dict:
         "grid": {"top": 70},
         "xAxis": {"type": "category", "data": [b.start.astimezone().strftime("%m-%d %H:00") for b in hours], **AXIS},
         "yAxis": {"type": "value", "name": "%", "min": 0, "max": 100, **AXIS},
-        "series": [{"name": "yield %", "type": "line", "data": [round(b.yield_pct, 1) for b in hours],
-                    "itemStyle": {"color": "#4ade80"}, "label": {"show": len(hours) <= 24, "color": "#e5e7eb"}},
+        "series": [{"name": "yield %", "type": "bar", "data": [round(b.yield_pct, 1) for b in hours],
+                    "itemStyle": {"color": "#4ade80"},
+                    "label": {"show": len(hours) <= 24, "position": "top", "color": "#e5e7eb"}},
                    {"name": "review %", "type": "line", "data": [_pct(b.reviewed, b.total) for b in hours],
                     "itemStyle": {"color": "#fbbf24"}}],
     }
@@ -121,6 +154,8 @@ def register(ctx) -> None:
         with ui.row().classes("items-center gap-4 px-4"):
             ui.label("Window").classes("text-xl")
             window = ui.toggle({k: f"last {k}" for k in WINDOWS}, value="24h").props("size=lg").mark("window")
+            ui.label("Click a bar to see the parts behind it.").classes("text-lg text-gray-300")
+            ui.link("Printable shift report ▶", "/report").classes("text-lg").mark("report-link")
         with ui.grid(columns=2).classes("w-full gap-4 px-4"):
             charts = {
                 "pareto": ui.echart({}).classes("h-96").mark("chart-pareto"),
@@ -129,10 +164,21 @@ def register(ctx) -> None:
                 "recipes": ui.echart({}).classes("h-96").mark("chart-recipes"),
             }
         empty = ui.label("").classes("text-xl px-4").mark("charts-empty")
+        shown: dict = {}  # the numbers the charts show now: a click drills into them, not into newer ones
+
+        def drill(chart: str, e) -> None:
+            url = drill_down_url(chart, shown, e.data_index, e.series_index) if shown else None
+            if url:
+                ui.navigate.to(url)
+
+        for key, chart in charts.items():
+            chart.on_point_click(lambda e, key=key: drill(key, e))
 
         async def refresh() -> None:
             # off the event loop: a 7-day query of 160-200 ms froze every browser's live view
-            data = await run.io_bound(chart_data, queries, window.value)
+            data = await run.io_bound(chart_data, queries, window.value, ctx.station.config.shifts.plan())
+            shown.clear()
+            shown.update(data)
             builders = {"pareto": pareto_options, "hours": yield_hour_options, "shifts": yield_shift_options,
                         "recipes": recipe_options}
             for key, chart in charts.items():

@@ -1,16 +1,23 @@
 """Quality engineer's history: filtered table with paging, CSV export, and a detail page per
-inspection (all views and overlays, defect list, reviews, review form)."""
+inspection (all views and overlays, defect list, reviews, review form).
+
+The filter can come in the address (``/history?defect_class=crack&since=…&until=…``, the
+``HistoryFilter`` fields, times ISO 8601 with offset): the charts drill down to the parts behind
+a bar that way, and such a link can be bookmarked or sent."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from urllib.parse import urlencode
 
 from fastapi import Response
 from fastapi.responses import FileResponse
 from nicegui import app, run, ui
 
+from station.db.archive import archived_file
 from station.db.filters import FilterError, HistoryFilter
+from station.db.localtime import station_zone
 from station.db.queries import HistoryQueries
 from station.hmi.auth import allows, session_user
 from station.hmi.history_export import history_csv, latest_reviews
@@ -51,19 +58,40 @@ class HistoryView:
         self.total = 0
 
     @classmethod
-    async def build(cls, ctx, queries: HistoryQueries) -> "HistoryView":
+    async def build(cls, ctx, queries: HistoryQueries, start: dict[str, str] | None = None) -> "HistoryView":
+        """The table; ``start`` is a filter from the address (HistoryFilter fields as text)."""
         view = cls(ctx, queries)
         recipes, classes = await run.io_bound(lambda: (queries.recipes(), queries.defect_classes()))
         view._build(recipes, classes)
-        await view.load()
+        if start:
+            view._fill(start)
+            await view.apply()
+        else:
+            await view.load()
         return view
+
+    def _fill(self, start: dict[str, str]) -> None:
+        """Show the address's filter in the fields; times in the machine's local time (as the page
+        shows them and ``HistoryFilter`` reads a time without offset), to the second."""
+        for key, text in start.items():
+            if key in ("since", "until"):
+                try:
+                    t = dt.datetime.fromisoformat(text)
+                except ValueError:
+                    pass  # left as given: apply() names the field and what is wrong
+                else:
+                    text = (t.astimezone() if t.tzinfo else t).strftime("%Y-%m-%dT%H:%M:%S")
+            field = self.inputs[key]
+            if isinstance(field, ui.select) and text not in field.options:
+                field.set_options(field.options | {text: text})  # unknown: apply() says so on the field
+            field.value = text
 
     def _build(self, recipes: list[str], classes: list[str]) -> None:
         any_ = {"": "any"}
         with ui.row().classes("w-full items-start gap-3 px-4"):
             self.inputs = {
-                "since": ui.input("From (local)").props("type=datetime-local stack-label outlined dark").mark("f-since"),
-                "until": ui.input("Until (local)").props("type=datetime-local stack-label outlined dark").mark("f-until"),
+                "since": ui.input("From (local)").props("type=datetime-local step=1 stack-label outlined dark").mark("f-since"),
+                "until": ui.input("Until (local)").props("type=datetime-local step=1 stack-label outlined dark").mark("f-until"),
                 "recipe": ui.select(any_ | {r: r for r in recipes}, value="", label="Recipe")
                 .props("outlined dark").classes("w-48").mark("f-recipe"),
                 "verdict": ui.select(any_ | {"pass": "PASS", "reject": "REJECT", "review": "REVIEW"}, value="", label="Verdict")
@@ -73,7 +101,9 @@ class HistoryView:
                 "part_id": ui.input("Part ID").props("outlined dark").classes("w-36").mark("f-part"),
             }
             ui.button("Apply", on_click=self.apply).props("size=lg").mark("apply")
-            ui.button("Export CSV", on_click=self.export).props("size=lg color=secondary").mark("export")
+            with ui.column().classes("gap-0"):
+                ui.button("Export CSV", on_click=self.export).props("size=lg color=secondary").mark("export")
+                self.per_defect = ui.checkbox("one row per defect").props("dark").mark("export-per-defect")
         self.summary = ui.label("").classes("text-xl px-4").mark("history-summary")
         columns = [
             {"name": "time", "label": "Time", "field": "time", "align": "left"},
@@ -144,7 +174,8 @@ class HistoryView:
         self.next.set_enabled(page.has_more)
 
     async def export(self) -> None:
-        data, n = await run.io_bound(history_csv, self.q, self.filter)
+        zone = station_zone(self.ctx.station.config.shifts.timezone)
+        data, n = await run.io_bound(lambda: history_csv(self.q, self.filter, zone, per_defect=bool(self.per_defect.value)))
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ui.download.content(data, f"history-{stamp}.csv", "text/csv")
         ui.notify(f"exported {n} inspections")
@@ -166,19 +197,21 @@ def register(ctx) -> None:
             rel = row.path if row else None
         if rel is None:
             return Response(status_code=404)
-        root = ctx.archive_dir.resolve()
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root) or not path.is_file():  # a row must never point outside the archive
+        path = archived_file(ctx.archive_dir, rel)
+        if path is None or not path.is_file():
             return Response(status_code=404)
         return FileResponse(path, media_type="image/png")
 
     @ui.page("/history")
-    async def history_page():
-        user = guard(ctx, "engineer", "/history")
+    async def history_page(since: str = "", until: str = "", recipe: str = "", verdict: str = "",
+                           defect_class: str = "", part_id: str = ""):
+        start = {k: v for k, v in (("since", since), ("until", until), ("recipe", recipe), ("verdict", verdict),
+                                   ("defect_class", defect_class), ("part_id", part_id)) if v}
+        user = guard(ctx, "engineer", "/history" + (f"?{urlencode(start)}" if start else ""))
         if user is None or not hasattr(user, "role"):
             return user
         frame(ctx, user, "History")
-        await HistoryView.build(ctx, queries)
+        await HistoryView.build(ctx, queries, start)
 
     @ui.page("/inspection/{inspection_id}")
     async def detail_page(inspection_id: int):

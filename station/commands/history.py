@@ -28,12 +28,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--part", dest="part_id", help="part ID from the PLC")
     p.add_argument("--station", dest="station_id", help="station ID (shared PostgreSQL)")
     p.add_argument("--limit", type=int, default=50, help="rows (default 50; 0: all, for export)")
-    p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table",
+                   help="csv: for spreadsheets (UTF-8 with BOM, local times with their UTC offset, no JSON cells, "
+                        "defects as columns); jsonl: for programs (UTC, every value as stored)")
     p.add_argument("--defects", action="store_true", help="jsonl: include each inspection's defects")
+    p.add_argument("--per-defect", action="store_true",
+                   help="csv: one row per defect with its part's columns repeated (a part without defects: one row)")
     p.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     p.add_argument("--summary", action="store_true", help="print yield per hour/shift and the defect Pareto instead")
     p.add_argument("--timezone", default=None,
-                   help="--summary: IANA time zone for shifts (default: the station file's [shifts], else the system's)")
+                   help="IANA time zone of the local times in csv and --report and of the shifts in --summary "
+                        "(default: the station file's [shifts], else the system's)")
+    g = p.add_argument_group("printable report (--report FILE)")
+    g.add_argument("--report", type=Path, metavar="FILE",
+                   help="write a self-contained HTML report (yield, verdicts, Pareto, yield per hour, recipe versions, "
+                        "top rejects with their images, acknowledged alarms) of a shift, a day or --since/--until")
+    g.add_argument("--shift", help="the shift's name (the station file's [shifts], else early, late, night); "
+                                   "default: the shift running now")
+    g.add_argument("--date", dest="report_date", help="the local date the shift started, or a whole day (YYYY-MM-DD)")
+    g.add_argument("--archive", type=Path, help="the image archive directory (default: --config's, else var/images)")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("db", help="history database: upgrade, check, backup, sweep the image archive, benchmark")
@@ -104,6 +117,7 @@ def cmd_history(args) -> int:
     from station.db.filters import FilterError, HistoryFilter
 
     url, config = _resolve(args)
+    args.config_obj = config
     args.shift_plan = config.shifts.plan() if config is not None else None
     try:
         flt = HistoryFilter.parse(
@@ -132,21 +146,30 @@ def _history(args, engine, flt) -> int:
     from station.db.export import write_csv, write_jsonl
     from station.db.queries import HistoryQueries, summary_dict
 
+    try:
+        plan = _shift_plan(args)
+    except ValueError as exc:
+        return _err(f"timezone: {exc}", 2)
+    zone = plan.zone()
     q = HistoryQueries(engine)
     q.check(flt)
+    if args.report is not None:
+        return _report(args, q, flt, plan)
+    if args.shift or args.report_date:
+        return _err("--shift and --date are for --report", 2)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         if args.summary:
-            _print_summary(q, flt, args.shift_plan, args.timezone, out)
+            _print_summary(q, flt, plan, out)
             return 0
         limit = None if args.limit == 0 else args.limit
-        rows = q.iter_export(flt, limit=limit, with_defects=args.defects and args.format == "jsonl", check=False)
         if args.format == "csv":
-            n = write_csv(rows, out)
+            n = write_csv(lambda: q.iter_export(flt, limit=limit, with_defects=True, check=False), out, zone=zone,
+                          per_defect=args.per_defect)
         elif args.format == "jsonl":
-            n = write_jsonl(rows, out)
+            n = write_jsonl(q.iter_export(flt, limit=limit, with_defects=args.defects, check=False), out)
         else:
-            n = _print_table([summary_dict(r) for r in rows], out)
+            n = _print_table([summary_dict(r) for r in q.iter_export(flt, limit=limit, check=False)], out)
         out.flush()
         if args.output:
             print(f"{n} inspections written to {args.output}", file=sys.stderr)
@@ -154,6 +177,20 @@ def _history(args, engine, flt) -> int:
     finally:
         if args.output:
             out.close()
+
+
+def _report(args, q, flt, plan) -> int:
+    from station.db.report_html import render_html
+    from station.db.shift_report import build_report, report_window
+
+    zone = plan.zone()
+    since, until, title = report_window(plan, shift=args.shift, day=args.report_date,
+                                        since=flt.since, until=flt.until)
+    archive = args.archive or (args.config_obj.archive.dir if args.config_obj else Path("var/images"))
+    report = build_report(q, flt.model_copy(update={"since": since, "until": until}), zone, title)
+    args.report.write_text(render_html(report, archive), encoding="utf-8")
+    print(f"{title}: {report.total} parts, {len(report.rejects)} rejects shown, written to {args.report}", file=sys.stderr)
+    return 0
 
 
 def _print_table(rows: list[dict], out) -> int:
@@ -167,20 +204,19 @@ def _print_table(rows: list[dict], out) -> int:
     return len(rows)
 
 
-def _print_summary(q, flt, plan, timezone: str | None, out) -> None:
-    """Yield per hour and per shift (the station file's calendar, else 06/14/22; ``timezone``
-    overrides its zone), and the defect Pareto."""
+def _shift_plan(args):
+    """The station file's shift calendar (else 06/14/22 in the system's zone), in --timezone if
+    given: its zone is the station's local time (CSV, summary, report). ValueError for an unknown zone."""
     from dataclasses import replace
 
-    from station.db.filters import FilterError
     from station.shifts import ShiftPlan, system_zone_name
 
-    try:
-        plan = plan or ShiftPlan.three_shifts(system_zone_name())
-        if timezone:
-            plan = replace(plan, timezone=timezone)
-    except ValueError as exc:
-        raise FilterError("timezone", str(exc)) from None
+    plan = args.shift_plan or ShiftPlan.three_shifts(system_zone_name())
+    return replace(plan, timezone=args.timezone) if args.timezone else plan
+
+
+def _print_summary(q, flt, plan, out) -> None:
+    """Yield per hour and per shift (``plan``), and the defect Pareto."""
     print("yield per hour (UTC):", file=out)
     for b in q.yield_by_hour(flt, check=False):
         print(f"  {b.start:%Y-%m-%d %H:00}  {b.total:7d} parts  {b.rejected:6d} rejects  {b.reviewed:6d} reviews  "

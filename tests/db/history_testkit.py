@@ -86,6 +86,41 @@ def make_inspection(
     )
 
 
+def history_file(root: Path, station_id: str, inspections) -> str:
+    """A SQLite history ``root/h.db`` with its image archive ``root/img``, written by the real
+    HistoryWriter from ``inspections``; returns the database URL."""
+    from station.alarms import AlarmBoard
+    from station.config import ArchiveConfig, DatabaseConfig
+    from station.db.writer import HistoryWriter
+
+    url = f"sqlite:///{root / 'h.db'}"
+    w = HistoryWriter(DatabaseConfig(url=url), ArchiveConfig(dir=root / "img"), AlarmBoard(), station_id)
+    w.start()
+    for insp in inspections:
+        w.publish(insp)
+    assert w.flush(10)
+    w.close()
+    return url
+
+
+TOKYO_SHIFTS = """[shifts]
+timezone = "Asia/Tokyo"
+calendar = [{name = "day", start = "08:00"}, {name = "swing", start = "20:00"}]
+"""
+
+
+def station_file(path: Path, db_url: str, more: str = TOKYO_SHIFTS) -> Path:
+    """A minimal station.toml at ``path`` on the history ``db_url``, with ``more`` TOML (by
+    default a two-shift calendar in Tokyo time: names and a zone no default has)."""
+    path.write_text(f"""active_recipe = "demo-part"
+[[cameras]]
+type = "simulated"
+[database]
+url = "{db_url}"
+{more}""")
+    return path
+
+
 @contextlib.contextmanager
 def tiny_tmpfs(path: Path, size_kib: int):
     path.mkdir(parents=True, exist_ok=True)

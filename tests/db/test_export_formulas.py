@@ -20,7 +20,7 @@ from station.alarms import AlarmBoard
 from station.commands import history as history_cmd
 from station.config import ArchiveConfig, DatabaseConfig
 from station.db.engine import make_engine
-from station.db.export import FORMULA_STARTS, csv_cell, read_csv, restore_text, write_csv
+from station.db.export import FORMULA_STARTS, JSON_COLUMNS, csv_cell, flatten, read_csv, restore_text, write_csv
 from station.db.models import InspectionRow
 from station.db.queries import EXPORT_COLUMNS
 from station.db.writer import HistoryWriter
@@ -36,6 +36,11 @@ def test_text_that_a_spreadsheet_would_run_gets_an_apostrophe(text):
     assert restore_text(cell) == text
 
 
+def test_a_dict_is_no_cell():
+    with pytest.raises(TypeError, match="flatten"):
+        csv_cell({"b": -1, "a": 2})
+
+
 @pytest.mark.parametrize("value,cell", [
     (-3, -3),  # a negative number in a numeric column is a number, not a formula
     (-0.25, -0.25),
@@ -48,7 +53,6 @@ def test_text_that_a_spreadsheet_would_run_gets_an_apostrophe(text):
     ("-5", "'-5"),  # text is text, even when it looks like a number
     (float("-inf"), "'-inf"),  # not a finite number: written as (neutralised) text
     (True, "True"),
-    ({"b": -1, "a": 2}, '{"a": 2, "b": -1}'),
     (dt.datetime(2026, 12, 4, 8, 0, tzinfo=dt.timezone.utc), "2026-12-04T08:00:00+00:00"),
 ])
 def test_cells_by_type(value, cell):
@@ -62,16 +66,17 @@ def test_negative_numbers_are_written_as_numbers_and_read_back():
         "id": 1, "station_id": "-st", "sequence": -7, "part_id": -42, "triggered_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
         "recipe_name": "r", "recipe_version": 1, "outcome": "reject", "reason": HYPERLINK, "plc_code": 2,
         "defect_count": 1, "cameras": "top", "recipe_hash": "ab", "model_hashes": {}, "scores": {"x": -1.5},
-        "thresholds": {}, "timings_ms": {}, "images_dropped": 0,
+        "thresholds": {}, "timings_ms": {}, "images_dropped": 0, "defects": [],
     }
     buf = io.StringIO()
-    write_csv([row], buf)
-    (header, cells) = list(csv.reader(io.StringIO(buf.getvalue())))
+    write_csv(lambda: [row], buf, zone=dt.timezone.utc)
+    (header, cells) = list(csv.reader(io.StringIO(buf.getvalue().removeprefix("\ufeff"))))
     by_name = dict(zip(header, cells))
     assert by_name["sequence"] == "-7" and by_name["part_id"] == "-42"  # numbers, as numbers
     assert by_name["station_id"] == "'-st" and by_name["reason"] == "'" + HYPERLINK
+    assert by_name["scores.x"] == "-1.5"
     (back,) = read_csv(io.StringIO(buf.getvalue()))
-    assert back == row
+    assert {c: back[c] for c in EXPORT_COLUMNS} == {c: row[c] for c in EXPORT_COLUMNS}
 
 
 @pytest.fixture
@@ -109,6 +114,7 @@ def test_station_history_csv_exports_formulas_as_text(hostile_history, tmp_path,
     engine = make_engine(hostile_history)
     with Session(engine) as s:
         stored = s.scalars(select(InspectionRow).order_by(InspectionRow.id.desc())).all()
-        assert list(read_csv(io.StringIO(text))) == [{c: getattr(r, c) for c in EXPORT_COLUMNS} for r in stored]
+        assert [{c: r[c] for c in EXPORT_COLUMNS} for r in read_csv(io.StringIO(text))] == \
+            [{c: flatten(getattr(r, c)) if c in JSON_COLUMNS else getattr(r, c) for c in EXPORT_COLUMNS} for r in stored]
     engine.dispose()
     print(f"exported cell: {reasons[-1]}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -17,16 +16,21 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from station.db.engine import make_engine
-from station.db.export import read_csv
+from station.db.export import JSON_COLUMNS, flatten, read_csv
 from station.db.models import InspectionRow
 from station.db.queries import EXPORT_COLUMNS
 from station.db.writer import HistoryWriter
-from history_testkit import make_inspection
+from history_testkit import make_inspection, station_file
 from station.alarms import AlarmBoard
 from station.commands import history as history_cmd
 from station.config import ArchiveConfig, DatabaseConfig
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def as_exported(orm: InspectionRow) -> dict:
+    """A stored inspection as the CSV's typed reader gives it back: dict columns flattened."""
+    return {c: flatten(getattr(orm, c)) if c in JSON_COLUMNS else getattr(orm, c) for c in EXPORT_COLUMNS}
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -65,11 +69,12 @@ def test_history_csv_export_equals_the_stored_rows(filled, capsys, tmp_path):
     target = tmp_path / "out.csv"
     code, _, err = run(["history", "--db", url, "--format", "csv", "--limit", "0", "--recipe", "alpha", "-o", str(target)], capsys)
     assert code == 0 and "15 inspections written" in err
-    back = list(read_csv(io.StringIO(target.read_text())))
+    with open(target, encoding="utf-8", newline="") as f:
+        back = list(read_csv(f))
     engine = make_engine(url)
     with Session(engine) as s:
         stored = s.scalars(select(InspectionRow).where(InspectionRow.recipe_name == "alpha").order_by(InspectionRow.id.desc())).all()
-        assert back == [{c: getattr(r, c) for c in EXPORT_COLUMNS} for r in stored]
+        assert [{c: r[c] for c in EXPORT_COLUMNS} for r in back] == [as_exported(r) for r in stored]
     engine.dispose()
 
 
@@ -91,21 +96,12 @@ def test_history_summary_prints_yield_and_pareto(filled, capsys):
 
 def test_history_summary_counts_the_station_files_shifts(filled, capsys, tmp_path):
     url, _ = filled
-    station_file = tmp_path / "station.toml"
-    station_file.write_text(f"""active_recipe = "demo-part"
-[[cameras]]
-type = "simulated"
-[database]
-url = "{url}"
-[shifts]
-timezone = "Asia/Tokyo"
-calendar = [{{name = "day", start = "08:00"}}, {{name = "swing", start = "20:00"}}]
-""")
-    code, out, err = run(["history", "--config", str(station_file), "--summary"], capsys)
+    config = station_file(tmp_path / "station.toml", url)
+    code, out, err = run(["history", "--config", str(config), "--summary"], capsys)
     assert code == 0, err
     per_shift = out.split("yield per shift (Asia/Tokyo):")[1].split("defect Pareto")[0].split()
     assert set(per_shift) & {"day", "swing"} and not set(per_shift) & {"early", "late", "night"}
-    code, out, err = run(["history", "--config", str(station_file), "--summary", "--timezone", "Mars/Olympus"], capsys)
+    code, out, err = run(["history", "--config", str(config), "--summary", "--timezone", "Mars/Olympus"], capsys)
     assert code == 2 and "unknown time zone 'Mars/Olympus'" in err
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, selectinload
 
 from station.db import rle
-from station.db.export import read_csv, read_jsonl, write_csv, write_jsonl
+from station.db.export import JSON_COLUMNS, flatten, read_csv, read_jsonl, write_csv, write_jsonl
 from station.db.filters import FilterError, HistoryFilter
 from station.db.models import InspectionRow
 from station.db.queries import EXPORT_COLUMNS, HistoryQueries, Shift, ShiftPlan
@@ -218,13 +218,17 @@ def _stored(engine) -> dict[int, InspectionRow]:
 def test_csv_export_round_trips_to_the_stored_rows(history):
     q, _ = history
     buf = io.StringIO()
-    assert write_csv(q.iter_export(HistoryFilter(), batch=50), buf) == N
-    back = list(read_csv(io.StringIO(buf.getvalue())))
+    assert write_csv(lambda: q.iter_export(HistoryFilter(), batch=50, with_defects=True), buf, zone=dt.timezone.utc) == N
+    back = list(read_csv(io.StringIO(buf.getvalue(), newline="")))
     stored = _stored(q.engine)
     assert len(back) == len(stored) == N
     for row in back:
         orm = stored[row["id"]]
-        assert {c: getattr(orm, c) for c in EXPORT_COLUMNS} == row
+        assert {c: flatten(getattr(orm, c)) if c in JSON_COLUMNS else getattr(orm, c) for c in EXPORT_COLUMNS} == \
+            {c: row[c] for c in EXPORT_COLUMNS}
+        assert row["counts"] == {c: n for c in {d.class_name for d in orm.defects}
+                                 for n in [sum(d.class_name == c for d in orm.defects)]} | \
+            {c: 0 for c in row["counts"] if c not in {d.class_name for d in orm.defects}}
 
 
 def test_jsonl_export_round_trips_with_defects(history):

@@ -103,12 +103,13 @@ def add_engineer(db_url: str, env: dict, name: str = "eve", password: str = "eve
 
 
 @contextlib.contextmanager
-def serving(args: list[str], url: str, log_path: Path, env: dict):
-    """`station ARGS` in a subprocess until the block ends; waits until ``url`` answers."""
+def serving(args: list[str], url: str, log_path: Path, env: dict, module: str = "station.cli"):
+    """`station ARGS` (or ``python -m MODULE ARGS``) in a subprocess until the block ends; waits
+    until ``url`` answers."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.fail("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "station.cli", *args], cwd=REPO, env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
             wait_http(url, proc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 
 import pytest
@@ -112,7 +113,8 @@ async def test_csv_export_carries_filtered_rows_and_reviews(hmi):
     await user.should_see("8 inspections match", retries=30)
     user.find(marker="export").click()
     response = await user.download.next(timeout=10)
-    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert response.content.startswith(b"\xef\xbb\xbf")  # UTF-8 with BOM: Excel reads it as UTF-8
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"), newline="")))
     assert len(rows) == 8
     assert {int(r["id"]) for r in rows} == set(range(first, first + 8))
     by_id = {int(r["id"]): r for r in rows}
@@ -146,7 +148,7 @@ async def test_csv_export_carries_a_formula_comment_as_text(hmi):
     await user.should_see("3 inspections match", retries=30)
     user.find(marker="export").click()
     response = await user.download.next(timeout=10)
-    rows = list(csv.reader(io.StringIO(response.text, newline="")))
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"), newline="")))
     header = rows[0]
     comments = {int(r[0]): r[header.index("review_comment")] for r in rows[1:]}
     assert comments[rid] == "'" + formula  # shown as text by a spreadsheet, never run
@@ -155,3 +157,32 @@ async def test_csv_export_carries_a_formula_comment_as_text(hmi):
             assert not cell.startswith(("=", "+", "@", "\t", "\r")), cell
             if cell.startswith("-"):
                 float(cell)  # only a number may start with a minus
+
+
+async def test_csv_export_one_row_per_defect_in_local_time(hmi, monkeypatch):
+    """Issue 22: the HMI's export for a spreadsheet: the station's local time with its UTC
+    offset, no JSON cells, and (ticked) one row per defect, counted against the database."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # the station's zone: +05:30, no clock change
+    ctx, new_user = hmi
+    run_parts(ctx.station, 10)
+    with ctx.store.session() as s:
+        parts = s.scalars(select(InspectionRow)).all()
+        expected = {p.id: [d.class_name for d in p.defects] for p in parts}
+        times = {p.id: p.triggered_at for p in parts}
+    assert any(len(v) > 0 for v in expected.values()) and any(not v for v in expected.values())
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("10 inspections match", retries=30)
+    only(user, "export-per-defect").value = True
+    user.find(marker="export").click()
+    response = await user.download.next(timeout=10)
+    raw = response.content
+    assert raw.startswith(b"\xef\xbb\xbf") and raw.count(b"\n") == raw.count(b"\r\n")
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    assert len(rows) == sum(max(1, len(v)) for v in expected.values())
+    got: dict[int, list] = {}
+    for r in rows:
+        got.setdefault(int(r["id"]), []).extend([r["defect.class_name"]] if r["defect.class_name"] else [])
+        t = dt.datetime.fromisoformat(r["triggered_at"])
+        assert t == times[int(r["id"])] and r["triggered_at"].endswith("+05:30")
+        assert not any(cell.startswith(("{", "[")) for cell in r.values())
+    assert got == expected
