@@ -45,6 +45,7 @@ OUTPUTS = ("s8", "s16", "s32")
 CELL_PX = 8  # model px per cell of the head's map (the s8 grid)
 MULTIPLE = 32  # model input sides are multiples of the coarsest stride
 LOGIT_CLIP = 1e-6
+TYPE_CELLS = 10  # a region is named by its most defective cells (grouped CV: better than all of its pixels)
 
 
 def model_size(view_hw: tuple[int, int], short_side: int) -> tuple[int, int]:
@@ -195,8 +196,11 @@ class BackboneProposer(Proposer):
         resized bilinearly: cell centres land on their view positions, each pixel still sums to 1).
         ``features``: the view's ``BackboneFeatures`` when already computed (one backbone run per view)."""
         feats = self.features(grey) if features is None else features
-        cells = self.cell_probabilities(feats)
-        h, w = feats.view_hw
+        return self._to_view(self.cell_probabilities(feats), feats.view_hw)
+
+    @staticmethod
+    def _to_view(cells: np.ndarray, view_hw: tuple[int, int]) -> np.ndarray:
+        h, w = view_hw
         view = cv2.resize(np.ascontiguousarray(cells.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
         if view.ndim == 2:  # cv2 drops a channel axis of 1
             view = view[:, :, None]
@@ -217,9 +221,12 @@ class BackboneProposer(Proposer):
              features: BackboneFeatures | None = None, encoded: EncodedView | None = None,
              edge_margin_px: int = 0) -> list[Finding]:
         """Regions of defect probability: seeded above ``threshold`` (not within ``edge_margin_px``
-        of the view's edge, nor outside ``roi``), grown down to half of it; largest score first.
-        Each region's class distribution is its class probabilities weighted by defect probability."""
-        probs = self.probabilities(grey, features)
+        of the view's edge, nor outside ``roi``), grown down to half of it; highest score first.
+        A region's class distribution: the summed class probabilities of its ``TYPE_CELLS`` most
+        defective cells (cells whose centre lies in the region; the best-measured naming rule)."""
+        feats = self.features(grey) if features is None else features
+        cells = self.cell_probabilities(feats)
+        probs = self._to_view(cells, feats.view_hw)
         p = 1.0 - probs[0]
         if roi is not None:
             p = np.where(roi, p, 0.0)
@@ -227,20 +234,40 @@ class BackboneProposer(Proposer):
         if not (inner > threshold).any():
             return []
         labels = measure.label(p > threshold / 2, connectivity=2)
+        centres = _cell_centres(cells.shape[1:], feats.model_hw, feats.view_hw)  # view px (row, col) per cell
+        cell_label = labels[centres[0], centres[1]]  # [h8, w8]: the region each cell's centre falls in
+        cell_defect = 1.0 - cells[0]
         out = []
         for props in measure.regionprops(labels, intensity_image=inner):
             if props.area < MIN_REGION_PX or props.intensity_max <= threshold:  # not seeded
                 continue
-            rr, cc = props.coords[:, 0], props.coords[:, 1]
-            weight = p[rr, cc]
-            cls = (probs[1:, rr, cc] * weight).sum(axis=1)
-            mask = labels == props.label
+            mine = np.flatnonzero(cell_label.reshape(-1) == props.label)
+            if mine.size == 0:  # a region smaller than a cell: the cell under its strongest pixel
+                r, c = props.coords[np.argmax(p[props.coords[:, 0], props.coords[:, 1]])]
+                mine = np.array([_nearest_cell((r, c), cells.shape[1:], feats.model_hw, feats.view_hw)])
+            top = mine[np.argsort(-cell_defect.reshape(-1)[mine])[:TYPE_CELLS]]
+            cls = cells[1:].reshape(len(self.classes), -1)[:, top].sum(axis=1)
             y0, x0, y1, x1 = props.bbox
-            out.append(Finding(mask, (int(x0), int(y0), int(x1), int(y1)), int(props.area), float(props.intensity_max),
-                               cls / max(float(cls.sum()), 1e-6), region_shape(props)))
+            out.append(Finding(labels == props.label, (int(x0), int(y0), int(x1), int(y1)), int(props.area),
+                               float(props.intensity_max), cls / max(float(cls.sum()), 1e-6), region_shape(props)))
         out.sort(key=lambda r: -r.score)
         return out[:max_regions]
 
+
+def _cell_centres(grid_hw: tuple[int, int], model_hw: tuple[int, int], view_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """int row and column indices [h8, w8] of each cell's centre in the view (px)."""
+    (gh, gw), (mh, mw), (vh, vw) = grid_hw, model_hw, view_hw
+    rows = np.clip(((np.arange(gh) + 0.5) * CELL_PX * vh / mh).astype(int), 0, vh - 1)
+    cols = np.clip(((np.arange(gw) + 0.5) * CELL_PX * vw / mw).astype(int), 0, vw - 1)
+    return np.broadcast_to(rows[:, None], (gh, gw)), np.broadcast_to(cols[None, :], (gh, gw))
+
+
+def _nearest_cell(rc: tuple[int, int], grid_hw: tuple[int, int], model_hw: tuple[int, int], view_hw: tuple[int, int]) -> int:
+    """Flat index of the cell under view pixel ``rc``."""
+    (gh, gw), (mh, mw), (vh, vw) = grid_hw, model_hw, view_hw
+    r = min(gh - 1, int((rc[0] + 0.5) * mh / vh / CELL_PX))
+    c = min(gw - 1, int((rc[1] + 0.5) * mw / vw / CELL_PX))
+    return r * gw + c
 
 def load_backbone_proposer(models_dir: Path | str, head_name: str, recipe_classes: list[str], backend: str = "onnxruntime",
                            threads: int = 0) -> tuple[BackboneProposer, dict[str, str]]:
