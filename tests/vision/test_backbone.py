@@ -13,6 +13,7 @@ import pytest
 
 from station.inference.metadata import ModelError, ModelMetadata
 from station.inference.onnx import OnnxModel
+from station.models_store import pull
 from station.vision.backbone import (
     Backbone,
     BackboneProposer,
@@ -46,9 +47,11 @@ SETTINGS = HeadSettings(short_side=SHORT_SIDE, flip_tta=False)
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
-    """efficientnet-lite0 exported from the wheel (dynamic H, W) with its metadata."""
+    """efficientnet-lite0 as `station models pull efficientnet-lite0` makes it: exported from the
+    wheel (dynamic H, W) with the manifest entry's metadata."""
     out = tmp_path_factory.mktemp("backbone-models")
-    efficientnet.write_backbone("efficientnet-lite0", out)
+    results = pull("efficientnet-lite0", out, sources=[])
+    assert [(r.name, r.action) for r in results] == [("efficientnet-lite0", "exported")]
     return out
 
 
@@ -82,7 +85,7 @@ def test_export_records_scaling_outputs_and_parity(models_dir):
     assert meta.role == "backbone"
     assert meta.input.normalization == "meanstd" and meta.input.mean == [127.0] * 3 and meta.input.std == [128.0] * 3
     assert {k: v["channels"] for k, v in meta.extra["outputs"].items()} == {"s8": 40, "s16": 112, "s32": 320}
-    assert meta.extra["weights"]["sha256"] == efficientnet.VARIANTS["efficientnet-lite0"].sha256
+    assert meta.extra["weights"]["sha256"] == efficientnet.pinned_sha256("efficientnet-lite0")
     assert len(meta.extra["parity"]) == 6  # three outputs at two sizes: one dynamic graph for every view size
     assert all(p["max_abs_error"] < efficientnet.PARITY_MAX_ABS for p in meta.extra["parity"].values())
 
@@ -112,17 +115,15 @@ def test_fixed_shape_export_for_the_npu_takes_that_shape_only(tmp_path):
         model.run({"image": np.zeros((1, 3, 96, 96), np.float32)})
 
 
-def test_export_refuses_unknown_variants_odd_sizes_and_wrong_weights(tmp_path, monkeypatch):
+def test_export_refuses_unknown_variants_odd_sizes_and_wrong_weights(tmp_path):
     with pytest.raises(efficientnet.ExportError, match="no EfficientNet-Lite variant"):
         efficientnet.export_backbone("efficientnet-b0", tmp_path / "x.onnx")
     with pytest.raises(efficientnet.ExportError, match="multiples of 32"):
         efficientnet.export_backbone("efficientnet-lite0", tmp_path / "x.onnx", height=100, width=96)
     with pytest.raises(efficientnet.ExportError, match="both height and width"):
         efficientnet.export_backbone("efficientnet-lite0", tmp_path / "x.onnx", height=96)
-    bad = efficientnet.Variant(**{**efficientnet.VARIANTS["efficientnet-lite0"].__dict__, "sha256": "0" * 64})
-    monkeypatch.setitem(efficientnet.VARIANTS, "efficientnet-lite0", bad)
     with pytest.raises(efficientnet.ExportError, match="refusing to export"):
-        efficientnet.export_backbone("efficientnet-lite0", tmp_path / "x.onnx")
+        efficientnet.export_backbone("efficientnet-lite0", tmp_path / "x.onnx", sha256="0" * 64)
     assert not (tmp_path / "x.onnx").exists()
 
 
