@@ -193,7 +193,8 @@ def export_backbone(name: str, path: Path | str, height: int | None = None, widt
         for s, a, b in zip(STRIDES, got, ref):
             err = float(np.abs(a - b).max())
             if a.shape != b.shape or err > PARITY_MAX_ABS:
-                raise ExportError(f"{name}: ONNX output {s} at {ch}x{cw} differs from PyTorch (shape {a.shape} vs {b.shape}, max abs {err:.2e})")
+                raise ExportError(f"{name}: ONNX output {s} at {ch}x{cw} differs from PyTorch "
+                                  f"(shape {a.shape} vs {b.shape}, max abs {err:.2e})")
             parity[f"{s}@{ch}x{cw}"] = {"max_abs_error": err}
     return {
         "backbone": v.arch,

