@@ -42,7 +42,7 @@ from station.models.train.sam_head import (
 from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
 from station.progress import counting, step
-from station.recipe import LoadedRecipe, ProposalEntry, Recipe
+from station.recipe import BackboneVision, LoadedRecipe, ProposalEntry, Recipe
 from station.recipe_file import recipe_text, write_atomically
 from station.recipe_models import recipe_models
 from station.vision.classifier import NOT_DEFECT
@@ -246,6 +246,10 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
     from station.vision.inspector import build_inspector
 
+    if isinstance(loaded.recipe.vision, BackboneVision):
+        from station.models.train.backbone_recipe import train_backbone_recipe
+
+        return train_backbone_recipe(loaded, manifest, out_dir, work_dir, models_dir, group_by, folds, seed, update_recipe, command)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
     nets = [e.kind for e in recipe.vision.proposals]
@@ -371,11 +375,16 @@ def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
 def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
     """Make the SAM pair visible in a fold's model directory (symlinks to the pulled files)."""
     sam = recipe_models(recipe).segmentation
-    if sam is None:
-        return
+    if sam is not None:
+        link_pulled(models_dir, fold_dir, sam)
+
+
+def link_pulled(models_dir: Path, fold_dir: Path, name: str) -> None:
+    """Pull ``name`` (and its pair) into ``models_dir`` and make it visible in ``fold_dir`` (symlinks)."""
     from station.models_store import pull
 
-    for res in pull(sam, models_dir):
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    for res in pull(name, models_dir):
         for name in (f"{res.name}.json", res.path.name):
             link = fold_dir / name
             if not link.exists():

