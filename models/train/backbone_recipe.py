@@ -28,7 +28,7 @@ from pathlib import Path
 from station.inference.factory import load_model
 from station.models_store import pull
 from station.models.train.backbone_head import HeadSettings, backbone_features, train_head, view_labels, write_head
-from station.models.train.recipe_training import _line, _write_held_out, link_pulled
+from station.models.train.recipe_training import _line, _write_held_out, link_pulled, min_confidence_above
 from station.recipe import BackboneVision, LoadedRecipe, Recipe
 from station.recipe_file import recipe_text, write_atomically
 from station.recipe_models import recipe_models
@@ -127,7 +127,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
             point = threshold_for(pooled, recipe.good_class, per_part=bool(group_by))
             which = "good images and good parts" if group_by else "good images"
             record["operating_point"] = {
-                "min_confidence": round(min(0.999, point + 1e-4), 4),
+                "min_confidence": min_confidence_above(point),
                 "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)

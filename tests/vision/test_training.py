@@ -232,3 +232,12 @@ def test_station_train_trains_a_backbone_recipes_head_with_grouped_folds_then_ev
     assert ev.returncode == 0, ev.stderr[-3000:]
     m = json.loads(ev.stdout)
     assert m["images"] == record["data"]["used"] and m["auroc"] > 0.5  # in-sample: the head has seen these tiles
+
+
+def test_the_written_min_confidence_is_just_above_the_threshold_with_six_decimals():
+    pytest.importorskip("torch")
+    from station.models.train.recipe_training import min_confidence_above
+
+    assert min_confidence_above(0.99982) == 0.999821  # a per-cell head's 1 % point: 0.999 would reject far more
+    assert min_confidence_above(0.983) == 0.983001 and min_confidence_above(0.98325) == 0.983251
+    assert min_confidence_above(0.0) == 0.000001 and min_confidence_above(0.9999995) == 0.999999
