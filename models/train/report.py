@@ -67,7 +67,7 @@ def report(record: dict) -> str:
             out += ["", f"### Cross-fitted operating point: {fitted['rule']}", "",
                     "| fold | thresholds | " + " | ".join(rates) + " |", "|---" * (len(rates) + 2) + "|"]
             for i, (t, m) in enumerate(zip(fitted["thresholds"], fitted["per_fold"]), 1):
-                shown = t if isinstance(t, (int, float)) else ", ".join(f"{c} {v:.3f}" for c, v in t.items())
+                shown = t if isinstance(t, (int, float)) else ", ".join(f"{c} {v:g}" for c, v in t.items())
                 out.append(f"| {i} | {shown} | " + " | ".join(_f(m.get(k)) for k in rates) + " |")
             out.append("| pooled | | " + " | ".join(_f(fitted["pooled"].get(k)) for k in rates) + " |")
             out += _intervals(fitted["pooled"])

@@ -264,7 +264,7 @@ def _print_record(record: dict) -> None:
                 print(f"cross-fitted operating point ({fitted['rule']}):")
                 for k, t in enumerate(fitted["thresholds"], 1):
                     band = fitted.get("review_thresholds")
-                    print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:.3f}" for c, v in t.items())
+                    print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:g}" for c, v in t.items())
                           + (f"; review above {band[k - 1]:.3f}" if band else ""))
                 print_metrics(fitted["pooled"])
     point = record.get("operating_point")

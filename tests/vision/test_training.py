@@ -40,7 +40,7 @@ def test_a_trained_recipe_is_written_over_the_file_keeping_its_comments(tmp_path
     from station.recipe import ProposalEntry
     from station.recipe_file import recipe_text
 
-    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml")
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml")
     entries = [e.model_copy(update={"model": f"new-{e.kind}"}) for e in shipped.recipe.vision.proposals]
     new = trained_recipe(shipped.recipe, entries, "new-classifier", min_confidence=0.97)
     text = recipe_text(new, shipped.text)
@@ -88,7 +88,7 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
                 r["image"] = os.path.relpath(data / r["image"], tmp_path)
                 r["mask"] = os.path.relpath(data / r["mask"], tmp_path)
                 w.writerow(r)
-    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml")
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml")
     entries = [ProposalEntry(kind=k, model=f"placeholder-{k}", opinion=i) for i, o in enumerate(kinds, 1) for k in o]
     recipe_model = shipped.recipe.model_copy(update={
         "vision": shipped.recipe.vision.model_copy(update={"proposals": entries}),
