@@ -87,6 +87,10 @@ def check_recipe_models(recipe: Recipe, models_dir) -> list[ModelCheck]:
             keys.setdefault(entry.model, f"vision.proposals[{i}].model")
     if need.classifier:
         keys.setdefault(need.classifier, "vision.classifier")
+    if need.backbone:
+        keys.setdefault(need.backbone, "vision.backbone")
+    if need.head:
+        keys.setdefault(need.head, "vision.head")
     checks: list[ModelCheck] = []
     queue = [(name, keys[name]) for name in need.names]
     seen: set[str] = set()

@@ -33,6 +33,7 @@ from station.recipe import BackboneVision, LoadedRecipe, Recipe
 from station.recipe_file import recipe_text, write_atomically
 from station.recipe_models import recipe_models
 from station.vision.backbone import Backbone
+from station.vision.trained_on import image_hash
 from station.vision.dataset import grouped_folds, load_samples, read_manifest, skip_summary
 from station.vision.evaluate import cross_fitted, evaluate, operating_point, summarise, threshold_for
 
@@ -80,6 +81,8 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
             "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
             "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
             "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
+            # what `station eval` checks to say it is judging training images (station.vision.trained_on)
+            "image_sha256": sorted({image_hash(s.row.image) for s in samples}),
         },
         "seed": seed,
         "backbone": {"name": vision.backbone, "sha256": backbone.sha256, "short_side": vision.short_side},

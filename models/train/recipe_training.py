@@ -250,6 +250,10 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     if isinstance(loaded.recipe.vision, BackboneVision):
         from station.models.train.backbone_recipe import train_backbone_recipe
 
+        if prefix is not None or max_escape is not None:  # not silently ignored
+            raise ValueError(f"recipe {loaded.recipe.name}: a backbone recipe's head is not yet trained from history "
+                             "or with a review band (--max-escape)")
+
         return train_backbone_recipe(loaded, manifest, out_dir, work_dir, models_dir, group_by, folds, seed, update_recipe, command)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe

@@ -246,9 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _print_record(record)
-    final = record["final"]
-    proposals = ", ".join(n for n in final["sha256"] if n != final["classifier"])
-    print(f"trained {proposals} and {final['classifier']} into {out}"
+    print(f"trained {', '.join(record['final']['sha256'])} into {out}"
           + (f"; {loaded.path} now uses them" if args.update_recipe else f" (the recipe {loaded.path} is unchanged)"))
     return 0
 

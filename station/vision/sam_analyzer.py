@@ -64,6 +64,11 @@ class SamAnalyzer:
             probs = np.sqrt(probs * cls / cls.sum())
         return probs / probs.sum(), p_not
 
+    def _outline_from(self, cls) -> float:
+        """The confidence from which a finding of ``cls`` matters: its review band's start, else its min_confidence."""
+        review = self.recipe.review_at_of(cls)
+        return self.recipe.min_confidence_of(cls) if review is None else review
+
     def _crop_mask(self, image: np.ndarray, box: tuple[int, int, int, int], side_px: int) -> np.ndarray:
         """SAM mask from an encoding of a native-resolution window around ``box`` (at least
         ``side_px`` square, grown to hold the box), pasted back into the view frame."""
@@ -101,9 +106,9 @@ class SamAnalyzer:
             confidence = float(np.sqrt(prop.score * (1.0 - p_not)))
             mask = prop.mask
             cls = self.recipe.defect_class(name)
-            # SAM only outlines defects that can count: below the class's confidence the
-            # proposal's region is shown, and no encoder run is spent on it
-            if self.segmenter is not None and cls.mask_source == "sam" and confidence >= self.recipe.min_confidence_of(cls):
+            # SAM only outlines defects that can count or send the part to review (the reject or
+            # review band): below that the proposal's region is shown, and no encoder run is spent on it
+            if self.segmenter is not None and cls.mask_source == "sam" and confidence >= self._outline_from(cls):
                 x0, y0, x1, y1 = prop.box
                 box = (max(0, x0 - BOX_MARGIN_PX), max(0, y0 - BOX_MARGIN_PX), min(w, x1 + BOX_MARGIN_PX), min(h, y1 + BOX_MARGIN_PX))
                 if vision.tile_px:

@@ -364,3 +364,12 @@ def test_a_good_tile_costs_one_backbone_run_and_sam_outlines_only_what_counts(wi
     blow = next(s for s in held if s.row.label == "blowhole")
     insp = inspect_views(shy, quiet, [View(camera="top", image=blow.image, source="x")])
     assert insp.defects and insp.verdict.outcome is Outcome.PASS and quiet_encodes == []
+    # the same finding in the recipe's review band: it matters (the part goes to review), so SAM outlines it
+    banded = backbone_recipe(tmp_path / "band.toml", **{"min_confidence = 0.5": f"min_confidence = 1.0\nreview_at = {between}"})
+    review = build_inspector(banded, with_sam, threads=1)
+    review_encodes = []
+    review_real = review.analyzer.segmenter.encode
+    review.analyzer.segmenter.encode = lambda image: review_encodes.append(1) or review_real(image)
+    insp = inspect_views(banded, review, [View(camera="top", image=blow.image, source="x")])
+    assert insp.verdict.outcome is Outcome.REVIEW and len(review_encodes) == 1
+    assert any((d.mask & blow.mask).any() for d in insp.defects)

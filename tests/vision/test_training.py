@@ -195,7 +195,7 @@ def test_station_train_trains_a_backbone_recipes_head_with_grouped_folds_then_ev
     out, models = tmp_path / "trained", tmp_path / "models"
     proc = subprocess.run(
         [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
-         "--folds", "2", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--models-dir", str(models)],
+         "--folds", "2", "--out", str(out), "--update-recipe", "--work-dir", str(tmp_path / "work"), "--models-dir", str(models)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=1100,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
