@@ -18,7 +18,6 @@ training on backbone features is not built yet), so no figure mixes held-out and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -28,14 +27,20 @@ from pathlib import Path
 from station.inference.factory import load_model
 from station.models_store import pull
 from station.models.train.backbone_head import HeadSettings, backbone_features, train_head, view_labels, write_head
-from station.models.train.recipe_training import _line, _write_held_out, link_pulled, min_confidence_above
+from station.models.train.recipe_training import (
+    _line,
+    _write_held_out,
+    chosen_operating_point,
+    evaluate_fold,
+    link_pulled,
+    training_data,
+)
 from station.recipe import BackboneVision, LoadedRecipe, Recipe
 from station.recipe_file import recipe_text, write_atomically
 from station.recipe_models import recipe_models
 from station.vision.backbone import Backbone
-from station.vision.trained_on import image_hash
-from station.vision.dataset import grouped_folds, load_samples, read_manifest, skip_summary
-from station.vision.evaluate import cross_fitted, evaluate, operating_point, summarise, threshold_for
+from station.vision.dataset import grouped_folds
+from station.vision.evaluate import cross_fitted, summarise
 
 log = logging.getLogger("station.train")
 
@@ -55,7 +60,6 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
                           group_by: str | None = None, folds: int = 3, seed: int = 0, update_recipe: bool = True,
                           command: str = "") -> dict:
     """Cross-validate (folds > 1), train the final head, write the record. Returns the record."""
-    from station.vision.inspector import build_inspector
 
     recipe = loaded.recipe
     vision: BackboneVision = recipe.vision
@@ -63,11 +67,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
         raise ValueError(f"recipe {recipe.name}: station train trains a backbone recipe's head only; "
                          f"remove vision.classifier ({vision.classifier}) or train it separately")
     classes = [c.name for c in recipe.classes]
-    rows = read_manifest(manifest)
-    known = set(classes) | {recipe.good_class}
-    usable = [r for r in rows if r.label in known]
-    samples, skipped = load_samples(usable)
-    bad_class = [r for r in rows if r.label not in known]
+    samples, data = training_data(manifest, recipe, group_by)
     if not samples:
         raise ValueError(f"{manifest}: no usable rows")
     pull(vision.backbone, models_dir)
@@ -76,14 +76,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
     record: dict = {
         "recipe": recipe.name,
         "command": command,
-        "data": {
-            "manifest": str(manifest), "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(),
-            "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
-            "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
-            "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
-            # what `station eval` checks to say it is judging training images (station.vision.trained_on)
-            "image_sha256": sorted({image_hash(s.row.image) for s in samples}),
-        },
+        "data": data,
         "seed": seed,
         "backbone": {"name": vision.backbone, "sha256": backbone.sha256, "short_side": vision.short_side},
         "head_settings": {"c": settings.c, "flip_tta": settings.flip_tta, "edge_margin_cells": vision.edge_margin_cells},
@@ -109,15 +102,11 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
                 if needed:
                     link_pulled(models_dir, fold_dir, needed)
             fold_loaded = LoadedRecipe(recipe=fold_recipe, path=loaded.path, text=loaded.text, content_hash=loaded.content_hash)
-            inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
-            metrics, results = evaluate(inspector, fold_loaded, [samples[i].row for i in held], group_by)
-            metrics.pop("skipped_rows", None)
-            metrics["train_info"] = info
-            metrics["seconds"] = round(time.monotonic() - t, 1)
+            metrics, results = evaluate_fold(fold_loaded, fold_dir, [samples[i].row for i in held], group_by, info, t,
+                                             f"{k}/{folds}")
             fold_metrics.append(metrics)
             pooled += results
             by_fold.append(results)
-            print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
         _write_held_out(work_dir / "held_out.json", by_fold)
@@ -126,12 +115,9 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
                                       "operating_point_one_threshold": one}
         if group_by:
             record["cross_validation"]["operating_point_per_part"] = cross_fitted(by_fold, recipe.good_class, True, per_part=True)
-        if operating_point(pooled, recipe.good_class):
-            point = threshold_for(pooled, recipe.good_class, per_part=bool(group_by))
-            which = "good images and good parts" if group_by else "good images"
-            record["operating_point"] = {
-                "min_confidence": min_confidence_above(point),
-                "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}
+        chosen = chosen_operating_point(pooled, recipe.good_class, group_by)
+        if chosen:
+            record["operating_point"] = chosen[0]
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
     head, info = train_head(samples, labels, len(classes), feats, settings)

@@ -245,7 +245,6 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
                  command: str = "", cv_mask_source: str | None = None, proposal_steps: int | None = None,
                  max_escape: float | None = None, prefix: str | None = None) -> dict:
     """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
-    from station.vision.inspector import build_inspector
 
     if isinstance(loaded.recipe.vision, BackboneVision):
         from station.models.train.backbone_recipe import train_backbone_recipe
@@ -258,23 +257,11 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
     nets = [e.kind for e in recipe.vision.proposals]
-    rows = read_manifest(manifest)
-    known = {c.name for c in recipe.classes} | {recipe.good_class}
-    usable = [r for r in rows if r.label in known]
-    samples, skipped = load_samples(usable)
-    bad_class = [r for r in rows if r.label not in known]
-    log.info("manifest %s: %d rows, %d usable, %d skipped", manifest, len(rows), len(samples), len(skipped) + len(bad_class))
+    samples, data = training_data(manifest, recipe, group_by)
     record: dict = {
         "recipe": recipe.name,
         "command": command,
-        "data": {
-            "manifest": str(manifest), "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(),
-            "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
-            "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
-            "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
-            # what `station eval` checks to say it is judging training images (station.vision.trained_on)
-            "image_sha256": sorted({image_hash(s.row.image) for s in samples}),
-        },
+        "data": data,
         "seed": seed,
         **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if "unet" in nets else {}),
         "proposals": [{"kind": e.kind, "opinion": e.opinion} for e in recipe.vision.proposals],
@@ -304,15 +291,11 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
                 fold_loaded = LoadedRecipe(recipe=trained_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
                                            content_hash=loaded.content_hash)
                 _link_sam(models_dir, fold_dir, fold_loaded.recipe)
-                inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
-                metrics, results = evaluate(inspector, fold_loaded, test_rows, group_by, progress=counting(cv_progress))
-                metrics.pop("skipped_rows", None)
-                metrics["train_info"] = info
-                metrics["seconds"] = round(time.monotonic() - t, 1)
+                metrics, results = evaluate_fold(fold_loaded, fold_dir, test_rows, group_by, info, t, f"{k}/{folds}",
+                                                 progress=counting(cv_progress))
                 fold_metrics.append(metrics)
                 pooled += results
                 by_fold.append(results)
-                print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
         names = [c.name for c in recipe.classes]
@@ -330,12 +313,9 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         # false-reject rate came out much higher), so the recipe gets the single one. With
         # parts (group_by) it must hold for parts too: the station rejects a part when any
         # of its views is rejected.
-        if operating_point(pooled, recipe.good_class):
-            point = threshold_for(pooled, recipe.good_class, per_part=bool(group_by))
-            which = "good images and good parts" if group_by else "good images"
-            record["operating_point"] = {
-                "min_confidence": min_confidence_above(point),
-                "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}
+        chosen = chosen_operating_point(pooled, recipe.good_class, group_by)
+        if chosen:
+            record["operating_point"], point = chosen
             if max_escape is not None:
                 band = cross_fitted(by_fold, recipe.good_class, bool(group_by), per_part=bool(group_by), max_escape=max_escape)
                 record["cross_validation"]["operating_point_review_band"] = band
@@ -365,6 +345,52 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         write_atomically(loaded.path, recipe_text(trained_recipe_of(recipe, record), loaded.path.read_text(encoding="utf-8")))
     return record
 
+
+
+def training_data(manifest: Path, recipe: Recipe, group_by: str | None) -> tuple[list[Sample], dict]:
+    """The manifest's usable samples for ``recipe`` (rows of other classes and unreadable ones
+    skipped, with their reasons) and the record's ``data`` entry."""
+    rows = read_manifest(manifest)
+    known = {c.name for c in recipe.classes} | {recipe.good_class}
+    usable = [r for r in rows if r.label in known]
+    samples, skipped = load_samples(usable)
+    bad_class = [r for r in rows if r.label not in known]
+    log.info("manifest %s: %d rows, %d usable, %d skipped", manifest, len(rows), len(samples), len(skipped) + len(bad_class))
+    return samples, {
+        "manifest": str(manifest), "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(),
+        "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
+        "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
+        "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
+        # what `station eval` checks to say it is judging training images (station.vision.trained_on)
+        "image_sha256": sorted({image_hash(s.row.image) for s in samples}),
+    }
+
+
+def evaluate_fold(fold_loaded: LoadedRecipe, fold_dir: Path, test_rows: list, group_by: str | None, info: dict,
+                  started: float, which: str, progress=None) -> tuple[dict, list[ImageResult]]:
+    """A fold's held-out rows inspected by the real inspector on the fold's models (``station
+    eval``'s code path); (metrics with the training info and seconds, per-image results)."""
+    from station.vision.inspector import build_inspector
+
+    inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
+    metrics, results = evaluate(inspector, fold_loaded, test_rows, group_by, progress=progress)
+    metrics.pop("skipped_rows", None)
+    metrics["train_info"] = info
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    print(f"fold {which}: " + _line(metrics), file=sys.stderr, flush=True)
+    return metrics, results
+
+
+def chosen_operating_point(pooled: list[ImageResult], good_class: str, group_by: str | None) -> tuple[dict, float] | None:
+    """(the record's ``operating_point``, the threshold) read off the pooled held-out folds: one
+    threshold for all classes rejecting at most 1 % of the good images (and good parts, with
+    ``group_by``); None without good and defective images."""
+    if not operating_point(pooled, good_class):
+        return None
+    point = threshold_for(pooled, good_class, per_part=bool(group_by))
+    which = "good images and good parts" if group_by else "good images"
+    return {"min_confidence": min_confidence_above(point),
+            "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}, point
 
 
 def min_confidence_above(point: float) -> float:

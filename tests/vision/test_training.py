@@ -70,27 +70,11 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     from station.recipe import ProposalEntry
     from station.recipe_file import recipe_text
 
-    data = shared_dir / "data" / "magnetic-tile-train"
-    rows = list(csv.DictReader(open(data / "manifest.csv")))
-    by_class: dict[str, list[str]] = {}
-    for r in rows:
-        by_class.setdefault(r["class"], [])
-        if r["tile_group"] not in by_class[r["class"]] and len(by_class[r["class"]]) < 2:
-            by_class[r["class"]].append(r["tile_group"])
-    groups = {g for gs in by_class.values() for g in gs}
-    manifest = tmp_path / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            if r["tile_group"] in groups and r["lighting"] == "1":
-                r = dict(r)
-                r["image"] = os.path.relpath(data / r["image"], tmp_path)
-                r["mask"] = os.path.relpath(data / r["mask"], tmp_path)
-                w.writerow(r)
+    manifest = small_tile_manifest(shared_dir, tmp_path, lighting="1")
     shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml")
     entries = [ProposalEntry(kind=k, model=f"placeholder-{k}", opinion=i) for i, o in enumerate(kinds, 1) for k in o]
-    recipe_model = shipped.recipe.model_copy(update={
+    recipe_model = shipped.recipe.model_copy(update={"name": "magnetic-tile",  # the proposal-net recipe, under the name the asserts use
+
         "vision": shipped.recipe.vision.model_copy(update={"proposals": entries}),
         "classes": [c.model_copy(update={"mask_source": "proposal"}) for c in shipped.recipe.classes]})
     recipe = tmp_path / "magnetic-tile.toml"
@@ -158,8 +142,8 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     assert f"evaluate magnetic-tile on {manifest}: done ({m['images']} images of {m['images']} images (100 %)" in proc.stderr
 
 
-def small_tile_manifest(shared_dir: Path, tmp_path: Path, tiles_per_class: int = 2) -> Path:
-    """Two tiles a class (every light of each), image paths relative to the manifest."""
+def small_tile_manifest(shared_dir: Path, tmp_path: Path, tiles_per_class: int = 2, lighting: str | None = None) -> Path:
+    """Two tiles a class (every light of each, or only ``lighting``), image paths relative to the manifest."""
     data = shared_dir / "data" / "magnetic-tile-train"
     rows = list(csv.DictReader(open(data / "manifest.csv")))
     by_class: dict[str, list[str]] = {}
@@ -173,7 +157,7 @@ def small_tile_manifest(shared_dir: Path, tmp_path: Path, tiles_per_class: int =
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         for r in rows:
-            if r["tile_group"] in groups:
+            if r["tile_group"] in groups and lighting in (None, r["lighting"]):
                 w.writerow({**r, "image": os.path.relpath(data / r["image"], tmp_path), "mask": os.path.relpath(data / r["mask"], tmp_path)})
     return manifest
 
