@@ -320,6 +320,8 @@ def test_review_band_to_plc_queue_sam_label_retrain_validate_activate(line, brow
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", table)
     time.sleep(0.5)
     browser.save_screenshot(str(ARTIFACTS / "recipe-validation.png"))
+    # the page can show the command's validation before the HMI's own is stored: wait for the row
+    wait_for(lambda: len(query(db, "SELECT id FROM recipe_validations")) == 2, 300, "the HMI's validation stored")
     (by_command, (parts, report)) = query(db, "SELECT parts, report FROM recipe_validations ORDER BY id")
     assert by_command[0] == parts
     report = json.loads(report) if isinstance(report, str) else report
