@@ -130,13 +130,12 @@ class ProposalEntry(Strict):
     opinion: int = Field(default=1, ge=1)
 
 
-class SamVision(Strict):
-    """The model analyzer (station.vision.sam_analyzer): trained proposal models find regions,
-    the classifier names them, the SAM pair outlines them."""
+class ModelVision(Strict):
+    """What the model analyzers share (station.vision.sam_analyzer): a proposal stage finds
+    regions, the classifier (optional) names them, the SAM pair outlines those of
+    ``mask_source = "sam"`` classes that can count."""
 
-    analyzer: Literal["sam"]
     segmentation: str = "litemedsam"  # the SAM encoder; its decoder is named in its metadata (pair)
-    proposals: list[ProposalEntry] = Field(min_length=1)
     # what the region classifier does with each proposal: name it and drop it when it says "not
     # a defect" (its doubt also lowers the confidence), or only name it (the confidence is then
     # the proposal stage's alone)
@@ -149,6 +148,13 @@ class SamVision(Strict):
     edge_margin_px: int = Field(default=0, ge=0)
     # 0: SAM encodes the whole view; else a window this many native px around each finding
     tile_px: int = Field(default=0, ge=0)
+
+
+class SamVision(ModelVision):
+    """The model analyzer on trained proposal nets (grey view, filter bank or SAM embedding)."""
+
+    analyzer: Literal["sam"]
+    proposals: list[ProposalEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _distinct(self) -> "SamVision":
@@ -171,7 +177,26 @@ class SamVision(Strict):
         return any(e.kind in SAM_EMBEDDING_KINDS for e in self.proposals)
 
 
-Vision = Annotated[Union[ThresholdVision, SamVision], Field(discriminator="analyzer")]
+class BackboneVision(ModelVision):
+    """The model analyzer on a frozen pretrained backbone (station.vision.backbone): the view,
+    its short side resized to ``short_side`` px, runs once through ``backbone`` (from `station
+    models pull`); the per-cell ``head`` (trained by `station train` from the recipe's masks at
+    that size, on that backbone: both checked against its metadata at load) gives the regions
+    and their class. The SAM encoder runs on a view only for a finding that can count (its
+    confidence reaches its class's) of a ``mask_source = "sam"`` class: a good part costs one
+    backbone run."""
+
+    analyzer: Literal["backbone"]
+    head: str
+    backbone: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = "efficientnet-lite0"
+    short_side: int = Field(default=320, ge=64, le=2048, multiple_of=32)
+    # no region is seeded or scored in this many outer cells of the head's grid (8 model px
+    # each): like edge_margin_px, in the backbone's own units, so views of any size lose the
+    # same share (2 measured best on the magnetic tiles)
+    edge_margin_cells: int = Field(default=2, ge=0)
+
+
+Vision = Annotated[Union[ThresholdVision, SamVision, BackboneVision], Field(discriminator="analyzer")]
 
 
 class ImagePolicy(Strict):

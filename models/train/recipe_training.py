@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import logging
 import sys
 import time
@@ -42,7 +43,7 @@ from station.models.train.sam_head import (
 from station.inference.metadata import InputSpec, ModelMetadata, sha256_file
 from station.inference.onnx import OnnxModel
 from station.progress import counting, step
-from station.recipe import LoadedRecipe, ProposalEntry, Recipe
+from station.recipe import BackboneVision, LoadedRecipe, ProposalEntry, Recipe
 from station.recipe_file import recipe_text, write_atomically
 from station.recipe_models import recipe_models
 from station.vision.classifier import NOT_DEFECT
@@ -244,28 +245,23 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
                  command: str = "", cv_mask_source: str | None = None, proposal_steps: int | None = None,
                  max_escape: float | None = None, prefix: str | None = None) -> dict:
     """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
-    from station.vision.inspector import build_inspector
 
+    if isinstance(loaded.recipe.vision, BackboneVision):
+        from station.models.train.backbone_recipe import train_backbone_recipe
+
+        if prefix is not None or max_escape is not None:  # not silently ignored
+            raise ValueError(f"recipe {loaded.recipe.name}: a backbone recipe's head is not yet trained from history "
+                             "or with a review band (--max-escape)")
+
+        return train_backbone_recipe(loaded, manifest, out_dir, work_dir, models_dir, group_by, folds, seed, update_recipe, command)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
     nets = [e.kind for e in recipe.vision.proposals]
-    rows = read_manifest(manifest)
-    known = {c.name for c in recipe.classes} | {recipe.good_class}
-    usable = [r for r in rows if r.label in known]
-    samples, skipped = load_samples(usable)
-    bad_class = [r for r in rows if r.label not in known]
-    log.info("manifest %s: %d rows, %d usable, %d skipped", manifest, len(rows), len(samples), len(skipped) + len(bad_class))
+    samples, data = training_data(manifest, recipe, group_by)
     record: dict = {
         "recipe": recipe.name,
         "command": command,
-        "data": {
-            "manifest": str(manifest), "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(),
-            "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
-            "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
-            "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
-            # what `station eval` checks to say it is judging training images (station.vision.trained_on)
-            "image_sha256": sorted({image_hash(s.row.image) for s in samples}),
-        },
+        "data": data,
         "seed": seed,
         **({"proposal_steps": proposal_steps or PROPOSAL_NET_STEPS} if "unet" in nets else {}),
         "proposals": [{"kind": e.kind, "opinion": e.opinion} for e in recipe.vision.proposals],
@@ -295,15 +291,11 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
                 fold_loaded = LoadedRecipe(recipe=trained_recipe(recipe, prop, clf, cv_mask_source), path=loaded.path, text=loaded.text,
                                            content_hash=loaded.content_hash)
                 _link_sam(models_dir, fold_dir, fold_loaded.recipe)
-                inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
-                metrics, results = evaluate(inspector, fold_loaded, test_rows, group_by, progress=counting(cv_progress))
-                metrics.pop("skipped_rows", None)
-                metrics["train_info"] = info
-                metrics["seconds"] = round(time.monotonic() - t, 1)
+                metrics, results = evaluate_fold(fold_loaded, fold_dir, test_rows, group_by, info, t, f"{k}/{folds}",
+                                                 progress=counting(cv_progress))
                 fold_metrics.append(metrics)
                 pooled += results
                 by_fold.append(results)
-                print(f"fold {k}/{folds}: " + _line(metrics), file=sys.stderr, flush=True)
         pooled_metrics = summarise(pooled, [], recipe.good_class, bool(group_by))
         pooled_metrics.pop("skipped_rows", None)
         names = [c.name for c in recipe.classes]
@@ -321,12 +313,9 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         # false-reject rate came out much higher), so the recipe gets the single one. With
         # parts (group_by) it must hold for parts too: the station rejects a part when any
         # of its views is rejected.
-        if operating_point(pooled, recipe.good_class):
-            point = threshold_for(pooled, recipe.good_class, per_part=bool(group_by))
-            which = "good images and good parts" if group_by else "good images"
-            record["operating_point"] = {
-                "min_confidence": round(min(0.999, point + 1e-4), 4),
-                "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}
+        chosen = chosen_operating_point(pooled, recipe.good_class, group_by)
+        if chosen:
+            record["operating_point"], point = chosen
             if max_escape is not None:
                 band = cross_fitted(by_fold, recipe.good_class, bool(group_by), per_part=bool(group_by), max_escape=max_escape)
                 record["cross_validation"]["operating_point_review_band"] = band
@@ -357,6 +346,61 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     return record
 
 
+
+def training_data(manifest: Path, recipe: Recipe, group_by: str | None) -> tuple[list[Sample], dict]:
+    """The manifest's usable samples for ``recipe`` (rows of other classes and unreadable ones
+    skipped, with their reasons) and the record's ``data`` entry."""
+    rows = read_manifest(manifest)
+    known = {c.name for c in recipe.classes} | {recipe.good_class}
+    usable = [r for r in rows if r.label in known]
+    samples, skipped = load_samples(usable)
+    bad_class = [r for r in rows if r.label not in known]
+    log.info("manifest %s: %d rows, %d usable, %d skipped", manifest, len(rows), len(samples), len(skipped) + len(bad_class))
+    return samples, {
+        "manifest": str(manifest), "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(),
+        "rows": len(rows), "used": len(samples), "skipped": len(skipped) + len(bad_class),
+        "skipped_reasons": {**skip_summary(skipped), **({"class": len(bad_class)} if bad_class else {})},
+        "group_by": group_by, "class_counts": {c: sum(s.row.label == c for s in samples) for c in sorted(known)},
+        # what `station eval` checks to say it is judging training images (station.vision.trained_on)
+        "image_sha256": sorted({image_hash(s.row.image) for s in samples}),
+    }
+
+
+def evaluate_fold(fold_loaded: LoadedRecipe, fold_dir: Path, test_rows: list, group_by: str | None, info: dict,
+                  started: float, which: str, progress=None) -> tuple[dict, list[ImageResult]]:
+    """A fold's held-out rows inspected by the real inspector on the fold's models (``station
+    eval``'s code path); (metrics with the training info and seconds, per-image results)."""
+    from station.vision.inspector import build_inspector
+
+    inspector = build_inspector(fold_loaded, fold_dir, "onnxruntime", 0)
+    metrics, results = evaluate(inspector, fold_loaded, test_rows, group_by, progress=progress)
+    metrics.pop("skipped_rows", None)
+    metrics["train_info"] = info
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    print(f"fold {which}: " + _line(metrics), file=sys.stderr, flush=True)
+    return metrics, results
+
+
+def chosen_operating_point(pooled: list[ImageResult], good_class: str, group_by: str | None) -> tuple[dict, float] | None:
+    """(the record's ``operating_point``, the threshold) read off the pooled held-out folds: one
+    threshold for all classes rejecting at most 1 % of the good images (and good parts, with
+    ``group_by``); None without good and defective images."""
+    if not operating_point(pooled, good_class):
+        return None
+    point = threshold_for(pooled, good_class, per_part=bool(group_by))
+    which = "good images and good parts" if group_by else "good images"
+    return {"min_confidence": min_confidence_above(point),
+            "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}, point
+
+
+def min_confidence_above(point: float) -> float:
+    """The smallest 6-decimal min_confidence above ``point`` (the recipe rejects a confidence at
+    or above it; the threshold rejects scores above ``point``), at most 0.999999. Six decimals,
+    not four: a per-cell head's scores crowd near 1 (its 1 % point on the magnetic tiles is
+    ~0.9998), and 0.999 would reject far more than 1 % of good parts."""
+    return min(0.999999, (math.floor(point * 1e6) + 1) / 1e6)
+
+
 def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
     """The recipe's SAM pair, pulled into ``models_dir`` if needed (a head is trained on its embeddings)."""
     from station.inference.factory import load_model
@@ -371,11 +415,16 @@ def _load_segmenter(models_dir: Path, recipe: Recipe) -> SamSegmenter:
 def _link_sam(models_dir: Path, fold_dir: Path, recipe: Recipe) -> None:
     """Make the SAM pair visible in a fold's model directory (symlinks to the pulled files)."""
     sam = recipe_models(recipe).segmentation
-    if sam is None:
-        return
+    if sam is not None:
+        link_pulled(models_dir, fold_dir, sam)
+
+
+def link_pulled(models_dir: Path, fold_dir: Path, name: str) -> None:
+    """Pull ``name`` (and its pair) into ``models_dir`` and make it visible in ``fold_dir`` (symlinks)."""
     from station.models_store import pull
 
-    for res in pull(sam, models_dir):
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    for res in pull(name, models_dir):
         for name in (f"{res.name}.json", res.path.name):
             link = fold_dir / name
             if not link.exists():

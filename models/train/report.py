@@ -31,7 +31,13 @@ def report(record: dict) -> str:
     d = record["data"]
     out.append(f"Data: {d['manifest']} (sha256 {d['manifest_sha256'][:12]}…), {d['used']} of {d['rows']} rows used, "
                f"grouped by {d['group_by'] or 'row'}; classes {d['class_counts']}")
-    if "proposals" in record:  # entries {kind, opinion}, grouped by opinion
+    if "backbone" in record:  # analyzer "backbone": one trained head on a pulled backbone
+        bb, hs = record["backbone"], record.get("head_settings", {})
+        out += ["", f"Backbone: {bb['name']} (sha256 {bb['sha256'][:12]}…) at short side {bb['short_side']} px; per-cell "
+                    f"logistic-regression head, C {hs.get('c')}, flip averaging {hs.get('flip_tta')}, edge margin "
+                    f"{hs.get('edge_margin_cells')} cells"]
+        nets = None
+    elif "proposals" in record:  # entries {kind, opinion}, grouped by opinion
         groups: dict[int, list[str]] = {}
         for e in record["proposals"]:
             groups.setdefault(e["opinion"], []).append(e["kind"])
@@ -40,9 +46,9 @@ def report(record: dict) -> str:
         nets = nets[0] if isinstance(nets[0], str) and len(nets) == 1 else nets
     else:  # records written before the recipe's proposal entries
         nets = record.get("proposal_net", "pixel-mlp")
-    # records written before the field existed: the classifier always named and dropped
-    out += ["", f"Proposal nets: {_nets(nets)}; classifier role: "
-                f"{record.get('classifier_role', 'name-and-drop')}"]
+    if nets is not None:  # records written before the field existed: the classifier always named and dropped
+        out += ["", f"Proposal nets: {_nets(nets)}; classifier role: "
+                    f"{record.get('classifier_role', 'name-and-drop')}"]
     cv = record.get("cross_validation")
     if cv:
         keys = ["detection_rate", "false_reject_rate", "type_accuracy", "mean_iou", "part_detection_rate", "part_false_reject_rate",
@@ -61,9 +67,10 @@ def report(record: dict) -> str:
             out += ["", f"### Cross-fitted operating point: {fitted['rule']}", "",
                     "| fold | thresholds | " + " | ".join(rates) + " |", "|---" * (len(rates) + 2) + "|"]
             for i, (t, m) in enumerate(zip(fitted["thresholds"], fitted["per_fold"]), 1):
-                shown = t if isinstance(t, (int, float)) else ", ".join(f"{c} {v:.3f}" for c, v in t.items())
+                shown = t if isinstance(t, (int, float)) else ", ".join(f"{c} {v:g}" for c, v in t.items())
                 out.append(f"| {i} | {shown} | " + " | ".join(_f(m.get(k)) for k in rates) + " |")
             out.append("| pooled | | " + " | ".join(_f(fitted["pooled"].get(k)) for k in rates) + " |")
+            out += _intervals(fitted["pooled"])
             out += ["", *_class_table(fitted["pooled"]["per_class"], with_iou=False)]
         lat = cv["pooled"]["latency_ms"]
         shown = ", ".join(f"{k} {v['p50']:.0f} / {v['p99']:.0f}" for k, v in lat.items())
@@ -76,6 +83,12 @@ def report(record: dict) -> str:
     models = ", ".join(f"{n} ({sha[:12]}…)" for n, sha in f["sha256"].items())  # proposals, then the classifier
     out += ["", f"Final models: {models}, trained on all rows at {record.get('trained_at', '?')}."]
     return "\n".join(out) + "\n"
+
+
+def _intervals(m: dict) -> list[str]:
+    """The pooled false-reject rates' Wilson 95 % intervals (records from before they existed: none)."""
+    shown = [f"{k.replace('_ci95', '')} {_f(m[k][0])}-{_f(m[k][1])}" for k in ("false_reject_ci95", "part_false_reject_ci95") if m.get(k)]
+    return ["", "95 % interval (Wilson) of the pooled " + ", ".join(shown)] if shown else []
 
 
 def _nets(nets: str | list) -> str:

@@ -115,7 +115,8 @@ def print_metrics(m: dict) -> None:
             "part_defective_review_rate", "auroc", "detection_at_1pct_false_reject", "threshold_at_1pct_false_reject"]
     for k in keys:
         if k in m:
-            print(f"{k:<32}{_fmt(m[k])}")
+            ci = m.get(k.replace("_rate", "_ci95")) if k.endswith("false_reject_rate") else None
+            print(f"{k:<32}{_fmt(m[k])}" + (f"   95 % interval (Wilson) {_fmt(ci[0])}-{_fmt(ci[1])}" if ci else ""))
     counts = f"images {m['images']} (defective {m['defective_images']}, good {m['good_images']}, with masks {m['images_with_masks']})"
     if "parts" in m:
         counts += f"  parts {m['parts']} (defective {m['defective_parts']}, good {m['good_parts']})"
@@ -241,13 +242,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             loaded, args.data, out, args.work_dir / loaded.recipe.name, args.models_dir or Path("var/models"), args.group_by,
             args.folds, args.seed, args.update_recipe, command, args.cv_mask_source, args.proposal_steps, args.max_escape,
         )
-    except ManifestError as exc:
+    except (ManifestError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _print_record(record)
-    final = record["final"]
-    proposals = ", ".join(n for n in final["sha256"] if n != final["classifier"])
-    print(f"trained {proposals} and {final['classifier']} into {out}"
+    print(f"trained {', '.join(record['final']['sha256'])} into {out}"
           + (f"; {loaded.path} now uses them" if args.update_recipe else f" (the recipe {loaded.path} is unchanged)"))
     return 0
 
@@ -263,7 +262,7 @@ def _print_record(record: dict) -> None:
                 print(f"cross-fitted operating point ({fitted['rule']}):")
                 for k, t in enumerate(fitted["thresholds"], 1):
                     band = fitted.get("review_thresholds")
-                    print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:.3f}" for c, v in t.items())
+                    print(f"  fold {k} thresholds: " + ", ".join(f"{c} {v:g}" for c, v in t.items())
                           + (f"; review above {band[k - 1]:.3f}" if band else ""))
                 print_metrics(fitted["pooled"])
     point = record.get("operating_point")

@@ -34,7 +34,9 @@ class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    role: Literal["sam_encoder", "sam_decoder", "proposals", "classifier"]
+    # "backbone": a frozen feature extractor (station.vision.backbone); heads on it are "proposals"
+    # with extra.input = "backbone"
+    role: Literal["sam_encoder", "sam_decoder", "proposals", "classifier", "backbone"]
     file: str  # file name, relative to the metadata file
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int | None = None

@@ -15,6 +15,8 @@ REVIEW — a finding in the recipe's review band, the part goes to a person — 
   any of its views is (the station's rule for several cameras or lights), else sent to review
   when any view is: ``part_detection_rate``, ``part_false_reject_rate``, ``part_escape_rate``,
   ``part_defective_review_rate`` and ``part_review_rate``;
+- ``false_reject_ci95`` (and ``part_false_reject_ci95``): the Wilson 95 % interval of the false
+  reject rate. A threshold set on ~100 good parts is noisy: 1 rejected of 100 is 0.2 %–5.4 %;
 - per class, counts, skipped rows with reasons, per-stage latency p50/p99 (ms).
 """
 
@@ -24,6 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.stats import binomtest
 
 from station.inspection import Outcome, View
 from station.recipe import LoadedRecipe
@@ -48,6 +51,14 @@ class ImageResult:
 
 def _rate(num: int, den: int) -> float | None:
     return None if den == 0 else num / den
+
+
+def wilson_interval(num: int, den: int, confidence: float = 0.95) -> list[float] | None:
+    """[low, high] Wilson score interval of the rate ``num / den`` (None without trials)."""
+    if den == 0:
+        return None
+    ci = binomtest(num, den).proportion_ci(confidence, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def inspect_row(inspector, loaded: LoadedRecipe, row: Row, min_side_px: int) -> tuple[ImageResult | None, str | None]:
@@ -245,6 +256,7 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
     out: dict = {
         "detection_rate": _rate(sum(r.rejected for r in defective), len(defective)),
         "false_reject_rate": _rate(sum(r.rejected for r in good), len(good)),
+        "false_reject_ci95": wilson_interval(sum(r.rejected for r in good), len(good)),
         "escape_rate": _rate(sum(not r.rejected and not r.reviewed for r in defective), len(defective)),
         "defective_review_rate": _rate(sum(r.reviewed for r in defective), len(defective)),
         "review_rate": _rate(sum(r.reviewed for r in good), len(good)),
@@ -290,6 +302,7 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
         out["part_escape_rate"] = _rate(sum(not any(r.rejected or r.reviewed for r in v) for v in bad_parts), len(bad_parts))
         out["part_defective_review_rate"] = _rate(sum(part_reviewed(v) for v in bad_parts), len(bad_parts))
         out["part_review_rate"] = _rate(sum(part_reviewed(v) for v in good_parts), len(good_parts))
+        out["part_false_reject_ci95"] = wilson_interval(sum(any(r.rejected for r in v) for v in good_parts), len(good_parts))
         out["parts"] = len(parts)
         out["defective_parts"] = len(bad_parts)
         out["good_parts"] = len(good_parts)

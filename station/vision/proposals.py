@@ -114,6 +114,9 @@ class ProposalStage(Proposer):
         meta = model.metadata
         if meta.role != "proposals":
             raise ModelError(f"model {meta.name}: role {meta.role!r}, expected 'proposals'")
+        if meta.extra.get("input") == "backbone":
+            raise ModelError(f"model {meta.name} is a head on backbone features: "
+                             "load it with station.vision.backbone (load_backbone_proposer)")
         self.grey_input = meta.extra.get("input") == "grey"
         self.embedding_input = meta.extra.get("input") == "sam_embedding"
         self.feature_input = not (self.grey_input or self.embedding_input)

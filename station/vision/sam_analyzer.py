@@ -1,6 +1,7 @@
-"""The model pipeline (recipe ``vision.analyzer = "sam"``): propose, name, outline.
+"""The model pipeline (recipe ``vision.analyzer = "sam"`` or ``"backbone"``): propose, name, outline.
 
-Per view: the proposal stage (one model, several fused per pixel, or opinions of such) finds
+Per view: the proposal stage (``"sam"``: one model, several fused per pixel, or opinions of
+such; ``"backbone"``: a per-cell head on a frozen pretrained backbone, station.vision.backbone) finds
 candidate regions at native resolution; the classifier (when the recipe has one) names each
 region and, unless the recipe's ``vision.classifier_role`` is ``"name"``, drops it as "not a
 defect"; each kept region
@@ -26,7 +27,7 @@ import numpy as np
 from station.inference.factory import load_model
 from station.inference.metadata import ModelError, resolve_model
 from station.inspection import Defect, View
-from station.recipe import Recipe, SamVision
+from station.recipe import BackboneVision, ModelVision, Recipe
 from station.recipe_models import recipe_models
 from station.vision.classifier import RegionClassifier
 from station.vision.preprocess import to_gray
@@ -41,7 +42,7 @@ class SamAnalyzer:
     def __init__(self, recipe: Recipe, proposals: Proposer, classifier: RegionClassifier | None,
                  segmenter: SamSegmenter | None, model_hashes: dict[str, str]):
         self.recipe = recipe
-        self.vision: SamVision = recipe.vision
+        self.vision: ModelVision = recipe.vision
         self.proposals = proposals
         self.classifier = classifier
         self.segmenter = segmenter
@@ -62,6 +63,11 @@ class SamAnalyzer:
                 cls[self.class_names.index(name)] += classifier_probs[i]
             probs = np.sqrt(probs * cls / cls.sum())
         return probs / probs.sum(), p_not
+
+    def _outline_from(self, cls) -> float:
+        """The confidence from which a finding of ``cls`` matters: its review band's start, else its min_confidence."""
+        review = self.recipe.review_at_of(cls)
+        return self.recipe.min_confidence_of(cls) if review is None else review
 
     def _crop_mask(self, image: np.ndarray, box: tuple[int, int, int, int], side_px: int) -> np.ndarray:
         """SAM mask from an encoding of a native-resolution window around ``box`` (at least
@@ -100,9 +106,9 @@ class SamAnalyzer:
             confidence = float(np.sqrt(prop.score * (1.0 - p_not)))
             mask = prop.mask
             cls = self.recipe.defect_class(name)
-            # SAM only outlines defects that can count: below the class's confidence the
-            # proposal's region is shown, and no encoder run is spent on it
-            if self.segmenter is not None and cls.mask_source == "sam" and confidence >= self.recipe.min_confidence_of(cls):
+            # SAM only outlines defects that can count or send the part to review (the reject or
+            # review band): below that the proposal's region is shown, and no encoder run is spent on it
+            if self.segmenter is not None and cls.mask_source == "sam" and confidence >= self._outline_from(cls):
                 x0, y0, x1, y1 = prop.box
                 box = (max(0, x0 - BOX_MARGIN_PX), max(0, y0 - BOX_MARGIN_PX), min(w, x1 + BOX_MARGIN_PX), min(h, y1 + BOX_MARGIN_PX))
                 if vision.tile_px:
@@ -141,7 +147,10 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
                              f"its metadata says {kind!r} (retrain it, or fix vision.proposals)")
         return ProposalStage(model, names)
 
-    proposals = proposer([[stage(e) for e in opinion] for opinion in needed.proposals])
+    if isinstance(recipe.vision, BackboneVision):
+        proposals = _backbone_proposer(recipe.vision, models_dir, names, backend, threads, hashes)
+    else:
+        proposals = proposer([[stage(e) for e in opinion] for opinion in needed.proposals])
     classifier = RegionClassifier(open_model(needed.classifier), names) if needed.classifier else None
     segmenter = None
     if needed.segmentation:
@@ -156,8 +165,25 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
     same_encoder = encoder is not None and proposals.encoder_sha256 in {encoder.sha256, *encoder.extra.get("stands_for_sha256", [])}
     if proposals.embedding_input and not same_encoder:
         raise ModelError(
-            f"proposal model(s) {', '.join(e.model for e in recipe.vision.proposals)} were trained on the embeddings of encoder "
+            f"proposal model(s) {', '.join(needed.names)} were trained on the embeddings of encoder "
             f"sha256 {proposals.encoder_sha256[:12]}…; the recipe's segmentation model {needed.segmentation} has "
             f"{segmenter.encoder.metadata.sha256[:12]}…: retrain it"
         )
     return SamAnalyzer(recipe, proposals, classifier, segmenter, hashes)
+
+
+def _backbone_proposer(vision: BackboneVision, models_dir: Path, names: list[str], backend: str, threads: int,
+                       hashes: dict[str, str]):
+    """The recipe's head on its backbone; the head must have been trained on that backbone at the recipe's short side."""
+    from station.vision.backbone import load_backbone_proposer
+
+    found, model_hashes = load_backbone_proposer(models_dir, vision.head, names, backend, threads, vision.edge_margin_cells)
+    head = found.head.metadata
+    if head.extra.get("backbone") != vision.backbone:
+        raise ModelError(f"model {vision.head}: trained on backbone {head.extra.get('backbone')!r}, the recipe names "
+                         f"{vision.backbone!r} (retrain it, or fix vision.backbone)")
+    if found.short_side != vision.short_side:
+        raise ModelError(f"model {vision.head}: trained at short side {found.short_side} px, the recipe says "
+                         f"{vision.short_side} (retrain it, or fix vision.short_side)")
+    hashes.update(model_hashes)
+    return found

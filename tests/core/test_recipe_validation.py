@@ -9,7 +9,7 @@ from tests.recipes import REPO
 
 
 def test_changes_name_models_thresholds_and_classes():
-    old = load_recipe(REPO / "recipes" / "magnetic-tile.toml").recipe
+    old = load_recipe(REPO / "recipes" / "magnetic-tile-nets.toml").recipe
     vision = old.vision.model_copy(update={"classifier": "magnetic-tile-v2-classifier",
                                            "proposals": [old.vision.proposals[0].model_copy(update={"model": "mt-v2-mlp"})]})
     classes = [c.model_copy(update={"min_area_px": 9}) if c.name == "crack" else c for c in old.classes]
@@ -21,7 +21,7 @@ def test_changes_name_models_thresholds_and_classes():
             "magnetic-tile-proposals-sam-context-head -> mt-v2-mlp") in lines
     assert "review_at: None -> 0.9" in lines and "class crack: min_area_px 6 -> 9" in lines
     assert recipe_changes(old, old.model_copy(update={"version": 3})) == ["version 1 -> 3", "nothing else (the same rules and models)"]
-    assert recipe_changes(None, new) == ["magnetic-tile v2 becomes the recipe (there is none now)"]
+    assert recipe_changes(None, new) == ["magnetic-tile-nets v2 becomes the recipe (there is none now)"]
 
 
 def test_confusion_and_table_rows():

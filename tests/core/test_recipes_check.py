@@ -1,6 +1,6 @@
 """Issue 19.6: `station recipes check FILE` checks what a PLC LOAD_RECIPE would load.
 
-The shipped magnetic-tile recipe with its real models (LiteMedSAM pair from ../shared/models,
+The magnetic-tile-nets recipe with its real models (LiteMedSAM pair from ../shared/models,
 the trained heads shipped in models/trained) pulled into a models dir; then each thing a
 LOAD_RECIPE would trip on, one at a time: a model file changed (sha256), a model's metadata
 missing, the SAM decoder missing, the encoder's metadata naming no decoder, a non-finite number.
@@ -18,7 +18,7 @@ from station.cli import main
 from station.models_store import ensure_recipe_models
 from tests.conftest import REPO_ROOT
 
-RECIPE = REPO_ROOT / "recipes" / "magnetic-tile.toml"
+RECIPE = REPO_ROOT / "recipes" / "magnetic-tile-nets.toml"
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def check(capsys, *args) -> tuple[int, str]:
 def test_a_complete_recipe_checks_ok(capsys, models):
     code, text = check(capsys, RECIPE, "--models-dir", models)
     assert code == 0, text
-    assert "ok (magnetic-tile" in text and "6 models" in text and "sha256 ok" in text
+    assert "ok (magnetic-tile-nets" in text and "6 models" in text and "sha256 ok" in text
 
 
 def test_a_station_file_gives_the_models_dir(capsys, models, tmp_path):
@@ -87,3 +87,14 @@ def test_non_finite_numbers_are_refused_with_file_and_key(capsys, models, tmp_pa
     bad.write_text(RECIPE.read_text().replace("min_confidence = 0.9833", f"min_confidence = {value}", 1))
     code, text = check(capsys, bad, "--models-dir", models)
     assert code == 2 and f"{bad}: min_confidence: must be a finite number" in text, text
+
+
+def test_the_backbone_recipe_names_its_backbone_and_head(capsys, tmp_path):
+    """The shipped magnetic-tile recipe (analyzer "backbone") against an empty models dir: each
+    model it would load is named with its recipe key."""
+    shipped = REPO_ROOT / "recipes" / "magnetic-tile.toml"
+    code, text = check(capsys, shipped, "--models-dir", tmp_path)
+    assert code == 2
+    for key, name in [("vision.segmentation", "litemedsam"), ("vision.backbone", "efficientnet-lite0"),
+                      ("vision.head", "magnetic-tile-backbone-head")]:
+        assert f"{shipped}: {key}: model {name}:" in text, text

@@ -79,13 +79,13 @@ port = {hmi_port}
 
 
 def tile_lite_recipe() -> str:
-    """The shipped magnetic-tile recipe with only its pixel-MLP proposals (no SAM at inspection:
+    """The magnetic-tile-nets recipe with only its pixel-MLP proposals (no SAM at inspection:
     fast), every class outlined by its proposal region, a review band [0.8, 0.9833) and every
     pass archived (so good parts can be labelled)."""
-    text_ = (REPO / "recipes" / "magnetic-tile.toml").read_text()
+    text_ = (REPO / "recipes" / "magnetic-tile-nets.toml").read_text()
     start, end = text_.index("# two opinions"), text_.index("[[classes]]")
     text_ = text_[:start] + '[[vision.proposals]]\nkind = "pixel-mlp"\nmodel = "magnetic-tile-proposals-pixel-mlp"\n\n' + text_[end:]
-    text_ = text_.replace('name = "magnetic-tile"', 'name = "tile-lite"').replace("plc_id = 10", "plc_id = 11")
+    text_ = text_.replace('name = "magnetic-tile-nets"', 'name = "tile-lite"').replace("plc_id = 11", "plc_id = 12")
     text_ = text_.replace('mask_source = "sam"', 'mask_source = "proposal"').replace("pass_sample_rate = 0.02", "pass_sample_rate = 1.0")
     text_ = text_.replace("min_confidence = 0.9833\n", "min_confidence = 0.9833\nreview_at = 0.8\n")
     assert "review_at = 0.8" in text_ and "segmentation = \"litemedsam\"" in text_
@@ -320,6 +320,8 @@ def test_review_band_to_plc_queue_sam_label_retrain_validate_activate(line, brow
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", table)
     time.sleep(0.5)
     browser.save_screenshot(str(ARTIFACTS / "recipe-validation.png"))
+    # the page can show the command's validation before the HMI's own is stored: wait for the row
+    wait_for(lambda: len(query(db, "SELECT id FROM recipe_validations")) == 2, 300, "the HMI's validation stored")
     (by_command, (parts, report)) = query(db, "SELECT parts, report FROM recipe_validations ORDER BY id")
     assert by_command[0] == parts
     report = json.loads(report) if isinstance(report, str) else report

@@ -12,16 +12,16 @@ from station.inference.metadata import ModelMetadata
 
 
 @pytest.mark.slow
-def test_sim_bench_runs_the_shipped_tile_recipes_own_models_on_three_cores(repo_root, shared_dir, sam_models_dir, tmp_path, capsys):
+def test_sim_bench_runs_the_tile_nets_recipes_own_models_on_three_cores(repo_root, shared_dir, sam_models_dir, tmp_path, capsys):
     models = tmp_path / "models"
     models.mkdir()
     for f in sam_models_dir.iterdir():  # the SAM pair, pulled once for the session
         (models / f.name).symlink_to(f)
-    assert main(["bench", "--recipe", "magnetic-tile", "--backend", "sim-rk3588", "--parts", "6", "--json",
+    assert main(["bench", "--recipe", "magnetic-tile-nets", "--backend", "sim-rk3588", "--parts", "6", "--json",
                  "--data", str(shared_dir / "data" / "magnetic-tile-train" / "manifest.csv"),
                  "--models-dir", str(models)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["recipe"] == "magnetic-tile" and [r["npu_cores"] for r in report["runs"]] == [1, 2, 3]
+    assert report["recipe"] == "magnetic-tile-nets" and [r["npu_cores"] for r in report["runs"]] == [1, 2, 3]
     # the recipe's own models, each where it can run: fixed shapes on the (simulated) NPU
     placement = report["models"]
     assert set(placement) == {"litemedsam", "litemedsam_decoder", "magnetic-tile-proposals-pixel-mlp",

@@ -93,6 +93,9 @@ def test_eval_metrics_match_the_known_answers(tmp_path, manifest):
     assert m["parts"] == 3 and m["defective_parts"] == 2 and m["good_parts"] == 1
     assert m["part_detection_rate"] == pytest.approx(1.0)
     assert m["part_false_reject_rate"] == pytest.approx(1.0)
+    # Wilson 95 % intervals of the false-reject rates: 1 of 2 good images, 1 of 1 good part
+    assert m["false_reject_ci95"] == pytest.approx([0.0945, 0.9055], abs=1e-4)
+    assert m["part_false_reject_ci95"] == pytest.approx([0.2065, 1.0], abs=1e-4)
     assert m["per_class"]["crack"]["predicted_as"] == {"stain": 1}
     assert m["per_class"]["scratch"]["detection_rate"] == 0.0
     assert m["skipped"] == 6
@@ -135,8 +138,9 @@ def test_eval_without_group_by_has_no_part_rates_and_prints_a_table(tmp_path, ma
     write_recipe(tmp_path / "blobs.toml")
     proc = run_eval("--recipe", str(tmp_path / "blobs.toml"), "--data", str(manifest), "--models-dir", str(tmp_path / "m"))
     assert proc.returncode == 0, proc.stderr
-    lines = {line.split()[0]: line.split()[-1] for line in proc.stdout.splitlines() if line.strip()}
+    lines = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines() if line.strip()}
     assert lines["detection_rate"] == "0.6667" and lines["false_reject_rate"] == "0.5000"
+    assert "false_reject_rate               0.5000   95 % interval (Wilson) 0.0945-0.9055" in proc.stdout
     assert "part_detection_rate" not in proc.stdout
     assert "skipped 6" in proc.stdout
 
@@ -275,3 +279,16 @@ def test_cross_fitted_review_band_is_chosen_on_the_other_folds():
     assert a["detection_rate"] == 0.25 and a["escape_rate"] == 0.25 and a["review_rate"] == 4 / 5
     assert b["detection_rate"] == 0.25 and b["escape_rate"] == 0.0 and b["review_rate"] == 3 / 4
     assert "25% of the other folds' defective images and parts escape" in out["rule"]
+
+
+def test_wilson_interval_matches_the_textbook_formula():
+    from station.vision.evaluate import wilson_interval
+
+    z = 1.959964
+    for k, n in [(1, 100), (0, 104), (3, 662), (52, 52)]:
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        assert wilson_interval(k, n) == pytest.approx([centre - half, centre + half], abs=1e-6)
+    assert wilson_interval(1, 100) == pytest.approx([0.0018, 0.0545], abs=1e-4)  # 1 % on 100 parts: up to 5 %
+    assert wilson_interval(0, 0) is None

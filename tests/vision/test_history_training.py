@@ -32,24 +32,24 @@ def test_train_defaults_leave_the_shipped_files_alone():
 def test_from_history_needs_a_history_and_labelled_parts(tmp_path):
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    (recipes / "magnetic-tile.toml").write_text((REPO / "recipes" / "magnetic-tile.toml").read_text())
-    before = (recipes / "magnetic-tile.toml").read_text()
-    proc = station("train", "--recipe", "magnetic-tile", "--from-history", "--recipes-dir", str(recipes), cwd=tmp_path)
+    (recipes / "magnetic-tile-nets.toml").write_text((REPO / "recipes" / "magnetic-tile-nets.toml").read_text())
+    before = (recipes / "magnetic-tile-nets.toml").read_text()
+    proc = station("train", "--recipe", "magnetic-tile-nets", "--from-history", "--recipes-dir", str(recipes), cwd=tmp_path)
     assert proc.returncode == 2 and "--from-history needs the history" in proc.stderr
-    proc = station("train", "--recipe", "magnetic-tile", "--data", "m.csv", "--db", "sqlite:///x.db", cwd=tmp_path)
+    proc = station("train", "--recipe", "magnetic-tile-nets", "--data", "m.csv", "--db", "sqlite:///x.db", cwd=tmp_path)
     assert proc.returncode == 2 and "go with --from-history" in proc.stderr
     db = f"sqlite:///{tmp_path / 'history.db'}"
     common = ["--db", db, "--archive", str(tmp_path / "images"), "--recipes-dir", str(recipes)]
-    proc = station("train", "--recipe", "magnetic-tile", "--from-history", *common, "--models-dir", str(tmp_path / "models"),
+    proc = station("train", "--recipe", "magnetic-tile-nets", "--from-history", *common, "--models-dir", str(tmp_path / "models"),
                    "--work-dir", str(tmp_path / "work"), cwd=tmp_path)
     assert proc.returncode == 1 and "no usable part labelled defective among 0 reviewed parts" in proc.stderr, proc.stderr
-    assert (recipes / "magnetic-tile.toml").read_text() == before
-    proc = station("train", "--recipe", "magnetic-tile", "--from-history", *common, "--since", "yesterday", cwd=tmp_path)
+    assert (recipes / "magnetic-tile-nets.toml").read_text() == before
+    proc = station("train", "--recipe", "magnetic-tile-nets", "--from-history", *common, "--since", "yesterday", cwd=tmp_path)
     assert proc.returncode == 2 and "since" in proc.stderr
-    proc = station("eval", "--recipe", "magnetic-tile", "--from-history", *common, cwd=tmp_path)
+    proc = station("eval", "--recipe", "magnetic-tile-nets", "--from-history", *common, cwd=tmp_path)
     assert proc.returncode == 2 and "NAME@VERSION" in proc.stderr
-    proc = station("eval", "--recipe", "magnetic-tile@7", "--from-history", *common, cwd=tmp_path)
-    assert proc.returncode == 1 and "no stored version 7 of recipe 'magnetic-tile'" in proc.stderr
+    proc = station("eval", "--recipe", "magnetic-tile-nets@7", "--from-history", *common, cwd=tmp_path)
+    assert proc.returncode == 1 and "no stored version 7 of recipe 'magnetic-tile-nets'" in proc.stderr
 
 
 def test_a_candidate_never_goes_into_the_repository(tmp_path):
@@ -57,7 +57,7 @@ def test_a_candidate_never_goes_into_the_repository(tmp_path):
     from station.models.train.history_training import train_candidate
     from station.recipe import load_recipe
 
-    loaded = load_recipe(REPO / "recipes" / "magnetic-tile.toml")
+    loaded = load_recipe(REPO / "recipes" / "magnetic-tile-nets.toml")
     for inside in (REPO / "models" / "trained", REPO / "recipes"):
         with pytest.raises(ValueError, match="not the repository"):
             train_candidate(loaded, f"sqlite:///{tmp_path / 'h.db'}", tmp_path, inside, tmp_path / "work")

@@ -146,13 +146,13 @@ def test_a_second_opinion_keeps_what_a_product_would_veto(tmp_path):
 def test_recipe_proposal_entries_name_kind_and_model_group_by_opinion_and_never_repeat(tmp_path):
     from station.config_errors import ConfigError
 
-    recipe = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe
+    recipe = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml").recipe
     opinions = recipe.vision.opinions
     assert [[(e.kind, e.model) for e in o] for o in opinions] == [
         [("pixel-mlp", "magnetic-tile-proposals-pixel-mlp"), ("sam-head", "magnetic-tile-proposals-sam-head")],
         [("sam-context-head", "magnetic-tile-proposals-sam-context-head")]]
     assert recipe.vision.proposals_on_sam_embedding
-    text = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    text = (REPO_ROOT / "recipes" / "magnetic-tile-nets.toml").read_text()
     path = tmp_path / "r.toml"
     for old, new, why in (
         ('model = "magnetic-tile-proposals-sam-head"', 'model = "magnetic-tile-proposals-pixel-mlp"', "named twice"),
@@ -191,7 +191,7 @@ def stand_in_recipe(tmp_path: Path, opinions: list[list[str]], threshold: float,
     from station.recipe import ProposalEntry
     from station.recipe_file import recipe_text
 
-    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml")
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml")
     entries = [ProposalEntry(kind=kind, model=m, opinion=i) for i, o in enumerate(opinions, 1) for m in o]
     updated = shipped.recipe.vision.model_copy(update={"proposals": entries, "classifier": classifier,
                                                        "proposal_threshold": threshold, **vision})

@@ -27,7 +27,7 @@ def test_models_pulled_for_a_shipped_recipe_are_the_models_its_analyzer_opens(na
 
 
 def test_sam_is_needed_only_to_outline_or_for_embedding_heads():
-    tile = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe
+    tile = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml").recipe
     steel = load_recipe(REPO_ROOT / "recipes" / "steel-strip.toml").recipe
     demo = load_recipe(REPO_ROOT / "recipes" / "demo-part.toml").recipe
     plain = load_recipe(REPO_ROOT / "recipes" / "plate-threshold.toml").recipe
@@ -42,3 +42,7 @@ def test_sam_is_needed_only_to_outline_or_for_embedding_heads():
     # a tile recipe outlining nothing with SAM still needs the encoder for its embedding heads
     proposal_only = tile.model_copy(update={"classes": [c.model_copy(update={"mask_source": "proposal"}) for c in tile.classes]})
     assert recipe_models(proposal_only).segmentation == "litemedsam"
+    # the shipped tile recipe: the backbone, its one trained head, and SAM to outline blowholes and cracks
+    backbone = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe
+    assert recipe_models(backbone).names == ["litemedsam", "efficientnet-lite0", "magnetic-tile-backbone-head"]
+    assert recipe_models(backbone).sam_reasons == ("outlines blowhole, crack",)

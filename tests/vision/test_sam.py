@@ -47,8 +47,8 @@ def test_box_prompt_outlines_a_real_blowhole(segmenter, shared_dir):
 
 
 def _magnetic_recipe(repo_root, tmp_path, models: str):
-    text = (repo_root / "recipes" / "magnetic-tile.toml").read_text()
-    path = tmp_path / "magnetic-tile.toml"
+    text = (repo_root / "recipes" / "magnetic-tile-nets.toml").read_text()
+    path = tmp_path / "magnetic-tile-nets.toml"
     path.write_text(text)
     return load_recipe(path)
 
@@ -60,7 +60,7 @@ def test_checksum_mismatch_is_refused_when_the_recipe_loads(sam_models_dir, tmp_
     data = bytearray(enc.read_bytes())
     data[1000] ^= 0xFF
     enc.write_bytes(bytes(data))
-    loaded = load_recipe(repo_root / "recipes" / "magnetic-tile.toml")
+    loaded = load_recipe(repo_root / "recipes" / "magnetic-tile-nets.toml")
     from station.models_store import pull
 
     for name in recipe_models(loaded.recipe).names[1:]:  # all but the (corrupted) SAM encoder
@@ -70,7 +70,7 @@ def test_checksum_mismatch_is_refused_when_the_recipe_loads(sam_models_dir, tmp_
 
 
 def test_missing_and_corrupt_models_are_clear_errors(sam_models_dir, tmp_path, repo_root):
-    loaded = load_recipe(repo_root / "recipes" / "magnetic-tile.toml")
+    loaded = load_recipe(repo_root / "recipes" / "magnetic-tile-nets.toml")
     with pytest.raises(ModelError, match="station models pull"):
         build_inspector(loaded, tmp_path / "empty")
     models = tmp_path / "models"
@@ -96,7 +96,7 @@ def test_native_resolution_window_mode_outlines_the_same_blowhole(segmenter, sha
     truth = cv2.imread(str(shared_dir / f"{TILE}.png"), cv2.IMREAD_GRAYSCALE) >= 128
     region = components(truth)[0]
     x0, y0, x1, y1 = region.box
-    recipe = load_recipe(repo_root / "recipes" / "magnetic-tile.toml").recipe
+    recipe = load_recipe(repo_root / "recipes" / "magnetic-tile-nets.toml").recipe
     analyzer = SamAnalyzer(recipe, proposals=None, classifier=None, segmenter=segmenter, model_hashes={})
     mask = analyzer._crop_mask(image, (x0 - 2, y0 - 2, x1 + 2, y1 + 2), side_px=96)
     assert mask.shape == image.shape

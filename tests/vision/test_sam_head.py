@@ -125,7 +125,7 @@ def test_the_analyzer_refuses_a_head_trained_on_another_encoders_embeddings(tmp_
     export_sam_head(net, models / "head.onnx", C, G)
     from station.recipe import ProposalEntry
 
-    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml").recipe
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml").recipe
     vision = shipped.vision.model_copy(update={"proposals": [ProposalEntry(kind="sam-head", model="head")], "classifier": None})
     recipe = shipped.model_copy(update={"vision": vision})
     for sha, ok in (("ab" * 32, False), (encoder_sha, True)):

