@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # Models are pulled from local copies first: the read-only shared folder next to the checkout.
 export STATION_MODEL_DIRS ?= $(abspath $(wildcard ../shared/models))
 
-.PHONY: demo test test-fast lint venv system-deps bench eval clean
+.PHONY: demo test test-fast test-long lint venv system-deps bench eval clean
 
 venv: $(STAMP)
 
@@ -33,10 +33,13 @@ system-deps:
 demo: venv
 	$(BIN)/station demo
 
-FAST_MARKERS := not slow and not browser and not postgres and not system and not training
+FAST_MARKERS := not long and not slow and not browser and not postgres and not system and not training
 
 test: venv system-deps lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not long" $(PYTEST_ARGS)
+
+test-long: venv system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m long $(PYTEST_ARGS)
 
 test-fast: venv lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "$(FAST_MARKERS)" $(PYTEST_ARGS)

@@ -61,8 +61,12 @@ def test_a_trained_recipe_is_written_over_the_file_keeping_its_comments(tmp_path
 
 @pytest.mark.training
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("kinds", [[["unet"]], [["pixel-mlp", "sam-head"], ["sam-context-head"]]],
-                         ids=["unet", "mlp+sam-head|sam-context-head"])
+@pytest.mark.parametrize("kinds", [
+    [["unet"]],
+    # 10 min of a 2-core CI machine (LiteMedSAM on every view, three trainings of three nets): `make test-long`;
+    # its parts keep their own tests in make test (test_sam_head.py, test_proposal_fusion.py)
+    pytest.param([["pixel-mlp", "sam-head"], ["sam-context-head"]], marks=pytest.mark.long),
+], ids=["unet", "mlp+sam-head|sam-context-head"])
 def test_station_train_then_eval_smoke_on_a_few_real_tiles(tmp_path, shared_dir, kinds):
     """A small run of the whole command (two tiles a class, one light, two grouped folds); the full
     training is `station train` on the whole manifest, whose figures are in models/trained/."""
