@@ -30,6 +30,7 @@ from station.models.train.backbone_head import HeadSettings, backbone_features, 
 from station.models.train.recipe_training import (
     _line,
     _write_held_out,
+    choose_review_band,
     chosen_operating_point,
     evaluate_fold,
     link_pulled,
@@ -47,18 +48,23 @@ log = logging.getLogger("station.train")
 SOURCE = "station train (models/train/backbone_recipe.py)"
 
 
-def head_recipe(recipe: Recipe, head: str, min_confidence: float | None = None) -> Recipe:
-    """``recipe`` with its vision.head replaced (and one ``min_confidence`` for all classes)."""
+def head_recipe(recipe: Recipe, head: str, min_confidence: float | None = None, review_at: float | None = None,
+                set_review: bool = False) -> Recipe:
+    """``recipe`` with its vision.head replaced (and one ``min_confidence`` for all classes; with
+    ``set_review``, one ``review_at`` too, None meaning no band)."""
     update: dict = {"vision": recipe.vision.model_copy(update={"head": head})}
     if min_confidence is not None:
         update["min_confidence"] = min_confidence
         update["classes"] = [c.model_copy(update={"min_confidence": None}) for c in recipe.classes]
+    if set_review:
+        update["review_at"] = review_at
+        update["classes"] = [c.model_copy(update={"review_at": None}) for c in update.get("classes", recipe.classes)]
     return Recipe.model_validate(recipe.model_copy(update=update).model_dump(by_alias=True))
 
 
 def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: Path, models_dir: Path,
                           group_by: str | None = None, folds: int = 3, seed: int = 0, update_recipe: bool = True,
-                          command: str = "") -> dict:
+                          command: str = "", max_escape: float | None = None) -> dict:
     """Cross-validate (folds > 1), train the final head, write the record. Returns the record."""
 
     recipe = loaded.recipe
@@ -117,7 +123,9 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
             record["cross_validation"]["operating_point_per_part"] = cross_fitted(by_fold, recipe.good_class, True, per_part=True)
         chosen = chosen_operating_point(pooled, recipe.good_class, group_by)
         if chosen:
-            record["operating_point"] = chosen[0]
+            record["operating_point"], point = chosen
+            if max_escape is not None:
+                choose_review_band(record, by_fold, pooled, recipe.good_class, classes, group_by, point, max_escape)
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
     head, info = train_head(samples, labels, len(classes), feats, settings)
@@ -127,8 +135,8 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if update_recipe:
-        point = record.get("operating_point", {}).get("min_confidence")
-        new = head_recipe(recipe, name, point)
+        chosen = record.get("operating_point", {})
+        new = head_recipe(recipe, name, chosen.get("min_confidence"), chosen.get("review_at"), "review_chosen_on" in chosen)
         write_atomically(loaded.path, recipe_text(new, loaded.path.read_text(encoding="utf-8")))
     return record
 

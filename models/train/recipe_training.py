@@ -249,11 +249,11 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     if isinstance(loaded.recipe.vision, BackboneVision):
         from station.models.train.backbone_recipe import train_backbone_recipe
 
-        if prefix is not None or max_escape is not None:  # not silently ignored
-            raise ValueError(f"recipe {loaded.recipe.name}: a backbone recipe's head is not yet trained from history "
-                             "or with a review band (--max-escape)")
+        if prefix is not None:  # not silently ignored
+            raise ValueError(f"recipe {loaded.recipe.name}: a backbone recipe's head is not yet trained from history")
 
-        return train_backbone_recipe(loaded, manifest, out_dir, work_dir, models_dir, group_by, folds, seed, update_recipe, command)
+        return train_backbone_recipe(loaded, manifest, out_dir, work_dir, models_dir, group_by, folds, seed, update_recipe, command,
+                                     max_escape)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
     nets = [e.kind for e in recipe.vision.proposals]
@@ -317,17 +317,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         if chosen:
             record["operating_point"], point = chosen
             if max_escape is not None:
-                band = cross_fitted(by_fold, recipe.good_class, bool(group_by), per_part=bool(group_by), max_escape=max_escape)
-                record["cross_validation"]["operating_point_review_band"] = band
-                review = review_threshold_for(pooled, recipe.good_class, dict.fromkeys(names, point), max_escape, bool(group_by))
-                review_at = round(review + 1e-4, 4)
-                what = "defective images and parts" if group_by else "defective images"
-                record["operating_point"]["review_at"] = review_at if review_at < record["operating_point"]["min_confidence"] else None
-                record["operating_point"]["review_chosen_on"] = (
-                    f"pooled held-out folds: the highest review threshold at which at most {max_escape:.0%} of the {what} "
-                    "escape (none when the threshold alone meets it)")
-                print(f"pooled held-out, cross-fitted review band for at most {max_escape:.0%} escapes: " + _line(band["pooled"]),
-                      file=sys.stderr, flush=True)
+                choose_review_band(record, by_fold, pooled, recipe.good_class, names, group_by, point, max_escape)
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, per class: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
@@ -391,6 +381,26 @@ def chosen_operating_point(pooled: list[ImageResult], good_class: str, group_by:
     which = "good images and good parts" if group_by else "good images"
     return {"min_confidence": min_confidence_above(point),
             "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}, point
+
+
+def choose_review_band(record: dict, by_fold: list[list[ImageResult]], pooled: list[ImageResult], good_class: str,
+                       classes: list[str], group_by: str | None, point: float, max_escape: float) -> float | None:
+    """The review band for at most ``max_escape`` escapes, read off the pooled held-out folds
+    below the reject threshold ``point`` (written into ``record["operating_point"]["review_at"]``,
+    None when the threshold alone meets it), and the same rule cross-fitted (chosen on the other
+    folds) into ``record["cross_validation"]["operating_point_review_band"]``. Returns review_at."""
+    band = cross_fitted(by_fold, good_class, bool(group_by), per_part=bool(group_by), max_escape=max_escape)
+    record["cross_validation"]["operating_point_review_band"] = band
+    review = review_threshold_for(pooled, good_class, dict.fromkeys(classes, point), max_escape, bool(group_by))
+    review_at = min_confidence_above(review)
+    what = "defective images and parts" if group_by else "defective images"
+    record["operating_point"]["review_at"] = review_at if review_at < record["operating_point"]["min_confidence"] else None
+    record["operating_point"]["review_chosen_on"] = (
+        f"pooled held-out folds: the highest review threshold at which at most {max_escape:.0%} of the {what} "
+        "escape (none when the threshold alone meets it)")
+    print(f"pooled held-out, cross-fitted review band for at most {max_escape:.0%} escapes: " + _line(band["pooled"]),
+          file=sys.stderr, flush=True)
+    return record["operating_point"]["review_at"]
 
 
 def min_confidence_above(point: float) -> float:

@@ -183,7 +183,8 @@ def test_station_train_trains_a_backbone_recipes_head_with_grouped_folds_then_ev
     out, models = tmp_path / "trained", tmp_path / "models"
     proc = subprocess.run(
         [sys.executable, "-m", "station.cli", "train", "--recipe", str(recipe), "--data", str(manifest), "--group-by", "tile_group",
-         "--folds", "2", "--out", str(out), "--update-recipe", "--work-dir", str(tmp_path / "work"), "--models-dir", str(models)],
+         "--folds", "2", "--out", str(out), "--update-recipe", "--work-dir", str(tmp_path / "work"), "--models-dir", str(models),
+         "--max-escape", "0.3"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=1100,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -206,6 +207,12 @@ def test_station_train_trains_a_backbone_recipes_head_with_grouped_folds_then_ev
     updated = load_recipe(recipe)
     assert updated.recipe.vision.head == "magnetic-tile-backbone-head"
     assert updated.recipe.min_confidence == record["operating_point"]["min_confidence"]
+    # the review band for at most 30 % escapes: chosen on the pooled folds, cross-fitted in the record, written into the recipe
+    point = record["operating_point"]
+    assert "at most 30% of the defective images and parts" in point["review_chosen_on"]
+    assert updated.recipe.review_at == point["review_at"] and (point["review_at"] is None or point["review_at"] < point["min_confidence"])
+    band = cv["operating_point_review_band"]["pooled"]
+    assert 0.0 <= band["part_escape_rate"] <= 1.0 and "review band" in cv["operating_point_review_band"]["rule"]
     assert "# the head written by station train" in updated.text
     from station.models.train.report import report
 
