@@ -30,8 +30,7 @@ from station.models.train.backbone_head import HeadSettings, backbone_features, 
 from station.models.train.recipe_training import (
     _line,
     _write_held_out,
-    choose_review_band,
-    chosen_operating_point,
+    choose_operating_point,
     evaluate_fold,
     link_pulled,
     training_data,
@@ -121,11 +120,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
                                       "operating_point_one_threshold": one}
         if group_by:
             record["cross_validation"]["operating_point_per_part"] = cross_fitted(by_fold, recipe.good_class, True, per_part=True)
-        chosen = chosen_operating_point(pooled, recipe.good_class, group_by)
-        if chosen:
-            record["operating_point"], point = chosen
-            if max_escape is not None:
-                choose_review_band(record, by_fold, pooled, recipe.good_class, classes, group_by, point, max_escape)
+        choose_operating_point(record, by_fold, pooled, recipe.good_class, classes, group_by, max_escape)
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
     head, info = train_head(samples, labels, len(classes), feats, settings)

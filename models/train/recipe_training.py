@@ -313,11 +313,7 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
         # false-reject rate came out much higher), so the recipe gets the single one. With
         # parts (group_by) it must hold for parts too: the station rejects a part when any
         # of its views is rejected.
-        chosen = chosen_operating_point(pooled, recipe.good_class, group_by)
-        if chosen:
-            record["operating_point"], point = chosen
-            if max_escape is not None:
-                choose_review_band(record, by_fold, pooled, recipe.good_class, names, group_by, point, max_escape)
+        choose_operating_point(record, by_fold, pooled, recipe.good_class, names, group_by, max_escape)
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, per class: " + _line(fitted["pooled"]), file=sys.stderr, flush=True)
@@ -381,6 +377,17 @@ def chosen_operating_point(pooled: list[ImageResult], good_class: str, group_by:
     which = "good images and good parts" if group_by else "good images"
     return {"min_confidence": min_confidence_above(point),
             "chosen_on": f"pooled held-out folds: one threshold for all classes that rejects at most 1 % of the {which}"}, point
+
+
+def choose_operating_point(record: dict, by_fold: list[list[ImageResult]], pooled: list[ImageResult], good_class: str,
+                           classes: list[str], group_by: str | None, max_escape: float | None) -> None:
+    """``record["operating_point"]`` (``chosen_operating_point``) and, with ``max_escape``, its
+    review band (``choose_review_band``); nothing without good and defective images."""
+    chosen = chosen_operating_point(pooled, good_class, group_by)
+    if chosen:
+        record["operating_point"], point = chosen
+        if max_escape is not None:
+            choose_review_band(record, by_fold, pooled, good_class, classes, group_by, point, max_escape)
 
 
 def choose_review_band(record: dict, by_fold: list[list[ImageResult]], pooled: list[ImageResult], good_class: str,

@@ -80,6 +80,15 @@ class _UsageError(Exception):
     pass
 
 
+def _usage_errors(command, *args) -> int:
+    """Run a --from-history command; a usage error is one line and exit 2."""
+    try:
+        return command(*args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def _history_source(args) -> dict:
     """Database URL, archive, recipes and models directories, and the time/station filters."""
     from station.db.filters import FilterError, HistoryFilter
@@ -135,7 +144,7 @@ def print_metrics(m: dict) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.from_history:
-        return _eval_from_history(args)
+        return _usage_errors(_eval_from_history, args)
     from station.inference.metadata import ModelError
     from station.models_store import ensure_recipe_models
     from station.vision.dataset import ManifestError, read_manifest
@@ -189,13 +198,8 @@ def _eval_from_history(args: argparse.Namespace) -> int:
 
     name, _, version = args.recipe.partition("@")
     if not version.isdigit():
-        print(f"error: --from-history compares a stored version: --recipe NAME@VERSION (got {args.recipe!r})", file=sys.stderr)
-        return 2
-    try:
-        src = _history_source(args)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"--from-history compares a stored version: --recipe NAME@VERSION (got {args.recipe!r})")
+    src = _history_source(args)
     from station.commands.common import recipes_dir
 
     try:
@@ -231,7 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     command = "station " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     if args.from_history:
-        return _train_from_history(args, command)
+        return _usage_errors(_train_from_history, args, command)
     if any(getattr(args, k) is not None for k in ("config", "url", "archive", "since", "until", "station_id")):
         print("error: --config, --db, --archive, --since, --until and --station go with --from-history", file=sys.stderr)
         return 2
@@ -276,13 +280,8 @@ def _train_from_history(args: argparse.Namespace, command: str) -> int:
     from station.models.train.history_training import NotEnoughLabels, train_candidate
 
     if args.data is not None or args.update_recipe or args.group_by:
-        print("error: --from-history writes a candidate version: no --data, --update-recipe or --group-by", file=sys.stderr)
-        return 2
-    try:
-        src = _history_source(args)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError("--from-history writes a candidate version: no --data, --update-recipe or --group-by")
+    src = _history_source(args)
     if args.out is not None:
         src["models_dir"] = args.out
     loaded = resolve_recipe(args.recipe, recipes_dir(src["recipes_dir"]))

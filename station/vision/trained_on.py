@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from station.inference.metadata import ModelError, ModelMetadata
 from station.paths import TRAINED_DIR
 from station.recipe import LoadedRecipe
 from station.recipe_models import recipe_models
@@ -59,12 +60,13 @@ def _describes(record: dict, loaded: LoadedRecipe, models_dir: Path | None) -> b
     if not final or not set(final) <= names:
         return False
     for name, sha in final.items():
-        for d in (models_dir, TRAINED_DIR):
-            meta = Path(d) / f"{name}.json" if d is not None else None
-            if meta is not None and meta.exists():
-                if json.loads(meta.read_text(encoding="utf-8")).get("sha256") != sha:
-                    return False
-                break
+        here = [Path(d) / f"{name}.json" for d in (models_dir, TRAINED_DIR) if d is not None]
+        meta = next((m for m in here if m.exists()), None)
+        try:
+            if meta is not None and ModelMetadata.read(meta).sha256 != sha:
+                return False
+        except ModelError:  # unreadable metadata: loading the recipe says so, not this check
+            return False
     return True
 
 
