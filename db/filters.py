@@ -2,7 +2,8 @@
 
 Every text field is checked against a strict pattern (clear error, not an empty result);
 values then reach SQL only as bound parameters. Naive date/times are taken as the
-station's local time; stored times are UTC.
+station's local time (the ``zone`` given to ``parse``: the station file's ``[shifts] timezone``,
+as exports, reports and shifts read it; else the operating system's); stored times are UTC.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 RECIPE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # as station.recipe.Recipe.name
 # Defect class and station names: letters (any script), digits, space, . _ -
@@ -36,10 +37,13 @@ def _pattern(regex: re.Pattern, what: str):
     return AfterValidator(check)
 
 
-def _aware(v: dt.datetime | None) -> dt.datetime | None:
+def _aware(v: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
     if v is None:
         return None
-    return v.astimezone(dt.timezone.utc) if v.tzinfo else v.astimezone().astimezone(dt.timezone.utc)
+    if v.tzinfo is None:
+        zone = (info.context or {}).get("zone")
+        v = v.replace(tzinfo=zone) if zone is not None else v.astimezone()
+    return v.astimezone(dt.timezone.utc)
 
 
 Timestamp = Annotated[dt.datetime | None, AfterValidator(_aware)]
@@ -65,14 +69,15 @@ class HistoryFilter(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, **raw: Any) -> "HistoryFilter":
-        """Build from user input (strings from a CLI or a form); empty strings mean "any".
+    def parse(cls, zone: dt.tzinfo | None = None, **raw: Any) -> "HistoryFilter":
+        """Build from user input (strings from a CLI or a form); empty strings mean "any"; a time
+        without an offset is a local time in ``zone`` (the station's; else the system's).
 
         Raises FilterError naming the field and what is wrong.
         """
         data = {k: v for k, v in raw.items() if v is not None and v != ""}
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, context={"zone": zone})
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"])

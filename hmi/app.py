@@ -9,6 +9,7 @@ mounts and then serves (blocking, like ``ui.run``). The station object is duck-t
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from nicegui import app, ui
 
+from station.db.localtime import station_zone
 from station.hmi.auth import Authenticator, LoginThrottle
 from station.hmi.state import HmiState
 from station.hmi.store import HmiStore, ensure_schema
@@ -45,6 +47,12 @@ class HmiContext:
     @property
     def archive_dir(self) -> Path:
         return Path(self.station.config.archive.dir)
+
+    @property
+    def zone(self) -> dt.tzinfo:
+        """The station's local time, in which every page shows and reads times (as exports and
+        reports do): the station file's ``[shifts] timezone``, else the system's."""
+        return station_zone(self.station.config.shifts.timezone)
 
 
 def mount(station, config: HmiConfig | None = None, *, engine=None, throttle: LoginThrottle | None = None) -> HmiContext:

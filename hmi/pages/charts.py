@@ -97,13 +97,13 @@ def _pct(n: int, total: int) -> float:
     return round(100 * n / total, 1) if total else 0.0
 
 
-def yield_hour_options(hours) -> dict:
+def yield_hour_options(hours, zone: dt.tzinfo) -> dict:
     return {
         "title": {"text": "Yield and review rate per hour", **TITLE},
         "tooltip": {"trigger": "axis"},
         "legend": {"textStyle": {"color": "#e5e7eb"}, "top": 30},
         "grid": {"top": 70},
-        "xAxis": {"type": "category", "data": [b.start.astimezone().strftime("%m-%d %H:00") for b in hours], **AXIS},
+        "xAxis": {"type": "category", "data": [b.start.astimezone(zone).strftime("%m-%d %H:00") for b in hours], **AXIS},
         "yAxis": {"type": "value", "name": "%", "min": 0, "max": 100, **AXIS},
         "series": [{"name": "yield %", "type": "bar", "data": [round(b.yield_pct, 1) for b in hours],
                     "itemStyle": {"color": "#4ade80"},
@@ -179,7 +179,8 @@ def register(ctx) -> None:
             data = await run.io_bound(chart_data, queries, window.value, ctx.station.config.shifts.plan())
             shown.clear()
             shown.update(data)
-            builders = {"pareto": pareto_options, "hours": yield_hour_options, "shifts": yield_shift_options,
+            builders = {"pareto": pareto_options, "hours": lambda hours: yield_hour_options(hours, data["plan"].zone()),
+                        "shifts": yield_shift_options,
                         "recipes": recipe_options}
             for key, chart in charts.items():
                 chart.options.clear()

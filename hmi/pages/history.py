@@ -17,7 +17,7 @@ from nicegui import app, run, ui
 
 from station.db.archive import archived_file
 from station.db.filters import FilterError, HistoryFilter
-from station.db.localtime import station_zone
+from station.db.localtime import local_text
 from station.db.queries import HistoryQueries
 from station.hmi.auth import allows, session_user
 from station.hmi.history_export import history_csv, latest_reviews
@@ -40,8 +40,9 @@ def check_comment(text: str) -> str | None:
     return None
 
 
-def local_time(t: dt.datetime | None) -> str:
-    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else ""
+def local_time(t: dt.datetime | None, zone: dt.tzinfo) -> str:
+    """A stored (UTC) time as the page shows it: local time in the station's zone (``ctx.zone``)."""
+    return local_text(t, zone)
 
 
 class HistoryView:
@@ -71,8 +72,8 @@ class HistoryView:
         return view
 
     def _fill(self, start: dict[str, str]) -> None:
-        """Show the address's filter in the fields; times in the machine's local time (as the page
-        shows them and ``HistoryFilter`` reads a time without offset), to the second."""
+        """Show the address's filter in the fields; times in the station's local time (as the page
+        shows them and ``HistoryFilter.parse`` reads a time without offset), to the second."""
         for key, text in start.items():
             if key in ("since", "until"):
                 try:
@@ -80,7 +81,7 @@ class HistoryView:
                 except ValueError:
                     pass  # left as given: apply() names the field and what is wrong
                 else:
-                    text = (t.astimezone() if t.tzinfo else t).strftime("%Y-%m-%dT%H:%M:%S")
+                    text = (t.astimezone(self.ctx.zone) if t.tzinfo else t).strftime("%Y-%m-%dT%H:%M:%S")
             field = self.inputs[key]
             if isinstance(field, ui.select) and text not in field.options:
                 field.set_options(field.options | {text: text})  # unknown: apply() says so on the field
@@ -132,7 +133,7 @@ class HistoryView:
         for el in self.inputs.values():
             el.error = None
         try:
-            flt = HistoryFilter.parse(**self._raw())
+            flt = HistoryFilter.parse(self.ctx.zone, **self._raw())
             self.q.check(flt)
         except FilterError as exc:
             field = exc.field if exc.field in self.inputs else "since"
@@ -155,7 +156,7 @@ class HistoryView:
         self.table.rows = [
             {
                 "id": r["id"],
-                "time": local_time(r["triggered_at"]),
+                "time": local_time(r["triggered_at"], self.ctx.zone),
                 "part": r["part_id"],
                 "recipe": f"{r['recipe_name']} v{r['recipe_version']}",
                 "verdict": verdict_look(r["outcome"])[0],
@@ -174,7 +175,7 @@ class HistoryView:
         self.next.set_enabled(page.has_more)
 
     async def export(self) -> None:
-        zone = station_zone(self.ctx.station.config.shifts.timezone)
+        zone = self.ctx.zone
         data, n = await run.io_bound(lambda: history_csv(self.q, self.filter, zone, per_defect=bool(self.per_defect.value)))
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ui.download.content(data, f"history-{stamp}.csv", "text/csv")
@@ -235,7 +236,7 @@ def _detail(ctx, user, detail) -> None:
             ui.link("Label this part ▶", f"/review/{i['id']}").classes("text-lg").mark("detail-label-link")
         with ui.row().classes("items-center gap-4"):
             badge(word, colour, size="text-4xl", mark="detail-verdict")
-            ui.label(f"part {i['part_id']} · seq {i['sequence']} · {local_time(i['triggered_at'])} · "
+            ui.label(f"part {i['part_id']} · seq {i['sequence']} · {local_time(i['triggered_at'], ctx.zone)} · "
                      f"{i['recipe_name']} v{i['recipe_version']} · station {i['station_id']}").classes("text-xl")
         ui.label(f"Reason: {i['reason']}").classes("text-xl").mark("detail-reason")
         timings = ", ".join(f"{k} {v:.1f} ms" for k, v in (i["timings_ms"] or {}).items())
@@ -265,7 +266,7 @@ def _detail(ctx, user, detail) -> None:
                 if not rows:
                     ui.label("not reviewed yet").classes("text-lg text-gray-300")
                 for r in rows:
-                    ui.label(f"{local_time(r['at'])} · {r['reviewer']}: {r['label'].upper()}"
+                    ui.label(f"{local_time(r['at'], ctx.zone)} · {r['reviewer']}: {r['label'].upper()}"
                              f"{' — ' + r['comment'] if r['comment'] else ''}").classes("text-lg")
 
         show_reviews(detail.reviews)

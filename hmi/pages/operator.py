@@ -228,7 +228,7 @@ class LiveView:
         self._set(self.banner, word)
         self._style(self.banner, colour)
         self._set(self.reason, "" if latest.passed else latest.reason)
-        when = dt.datetime.fromtimestamp(latest.triggered_at_s).strftime("%H:%M:%S")
+        when = dt.datetime.fromtimestamp(latest.triggered_at_s, self.ctx.zone).strftime("%H:%M:%S")
         self._set(self.part, f"part {latest.part_id} · seq {latest.sequence} · {when} · "
                              f"{latest.recipe} v{latest.recipe_version} · {latest.total_ms:.0f} ms")
 

@@ -164,7 +164,7 @@ class RecipePage:
                 with ui.row().classes("w-full items-center gap-2 p-2 rounded").style("background:#1f2937") \
                         .mark(f"version-{v.version}"):
                     ui.label(f"v{v.version}").classes("text-xl font-bold")
-                    ui.label(f"{v.author} · {local_time(v.created_at)}").classes("text-base")
+                    ui.label(f"{v.author} · {local_time(v.created_at, self.ctx.zone)}").classes("text-base")
                     if active:
                         badge("ACTIVE", GREEN, size="text-base")
                     elif v.author == CANDIDATE_AUTHOR:
@@ -185,7 +185,8 @@ class RecipePage:
                 ui.label("no changes recorded").classes("text-lg text-gray-300")
             for a in entries[:30]:
                 change = f" · {a.before} → {a.after.splitlines()[0]}" if a.before and a.after and a.action != "recipe.save" else ""
-                with ui.expansion(f"{local_time(a.at)} · {a.actor} · {a.action} · {a.target}{change}").classes("w-full text-lg"):
+                when = local_time(a.at, self.ctx.zone)
+                with ui.expansion(f"{when} · {a.actor} · {a.action} · {a.target}{change}").classes("w-full text-lg"):
                     ui.code(a.after or "", language="diff").classes("w-full")
 
     def show_validation(self, report: dict | None = None) -> None:
@@ -195,7 +196,7 @@ class RecipePage:
         if report is None:
             latest = RecipeVersions(self.ctx.engine).validations(self.name, 1)
             report = latest[0].report if latest else None
-            when = f"{local_time(latest[0].at)} by {latest[0].actor}" if latest else ""
+            when = f"{local_time(latest[0].at, self.ctx.zone)} by {latest[0].actor}" if latest else ""
         else:
             when = "just now"
         self.validation_box.clear()
@@ -269,7 +270,7 @@ class RecipePage:
                 ui.label(f"The line runs {self.name} v{running.recipe.version}: it switches to v{version} from the next part.") \
                     .classes("text-lg text-amber-300")
             if validations:
-                ui.label(f"Validated {local_time(validations[0].at)}: {validations[0].report.get('summary', '')}") \
+                ui.label(f"Validated {local_time(validations[0].at, self.ctx.zone)}: {validations[0].report.get('summary', '')}") \
                     .classes("text-base")
             else:
                 ui.label("Not validated on reviewed parts yet.").classes("text-lg text-red-300").mark("activate-unvalidated")

@@ -26,7 +26,7 @@ def report_html(ctx, queries: HistoryQueries, shift: str, date: str, since: str,
     """The report's HTML for the page's choice (the station's shift calendar and its zone);
     FilterError naming the field."""
     plan = ctx.station.config.shifts.plan()
-    times = HistoryFilter.parse(since=since, until=until)
+    times = HistoryFilter.parse(plan.zone(), since=since, until=until)
     start, end, title = report_window(plan, shift=None if shift == WHOLE_DAY else (shift or None),
                                       day=date or None, since=times.since, until=times.until)
     report = build_report(queries, HistoryFilter(since=start, until=end), plan.zone(), title)

@@ -138,7 +138,7 @@ class ReviewQueue:
                 status = f"flagged by {it.flagged_by}"
             else:
                 status = "—"
-            rows.append({"id": it.inspection_id, "time": local_time(it.triggered_at), "part": it.part_id,
+            rows.append({"id": it.inspection_id, "time": local_time(it.triggered_at, self.ctx.zone), "part": it.part_id,
                          "recipe": f"{it.recipe_name} v{it.recipe_version}", "verdict": word, "colour": colour,
                          "reason": it.reason, "label": status})
         self.table.rows = rows
@@ -198,7 +198,7 @@ class LabelPage:
             ui.link("◀ Review queue", "/review").classes("text-lg")
             with ui.row().classes("items-center gap-4"):
                 badge(word, colour, size="text-4xl", mark="label-verdict")
-                ui.label(f"part {i['part_id']} · {local_time(i['triggered_at'])} · {i['recipe_name']} v{i['recipe_version']}"
+                ui.label(f"part {i['part_id']} · {local_time(i['triggered_at'], self.ctx.zone)} · {i['recipe_name']} v{i['recipe_version']}"
                          f" · station {i['station_id']}").classes("text-xl")
             ui.label(f"Reason: {i['reason']}").classes("text-xl").mark("label-reason")
             self.status = ui.label("").classes("text-xl").mark("label-status")
@@ -403,7 +403,8 @@ class LabelPage:
             return
         what = "defective" if latest.verdict == "reject" else "good"
         agree = "confirms the verdict" if latest.agrees else f"overrides the station's {latest.station_outcome.upper()}"
-        self.status.set_text(f"Labelled {what} by {latest.reviewer} at {local_time(latest.at)} ({len(latest.regions)} defects; "
+        when = local_time(latest.at, self.ctx.zone)
+        self.status.set_text(f"Labelled {what} by {latest.reviewer} at {when} ({len(latest.regions)} defects; "
                              f"{agree}{'; outlined with ' + latest.sam_model if latest.sam_model else ''})")
         self.status.style(f"color:{VERDICT_TEXT['pass']}")
 

@@ -46,7 +46,7 @@ class UsersPage:
                               on_change=lambda e, name=u.username: self.set_role(name, e.value)) \
                         .props("outlined dark dense").classes("w-36").mark(f"role-{u.username}")
                     ui.label("DISABLED" if u.disabled else "active").classes("text-lg")
-                    ui.label(f"last login {local_time(u.last_login_at) or 'never'}").classes("text-base text-gray-300")
+                    ui.label(f"last login {local_time(u.last_login_at, self.ctx.zone) or 'never'}").classes("text-base text-gray-300")
                     ui.space()
                     ui.button("Enable" if u.disabled else "Disable",
                               on_click=lambda _, name=u.username, d=not u.disabled: self.set_disabled(name, d)) \

@@ -20,7 +20,8 @@ DEFAULT_URL = "sqlite:///var/station.db"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("history", help="list or export stored verdicts (filters combine with AND)")
     _db_args(p)
-    p.add_argument("--since", help="from this time, ISO 8601 (naive = local time), inclusive")
+    p.add_argument("--since", help="from this time, ISO 8601, inclusive; without an offset: the station's local time "
+                                   "(its [shifts] timezone, or --timezone)")
     p.add_argument("--until", help="up to this time, ISO 8601, exclusive")
     p.add_argument("--recipe", help="recipe name")
     p.add_argument("--verdict", help="pass, reject or review")
@@ -120,8 +121,12 @@ def cmd_history(args) -> int:
     args.config_obj = config
     args.shift_plan = config.shifts.plan() if config is not None else None
     try:
+        zone = _shift_plan(args).zone()  # --since/--until without an offset are the station's local time
+    except ValueError as exc:
+        return _err(f"timezone: {exc}", 2)
+    try:
         flt = HistoryFilter.parse(
-            since=args.since, until=args.until, recipe=args.recipe, verdict=args.verdict,
+            zone, since=args.since, until=args.until, recipe=args.recipe, verdict=args.verdict,
             defect_class=args.defect_class, part_id=args.part_id, station_id=args.station_id,
         )
         if args.limit < 0:

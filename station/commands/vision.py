@@ -103,7 +103,8 @@ def _history_source(args) -> dict:
     if url is None or archive is None:
         raise _UsageError("--from-history needs the history: --config station.toml, or --db URL and --archive DIR")
     try:
-        flt = HistoryFilter.parse(since=args.since, until=args.until, station_id=args.station_id)
+        zone = config.shifts.plan().zone() if config is not None else None  # else the system's
+        flt = HistoryFilter.parse(zone, since=args.since, until=args.until, station_id=args.station_id)
     except FilterError as exc:
         raise _UsageError(str(exc)) from None
     return {

@@ -308,3 +308,13 @@ def test_filter_values_reach_sql_only_as_bound_parameters(history):
             assert value not in stmt, f"{value!r} inlined in SQL: {stmt}"
     assert any("alpha" in str(p) for _, p in statements)
     assert {"inspections", "defects"} <= set(inspect(q.engine).get_table_names())
+
+
+def test_a_time_without_offset_is_read_in_the_given_zone():
+    """Naive times are the station's local time (its zone, DST included); an offset wins."""
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    winter = HistoryFilter.parse(berlin, since="2026-01-15T06:00", until="2026-07-01T06:00")
+    assert winter.since == dt.datetime(2026, 1, 15, 5, 0, tzinfo=dt.timezone.utc)  # CET, +01:00
+    assert winter.until == dt.datetime(2026, 7, 1, 4, 0, tzinfo=dt.timezone.utc)  # CEST, +02:00
+    given = HistoryFilter.parse(berlin, since="2026-01-15T06:00+09:00")
+    assert given.since == dt.datetime(2026, 1, 14, 21, 0, tzinfo=dt.timezone.utc)

@@ -5,7 +5,9 @@ the numbers checked against the database, the reject pictures against the archiv
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
+import io
 import os
 import re
 import subprocess
@@ -51,8 +53,8 @@ def history(tmp_path):
     return url, archive
 
 
-def station(*argv: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")} | {"TZ": "Europe/Berlin"}
+def station(*argv: str, tz: str = "Europe/Berlin") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")} | {"TZ": tz}
     return subprocess.run([sys.executable, "-m", "station.cli", *argv], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -123,6 +125,19 @@ def test_day_report_and_range_report(history, tmp_path):
     page = Page(rng.read_text())
     assert page.ids["kpi-total"].split() == ["parts", "3"]  # parts 5..9 of the hour; kinds 1, 2, 3 reject
     assert "only verdict reject" in page.ids["window"]
+
+
+def test_since_and_until_without_offset_are_the_stations_local_time(history, tmp_path):
+    """On a machine kept in UTC, --since/--until without an offset are read in the station's
+    zone (here --timezone), the zone the CSV then shows: parts 5..9 are 07:00-07:48 in Berlin."""
+    url, _ = history
+    out = tmp_path / "hour.csv"
+    done = station("history", "--db", url, "--format", "csv", "--timezone", "Europe/Berlin", "-o", str(out),
+                   "--since", "2026-03-10T07:00", "--until", "2026-03-10T08:00", tz="UTC")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig"), newline="")))
+    assert sorted(int(r["part_id"]) for r in rows) == [5, 6, 7, 8, 9]
+    assert sorted(r["local_time"][11:16] for r in rows) == ["07:00", "07:12", "07:24", "07:36", "07:48"]
 
 
 @pytest.mark.parametrize("argv,needle", [

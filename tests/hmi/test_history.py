@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 
 from station.db.models import InspectionRow, ReviewRow
 from station.db.queries import HistoryQueries
-from tests.hmi.conftest import field_error, login, only, run_parts
+from tests.hmi.conftest import field_error, login, only, run_parts, simulated_hmi
+from tests.hmi.stand import make_station
 
 pytestmark = pytest.mark.asyncio
 
@@ -186,3 +187,38 @@ async def test_csv_export_one_row_per_defect_in_local_time(hmi, monkeypatch):
         assert t == times[int(r["id"])] and r["triggered_at"].endswith("+05:30")
         assert not any(cell.startswith(("{", "[")) for cell in r.values())
     assert got == expected
+
+
+async def test_times_are_shown_and_read_in_the_stations_zone_not_the_machines(tmp_path, monkeypatch):
+    """The history page shows stored times, and reads a From without offset, in the station
+    file's [shifts] timezone (as the CSV and the shift report do), whatever the machine's zone."""
+    import time
+    import zoneinfo
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    kolkata = zoneinfo.ZoneInfo("Asia/Kolkata")  # +05:30: a machine-time reading is 5.5 h off
+    station = make_station(tmp_path, history=True, shifts={"timezone": "Asia/Kolkata"})
+    station.start()
+    try:
+        async with simulated_hmi(station) as (ctx, new_user):
+            ctx.auth.create_user("emil", "engineer", "engineer-pass-1", "test")
+            run_parts(station, 6)
+            with ctx.store.session() as s:
+                times = {p.id: p.triggered_at for p in s.scalars(select(InspectionRow)).all()}
+            user = await login(new_user(), "emil", "/history")
+            await user.should_see("6 inspections match", retries=30)
+            shown = {r["id"]: r["time"] for r in only(user, "history-table").rows}
+            assert shown == {i: t.astimezone(kolkata).strftime("%Y-%m-%d %H:%M:%S") for i, t in times.items()}
+            oldest = min(times.values()).astimezone(kolkata).replace(microsecond=0)
+            only(user, "f-until").value = oldest.strftime("%Y-%m-%dT%H:%M:%S")  # read as UTC: 5.5 h later, all 6
+            user.find(marker="apply").click()
+            await user.should_see("0 inspections match", retries=30)
+            only(user, "f-until").value = ""
+            only(user, "f-since").value = oldest.strftime("%Y-%m-%dT%H:%M:%S")  # read as UTC: none
+            user.find(marker="apply").click()
+            await user.should_see("6 inspections match", retries=30)
+    finally:
+        station.stop()
+        monkeypatch.undo()
+        time.tzset()
