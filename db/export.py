@@ -15,6 +15,11 @@ CSV is for people with a spreadsheet (Excel, LibreOffice): it opens right with a
   - per defect (``per_defect=True``): one row per defect with its part's columns repeated, and
     one row with empty defect cells for a part without defects (so the passes are still there).
   Defect masks (``mask_rle``) are not spreadsheet material: they are in the JSONL export.
+- Decimal comma (``decimal=","``, the station file's ``[export] decimal_separator``): Excel set up
+  for German, French, … reads a comma-separated file as one column and "0.93" as text. For it
+  the cells are separated by semicolons and numbers written with a decimal comma ("0,93"), as
+  Excel itself saves "CSV (semicolon)" there. Times are unchanged (ISO 8601 text, and
+  ``local_time``, which Excel reads as a date in any locale). ``read_csv`` reads both.
 - Formula neutralisation: a spreadsheet runs a cell that begins with ``=``, ``+``, ``-``,
   ``@``, a tab or a carriage return as a formula, so every *text* cell goes through
   ``csv_cell``: such a cell gets a leading apostrophe (``'=HYPERLINK(…)`` shows as text).
@@ -85,11 +90,35 @@ def csv_cell(value: Any) -> str | int | float | decimal.Decimal:
     return neutralise_text(str(value))
 
 
-def csv_writer(out: IO[str]):
+DECIMAL_SEPARATORS = (".", ",")
+
+
+def delimiter_for(decimal: str) -> str:
+    """The cell separator a spreadsheet with ``decimal`` as its decimal separator expects."""
+    if decimal not in DECIMAL_SEPARATORS:
+        raise ValueError(f"decimal separator {decimal!r}: use '.' or ','")
+    return ";" if decimal == "," else ","
+
+
+class _Writer:
+    """csv.writer with the numbers of each row written with the spreadsheet's decimal separator."""
+
+    def __init__(self, out: IO[str], decimal: str):
+        self._w = csv.writer(out, delimiter=delimiter_for(decimal), lineterminator="\r\n")
+        self._comma = decimal == ","
+
+    def writerow(self, row: list) -> None:
+        if self._comma:
+            row = [str(c).replace(".", ",") if isinstance(c, (float, decimal.Decimal)) else c for c in row]
+        self._w.writerow(row)
+
+
+def csv_writer(out: IO[str], decimal: str = "."):
     """The station's CSV writer. Rows end in CRLF (RFC 4180) so that a cell holding a carriage
     return is quoted: Python's writer leaves it bare with "\n" line ends, and a spreadsheet
-    then starts a new row there, with whatever follows as a fresh, unneutralised cell."""
-    return csv.writer(out, lineterminator="\r\n")
+    then starts a new row there, with whatever follows as a fresh, unneutralised cell. With
+    ``decimal=","``: semicolons between cells and numbers with a decimal comma."""
+    return _Writer(out, decimal)
 
 
 def flatten(value: dict | None, prefix: str = "") -> dict[str, Any]:
@@ -124,11 +153,13 @@ class _Shape:
 
 
 def write_csv(rows: Callable[[], Iterable[dict[str, Any]]], out: IO[str], *, zone: dt.tzinfo,
-              per_defect: bool = False, extra: tuple[str, ...] = ()) -> int:
+              per_defect: bool = False, extra: tuple[str, ...] = (), decimal: str = ".") -> int:
     """Write the spreadsheet CSV (see the module's docstring) of the rows ``rows()`` yields
     (EXPORT_COLUMNS with their ``defects``, plus the ``extra`` columns, which go after the part's
     own). ``rows`` is called twice: once for the header's columns, once for the cells. Times are
-    shown in ``zone``. Returns the number of inspections written."""
+    shown in ``zone``; numbers with ``decimal`` as the decimal separator (see the module's
+    docstring). Returns the number of inspections written."""
+    delimiter_for(decimal)  # a wrong separator is refused before anything is written
     shape = _Shape()
     for row in rows():
         shape.add(row)
@@ -142,7 +173,7 @@ def write_csv(rows: Callable[[], Iterable[dict[str, Any]]], out: IO[str], *, zon
         head += [f"count.{c}" for c in classes]
         head += [f"defect{n}.{c}" for n in range(1, shape.most_defects + 1) for c in DEFECT_CELLS]
     out.write(BOM)
-    w = csv_writer(out)
+    w = csv_writer(out, decimal)
     w.writerow([csv_cell(h) for h in head])
     n = 0
     for row in rows():
@@ -172,10 +203,11 @@ def _cell(value: Any, zone: dt.tzinfo) -> Any:
     return csv_cell(local_iso(value, zone) if isinstance(value, dt.datetime) else value)
 
 
-def _number_or_text(cell: str) -> Any:
+def _number_or_text(cell: str, decimal: str = ".") -> Any:
+    number = cell.replace(",", ".") if decimal == "," else cell
     for kind in (int, float):
         try:
-            return kind(cell)
+            return kind(number)
         except ValueError:
             pass
     return cell
@@ -184,11 +216,16 @@ def _number_or_text(cell: str) -> Any:
 def read_csv(src: IO[str]) -> Iterator[dict[str, Any]]:
     """The inspections of a per-part CSV written by ``write_csv``, typed: the part's columns as
     stored (times aware, in the file's local time), each dict column as its ``flatten``ed cells,
-    ``count.<class>`` as ``counts``, and the text of any other column under its name."""
+    ``count.<class>`` as ``counts``, and the text of any other column under its name (as written:
+    with a decimal comma in the decimal-comma form)."""
     first = src.read(1)
     if first != BOM:
         raise ValueError("not a station CSV export: it does not start with a UTF-8 byte-order mark")
-    for raw in csv.DictReader(src):
+    header = src.readline()  # its names hold neither separator: a semicolon means the decimal-comma form
+    decimal = "," if ";" in header else "."
+    delimiter = delimiter_for(decimal)
+    names = next(csv.reader([header], delimiter=delimiter))
+    for raw in csv.DictReader(src, fieldnames=names, delimiter=delimiter):
         row: dict[str, Any] = {c: {} for c in JSON_COLUMNS} | {"counts": {}}
         for name, text in raw.items():
             v = restore_text(text)
@@ -204,7 +241,7 @@ def read_csv(src: IO[str]) -> Iterator[dict[str, Any]]:
                     row[name] = v
             elif top in JSON_COLUMNS and key:
                 if v != "":
-                    row[top][key] = v if top == "model_hashes" else _number_or_text(v)
+                    row[top][key] = v if top == "model_hashes" else _number_or_text(v, decimal)
             elif top == "count" and key:
                 row["counts"][key] = int(v)
             else:

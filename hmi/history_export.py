@@ -56,9 +56,10 @@ def _with_reviews(queries: HistoryQueries, flt: HistoryFilter, limit: int) -> It
 
 
 def history_csv(queries: HistoryQueries, flt: HistoryFilter, zone: dt.tzinfo, *, per_defect: bool = False,
-                limit: int = MAX_EXPORT_ROWS) -> tuple[bytes, int]:
-    """(CSV bytes, inspection count) of the inspections matching ``flt``, newest first, times in ``zone``."""
+                limit: int = MAX_EXPORT_ROWS, decimal: str = ".") -> tuple[bytes, int]:
+    """(CSV bytes, inspection count) of the inspections matching ``flt``, newest first, times in
+    ``zone``, numbers with ``decimal`` (the station file's [export] decimal_separator)."""
     buf = io.StringIO()
     n = write_csv(lambda: _with_reviews(queries, flt, limit), buf, zone=zone, per_defect=per_defect,
-                  extra=REVIEW_COLUMNS)
+                  extra=REVIEW_COLUMNS, decimal=decimal)
     return buf.getvalue().encode("utf-8"), n

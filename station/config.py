@@ -116,6 +116,14 @@ class ArchiveConfig(Strict):
     min_age_days: float = Field(default=7, ge=0)
 
 
+class ExportConfig(Strict):
+    """How the CSV export is written for the plant's spreadsheets (db/export.py)."""
+
+    # "," for Excel set up with a decimal comma (German, French, ...): cells are then separated
+    # by semicolons and numbers written 0,93, or the file opens as one column of text
+    decimal_separator: Literal[".", ","] = "."
+
+
 class InferenceConfig(Strict):
     backend: Literal["auto", "onnxruntime", "rknn"] = "auto"
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0: all cores")
@@ -221,6 +229,7 @@ class StationConfig(Strict):
     hmi: HmiConfig = HmiConfig()
     pipeline: PipelineConfig = PipelineConfig()
     shifts: ShiftsConfig = ShiftsConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "StationConfig":

@@ -176,7 +176,9 @@ class HistoryView:
 
     async def export(self) -> None:
         zone = self.ctx.zone
-        data, n = await run.io_bound(lambda: history_csv(self.q, self.filter, zone, per_defect=bool(self.per_defect.value)))
+        decimal = self.ctx.station.config.export.decimal_separator
+        data, n = await run.io_bound(lambda: history_csv(self.q, self.filter, zone, per_defect=bool(self.per_defect.value),
+                                                         decimal=decimal))
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ui.download.content(data, f"history-{stamp}.csv", "text/csv")
         ui.notify(f"exported {n} inspections")

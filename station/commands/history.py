@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--defects", action="store_true", help="jsonl: include each inspection's defects")
     p.add_argument("--per-defect", action="store_true",
                    help="csv: one row per defect with its part's columns repeated (a part without defects: one row)")
+    p.add_argument("--decimal-separator", choices=[".", ","], default=None,
+                   help="csv: ',' for a spreadsheet set up with a decimal comma (cells then separated by ';'); "
+                        "default: the station file's [export], else '.'")
     p.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     p.add_argument("--summary", action="store_true", help="print yield per hour/shift and the defect Pareto instead")
     p.add_argument("--timezone", default=None,
@@ -170,7 +173,7 @@ def _history(args, engine, flt) -> int:
         limit = None if args.limit == 0 else args.limit
         if args.format == "csv":
             n = write_csv(lambda: q.iter_export(flt, limit=limit, with_defects=True, check=False), out, zone=zone,
-                          per_defect=args.per_defect)
+                          per_defect=args.per_defect, decimal=_decimal_separator(args))
         elif args.format == "jsonl":
             n = write_jsonl(q.iter_export(flt, limit=limit, with_defects=args.defects, check=False), out)
         else:
@@ -207,6 +210,13 @@ def _print_table(rows: list[dict], out) -> int:
         print("  ".join(v[:w].ljust(w) for v, w in zip(row, widths)), file=out)
     print(f"({len(rows)} inspections, newest first)", file=out)
     return len(rows)
+
+
+def _decimal_separator(args) -> str:
+    """--decimal-separator, else the station file's [export] decimal_separator, else '.'."""
+    if args.decimal_separator is not None:
+        return args.decimal_separator
+    return args.config_obj.export.decimal_separator if args.config_obj is not None else "."
 
 
 def _shift_plan(args):

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from history_testkit import history_file, make_inspection
+from history_testkit import history_file, make_inspection, station_file
 from station.db.engine import make_engine
 from station.db.export import BOM, DEFECT_CELLS, JSON_COLUMNS, PART_COLUMNS, flatten, read_csv
 from station.db.models import DefectRow, InspectionRow
@@ -148,3 +148,39 @@ def test_an_unknown_timezone_is_refused(history, tmp_path):
     done = station("history", "--db", history, "--format", "csv", "--timezone", "Mars/Olympus", "-o", str(tmp_path / "x.csv"))
     assert done.returncode == 2 and b"unknown time zone 'Mars/Olympus'" in done.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_decimal_comma_for_a_spreadsheet_set_up_in_german(history, tmp_path):
+    """The station file's [export] decimal_separator = ",": cells separated by semicolons and
+    numbers with a decimal comma (as Excel saves "CSV (semicolon)" in those locales), the same
+    cells as the default file otherwise, and read_csv gives the same values back from both."""
+    point, comma = tmp_path / "point.csv", tmp_path / "comma.csv"
+    assert station("history", "--db", history, "--format", "csv", "--limit", "0", "-o", str(point)).returncode == 0
+    config = station_file(tmp_path / "station.toml", history, '[export]\ndecimal_separator = ","\n')
+    done = station("history", "--config", str(config), "--format", "csv", "--limit", "0", "-o", str(comma))
+    assert done.returncode == 0, done.stderr
+    text = comma.read_text(encoding="utf-8-sig")
+    with open(point, encoding="utf-8-sig", newline="") as f:
+        by_point = list(csv.DictReader(f))
+    by_comma = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
+    assert [list(r) for r in by_comma] == [list(r) for r in by_point]  # the same columns, split on ';'
+    db = stored(history)
+    numbers = 0
+    for pr, cr in zip(by_point, by_comma):
+        orm = db[int(cr["id"])]
+        assert float(cr["timings_ms.total"].replace(",", ".")) == pytest.approx(orm.timings_ms["total"])
+        for k, d in enumerate(orm.defects, 1):
+            cell = cr[f"defect{k}.confidence"]
+            assert "." not in cell and float(cell.replace(",", ".")) == pytest.approx(d.confidence)
+            numbers += 1
+        assert cr["triggered_at"] == pr["triggered_at"] and cr["local_time"] == pr["local_time"]  # times: text as before
+        assert cr["defect_count"] == pr["defect_count"]  # integers: no separator to change
+    assert numbers > 24
+    with open(point, encoding="utf-8", newline="") as f, open(comma, encoding="utf-8", newline="") as g:
+        typed = (*PART_COLUMNS, *JSON_COLUMNS, "counts")  # read_csv types these; the rest is text as written
+        assert [{c: r[c] for c in typed} for r in read_csv(g)] == [{c: r[c] for c in typed} for r in read_csv(f)]
+    # the command line overrides the station file
+    again = tmp_path / "again.csv"
+    assert station("history", "--config", str(config), "--format", "csv", "--limit", "0", "--decimal-separator", ".",
+                   "-o", str(again)).returncode == 0
+    assert again.read_bytes() == point.read_bytes()

@@ -56,9 +56,10 @@ class GroundTruthInspector:
 
 
 def make_station(root: Path, *, history: bool = True, hmi_port: int = 8089, defect_rate: float = 0.5,
-                 demo_autologin: bool = False, plc_port: int | None = None, shifts: dict | None = None) -> Station:
+                 demo_autologin: bool = False, plc_port: int | None = None, **sections) -> Station:
     """A started-ready (not started) Station under ``root`` with a copy of the repo's recipes;
-    with ``plc_port`` its Modbus server listens on 127.0.0.1 there."""
+    with ``plc_port`` its Modbus server listens on 127.0.0.1 there; ``sections``: more station
+    file sections (e.g. ``shifts={"timezone": ...}``)."""
     recipes = root / "recipes"
     if not recipes.exists():
         shutil.copytree(REPO / "recipes", recipes)
@@ -68,7 +69,7 @@ def make_station(root: Path, *, history: bool = True, hmi_port: int = 8089, defe
         plc={"enabled": False} if plc_port is None else {"mode": "server", "host": "127.0.0.1", "port": plc_port,
                                                     "heartbeat_timeout_ms": 60_000},  # tests step slower than a PLC
         hmi={"host": "127.0.0.1", "port": hmi_port, "demo_autologin": demo_autologin, "session_timeout_min": 30},
-        **({"shifts": shifts} if shifts is not None else {}),
+        **sections,
     )
     station = Station(config, plc=plc_port is not None, history=history)
     station.pipeline.build_inspector = GroundTruthInspector

@@ -222,3 +222,24 @@ async def test_times_are_shown_and_read_in_the_stations_zone_not_the_machines(tm
         station.stop()
         monkeypatch.undo()
         time.tzset()
+
+
+async def test_csv_export_with_the_station_files_decimal_comma(tmp_path):
+    """[export] decimal_separator = ",": the HMI's download is the semicolon form Excel reads in
+    a decimal-comma locale, every row as wide as its header."""
+    station = make_station(tmp_path, history=True, export={"decimal_separator": ","})
+    station.start()
+    try:
+        async with simulated_hmi(station) as (ctx, new_user):
+            ctx.auth.create_user("emil", "engineer", "engineer-pass-1", "test")
+            run_parts(station, 6)
+            user = await login(new_user(), "emil", "/history")
+            await user.should_see("6 inspections match", retries=30)
+            user.find(marker="export").click()
+            text = (await user.download.next(timeout=10)).content.decode("utf-8-sig")
+    finally:
+        station.stop()
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
+    assert len(rows) == 7 and len({len(r) for r in rows}) == 1 and "timings_ms.total" in rows[0]
+    total = [r[rows[0].index("timings_ms.total")] for r in rows[1:]]
+    assert all("." not in t for t in total) and any("," in t for t in total)
