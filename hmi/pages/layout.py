@@ -94,13 +94,14 @@ def frame(ctx, user: SessionUser | None, title: str) -> None:
     ui.dark_mode(True)
     ui.page_title(f"{title} · {ctx.station.config.station_id}")
     ui.query("body").style("background:#0b0f14; color:#f3f4f6")
-    with ui.header().classes("items-center gap-6 px-6 py-2").style("background:#111827"):
+    # one line on a 1024 px panel with the admin's seven links: narrower gaps and text below 1280 px
+    with ui.header().classes("items-center no-wrap gap-3 xl:gap-6 px-4 xl:px-6 py-2").style("background:#111827"):
         ui.label(ctx.station.config.station_id).classes("text-2xl font-bold")
         if user is not None:
             _online_badge(ctx)
         for path, label, role in NAV:
             if user is not None and allows(user.role, role):
-                ui.link(label, path).classes("text-xl text-white no-underline hover:underline").mark(f"nav-{label}")
+                ui.link(label, path).classes("text-lg xl:text-xl text-white no-underline hover:underline").mark(f"nav-{label}")
         ui.space()
         if user is not None:
             ui.label(f"{user.username} ({user.role})").classes("text-lg").mark("whoami")
