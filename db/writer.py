@@ -321,6 +321,7 @@ class HistoryWriter:
         with self._lock:
             if pending.image_bytes and self._queued_image_bytes + pending.image_bytes > self.max_queued_image_bytes:
                 pending.row["images_dropped"] += self._image_count(pending)
+                self.stats.images_dropped += self._image_count(pending)  # counted like a failed write
                 pending.views, pending.overlay, pending.image_bytes = [], None, 0
             self._queued_image_bytes += pending.image_bytes
             try:

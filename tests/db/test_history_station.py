@@ -52,8 +52,11 @@ def test_every_published_verdict_is_in_the_history(tmp_path, demo_models):
                 insp.part_id, insp.verdict.outcome.value, insp.verdict.reason, insp.verdict.plc_code, "demo")
             assert [d.class_name for d in r.defects] == [d.class_name for d in insp.defects]
             assert r.recipe_hash == insp.recipe_hash and r.recipe_name == "demo-part"
-            if r.outcome == "reject":  # the default image policy archives every reject
-                assert {i.kind for i in r.images} >= {"raw"}
+            if r.outcome == "reject":  # the default image policy archives every reject …
+                # … or, when the queued images outgrow their memory bound (a loaded machine: seen
+                # once in a full run), stores the verdict without them and counts them as dropped
+                assert {i.kind for i in r.images} >= {"raw"} or r.images_dropped > 0, (r.sequence, r.images_dropped)
                 for img in r.images:
                     assert (tmp_path / "var" / "images" / img.path).stat().st_size == img.bytes
     assert writer.stats.lost == 0 and writer.stats.written == len(seqs)
+    assert writer.stats.images_dropped == sum(r.images_dropped for r in rows)  # every dropped image is counted

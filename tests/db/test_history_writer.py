@@ -181,6 +181,7 @@ def test_queued_image_memory_is_bounded(tmp_path):
     stored = rows(w.engine)
     assert [len(r.images) for r in stored] == [2, 0, 0, 0]
     assert [r.images_dropped for r in stored] == [0, 2, 2, 2]
+    assert w.stats.images_dropped == 6  # counted where doctor and the HMI read it, like a failed write
     assert [len(r.defects) for r in stored] == [3, 3, 3, 3]
 
 
