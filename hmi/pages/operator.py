@@ -170,6 +170,7 @@ class LiveView:
                 self.shown_version = st.version
                 self._send_image(latest)
                 self._render_verdict(latest)
+                self._render_counters()  # the counters never lag the banner they count
         if now - self._last_slow >= SLOW_S:
             self._last_slow = now
             self._render_status()

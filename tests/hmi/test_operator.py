@@ -46,6 +46,27 @@ async def test_live_view_follows_parts(hmi):
         await user.should_see(latest.reason, marker="reason", retries=50)
 
 
+async def test_counters_change_together_with_the_banner(hmi):
+    """The counters are rendered in the same update as the verdict they count (they used to
+    follow up to a second later, on the slow refresh)."""
+    import asyncio
+
+    ctx, new_user = hmi
+    user = await login(new_user(), "olga")
+    await user.should_see("WAITING FOR A PART")
+    for k in range(1, 4):
+        if k > 1:
+            user.find(marker="live-image").trigger("load")  # the browser has the last image: the next may come
+        run_parts(ctx.station, 1, first_id=k)
+        for _ in range(100):
+            if only(user, "part").text.startswith(f"part {k} "):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"the banner never showed part {k}")
+        assert int(only(user, "count-parts").text) >= k, "the parts counter lags the banner"
+
+
 async def test_live_image_route_serves_the_latest_jpeg(hmi):
     ctx, new_user = hmi
     user = await login(new_user(), "olga")
