@@ -71,6 +71,7 @@ class BenchRun:
     slowest_stage: str
     efficiency: float
     rejects_not_defect: int = 0
+    analyse_ms_by_truth: dict[str, dict[str, float]] = field(default_factory=dict)  # "good" / "defective" views (manifest class)
     notes: list[str] = field(default_factory=list)
 
 
@@ -138,6 +139,13 @@ def run_pipeline(loaded: LoadedRecipe, inspector, camera: Camera, parts: int, wo
     return rate, [i for _, i in done]
 
 
+def _truth(view: View, loaded: LoadedRecipe) -> str | None:
+    """"good" or "defective" by the view's manifest class, None when it has none (simulated parts)."""
+    if view.truth_class is None:
+        return None
+    return "good" if view.truth_class == loaded.recipe.good_class else "defective"
+
+
 def analyse_and_decide(loaded: LoadedRecipe, inspector, view: View) -> Inspection:
     """What one analyse worker of the pipeline does for a part (station.stages): find defects, then decide."""
     insp = Inspection(0, view.frame_id, loaded, time.time(), time.monotonic() + 600, views=[view])
@@ -166,6 +174,11 @@ def measure(loaded: LoadedRecipe, inspector, views: list[View], backend: str, np
     for insp in insps:
         for k, v in insp.timings_ms.items():
             by_stage.setdefault(k, []).append(v)
+    by_truth: dict[str, list[float]] = {}
+    for insp in insps:
+        truth = _truth(insp.views[0], loaded) if insp.views else None
+        if truth and "analyse" in insp.timings_ms:
+            by_truth.setdefault(truth, []).append(insp.timings_ms["analyse"])
     slowest = min(alone, key=alone.get)
     failed = sum(1 for i in insps if i.failure is not None)
     run = BenchRun(
@@ -176,6 +189,7 @@ def measure(loaded: LoadedRecipe, inspector, views: list[View], backend: str, np
         slowest_stage=slowest,
         efficiency=round(rate / alone[slowest], 3),
         rejects_not_defect=failed,
+        analyse_ms_by_truth={k: _percentiles(v) for k, v in sorted(by_truth.items())},
     )
     budget = loaded.recipe.time_budget_ms
     if run.stage_ms["total"]["p50"] > budget:
@@ -186,6 +200,8 @@ def measure(loaded: LoadedRecipe, inspector, views: list[View], backend: str, np
 
 def format_report(report: dict) -> str:
     what = f"recipe {report['recipe']} as configured, on {report['images']}"
+    if any(report.get("views_by_truth", {}).values()):
+        what += f" ({report['views_by_truth']['good']} good, {report['views_by_truth']['defective']} defective)"
     lines = [f"station bench: {report['backend']}, {report['parts']} parts; {what}"]
     for name, where in report.get("models", {}).items():
         lines.append(f"  model {name}: {where}")
@@ -201,6 +217,8 @@ def format_report(report: dict) -> str:
                      f"{r['stage_alone_parts_per_s'][slowest]:.2f} parts/s)")
         for stage, p in r["stage_ms"].items():
             lines.append(f"  {stage:<12} p50 {p['p50']:8.1f} ms  p99 {p['p99']:8.1f} ms")
+        for truth, p in r.get("analyse_ms_by_truth", {}).items():
+            lines.append(f"  analyse, {truth + ' views':<15} p50 {p['p50']:8.1f} ms  p99 {p['p99']:8.1f} ms  (n {p['n']})")
         if r["rejects_not_defect"]:
             lines.append(f"  WARNING: {r['rejects_not_defect']} parts failed (not a defect verdict)")
         for note in r.get("notes", []):
@@ -211,20 +229,31 @@ def format_report(report: dict) -> str:
 
 
 # ---- the recipe's models and views ---------------------------------------------------------
-def recipe_views(manifest: Path, count: int) -> list[View]:
-    """The first ``count`` readable images of a manifest CSV (``image`` column), as camera views."""
+def recipe_views(manifest: Path, count: int, short_side: int | None = None, seed: int = 0) -> list[View]:
+    """``count`` readable images of a manifest CSV (``image`` column; ``class`` kept as the view's
+    truth), drawn in a seeded order, so the mix of good and defective parts is the data's. With
+    ``short_side`` (a backbone recipe) only views with the first one's model input: a line's camera
+    gives views of one size, and the backbone's NPU form takes that one input."""
     from station.images import read_image_file
+    from station.vision.backbone import model_size
 
-    views = []
     with open(manifest, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            try:
-                img = read_image_file(manifest.parent / row["image"])
-            except Exception:  # noqa: BLE001 - an unreadable row is skipped, as station eval does
+        rows = list(csv.DictReader(f))
+    views, size = [], None
+    for i in np.random.default_rng(seed).permutation(len(rows)):
+        row = rows[i]
+        try:
+            img = read_image_file(manifest.parent / row["image"])
+        except Exception:  # noqa: BLE001 - an unreadable row is skipped, as station eval does
+            continue
+        if short_side is not None:
+            this = model_size(img.shape[:2], short_side)
+            if size is not None and this != size:
                 continue
-            views.append(View("top", img, len(views), 0.0, row["image"]))
-            if len(views) == count:
-                break
+            size = this
+        views.append(View("top", img, len(views), 0.0, row["image"], truth_class=row.get("class")))
+        if len(views) == count:
+            break
     if not views:
         raise ValueError(f"no readable images in {manifest}")
     return views
@@ -239,14 +268,19 @@ def simulated_views(count: int, seed: int = 3) -> list[View]:
         cam.close()
 
 
-def stage_recipe_models(models_dir: Path, names: list[str], work: Path, simulated_npu: bool) -> dict[str, str]:
+def stage_recipe_models(models_dir: Path, names: list[str], work: Path, simulated_npu: bool,
+                        view_size: tuple[int, int] | None = None) -> dict[str, str]:
     """Link the recipe's models into ``work``; with a simulated NPU give each a batch-1 RKNN form where shapes allow.
 
-    Returns model name -> where it runs ("rknn (simulated)" or "onnxruntime: reason").
+    A backbone gets the form `station models convert --recipe R --view-size HxW` makes: int8, its
+    scaling baked in, at the model input of views of ``view_size`` (the head's short side); the head on
+    backbone features stays on the CPU (station.vision.backbone). Returns model name -> where it runs
+    ("rknn (simulated)" or "onnxruntime: reason").
     """
     import onnxruntime as ort
 
     from station.inference import rknn_double
+    from station.vision.backbone import model_size
 
     work.mkdir(parents=True, exist_ok=True)
     placement = {}
@@ -257,6 +291,21 @@ def stage_recipe_models(models_dir: Path, names: list[str], work: Path, simulate
         meta.model_copy(update={"forms": {}}).write(work / f"{name}.json")
         if not simulated_npu:
             placement[name] = "onnxruntime"
+            continue
+        if meta.extra.get("input") == "backbone":
+            placement[name] = ("onnxruntime: by design, a per-cell linear map whose probabilities are compared with "
+                               "min_confidence (float32 on the CPU)")
+            continue
+        if meta.role == "backbone":
+            heads = (ModelMetadata.read(models_dir / f"{n}.json") for n in names)
+            head = next((h for h in heads if h.extra.get("input") == "backbone" and h.extra.get("backbone") == name), None)
+            if view_size is None or head is None:
+                placement[name] = "onnxruntime: no view size (a backbone's form is made for one)"
+                continue
+            mh, mw = model_size(view_size, head.extra["short_side"])
+            rknn_double.add_simulated_form(work, name, quant="int8", bake_normalization=True,
+                                           shapes={"image": [1, 3, mh, mw]}, view_size=list(view_size))
+            placement[name] = f"rknn (simulated): int8, input {mh}x{mw} for views of {view_size[0]}x{view_size[1]} px"
             continue
         session = ort.InferenceSession(str(work / meta.file), providers=["CPUExecutionProvider"])
         shapes = {}
@@ -299,12 +348,23 @@ def bench_recipe(
     ensure_recipe_models(loaded.path, models_dir)  # the recipe's models, checksummed, as a station would get them
     names = model_files(models_dir, recipe_models(loaded.recipe).names)
     sim = backend == "sim-rk3588"
-    placement = stage_recipe_models(models_dir, names, work_dir / "models", sim)
-    views = recipe_views(manifest, distinct_frames) if manifest is not None else simulated_views(distinct_frames)
+    short_side = None
+    if getattr(loaded.recipe.vision, "analyzer", None) == "backbone":
+        short_side = ModelMetadata.read(models_dir / f"{loaded.recipe.vision.head}.json").extra.get("short_side")
+    views = recipe_views(manifest, distinct_frames, short_side) if manifest is not None else simulated_views(distinct_frames)
+    placement = stage_recipe_models(models_dir, names, work_dir / "models", sim, views[0].image.shape[:2])
+    h, w = views[0].image.shape[:2]
     report = {"recipe": loaded.recipe.name, "backend": backend, "parts": parts, "models": placement, "runs": [],
-              "images": str(manifest) if manifest is not None else "simulated parts"}
+              "images": (f"{manifest}, {len(views)} distinct views of {h}x{w} px" if short_side else str(manifest))
+              if manifest is not None else "simulated parts",
+              "views_by_truth": {t: sum(1 for v in views if _truth(v, loaded) == t) for t in ("good", "defective")}}
     if sim:
         report["simulated_latency_ms"] = {k: v * 1000 for k, v in rknn_double.RK3588_PUBLISHED_LATENCY_S.items()}
+        for name, where in placement.items():
+            if where.startswith("rknn") and ModelMetadata.read(models_dir / f"{name}.json").role == "backbone":
+                shape = ModelMetadata.read(work_dir / "models" / f"{name}.json").forms["rknn-rk3588-int8"]["inputs"][0]["shape"]
+                per_mpx = rknn_double.RK3588_DERIVED_LATENCY_S_PER_MPX["backbone"]
+                report["simulated_latency_ms"][f"{name} (derived)"] = round(per_mpx * shape[2] * shape[3] / 1e3, 2)
     for cores in ((1, 2, 3) if sim else (None,)):
         be = f"{backend}:{cores}" if cores else backend
         inspector = build_inspector(loaded, work_dir / "models", be, threads)

@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="manifest CSV of the recipe's images (default: simulated parts)")
     p.add_argument("--backend", choices=["onnxruntime", "sim-rk3588"], default="onnxruntime")
     p.add_argument("--parts", type=int, default=None, help="parts per run (default 12 onnxruntime, 60 sim-rk3588)")
+    p.add_argument("--frames", type=int, default=8, help="distinct views replayed (default 8; from --data in a seeded order)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
     p.add_argument("--extra-workers", type=int, default=1, help="sim-rk3588: analyse workers beyond the NPU cores (default 1)")
@@ -34,6 +35,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     loaded = resolve_recipe(args.recipe, args.recipes_dir)
     with tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
         report = bench_recipe(loaded.path, args.data, args.models_dir, args.backend, parts, Path(tmp), threads=args.threads,
-                              extra_workers=args.extra_workers)
+                              extra_workers=args.extra_workers, distinct_frames=args.frames)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -30,6 +30,11 @@ class InferenceModel(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def fixed_input_shape(self, name: str) -> list[int] | None:
+        """The one shape input ``name`` must have (an NPU form is built for fixed shapes), or
+        None when the model takes any size there."""
+        return None
+
     def __enter__(self) -> "InferenceModel":
         return self
 

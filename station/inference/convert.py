@@ -221,6 +221,7 @@ def convert_model(
     held_back: int = 4,
     shapes: dict[str, list[int]] | None = None,
     log_file: Path | None = None,
+    quantized_algorithm: str | None = None,
 ) -> RknnForm:
     """Build ``NAME.<target>.<quant>.rknn`` next to the model, check parity, record the form. Raises ConversionError."""
     if target not in TARGETS:
@@ -232,6 +233,9 @@ def convert_model(
         meta, onnx_path = resolve_model(models_dir, name)
     except ModelError as exc:
         raise ConversionError(str(exc)) from None
+    if meta.role == "backbone":
+        raise ConversionError(f"model {name} is a backbone: it is converted for a recipe's camera view size, with the recipe's "
+                              "verdicts as a gate (station models convert --recipe NAME --view-size HxW --calib MANIFEST.csv)")
     plan = plan_conversion(onnx_path, meta, shapes)
     if quant == "int8" and plan.image_index is None and meta.role != "sam_decoder":
         raise ConversionError(
@@ -260,18 +264,42 @@ def convert_model(
         calib_images = []
         calibration_note = f"no calibration (fp16); parity on {held_back} random images"
 
-    key = form_key(target, quant)
+    held = build_samples(models_dir, meta, plan, held_images, seed=1)
+    calib_samples = build_samples(models_dir, meta, plan, calib_images, seed=2) if calib_images else []
+    form, _ = build_rknn(models_dir, name, onnx_path, plan, target, quant, held, calib_samples, venv, log_file, calibration_note,
+                         quantized_algorithm=quantized_algorithm if quant == "int8" else None)
+    return form
+
+
+def build_rknn(
+    models_dir: Path,
+    name: str,
+    onnx_path: Path,
+    plan: Plan,
+    target: str,
+    quant: str,
+    held: list[list[np.ndarray]],
+    calib: list[list[np.ndarray]],
+    venv: Path,
+    log_file: Path | None,
+    calibration_note: str,
+    accept=None,
+    quantized_algorithm: str | None = None,
+    **form_fields,
+) -> tuple[RknnForm, list[dict[str, np.ndarray]]]:
+    """Run the toolkit on prepared samples (as the .rknn is fed), check cosine parity and, when
+    given, ``accept(simulator outputs per held-back sample)`` (raises ConversionError to refuse, or
+    returns fields to record in the form); then install ``NAME.<target>.<quant>.rknn`` next to the
+    model and record the form. Returns the form and the simulator's outputs per held-back sample."""
     out_name = f"{name}.{target}.{quant}.rknn"
     final = models_dir / out_name
     with tempfile.TemporaryDirectory(prefix=f"rknn-{name}-") as tmp:
         tmp = Path(tmp)
-        held = []
-        for k, sample in enumerate(build_samples(models_dir, meta, plan, held_images, seed=1)):
-            held.append([str(_save(tmp / f"held{k}_{i}.npy", x)) for i, x in enumerate(sample)])
+        held_paths = [[str(_save(tmp / f"held{k}_{i}.npy", x)) for i, x in enumerate(sample)] for k, sample in enumerate(held)]
         dataset = None
-        if calib_images:
+        if calib:
             lines = []
-            for k, sample in enumerate(build_samples(models_dir, meta, plan, calib_images, seed=2)):
+            for k, sample in enumerate(calib):
                 # the toolkit's dataset (measured): 4-D tensors NCHW; raw 0..255 pixels when normalisation is baked
                 files = [
                     _save(tmp / f"calib{k}_{i}.npy", x.transpose(0, 3, 1, 2).astype(np.float32) if (plan.mean_values and i == 0) else x)
@@ -289,7 +317,9 @@ def convert_model(
             "mean_values": plan.mean_values,
             "std_values": plan.std_values,
             "calibration": str(dataset) if dataset else None,
-            "held_back": held,
+            "held_back": held_paths,
+            "outputs_dir": str(tmp / "outputs") if accept else None,
+            "quantized_algorithm": quantized_algorithm,
         }
         (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
         python = ensure_convert_env(Path(venv), log_file)
@@ -307,6 +337,9 @@ def convert_model(
             where = f" (log: {log_file})" if log_file else ""
             raise ConversionError(f"model {name}: rknn-toolkit2 failed: {result.get('error')}{where}")
         check_parity(name, quant, result["parity"])
+        outputs = [{n: np.load(f) for n, f in sample.items()} for sample in result.get("held_outputs", [])]
+        if accept is not None:
+            form_fields.update(accept(outputs) or {})
         shutil.move(str(tmp / out_name), final)
     form = RknnForm(
         file=out_name,
@@ -321,13 +354,14 @@ def convert_model(
         toolkit_version=result.get("toolkit_version", ""),
         calibration=calibration_note,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **form_fields,
     )
     meta_path = models_dir / f"{name}.json"
     current = ModelMetadata.read(meta_path)  # re-read: keep whatever else changed meanwhile
     forms = dict(current.forms)
-    forms[key] = form.model_dump(exclude_none=True)
+    forms[form_key(target, quant)] = form.model_dump(exclude_none=True)
     current.model_copy(update={"forms": forms}).write(meta_path)
-    return form
+    return form, outputs
 
 
 def check_parity(name: str, quant: str, parity: dict[str, dict[str, float]]) -> None:

@@ -51,13 +51,15 @@ _sim_runtime: type | None = None
 
 
 def simulated_rk3588_runtime() -> type:
-    """The process-wide RKNNLite double with the published RK3588 latencies (one simulated chip)."""
+    """The process-wide RKNNLite double with the published RK3588 latencies, and the backbone's derived
+    one (rknn_double.RK3588_DERIVED_LATENCY_S_PER_MPX), on one simulated chip."""
     global _sim_runtime
     from station.inference import rknn_double
 
     with _sim_lock:
         if _sim_runtime is None:
-            _sim_runtime = rknn_double.simulated(latency_s=dict(rknn_double.RK3588_PUBLISHED_LATENCY_S), memoize=True)
+            _sim_runtime = rknn_double.simulated(latency_s=dict(rknn_double.RK3588_PUBLISHED_LATENCY_S), memoize=True,
+                                                 latency_s_per_mpx=rknn_double.RK3588_DERIVED_LATENCY_S_PER_MPX)
         return _sim_runtime
 
 

@@ -29,6 +29,11 @@ class OnnxModel(InferenceModel):
             raise ModelError(f"model {metadata.name}: cannot load {self.path}: {exc}") from None
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self._input_shapes = {i.name: list(i.shape) for i in self._session.get_inputs()}
+
+    def fixed_input_shape(self, name: str) -> list[int] | None:
+        shape = self._input_shapes.get(name)
+        return shape if shape and all(isinstance(d, int) and d > 0 for d in shape) else None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

@@ -130,6 +130,11 @@ class ModelPool(InferenceModel):
             log.info("model %s: one runtime on each of %d NPU cores (masks %s)", name, len(runtimes), sorted(runtimes))
         return cls(runtimes, scheduler=scheduler, quarantine_after=quarantine_after)
 
+    def fixed_input_shape(self, name: str) -> list[int] | None:
+        with self._lock:
+            runtime = next(iter(self._runtimes.values()), None)
+        return None if runtime is None else runtime.fixed_input_shape(name)
+
     @property
     def core_masks(self) -> list[int]:
         with self._lock:

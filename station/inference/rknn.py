@@ -62,6 +62,10 @@ class RknnForm(BaseModel):
     parity: dict[str, dict[str, float]] = Field(default_factory=dict)  # output -> {cosine, max_abs_error}
     toolkit_version: str = ""
     calibration: str = ""
+    # a backbone form is built for one camera view size (the integrator's --view-size, H x W px);
+    # its decision parity: the recipe's verdicts on held-back views with these features vs ONNX Runtime's
+    view_size: list[int] | None = None
+    decision_parity: dict[str, float | int | str] | None = None
     created_at: str = ""
 
     @property
@@ -167,6 +171,9 @@ class RknnModel(InferenceModel):
             self._std = [np.asarray(s, np.float32) for s in (form.std_values or [])]
             if len(self._std) != len(self._mean):
                 raise ModelError(f"model {self.name}: form has {len(self._mean)} mean_values but {len(self._std)} std_values")
+
+    def fixed_input_shape(self, name: str) -> list[int] | None:
+        return next((list(t.shape) for t in self.form.inputs if t.name == name), None)
 
     # ---- input conversion -----------------------------------------------------------
     def _feed(self, index: int, spec: RknnTensor, x: np.ndarray) -> tuple[np.ndarray, str]:

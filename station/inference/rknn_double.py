@@ -115,6 +115,7 @@ class RKNNLite:
 
     # configuration (class level, per subclass; see simulated())
     latency_s: float | dict[str, float] = 0.0
+    latency_s_per_mpx: dict[str, float] = {}  # by role: seconds per megapixel of the form's first input
     memoize: bool = False
     memo_entries: int = 64
     faults: Faults = Faults()
@@ -191,7 +192,7 @@ class RKNNLite:
         means, stds = form.get("mean_values"), form.get("std_values")
         self._mean = [np.asarray(m, np.float32).reshape(1, -1, 1, 1) for m in means] if means else []
         self._std = [np.asarray(s, np.float32).reshape(1, -1, 1, 1) for s in stds] if stds else []
-        self._latency = self._latency_for(meta)
+        self._latency = self._latency_for(meta, form)
         self._core_mask = core_mask
         self._onnx_key = str(onnx_path.resolve()).encode()
         self._memo = type(self)._memo_store if self.memoize else None
@@ -247,10 +248,16 @@ class RKNNLite:
         self._memo = None
 
     # ---- helpers ---------------------------------------------------------------------
-    def _latency_for(self, meta: dict) -> float:
+    def _latency_for(self, meta: dict, form: dict) -> float:
         lat = self.latency_s
+        if isinstance(lat, dict) and meta.get("name") in lat:
+            return float(lat[meta["name"]])
+        per_mpx = self.latency_s_per_mpx.get(meta.get("role"))
+        shape = (form.get("inputs") or [{}])[0].get("shape") or []
+        if per_mpx is not None and len(shape) == 4:  # a fully convolutional net: its MACs grow with the input's pixels
+            return per_mpx * shape[2] * shape[3] / 1e6
         if isinstance(lat, dict):
-            for key in (meta.get("name"), meta.get("role"), "default"):
+            for key in (meta.get("role"), "default"):
                 if key in lat:
                     return float(lat[key])
             return 0.0
@@ -323,6 +330,7 @@ class RKNNLite:
 def simulated(
     latency_s: float | dict[str, float] = 0.0,
     cores: int = 3,
+    latency_s_per_mpx: dict[str, float] | None = None,
     faults: Faults | None = None,
     memoize: bool = False,
     memo_entries: int = 64,
@@ -334,6 +342,7 @@ def simulated(
         (RKNNLite,),
         {
             "latency_s": latency_s,
+            "latency_s_per_mpx": dict(latency_s_per_mpx or {}),
             "faults": faults or Faults(),
             "memoize": memoize,
             "memo_entries": memo_entries,
@@ -351,6 +360,16 @@ RK3588_PUBLISHED_LATENCY_S = {
     "classifier": 0.0022,  # MobileNetV2 224 INT8, 450.7 FPS
 }
 
+# Derived, not published: rknn_model_zoo and Rockchip's docs give no RK3588 figure for EfficientNet-Lite0
+# (searched). From the published MobileNetV2 224 INT8 figure (450.7 FPS: 2.219 ms for its 300 M MACs) by
+# MAC ratio: the Lite0 feature backbone (stem and blocks 0-15, taps s8/s16/s32; counted on its
+# convolutions) has 363.8 M MACs at 224x224, so 2.691 ms there; its MACs grow with the input's pixels:
+# 53.6 ms per megapixel (6.6 ms at 384x320). Both nets are int8 depthwise-separable ReLU6 stacks, so the
+# ratio is a fair first guess; a board measurement replaces it.
+RK3588_DERIVED_LATENCY_S_PER_MPX = {
+    "backbone": 0.0536,
+}
+
 
 def write_simulated_rknn(path: Path | str, payload: bytes = b"") -> Path:
     """A file the double accepts as an .rknn (the magic plus a payload). For tests and the sim bench only."""
@@ -360,7 +379,8 @@ def write_simulated_rknn(path: Path | str, payload: bytes = b"") -> Path:
 
 
 __all__ = [
-    "RKNNLite", "Faults", "SimulatedNpu", "simulated", "RK3588_PUBLISHED_LATENCY_S", "write_simulated_rknn", "add_simulated_form",
+    "RKNNLite", "Faults", "SimulatedNpu", "simulated", "RK3588_PUBLISHED_LATENCY_S", "RK3588_DERIVED_LATENCY_S_PER_MPX",
+    "write_simulated_rknn", "add_simulated_form",
 ]
 
 
@@ -371,6 +391,7 @@ def add_simulated_form(
     target: str = "rk3588",
     bake_normalization: bool = False,
     shapes: dict[str, list[int]] | None = None,
+    view_size: list[int] | None = None,
 ) -> str:
     """Give model ``name`` an RKNN form the double runs: a stand-in .rknn + its metadata entry.
 
@@ -414,6 +435,7 @@ def add_simulated_form(
         mean_values=mean,
         std_values=std,
         toolkit_version="double",
+        view_size=view_size,
     )
     forms = dict(meta.forms)
     forms[key] = form.model_dump(exclude_none=True)

@@ -79,6 +79,10 @@ class Backbone:
         if not set(OUTPUTS) <= outputs:
             raise ModelError(f"model {meta.name}: a backbone must give the feature maps {list(OUTPUTS)} (metadata lists {sorted(outputs)})")
         self.model = model
+        # an NPU form takes one input size (the camera's views at the head's short side): views that
+        # need another are refused, never resized differently from what the conversion validated
+        fixed = model.fixed_input_shape("image")
+        self.fixed_hw: tuple[int, int] | None = (fixed[2], fixed[3]) if fixed and len(fixed) == 4 else None
         self.mean = np.float32(spec.mean[0])
         self.std = np.float32(spec.std[0])
         if len(set(spec.mean)) > 1 or len(set(spec.std)) > 1:
@@ -105,6 +109,12 @@ class Backbone:
         if grey.ndim != 2 or grey.dtype != np.uint8:
             raise ValueError(f"the backbone takes a uint8 HxW grey view (got {grey.dtype} {grey.shape})")
         model_hw = model_size(grey.shape, short_side)
+        if self.fixed_hw is not None and model_hw != self.fixed_hw:
+            h, w = grey.shape
+            raise ModelError(
+                f"model {self.model.metadata.name}: a {h}x{w} px view needs a {model_hw[0]}x{model_hw[1]} input at short side "
+                f"{short_side}; its {self.model.backend} form takes {self.fixed_hw[0]}x{self.fixed_hw[1]} only (converted for "
+                f"another view size): convert it for this camera (station models convert --view-size {h}x{w})")
         maps = self._run(self.model_input(grey, model_hw))
         if flip_tta:
             mirrored = self._run(self.model_input(grey, model_hw, flip=True))
@@ -174,6 +184,12 @@ class BackboneProposer(Proposer):
         short_side = meta.extra.get("short_side")
         if not isinstance(short_side, int) or short_side < MULTIPLE:
             raise ModelError(f"model {meta.name}: extra.short_side {short_side!r} must be an integer >= {MULTIPLE} (model px)")
+        fixed = backbone.fixed_hw
+        if fixed is not None and min(fixed) != model_size((short_side, short_side), short_side)[0]:
+            raise ModelError(
+                f"model {backbone.model.metadata.name}: its {backbone.model.backend} form takes {fixed[0]}x{fixed[1]} (short side "
+                f"{min(fixed)}), but {meta.name} runs views at short side {short_side}: no view can use it; convert the backbone "
+                f"for this recipe (station models convert --recipe ... --view-size HxW)")
         self.backbone, self.head = backbone, head
         self.classes = meta.classes[1:]
         self.short_side = short_side
@@ -283,7 +299,9 @@ def load_backbone_proposer(models_dir: Path | str, head_name: str, recipe_classe
     record. Raises ModelError (missing, corrupt, mismatching models)."""
     from station.inference.factory import load_model
 
-    head = load_model(models_dir, head_name, backend, threads)
+    # the head stays on the CPU whatever the backend: its probabilities are compared with thresholds
+    # like 0.999976 that int8 or fp16 outputs cannot represent, and it is a per-cell linear map (~1 ms)
+    head = load_model(models_dir, head_name, "onnxruntime", threads)
     backbone_name = head.metadata.extra.get("backbone")
     if not backbone_name:
         raise ModelError(f"model {head_name}: metadata names no backbone (extra.backbone)")
