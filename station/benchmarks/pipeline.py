@@ -229,17 +229,21 @@ def format_report(report: dict) -> str:
 
 
 # ---- the recipe's models and views ---------------------------------------------------------
-def recipe_views(manifest: Path, count: int, short_side: int | None = None, seed: int = 0) -> list[View]:
+def recipe_views(manifest: Path, count: int, short_side: int | None = None, seed: int = 0,
+                 view_size: tuple[int, int] | None = None) -> list[View]:
     """``count`` readable images of a manifest CSV (``image`` column; ``class`` kept as the view's
     truth), drawn in a seeded order, so the mix of good and defective parts is the data's. With
-    ``short_side`` (a backbone recipe) only views with the first one's model input: a line's camera
-    gives views of one size, and the backbone's NPU form takes that one input."""
+    ``short_side`` (a backbone recipe) only views with one model input, that of ``view_size`` (else
+    the first view's): a line's camera gives views of one size, and the backbone's NPU form takes
+    that one input."""
     from station.images import read_image_file
     from station.vision.backbone import model_size
 
     with open(manifest, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     views, size = [], None
+    if short_side is not None and view_size is not None:
+        size = model_size(view_size, short_side)
     for i in np.random.default_rng(seed).permutation(len(rows)):
         row = rows[i]
         try:
@@ -335,7 +339,7 @@ def model_files(models_dir: Path, names: list[str]) -> list[str]:
 
 def bench_recipe(
     recipe_path: Path, manifest: Path | None, models_dir: Path, backend: str, parts: int, work_dir: Path,
-    threads: int = 0, distinct_frames: int = 8, extra_workers: int = 1,
+    threads: int = 0, distinct_frames: int = 8, extra_workers: int = 1, view_size: tuple[int, int] | None = None,
 ) -> dict:
     """Parts/s of a recipe as configured (its own models and analyzer) on its own images
     (``manifest``) or on simulated parts; with ``sim-rk3588`` on 1, 2 and 3 NPU cores."""
@@ -351,11 +355,12 @@ def bench_recipe(
     short_side = None
     if getattr(loaded.recipe.vision, "analyzer", None) == "backbone":
         short_side = ModelMetadata.read(models_dir / f"{loaded.recipe.vision.head}.json").extra.get("short_side")
-    views = recipe_views(manifest, distinct_frames, short_side) if manifest is not None else simulated_views(distinct_frames)
-    placement = stage_recipe_models(models_dir, names, work_dir / "models", sim, views[0].image.shape[:2])
-    h, w = views[0].image.shape[:2]
+    views = recipe_views(manifest, distinct_frames, short_side, view_size=view_size) if manifest is not None else simulated_views(distinct_frames)
+    placement = stage_recipe_models(models_dir, names, work_dir / "models", sim, view_size or views[0].image.shape[:2])
+    h, w = view_size or views[0].image.shape[:2]
     report = {"recipe": loaded.recipe.name, "backend": backend, "parts": parts, "models": placement, "runs": [],
-              "images": (f"{manifest}, {len(views)} distinct views of {h}x{w} px" if short_side else str(manifest))
+              "images": (f"{manifest}, {len(views)} distinct views with the model input of a {h}x{w} px view" if short_side
+                         else str(manifest))
               if manifest is not None else "simulated parts",
               "views_by_truth": {t: sum(1 for v in views if _truth(v, loaded) == t) for t in ("good", "defective")}}
     if sim:
