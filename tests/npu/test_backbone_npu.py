@@ -6,12 +6,14 @@ tile photos; the NPU is the RKNNLite double (fast tests) or rknn-toolkit2's simu
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from station.benchmarks.pipeline import format_report
 from station.cli import main
 from station.images import read_image_file
 from station.inference import rknn_double
@@ -188,3 +190,26 @@ def test_real_conversion_refuses_flipped_verdicts_and_installs_a_form_that_keeps
     # what the station loads from it: the recorded input shape, checked against the head at load
     npu, _ = load_backbone_proposer(models, HEAD, CLASSES, "sim-rk3588:1", 1, 2)
     assert npu.backbone.fixed_hw == MODEL_HW
+
+
+@pytest.mark.slow
+def test_sim_bench_runs_the_shipped_tile_recipe_with_its_backbone_on_the_npu(models, sam_models_dir, shared_dir, capsys):
+    from station.inference import factory
+
+    for f in sam_models_dir.iterdir():  # the SAM pair, pulled once for the session
+        if not (models / f.name).exists():
+            (models / f.name).symlink_to(f)
+    assert main(["bench", "--recipe", "magnetic-tile", "--backend", "sim-rk3588", "--parts", "12", "--frames", "8", "--json",
+                 "--view-size", "460x384", "--data", str(shared_dir / "data" / "magnetic-tile-train" / "manifest.csv"),
+                 "--models-dir", str(models)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    placement = report["models"]
+    assert placement[BACKBONE] == "rknn (simulated): int8, input 384x320 for views of 460x384 px"
+    assert placement[HEAD].startswith("onnxruntime: by design") and placement["litemedsam"] == "rknn (simulated)"
+    assert report["simulated_latency_ms"][f"{BACKBONE} (derived)"] == pytest.approx(6.59, abs=0.01)
+    assert sum(report["views_by_truth"].values()) == 8
+    for run in report["runs"]:
+        assert run["rejects_not_defect"] == 0 and run["parts_per_s"] > 0
+        assert set(run["analyse_ms_by_truth"]) <= {"good", "defective"} and run["analyse_ms_by_truth"]
+    assert factory.simulated_rk3588_runtime().npu.peak_busy == 3
+    assert "efficientnet-lite0: rknn (simulated)" in format_report(report)
