@@ -63,6 +63,8 @@ def model_rows(models_dir: Path) -> list[dict]:
                 "present": (meta_path.parent / str(form.get("file"))).is_file(),
                 "parity": form.get("parity", {}),
                 "baked_normalization": form.get("mean_values") is not None,
+                "view_size": form.get("view_size"),
+                "decision_parity": form.get("decision_parity"),
             }
         rows.append({"name": meta.name, "role": meta.role, "forms": forms})
     return rows
@@ -91,6 +93,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for out, p in f.get("parity", {}).items()
             )
             print(f"    {key:<20} {f['file']}{status}  {parity}")
+            if f.get("view_size"):
+                d = f.get("decision_parity") or {}
+                print(f"    {'':<20} for views of {f['view_size'][0]}x{f['view_size'][1]} px; verdicts flipped: "
+                      f"{d.get('verdict_flips', '?')} of {d.get('views', '?')} held-back views")
     return 0
 
 

@@ -162,7 +162,8 @@ def test_simulated_backbone_latency_follows_its_input_pixels(models):
 
 
 @pytest.mark.slow
-def test_real_conversion_refuses_flipped_verdicts_and_installs_a_form_that_keeps_them(models, shared_dir, repo_root, monkeypatch):
+def test_real_conversion_refuses_flipped_verdicts_and_installs_a_form_that_keeps_them(models, shared_dir, repo_root, monkeypatch,
+                                                                                          capsys):
     """rknn-toolkit2 in its own venv builds the backbone at 384x320 and runs it in its simulator."""
     from station.inference import convert
     from station.inference.convert import ConversionError
@@ -187,6 +188,8 @@ def test_real_conversion_refuses_flipped_verdicts_and_installs_a_form_that_keeps
     assert form.decision_parity["not_passed_by_onnx"] >= 1
     meta = ModelMetadata.read(models / f"{BACKBONE}.json")
     assert meta.forms["rknn-rk3588-fp16"]["decision_parity"]["verdict_flips"] == 0
+    assert main(["models", "list", "--models-dir", str(models)]) == 0
+    assert "for views of 460x384 px; verdicts flipped: 0 of 40 held-back views" in capsys.readouterr().out
     # what the station loads from it: the recorded input shape, checked against the head at load
     npu, _ = load_backbone_proposer(models, HEAD, CLASSES, "sim-rk3588:1", 1, 2)
     assert npu.backbone.fixed_hw == MODEL_HW
