@@ -355,7 +355,10 @@ def bench_recipe(
     short_side = None
     if getattr(loaded.recipe.vision, "analyzer", None) == "backbone":
         short_side = ModelMetadata.read(models_dir / f"{loaded.recipe.vision.head}.json").extra.get("short_side")
-    views = recipe_views(manifest, distinct_frames, short_side, view_size=view_size) if manifest is not None else simulated_views(distinct_frames)
+    if manifest is not None:
+        views = recipe_views(manifest, distinct_frames, short_side, view_size=view_size)
+    else:
+        views = simulated_views(distinct_frames)
     placement = stage_recipe_models(models_dir, names, work_dir / "models", sim, view_size or views[0].image.shape[:2])
     h, w = view_size or views[0].image.shape[:2]
     report = {"recipe": loaded.recipe.name, "backend": backend, "parts": parts, "models": placement, "runs": [],
