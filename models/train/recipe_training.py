@@ -454,6 +454,7 @@ def _fmt(v) -> str:
 
 def _line(m: dict) -> str:
     keys = ["detection_rate", "false_reject_rate", "escape_rate", "review_rate", "type_accuracy", "mean_iou", "part_detection_rate",
-            "part_false_reject_rate", "part_escape_rate", "part_review_rate", "auroc", "detection_at_1pct_false_reject"]
+            "part_false_reject_rate", "part_escape_rate", "part_review_rate", "auroc", "part_auroc",
+            "detection_at_1pct_false_reject"]
     return "  ".join(f"{k} {_fmt(m.get(k))}" for k in keys if k in m)
 

@@ -122,7 +122,7 @@ def _fmt(v) -> str:
 def print_metrics(m: dict) -> None:
     keys = ["detection_rate", "false_reject_rate", "escape_rate", "review_rate", "defective_review_rate", "type_accuracy",
             "mean_iou", "part_detection_rate", "part_false_reject_rate", "part_escape_rate", "part_review_rate",
-            "part_defective_review_rate", "auroc", "detection_at_1pct_false_reject", "threshold_at_1pct_false_reject"]
+            "part_defective_review_rate", "auroc", "part_auroc", "detection_at_1pct_false_reject", "threshold_at_1pct_false_reject"]
     for k in keys:
         if k in m:
             ci = m.get(k.replace("_rate", "_ci95")) if k.endswith("false_reject_rate") else None

@@ -15,6 +15,9 @@ REVIEW — a finding in the recipe's review band, the part goes to a person — 
   any of its views is (the station's rule for several cameras or lights), else sent to review
   when any view is: ``part_detection_rate``, ``part_false_reject_rate``, ``part_escape_rate``,
   ``part_defective_review_rate`` and ``part_review_rate``;
+- ``auroc`` of the image score (the most confident finding; 0 without one), defective vs good
+  images; with ``group_by`` also ``part_auroc``: a part's score is the max over its views, a
+  part is defective when any of its views is (the station rejects a part on any view);
 - ``false_reject_ci95`` (and ``part_false_reject_ci95``): the Wilson 95 % interval of the false
   reject rate. A threshold set on ~100 good parts is noisy: 1 rejected of 100 is 0.2 %–5.4 %;
 - per class, counts, skipped rows with reasons, per-stage latency p50/p99 (ms).
@@ -94,6 +97,25 @@ def inspect_row(inspector, loaded: LoadedRecipe, row: Row, min_side_px: int) -> 
                        class_scores, verdict.outcome is Outcome.REVIEW), None
 
 
+def auroc(bad: np.ndarray, good: np.ndarray) -> float | None:
+    """The probability that a defective item scores above a good one (ties count half); None
+    without both kinds."""
+    if not len(bad) or not len(good):
+        return None
+    return float((bad[:, None] > good[None, :]).mean() + 0.5 * (bad[:, None] == good[None, :]).mean())
+
+
+def part_auroc(results: list[ImageResult], good_class: str) -> float | None:
+    """AUROC over parts (``ImageResult.group``): a part scores the max over its views and is
+    defective when any of its views is; None without both kinds of part."""
+    parts: dict[str, list[ImageResult]] = defaultdict(list)
+    for r in results:
+        parts[r.group].append(r)
+    bad = np.array([max(r.score for r in v) for v in parts.values() if any(r.truth != good_class for r in v)])
+    good = np.array([max(r.score for r in v) for v in parts.values() if all(r.truth == good_class for r in v)])
+    return auroc(bad, good)
+
+
 def operating_point(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01) -> dict:
     """AUROC of the image score (defective vs good), and the detection rate at the lowest score
     threshold that rejects at most ``max_false_reject`` of the good images (the baselines' metric;
@@ -102,11 +124,10 @@ def operating_point(results: list[ImageResult], good_class: str, max_false_rejec
     good = np.array([r.score for r in results if r.truth == good_class])
     if not len(bad) or not len(good):
         return {}
-    auroc = float(((bad[:, None] > good[None, :]).mean() + 0.5 * (bad[:, None] == good[None, :]).mean()))
     allowed = int(np.floor(max_false_reject * len(good)))
     ranked = np.sort(good)[::-1]
     threshold = float(ranked[allowed]) if allowed < len(ranked) else 0.0  # reject when score > threshold
-    return {"auroc": auroc, "threshold_at_1pct_false_reject": threshold,
+    return {"auroc": auroc(bad, good), "threshold_at_1pct_false_reject": threshold,
             "detection_at_1pct_false_reject": float((bad > threshold).mean()),
             "false_reject_at_threshold": float((good > threshold).mean())}
 
@@ -303,6 +324,7 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
         out["part_defective_review_rate"] = _rate(sum(part_reviewed(v) for v in bad_parts), len(bad_parts))
         out["part_review_rate"] = _rate(sum(part_reviewed(v) for v in good_parts), len(good_parts))
         out["part_false_reject_ci95"] = wilson_interval(sum(any(r.rejected for r in v) for v in good_parts), len(good_parts))
+        out["part_auroc"] = part_auroc(results, good_class)
         out["parts"] = len(parts)
         out["defective_parts"] = len(bad_parts)
         out["good_parts"] = len(good_parts)

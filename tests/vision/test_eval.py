@@ -105,6 +105,8 @@ def test_eval_metrics_match_the_known_answers(tmp_path, manifest):
     # image scores: blobs at grey 30 under a threshold of 80 -> confidence 0.5 + 0.5 * 50 / 64
     # defective [0.89, 0.89, 0], good [0, 0.89]: AUROC (1 + .5 + 1 + .5 + .5 + 0) / 6
     assert m["auroc"] == pytest.approx(3.5 / 6)
+    # parts score their best view: defective P1 0.89, P3 0.89 against good P2 0.89: all ties
+    assert m["part_auroc"] == pytest.approx(0.5)
     assert m["threshold_at_1pct_false_reject"] == pytest.approx(0.5 + 0.5 * 50 / 64)
     assert m["detection_at_1pct_false_reject"] == 0.0
     for stage in ("preprocess", "analyse", "decide", "total"):
@@ -141,7 +143,7 @@ def test_eval_without_group_by_has_no_part_rates_and_prints_a_table(tmp_path, ma
     lines = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines() if line.strip()}
     assert lines["detection_rate"] == "0.6667" and lines["false_reject_rate"] == "0.5000"
     assert "false_reject_rate               0.5000   95 % interval (Wilson) 0.0945-0.9055" in proc.stdout
-    assert "part_detection_rate" not in proc.stdout
+    assert "part_detection_rate" not in proc.stdout and "part_auroc" not in proc.stdout
     assert "skipped 6" in proc.stdout
 
 
@@ -292,3 +294,26 @@ def test_wilson_interval_matches_the_textbook_formula():
         assert wilson_interval(k, n) == pytest.approx([centre - half, centre + half], abs=1e-6)
     assert wilson_interval(1, 100) == pytest.approx([0.0018, 0.0545], abs=1e-4)  # 1 % on 100 parts: up to 5 %
     assert wilson_interval(0, 0) is None
+
+
+def test_part_auroc_scores_each_part_by_its_best_view():
+    from station.vision.evaluate import cross_fitted, part_auroc, summarise
+
+    # good parts g1 (views 0.1, 0.2) and g2 (0.6, 0.05); defective d1 (a good-looking view 0.3 and a
+    # crack 0.5: the part is defective, scored 0.5) and d2 (0.9). Parts: 0.5 and 0.9 against 0.2 and
+    # 0.6 -> 3 of 4 pairs ranked right. Images: 0.5 and 0.9 against 0.1, 0.2, 0.6, 0.05, 0.3 -> 9 of 10.
+    fold_a = [_result("free", 0.1, "g1"), _result("free", 0.2, "g1"), _result("free", 0.3, "d1"), _result("crack", 0.5, "d1")]
+    fold_b = [_result("free", 0.6, "g2"), _result("free", 0.05, "g2"), _result("crack", 0.9, "d2")]
+    results = fold_a + fold_b
+    assert part_auroc(results, "free") == pytest.approx(0.75)
+    m = summarise(results, [], "free", grouped=True)
+    assert m["part_auroc"] == pytest.approx(0.75) and m["auroc"] == pytest.approx(0.9)
+    assert "part_auroc" not in summarise(results, [], "free", grouped=False)
+    # a tie between a defective and a good part counts half; one kind of part only: no AUROC
+    assert part_auroc([_result("free", 0.5, "g"), _result("crack", 0.5, "d")], "free") == pytest.approx(0.5)
+    assert part_auroc(fold_a[:2], "free") is None
+    # pooled over the held-out folds of a cross-validation (the thresholds do not change a ranking), and per fold
+    fitted = cross_fitted([fold_a, fold_b], "free", True, per_part=True)
+    assert fitted["pooled"]["part_auroc"] == pytest.approx(0.75)
+    assert summarise(fold_a, [], "free", True)["part_auroc"] == pytest.approx(1.0)
+    assert summarise(fold_b, [], "free", True)["part_auroc"] == pytest.approx(1.0)
