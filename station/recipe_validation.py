@@ -3,8 +3,9 @@ history through the candidate and through the version the line runs now, side by
 
 Both run the real inspection path (``station.vision.evaluate``: preprocess → analyse → decide)
 on the archived raw views, judged against the reviewers' labels: detection, false reject,
-escape and review rates per image and per part, confusion by class (what each truly-labelled
-class became: pass, review, or a rejected class), latency per stage. When the candidate's
+escape and review rates per image and per part, image and part AUROC (the ranking, whatever the
+thresholds), confusion by class (what each truly-labelled class became: pass, review, or a
+rejected class), latency per stage. When the candidate's
 record (``<recipe>-v<N>.record.json`` in the models directory, `station train --from-history`)
 names the parts it was trained on, only the other parts are judged; when there are none the
 report says that the figures are on the training parts (optimistic). Every validation is
@@ -22,7 +23,9 @@ from pathlib import Path
 from station.recipe import LoadedRecipe, Recipe, load_recipe
 
 COMPARED = ("detection_rate", "false_reject_rate", "escape_rate", "review_rate", "defective_review_rate",
-            "part_detection_rate", "part_false_reject_rate", "part_escape_rate", "part_review_rate", "type_accuracy")
+            "part_detection_rate", "part_false_reject_rate", "part_escape_rate", "part_review_rate", "type_accuracy",
+            "auroc", "part_auroc")
+RANKINGS = ("auroc", "part_auroc")  # shown as 0.000-1.000: how well the scores rank defective above good, any threshold
 
 
 class ValidationError(ValueError):
@@ -166,13 +169,18 @@ ROWS = (("detection (images)", "detection_rate"), ("false reject (images)", "fal
         ("escape (images)", "escape_rate"), ("review of good (images)", "review_rate"),
         ("review of defective (images)", "defective_review_rate"), ("detection (parts)", "part_detection_rate"),
         ("false reject (parts)", "part_false_reject_rate"), ("escape (parts)", "part_escape_rate"),
-        ("review of good (parts)", "part_review_rate"), ("type accuracy", "type_accuracy"))
+        ("review of good (parts)", "part_review_rate"), ("type accuracy", "type_accuracy"),
+        ("ranking (image AUROC)", "auroc"), ("ranking (part AUROC)", "part_auroc"))
 
 
 def table_rows(report: dict) -> list[tuple[str, str, str]]:
     """(what, active, candidate) rows of the side-by-side table, rates as percentages, latency in ms."""
     a, c = report.get("active") or {}, report["candidate"]
-    rows = [(label, _pct(a.get(key)) if a else "—", _pct(c.get(key))) for label, key in ROWS]
+    def fmt(m: dict, key: str) -> str:
+        v = m.get(key)
+        return _pct(v) if key not in RANKINGS else "n/a" if v is None else f"{v:.3f}"
+
+    rows = [(label, fmt(a, key) if a else "—", fmt(c, key)) for label, key in ROWS]
     for stage in ("analyse", "total"):
         la, lc = (a.get("latency_ms") or {}).get(stage), (c.get("latency_ms") or {}).get(stage)
         rows.append((f"latency {stage} p50 / p99", f"{la['p50']:.0f} / {la['p99']:.0f} ms" if la else "—",

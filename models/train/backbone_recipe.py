@@ -8,9 +8,11 @@ cross-validation, through the same evaluation as `station eval`.
    work directory next to a link to the backbone, and the held-out rows are inspected by the real
    inspector (station.vision.evaluate: what `station eval` runs). Metrics per fold, pooled, and
    cross-fitted at the 1 % operating point (one threshold, chosen on the other folds).
-3. The head is trained on all rows as ``<recipe>-backbone-head`` into ``out_dir`` with a record
-   (data, command, metrics); the recipe's ``vision.head`` and ``min_confidence`` (from the pooled
-   held-out folds) are updated.
+3. The head is trained on all rows as ``<prefix>-backbone-head`` into ``out_dir`` with a record
+   ``<prefix>.record.json`` (data, command, metrics; the prefix is the recipe's name unless given,
+   e.g. ``<recipe>-v<N>`` for a candidate trained from history); with ``update_recipe`` the
+   recipe's ``vision.head`` and ``min_confidence`` (from the pooled held-out folds) are updated.
+   The backbone is not copied: the head's metadata names the backbone's sha256 it was trained on.
 
 The head is the only model trained here: a recipe that names a classifier is refused (its
 training on backbone features is not built yet), so no figure mixes held-out and in-sample models.
@@ -61,16 +63,29 @@ def head_recipe(recipe: Recipe, head: str, min_confidence: float | None = None, 
     return Recipe.model_validate(recipe.model_copy(update=update).model_dump(by_alias=True))
 
 
+def check_trainable(recipe: Recipe) -> None:
+    """ValueError (one line) for a backbone recipe whose models `station train` cannot train."""
+    if recipe.vision.classifier:
+        raise ValueError(f"recipe {recipe.name}: station train trains a backbone recipe's head only; "
+                         f"remove vision.classifier ({recipe.vision.classifier}) or train it separately")
+
+
+def trained_head_recipe(recipe: Recipe, record: dict) -> Recipe:
+    """The recipe that uses the head of ``record`` (``train_backbone_recipe``'s) at its operating point."""
+    chosen = record.get("operating_point", {})
+    return head_recipe(recipe, record["final"]["head"], chosen.get("min_confidence"), chosen.get("review_at"),
+                       "review_chosen_on" in chosen)
+
+
 def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: Path, models_dir: Path,
                           group_by: str | None = None, folds: int = 3, seed: int = 0, update_recipe: bool = True,
-                          command: str = "", max_escape: float | None = None) -> dict:
+                          command: str = "", max_escape: float | None = None, prefix: str | None = None) -> dict:
     """Cross-validate (folds > 1), train the final head, write the record. Returns the record."""
 
     recipe = loaded.recipe
+    prefix = prefix or recipe.name
     vision: BackboneVision = recipe.vision
-    if vision.classifier:
-        raise ValueError(f"recipe {recipe.name}: station train trains a backbone recipe's head only; "
-                         f"remove vision.classifier ({vision.classifier}) or train it separately")
+    check_trainable(recipe)
     classes = [c.name for c in recipe.classes]
     samples, data = training_data(manifest, recipe, group_by)
     if not samples:
@@ -100,7 +115,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
             fold_dir = work_dir / f"fold{k}"
             head, info = train_head([samples[i] for i in train], [labels[i] for i in train], len(classes),
                                     [feats[i] for i in train], settings)
-            name = f"{recipe.name}-fold{k}-backbone-head"
+            name = f"{prefix}-fold{k}-backbone-head"
             write_head(head, fold_dir, name, classes, backbone, settings, info, SOURCE)
             fold_recipe = head_recipe(recipe, name)
             for needed in (vision.backbone, recipe_models(fold_recipe).segmentation):  # the SAM pair when a class is outlined by it
@@ -124,16 +139,15 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
         print("pooled held-out: " + _line(pooled_metrics), file=sys.stderr, flush=True)
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
     head, info = train_head(samples, labels, len(classes), feats, settings)
-    name = f"{recipe.name}-backbone-head"
+    name = f"{prefix}-backbone-head"
     meta = write_head(head, out_dir, name, classes, backbone, settings, info, SOURCE)
     record["final"] = {"head": name, "train_info": info, "sha256": {name: meta.sha256}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (out_dir / f"{recipe.name}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (out_dir / f"{prefix}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if update_recipe:
-        chosen = record.get("operating_point", {})
-        new = head_recipe(recipe, name, chosen.get("min_confidence"), chosen.get("review_at"), "review_chosen_on" in chosen)
+        new = trained_head_recipe(recipe, record)
         write_atomically(loaded.path, recipe_text(new, loaded.path.read_text(encoding="utf-8")))
     return record
 
 
-__all__ = ["train_backbone_recipe", "head_recipe"]
+__all__ = ["train_backbone_recipe", "head_recipe", "trained_head_recipe", "check_trainable"]

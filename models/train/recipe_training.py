@@ -234,6 +234,10 @@ def trained_recipe(recipe: Recipe, proposals: list[ProposalEntry], classifier: s
 
 def trained_recipe_of(recipe: Recipe, record: dict) -> Recipe:
     """The recipe that uses the models of ``record`` (``train_recipe``'s) at its operating point."""
+    if isinstance(recipe.vision, BackboneVision):
+        from station.models.train.backbone_recipe import trained_head_recipe
+
+        return trained_head_recipe(recipe, record)
     final, point = record["final"], record.get("operating_point", {})
     proposals = [ProposalEntry(**e) for e in final["proposals"]]
     return trained_recipe(recipe, proposals, final["classifier"], min_confidence=point.get("min_confidence"),
@@ -249,11 +253,11 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     if isinstance(loaded.recipe.vision, BackboneVision):
         from station.models.train.backbone_recipe import train_backbone_recipe
 
-        if prefix is not None:  # not silently ignored
-            raise ValueError(f"recipe {loaded.recipe.name}: a backbone recipe's head is not yet trained from history")
-
+        if cv_mask_source is not None or proposal_steps is not None:  # not silently ignored
+            raise ValueError(f"recipe {loaded.recipe.name}: --cv-mask-source and --proposal-steps are for proposal nets; "
+                             "a backbone recipe trains its head only")
         return train_backbone_recipe(loaded, manifest, out_dir, work_dir, models_dir, group_by, folds, seed, update_recipe, command,
-                                     max_escape)
+                                     max_escape, prefix)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = loaded.recipe
     nets = [e.kind for e in recipe.vision.proposals]

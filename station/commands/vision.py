@@ -11,6 +11,7 @@ from pathlib import Path
 from station.commands.common import resolve_recipe
 
 DEFAULT_OUT = Path("var/trained")  # not the repository's models/trained: that only when asked (--out)
+DEFAULT_HOLDOUT = 0.3  # --from-history: the validation needs parts the candidate never saw
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--data", type=Path, help="manifest CSV: image, mask, class, extra columns")
     source.add_argument("--from-history", action="store_true",
                         help="train on the reviewed parts of the history database (--config or --db and --archive)")
-    p.add_argument("--group-by", help="column whose rows are one part (e.g. tile_group): folds never split it (--data)")
+    p.add_argument("--group-by", help="column whose rows are one part (e.g. tile_group): folds never split it (--data, --base-data)")
     p.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds before the final training (0/1: none)")
     p.add_argument("--out", type=Path, default=None,
                    help="where the trained models and record go (default var/trained; --from-history: the models directory)")
@@ -44,8 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proposal-steps", type=int, default=None, metavar="N",
                    help="training steps of a U-Net proposal stage (recipe vision.proposal_net = \"unet\"; default 2500: ~8 min on 2 cores)")
     _history_args(p)
-    p.add_argument("--holdout", type=float, default=0.0, metavar="SHARE",
-                   help="--from-history: keep this share of the reviewed parts out of the training, for validation (e.g. 0.3)")
+    p.add_argument("--holdout", type=float, default=None, metavar="SHARE",
+                   help=f"--from-history: keep this share of the reviewed parts out of the training, so the validation judges "
+                        f"the candidate on parts it never saw (default {DEFAULT_HOLDOUT}; 0: train on all, figures optimistic)")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--base-data", type=Path, metavar="MANIFEST",
+                      help="--from-history: train on this manifest (the recipe's original training set; its part column "
+                           "--group-by) plus the reviewed parts. A backbone recipe finds its own from its training record")
+    base.add_argument("--no-base-data", action="store_true",
+                      help="--from-history, backbone recipe: train on the reviewed parts only, not on the original training set too")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="inspect every image of a manifest and report detection, false rejects, escapes, reviews, "
@@ -237,8 +245,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     command = "station " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     if args.from_history:
         return _usage_errors(_train_from_history, args, command)
-    if any(getattr(args, k) is not None for k in ("config", "url", "archive", "since", "until", "station_id")):
-        print("error: --config, --db, --archive, --since, --until and --station go with --from-history", file=sys.stderr)
+    if any(getattr(args, k) is not None for k in ("config", "url", "archive", "since", "until", "station_id", "holdout",
+                                                   "base_data")) or args.no_base_data:
+        print("error: --config, --db, --archive, --since, --until, --station, --holdout, --base-data and --no-base-data "
+              "go with --from-history", file=sys.stderr)
         return 2
     loaded = resolve_recipe(args.recipe, args.recipes_dir)
     out = args.out or DEFAULT_OUT
@@ -280,8 +290,8 @@ def _train_from_history(args: argparse.Namespace, command: str) -> int:
     from station.commands.common import recipes_dir
     from station.models.train.history_training import NotEnoughLabels, train_candidate
 
-    if args.data is not None or args.update_recipe or args.group_by:
-        raise _UsageError("--from-history writes a candidate version: no --data, --update-recipe or --group-by")
+    if args.data is not None or args.update_recipe:
+        raise _UsageError("--from-history writes a candidate version: no --data or --update-recipe")
     src = _history_source(args)
     if args.out is not None:
         src["models_dir"] = args.out
@@ -289,8 +299,10 @@ def _train_from_history(args: argparse.Namespace, command: str) -> int:
     try:
         cand = train_candidate(loaded, src["db_url"], src["archive_dir"], src["models_dir"], args.work_dir,
                                since=src["since"], until=src["until"], station_id=src["station_id"], folds=args.folds,
-                               holdout=args.holdout, seed=args.seed, max_escape=args.max_escape,
-                               proposal_steps=args.proposal_steps, cv_mask_source=args.cv_mask_source, command=command)
+                               holdout=DEFAULT_HOLDOUT if args.holdout is None else args.holdout, seed=args.seed,
+                               max_escape=args.max_escape, proposal_steps=args.proposal_steps,
+                               cv_mask_source=args.cv_mask_source, command=command, base_data=args.base_data,
+                               base_group_by=args.group_by, use_base_data=not args.no_base_data)
     except (NotEnoughLabels, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

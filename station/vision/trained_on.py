@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,15 +71,20 @@ def _describes(record: dict, loaded: LoadedRecipe, models_dir: Path | None) -> b
     return True
 
 
-def trained_on(loaded: LoadedRecipe, manifest: Path, rows: list[Row], models_dir: Path | None = None) -> TrainedOn | None:
-    """How many of ``rows`` (read from ``manifest``) trained the recipe's models; None if none did or no record says."""
+def training_records(loaded: LoadedRecipe, models_dir: Path | None = None) -> Iterator[tuple[Path, dict]]:
+    """(path, record) of each readable training record that describes the models ``loaded`` loads."""
     for path in _records(loaded.recipe.name, models_dir):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not _describes(record, loaded, models_dir):
-            continue
+        if _describes(record, loaded, models_dir):
+            yield path, record
+
+
+def trained_on(loaded: LoadedRecipe, manifest: Path, rows: list[Row], models_dir: Path | None = None) -> TrainedOn | None:
+    """How many of ``rows`` (read from ``manifest``) trained the recipe's models; None if none did or no record says."""
+    for path, record in training_records(loaded, models_dir):
         data = record.get("data") or {}
         hashes = set(data.get("image_sha256") or ())
         if hashes:
@@ -97,4 +103,4 @@ def trained_on(loaded: LoadedRecipe, manifest: Path, rows: list[Row], models_dir
     return None
 
 
-__all__ = ["TrainedOn", "trained_on", "image_hash", "HASH_CHARS"]
+__all__ = ["TrainedOn", "trained_on", "training_records", "image_hash", "HASH_CHARS"]
