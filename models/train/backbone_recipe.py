@@ -63,8 +63,12 @@ def head_recipe(recipe: Recipe, head: str, min_confidence: float | None = None, 
     return Recipe.model_validate(recipe.model_copy(update=update).model_dump(by_alias=True))
 
 
-def check_trainable(recipe: Recipe) -> None:
-    """ValueError (one line) for a backbone recipe whose models `station train` cannot train."""
+def check_trainable(recipe: Recipe, cv_mask_source: str | None = None, proposal_steps: int | None = None) -> None:
+    """ValueError (one line) for a backbone recipe whose models `station train` cannot train, or
+    options that are not for it (not silently ignored)."""
+    if cv_mask_source is not None or proposal_steps is not None:
+        raise ValueError(f"recipe {recipe.name}: --cv-mask-source and --proposal-steps are for proposal nets; "
+                         "a backbone recipe trains its head only")
     if recipe.vision.classifier:
         raise ValueError(f"recipe {recipe.name}: station train trains a backbone recipe's head only; "
                          f"remove vision.classifier ({recipe.vision.classifier}) or train it separately")

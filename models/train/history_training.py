@@ -84,9 +84,11 @@ def _has_review_band(recipe: Recipe) -> bool:
     return recipe.review_at is not None or any(c.review_at is not None for c in recipe.classes)
 
 
-def check_backbone_request(recipe: Recipe, folds: int, max_escape: float | None) -> None:
-    """The one-line refusals of a backbone candidate that cannot be trained or get no operating point."""
-    check_trainable(recipe)
+def check_backbone_request(recipe: Recipe, folds: int, max_escape: float | None, cv_mask_source: str | None,
+                           proposal_steps: int | None) -> None:
+    """The one-line refusals of a backbone candidate that cannot be trained or get no operating
+    point, before the history is read."""
+    check_trainable(recipe, cv_mask_source, proposal_steps)
     if folds < 2:
         raise ValueError(f"recipe {recipe.name}: a backbone candidate's min_confidence is chosen on held-out folds: "
                          "use --folds 2 or more (the shipped head used 3)")
@@ -110,7 +112,7 @@ def train_candidate(active: LoadedRecipe, db_url: str, archive_dir: Path, models
     recipe = active.recipe
     backbone = isinstance(recipe.vision, BackboneVision)
     if backbone:
-        check_backbone_request(recipe, folds, max_escape)
+        check_backbone_request(recipe, folds, max_escape, cv_mask_source, proposal_steps)
     if base_data is not None and not use_base_data:
         raise ValueError("--base-data and --no-base-data contradict each other")
     if base_group_by is not None and base_data is None:

@@ -251,11 +251,9 @@ def train_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, work_dir: 
     """Cross-validate (folds > 1), train the final models, write the record. Returns the record."""
 
     if isinstance(loaded.recipe.vision, BackboneVision):
-        from station.models.train.backbone_recipe import train_backbone_recipe
+        from station.models.train.backbone_recipe import check_trainable, train_backbone_recipe
 
-        if cv_mask_source is not None or proposal_steps is not None:  # not silently ignored
-            raise ValueError(f"recipe {loaded.recipe.name}: --cv-mask-source and --proposal-steps are for proposal nets; "
-                             "a backbone recipe trains its head only")
+        check_trainable(loaded.recipe, cv_mask_source, proposal_steps)
         return train_backbone_recipe(loaded, manifest, out_dir, work_dir, models_dir, group_by, folds, seed, update_recipe, command,
                                      max_escape, prefix)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -61,3 +61,59 @@ def test_a_candidate_never_goes_into_the_repository(tmp_path):
     for inside in (REPO / "models" / "trained", REPO / "recipes"):
         with pytest.raises(ValueError, match="not the repository"):
             train_candidate(loaded, f"sqlite:///{tmp_path / 'h.db'}", tmp_path, inside, tmp_path / "work")
+
+
+BACKBONE_REFUSALS = [
+    # (recipe text edit, extra arguments, exit code, the one line says)
+    ("", ["--folds", "0"], 1, "a backbone candidate's min_confidence is chosen on held-out folds: use --folds 2 or more"),
+    ("min_confidence = 0.999976\nreview_at = 0.99\n", [], 1, "has a review band (review_at): a new head's band must be "
+                                                           "chosen for its own scores: pass --max-escape RATE"),
+    ('segmentation = "litemedsam"\nclassifier = "tile-namer"\n', [], 1,
+     "trains a backbone recipe's head only; remove vision.classifier (tile-namer)"),
+    ("", ["--group-by", "tile_group"], 1, "--group-by names the --base-data manifest's part column, give --base-data too"),
+    ("", ["--base-data", "nowhere.csv"], 1, "nowhere.csv: no such manifest"),
+    ('head = "magnetic-tile-backbone-head"\n', [], 1, None),  # unchanged: its record names the original training set
+    ('head = "someone-elses-head"\n', [], 1, "no training record describes its models"),
+    ("", ["--cv-mask-source", "proposal"], 1, "--cv-mask-source and --proposal-steps are for proposal nets"),
+    ("", ["--base-data", "a.csv", "--no-base-data"], 2, "not allowed with argument"),
+]
+
+
+@pytest.mark.parametrize("edit,extra,code,says", BACKBONE_REFUSALS)
+def test_backbone_candidate_refusals_are_one_line_and_write_nothing(tmp_path, capsys, edit, extra, code, says):
+    from station.cli import main
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    text = (REPO / "recipes" / "magnetic-tile.toml").read_text()
+    if edit:
+        key = edit.split(" = ")[0].split("\n")[0]
+        old = next(line for line in text.splitlines() if line.startswith(f"{key} = "))
+        text = text.replace(old + "\n", edit, 1)
+        assert edit in text
+    (recipes / "magnetic-tile.toml").write_text(text)
+    db = tmp_path / "history.db"
+    args = ["train", "--recipe", "magnetic-tile", "--from-history", "--db", f"sqlite:///{db}", "--archive", str(tmp_path / "images"),
+            "--recipes-dir", str(recipes), "--models-dir", str(tmp_path / "models"), "--work-dir", str(tmp_path / "work"), "--folds", "3",
+            *extra]
+    with pytest.raises(SystemExit) if code == 2 else _nothing() as exited:
+        assert main(args) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    if code == 2:
+        assert exited.value.code == 2 and says in err[-1]
+        return
+    err = [line for line in err if " INFO " not in line]  # the log's progress lines; the refusal is the one error line
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    if says is None:  # the shipped record's training set was found: it stops at the empty history instead
+        assert "no usable reviewed part among 0 reviewed parts of magnetic-tile" in err[0]
+    else:
+        assert says in err[0]
+        assert not db.exists()  # refused before the history was opened
+    assert (recipes / "magnetic-tile.toml").read_text() == text
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
