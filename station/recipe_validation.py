@@ -5,11 +5,13 @@ Both run the real inspection path (``station.vision.evaluate``: preprocess → a
 on the archived raw views, judged against the reviewers' labels: detection, false reject,
 escape and review rates per image and per part, image and part AUROC (the ranking, whatever the
 thresholds), confusion by class (what each truly-labelled class became: pass, review, or a
-rejected class), latency per stage. When the candidate's
-record (``<recipe>-v<N>.record.json`` in the models directory, `station train --from-history`)
-names the parts it was trained on, only the other parts are judged; when there are none the
-report says that the figures are on the training parts (optimistic). Every validation is
-stored (``recipe_validations``, audited) for the HMI's recipe page.
+rejected class), latency per stage. When the candidate's record (``<recipe>-v<N>.record.json``
+in the models directory, `station train --from-history`) names the parts it was trained on, only
+the other parts are judged, and of those only the parts the active version was not trained on
+either, when its own record says (a candidate activated earlier): the comparison is on parts
+neither has seen. When there are none the report says whose figures are on training parts
+(optimistic). Every validation is stored (``recipe_validations``, audited) for the HMI's recipe
+page.
 """
 
 from __future__ import annotations
@@ -119,13 +121,21 @@ def validate_candidate(name: str, version: int, *, db_url: str, archive_dir: Pat
         parts = LabelStore(engine).reviewed_parts(name, since=since, until=until, station_id=station_id)
         if not parts:
             raise ValidationError(f"no reviewed part of {name} in the history: label parts in the review queue first")
-        record = Path(models_dir) / f"{name}-v{version}.record.json"
-        trained_on = set(json.loads(record.read_text())["history"]["trained_on"]) if record.is_file() else set()
+        trained_on = _trained_on(models_dir, name, version)
+        active_saw = _trained_on(models_dir, name, active.recipe.version) if active is not None else set()
         unseen = [p for p in parts if p.inspection_id not in trained_on]
-        judged = unseen or parts
-        note = (f"judged on {len(judged)} reviewed parts the candidate was not trained on"
-                + (f" ({len(parts) - len(unseen)} it was trained on left out)" if trained_on else "")
-                if unseen else f"judged on the {len(parts)} reviewed parts the candidate was trained on: its figures are optimistic")
+        fair = [p for p in unseen if p.inspection_id not in active_saw]  # neither version trained on them
+        judged = fair or unseen or parts
+        if fair:
+            note = (f"judged on {len(judged)} reviewed parts the candidate was not trained on"
+                    + (f", nor the active v{active.recipe.version}" if active_saw else "")
+                    + (f" ({len(parts) - len(fair)} {'either' if active_saw else 'it'} was trained on left out)"
+                       if trained_on or active_saw else ""))
+        elif unseen:
+            note = (f"judged on {len(judged)} reviewed parts the candidate was not trained on; the active "
+                    f"v{active.recipe.version} was trained on all of them: its figures are optimistic")
+        else:
+            note = f"judged on the {len(parts)} reviewed parts the candidate was trained on: its figures are optimistic"
         classes = sorted({c.name for c in candidate.recipe.classes} | ({c.name for c in active.recipe.classes} if active else set()))
         with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
             data = write_manifest(judged, archive_dir, Path(tmp), candidate.recipe.good_class, classes)
@@ -135,6 +145,7 @@ def validate_candidate(name: str, version: int, *, db_url: str, archive_dir: Pat
             rows = read_manifest(data.manifest)
             report = {"recipe": name, "note": note, "parts_judged": data.parts, "images_judged": data.rows,
                       "left_out": data.left_out, "trained_on_judged": len([p for p in judged if p.inspection_id in trained_on]),
+                      "active_trained_on_judged": len([p for p in judged if p.inspection_id in active_saw]),
                       "candidate": {"version": version, **_run(candidate, rows, Path(models_dir), backend, threads)}}
             if active is not None:
                 report["active"] = {"version": active.recipe.version, **_run(active, rows, Path(models_dir), backend, threads)}
@@ -147,6 +158,13 @@ def validate_candidate(name: str, version: int, *, db_url: str, archive_dir: Pat
         return report
     finally:
         engine.dispose()
+
+
+def _trained_on(models_dir: Path, name: str, version: int) -> set[int]:
+    """The inspections version ``version`` of ``name`` was trained on, from its record
+    (``<name>-v<N>.record.json``, `station train --from-history`); none without one."""
+    record = Path(models_dir) / f"{name}-v{version}.record.json"
+    return set(json.loads(record.read_text())["history"]["trained_on"]) if record.is_file() else set()
 
 
 def _pct(v) -> str:

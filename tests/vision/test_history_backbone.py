@@ -120,26 +120,35 @@ def line(tmp_path_factory):
         station.stop()
 
 
-def label_parts(db: str, archive: Path) -> dict[int, int]:
-    """Label every part as a reviewer would: the blowholes boxed on the archived view, good parts passed.
-    Returns part ID -> inspection ID."""
+def ids_of(db: str) -> dict[int, int]:
+    """Part ID -> inspection ID."""
+    return dict(query(db, "SELECT part_id, id FROM inspections"))
+
+
+def label_part(db: str, inspection: int, photo: dict) -> None:
+    """Label a part as a reviewer would: a blowhole boxed on the archived view, a good part passed."""
     from station.db.engine import make_engine
     from station.db.labels import LabelStore, Region
 
-    ids = dict(query(db, "SELECT part_id, id FROM inspections"))
     engine = make_engine(db)
     try:
         store = LabelStore(engine)
-        for part, r in enumerate(PARTS, 1):
-            if r["class"] == "free":
-                store.save(ids[part], "pass", [], "eve")
-                continue
-            mask = cv2.imread(str(TILES / r["mask"]), cv2.IMREAD_GRAYSCALE) >= 128
-            ys, xs = np.nonzero(mask)
-            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-            store.save(ids[part], "reject", [Region("top", "blowhole", box, None, "box")], "eve")
+        if photo["class"] == "free":
+            store.save(inspection, "pass", [], "eve")
+            return
+        mask = cv2.imread(str(TILES / photo["mask"]), cv2.IMREAD_GRAYSCALE) >= 128
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        store.save(inspection, "reject", [Region("top", "blowhole", box, None, "box")], "eve")
     finally:
         engine.dispose()
+
+
+def label_parts(db: str) -> dict[int, int]:
+    """Label the six parts; part ID -> inspection ID."""
+    ids = ids_of(db)
+    for part, photo in enumerate(PARTS, 1):
+        label_part(db, ids[part], photo)
     return ids
 
 
@@ -153,7 +162,7 @@ def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_ac
     station, root, models, db = line["station"], line["root"], line["models"], line["db"]
     assert [p for (p,) in query(db, "SELECT part_id FROM inspections ORDER BY part_id")] == [1, 2, 3, 4, 5, 6]
     assert query(db, "SELECT count(*) FROM images WHERE kind = 'raw'") == [(6,)]
-    ids = label_parts(db, line["archive"])
+    ids = label_parts(db)
     recipe_file = root / "recipes" / "tile-bb.toml"
     recipe_before = recipe_file.read_text()
     models_before = sorted(p.name for p in models.iterdir())
@@ -193,7 +202,6 @@ def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_ac
     # ---- validate on the parts the candidate never saw, side by side with v1
     check = station_cli("eval", "--recipe", "tile-bb@2", "--from-history", *history, "--threads", "1", cwd=root)
     assert check.returncode == 0, check.stderr[-3000:]
-    print(train.stdout, check.stdout)
     assert "judged on 2 reviewed parts the candidate was not trained on (4 it was trained on left out)" in check.stdout
     assert "active v1" in check.stdout and "candidate v2" in check.stdout and "ranking (part AUROC)" in check.stdout
     assert "vision.head: magnetic-tile-backbone-head -> tile-bb-v2-backbone-head" in check.stdout
@@ -221,3 +229,26 @@ def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_ac
     hashes = json.loads(hashes) if isinstance(hashes, str) else hashes
     assert version == 2 and head.sha256 in json.dumps(hashes)
     assert query(db, "SELECT actor, after FROM audit_log WHERE action = 'recipe.activate'")[0][0] == "eve"
+
+    # ---- the next round: v3 finds its original training set in v2's record, and is judged only on
+    # parts neither v3 nor the active v2 was trained on
+    label_part(db, ids_of(db)[7], PARTS[0])  # the replay came round: part 7 is the first photo again
+    # half held out: 4 of the 7 parts, and only 3 (v2's 2 held out and part 7) are unseen by v2
+    train = station_cli("train", "--recipe", "tile-bb", "--from-history", *history, "--work-dir", str(tmp_path / "work"),
+                        "--folds", "2", "--holdout", "0.5", cwd=root)
+    assert train.returncode == 0, train.stderr[-3000:]
+    v3 = json.loads((models / "tile-bb-v3.record.json").read_text())
+    assert v3["base_data"]["manifest"] == str(base.resolve()) and v3["base_data"]["found_in"].endswith("tile-bb-v2.record.json")
+    assert len(v3["history"]["trained_on"]) + len(v3["history"]["held_out"]) == 7
+    check = station_cli("eval", "--recipe", "tile-bb@3", "--from-history", *history, "--threads", "1", cwd=root)
+    assert check.returncode == 0, check.stderr[-3000:]
+    fair = set(v3["history"]["held_out"]) - set(h["trained_on"])
+    assert len(v3["history"]["held_out"]) == 4 and len(fair) < 4  # some of v3's held-out parts trained v2
+    ((report,),) = query(db, "SELECT report FROM recipe_validations ORDER BY id DESC LIMIT 1")
+    report = json.loads(report) if isinstance(report, str) else report
+    assert report["active"]["version"] == 2 and report["candidate"]["version"] == 3
+    if fair:
+        assert report["parts_judged"] == len(fair) and report["active_trained_on_judged"] == 0
+        assert f"reviewed parts the candidate was not trained on, nor the active v2 ({7 - len(fair)} either" in check.stdout
+    else:
+        assert "the active v2 was trained on all of them: its figures are optimistic" in check.stdout
