@@ -19,9 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
-
 from station.recipe import load_recipe
+from tests.hmi.test_review_loop import query  # SQL on the history file, as the browser loop test reads it
 from tests.recipes import REPO
 
 pytest.importorskip("torch")
@@ -78,15 +77,6 @@ def station_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 cores shared: torch and ONNX Runtime one thread each
     return subprocess.run([sys.executable, "-m", "station.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=600)
-
-
-def query(db: str, sql: str, **params) -> list:
-    engine = create_engine(db)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql), params).all()
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
