@@ -87,10 +87,24 @@ class DefectClass(Strict):
 
 
 class Preprocess(Strict):
+    """The view's preprocessing (station.vision.preprocess), in this order: grey, one contrast
+    equalisation (OpenCV's CLAHE or scikit-image's ``exposure.equalize_adapthist``), denoise."""
+
     to_gray: bool = False
     clahe: bool = False
     clahe_clip: float = Field(default=2.0, gt=0)
+    # scikit-image's contrast-limited adaptive histogram equalisation: clip limit as a share of
+    # the histogram (0-1], tiles of kernel_px px (None: 1/8 of each side, scikit-image's default)
+    equalize_adapthist: bool = False
+    adapthist_clip_limit: float = Field(default=0.01, gt=0, le=1)
+    adapthist_kernel_px: int | None = Field(default=None, ge=2)
     denoise_sigma: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_equalisation(self) -> "Preprocess":
+        if self.clahe and self.equalize_adapthist:
+            raise ValueError("clahe and equalize_adapthist are both set: choose one contrast equalisation")
+        return self
 
 
 # ---- the vision stage: settings typed per analyzer ----------------------------------------------

@@ -106,7 +106,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
         "head_settings": {"c": settings.c, "flip_tta": settings.flip_tta, "edge_margin_cells": vision.edge_margin_cells},
     }
     t0 = time.monotonic()
-    feats = backbone_features(samples, backbone, settings)
+    feats = backbone_features(samples, backbone, settings, recipe.preprocess)
     record["feature_seconds"] = round(time.monotonic() - t0, 1)
     labels = view_labels(samples, classes, recipe.good_class)
     if folds > 1:

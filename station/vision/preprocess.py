@@ -1,4 +1,5 @@
-"""The recipe's image preprocessing: grey conversion, CLAHE, Gaussian denoise.
+"""The recipe's image preprocessing: grey conversion, contrast equalisation (OpenCV's CLAHE or
+scikit-image's ``exposure.equalize_adapthist``), Gaussian denoise.
 
 Views stay in their own pixel frame (no resize, no crop), so defect coordinates found on a
 preprocessed view are coordinates on the camera image.
@@ -10,6 +11,8 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
+
+from skimage import exposure
 
 from station.images import check_image
 from station.inspection import View
@@ -33,9 +36,18 @@ def preprocess_image(image: np.ndarray, spec: Preprocess) -> np.ndarray:
             lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
             lab[:, :, 0] = clahe.apply(lab[:, :, 0])
             image = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    if spec.equalize_adapthist:
+        image = equalize_adapthist(image, spec.adapthist_clip_limit, spec.adapthist_kernel_px)
     if spec.denoise_sigma > 0:
         image = cv2.GaussianBlur(image, (0, 0), spec.denoise_sigma)
     return image
+
+
+def equalize_adapthist(image: np.ndarray, clip_limit: float, kernel_px: int | None) -> np.ndarray:
+    """uint8 image of the same shape: scikit-image's adaptive histogram equalisation (on a colour
+    image, of its value channel only, so colours keep their hue), rounded back to uint8."""
+    out = exposure.equalize_adapthist(image, kernel_size=kernel_px, clip_limit=clip_limit)
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 
 def preprocess_views(views: list[View], spec: Preprocess) -> list[View]:

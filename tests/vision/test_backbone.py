@@ -14,7 +14,7 @@ from station.inference.metadata import ModelError, ModelMetadata
 from station.inspection import Outcome, View
 from station.inference.onnx import OnnxModel
 from station.models_store import pull
-from station.recipe import load_recipe
+from station.recipe import Preprocess, load_recipe
 from station.recipe_models import recipe_models
 from station.stages import inspect_views
 from station.vision.backbone import (
@@ -26,6 +26,7 @@ from station.vision.backbone import (
 )
 from station.vision.dataset import load_samples, read_manifest
 from station.vision.inspector import build_inspector
+from station.vision.preprocess import preprocess_image
 from station.vision.proposals import ProposalStage
 
 torch = pytest.importorskip("torch")
@@ -172,6 +173,20 @@ def test_flip_averaging_runs_the_mirror_too_and_stays_on_the_views_frame(models_
     mirrored = backbone.features(np.ascontiguousarray(grey[:, ::-1]), SHORT_SIDE).maps["s8"][..., ::-1]
     both = backbone.features(grey, SHORT_SIDE, flip_tta=True).maps["s8"]
     assert np.allclose(both, (plain + mirrored) / 2, atol=1e-4)
+
+
+def test_training_features_see_the_recipes_preprocessing(trained, tiles):
+    """`station train` puts each view through the recipe's [preprocess] before the backbone, as
+    the inspector does: a head trained on equalised views is run on equalised views."""
+    backbone = trained[0]
+    sample = tiles[1][0]
+    spec = Preprocess(to_gray=True, equalize_adapthist=True)
+    [seen] = backbone_features([sample], backbone, SETTINGS, spec)
+    [raw] = backbone_features([sample], backbone, SETTINGS)
+    inspected = backbone.features(preprocess_image(sample.image, spec), SHORT_SIDE)
+    for k, v in inspected.maps.items():
+        assert np.allclose(seen.maps[k], v, atol=0.02, rtol=0.01), k
+    assert not np.allclose(raw.maps["s8"], seen.maps["s8"], atol=0.02, rtol=0.01)
 
 
 def test_findings_respect_the_roi_and_the_edge_margin(models_dir, tiles, trained):
