@@ -41,7 +41,7 @@ from station.inference.metadata import ModelMetadata, sha256_file
 from station.vision.backbone import CELL_PX, Backbone, BackboneFeatures
 from station.vision.dataset import Sample, load_samples, read_manifest
 from station.recipe import Preprocess
-from station.vision.preprocess import preprocess_image, to_gray
+from station.vision.preprocess import model_view_settings, preprocess_image, to_gray
 from station.vision.proposals import BACKGROUND
 
 log = logging.getLogger("station.train")
@@ -205,8 +205,10 @@ def export_head(head: CellHead, path: Path | str, channels: dict[str, int]) -> N
 
 
 def write_head(head: CellHead, out_dir: Path | str, name: str, classes: list[str], backbone: Backbone,
-               settings: HeadSettings, info: dict, source: str = "models/train/backbone_head.py") -> ModelMetadata:
-    """Export the head to ``out_dir/NAME.onnx`` and write ``NAME.json`` (role proposals, input backbone)."""
+               settings: HeadSettings, info: dict, source: str = "models/train/backbone_head.py",
+               preprocess: Preprocess | None = None) -> ModelMetadata:
+    """Export the head to ``out_dir/NAME.onnx`` and write ``NAME.json`` (role proposals, input
+    backbone; with ``preprocess``, the views' preprocessing it was trained on, checked at load)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.onnx"
@@ -219,7 +221,8 @@ def write_head(head: CellHead, out_dir: Path | str, name: str, classes: list[str
         extra={"input": "backbone", "backbone": bmeta.name, "backbone_sha256": bmeta.sha256,
                "short_side": settings.short_side, "flip_tta": settings.flip_tta, "cell_px": CELL_PX,
                "head": "logistic regression per stride-8 cell on s8+s16+s32, 3x3 average-pooled",
-               "settings": asdict(settings), **info},
+               "settings": asdict(settings), **info,
+               **({} if preprocess is None else {"preprocess": model_view_settings(preprocess)})},
     )
     meta.write(out_dir / f"{name}.json")
     return meta

@@ -120,7 +120,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
             head, info = train_head([samples[i] for i in train], [labels[i] for i in train], len(classes),
                                     [feats[i] for i in train], settings)
             name = f"{prefix}-fold{k}-backbone-head"
-            write_head(head, fold_dir, name, classes, backbone, settings, info, SOURCE)
+            write_head(head, fold_dir, name, classes, backbone, settings, info, SOURCE, recipe.preprocess)
             fold_recipe = head_recipe(recipe, name)
             for needed in (vision.backbone, recipe_models(fold_recipe).segmentation):  # the SAM pair when a class is outlined by it
                 if needed:
@@ -144,7 +144,7 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
         print("pooled held-out, cross-fitted 1 % operating point, one threshold: " + _line(one["pooled"]), file=sys.stderr, flush=True)
     head, info = train_head(samples, labels, len(classes), feats, settings)
     name = f"{prefix}-backbone-head"
-    meta = write_head(head, out_dir, name, classes, backbone, settings, info, SOURCE)
+    meta = write_head(head, out_dir, name, classes, backbone, settings, info, SOURCE, recipe.preprocess)
     record["final"] = {"head": name, "train_info": info, "sha256": {name: meta.sha256}}
     record["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out_dir / f"{prefix}.record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

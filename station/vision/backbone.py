@@ -37,8 +37,10 @@ import numpy as np
 from skimage import measure
 
 from station.inference.base import InferenceModel
-from station.inference.metadata import ModelError
+from station.inference.metadata import ModelError, ModelMetadata
+from station.recipe import Preprocess
 from station.vision.proposals import BACKGROUND, MIN_REGION_PX, Proposal, Proposer, _inner
+from station.vision.preprocess import model_view_settings
 from station.vision.segmentation import EncodedView
 
 OUTPUTS = ("s8", "s16", "s32")
@@ -276,6 +278,21 @@ class BackboneProposer(Proposer):
         return out[:max_regions]
 
 
+def check_preprocess(head: ModelMetadata, preprocess: Preprocess) -> None:
+    """ModelError naming the settings where the recipe's [preprocess] differs from what the head
+    was trained on (its ``extra.preprocess``; a head without it predates the record: not checked,
+    and a setting added to [preprocess] after the head was trained is not compared)."""
+    trained = head.extra.get("preprocess")
+    if not isinstance(trained, dict):
+        return
+    now = model_view_settings(preprocess)
+    differ = {k: (v, now[k]) for k, v in sorted(trained.items()) if k in now and now[k] != v}
+    if differ:
+        said = ", ".join(f"{k} {was!r} (the recipe: {is_!r})" for k, (was, is_) in differ.items())
+        raise ModelError(f"model {head.name} was trained on views preprocessed with {said}: retrain the head "
+                         "with the recipe's [preprocess], or set it back")
+
+
 def _cell_centres(grid_hw: tuple[int, int], model_hw: tuple[int, int], view_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """int row and column indices [h8, w8] of each cell's centre in the view (px)."""
     (gh, gw), (mh, mw), (vh, vw) = grid_hw, model_hw, view_hw
@@ -293,15 +310,19 @@ def _nearest_cell(rc: tuple[int, int], grid_hw: tuple[int, int], model_hw: tuple
 
 
 def load_backbone_proposer(models_dir: Path | str, head_name: str, recipe_classes: list[str], backend: str = "onnxruntime",
-                           threads: int = 0, edge_cells: int = 0) -> tuple[BackboneProposer, dict[str, str]]:
+                           threads: int = 0, edge_cells: int = 0,
+                           preprocess: Preprocess | None = None) -> tuple[BackboneProposer, dict[str, str]]:
     """The head ``head_name`` and the backbone its metadata names (``extra.backbone``), loaded from
     ``models_dir`` with ``backend``; returns (proposer, {model name: sha256}) for the inspection
-    record. Raises ModelError (missing, corrupt, mismatching models)."""
+    record. With the recipe's ``preprocess``, the head's own (``extra.preprocess``, written by
+    `station train`) must agree with it. Raises ModelError (missing, corrupt, mismatching models)."""
     from station.inference.factory import load_model
 
     # the head stays on the CPU whatever the backend: a finding counts from a confidence like 0.999976,
     # where int8 outputs step by 1/255 and fp16 by 4.9e-4 near 1, and it is a per-cell linear map (0.9 ms here)
     head = load_model(models_dir, head_name, "onnxruntime", threads)
+    if preprocess is not None:
+        check_preprocess(head.metadata, preprocess)
     backbone_name = head.metadata.extra.get("backbone")
     if not backbone_name:
         raise ModelError(f"model {head_name}: metadata names no backbone (extra.backbone)")

@@ -50,5 +50,12 @@ def equalize_adapthist(image: np.ndarray, clip_limit: float, kernel_px: int | No
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 
+def model_view_settings(spec: Preprocess) -> dict:
+    """The preprocessing settings that change the pixels a model sees (grey conversion aside: the
+    models grey a view themselves): written into a trained head's metadata, checked against the
+    recipe when the head is loaded (a head trained on equalised views means little on raw ones)."""
+    return spec.model_dump(exclude={"to_gray"})
+
+
 def preprocess_views(views: list[View], spec: Preprocess) -> list[View]:
     return [replace(v, image=preprocess_image(v.image, spec)) for v in views]

@@ -148,7 +148,7 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
         return ProposalStage(model, names)
 
     if isinstance(recipe.vision, BackboneVision):
-        proposals = _backbone_proposer(recipe.vision, models_dir, names, backend, threads, hashes)
+        proposals = _backbone_proposer(recipe, models_dir, names, backend, threads, hashes)
     else:
         proposals = proposer([[stage(e) for e in opinion] for opinion in needed.proposals])
     classifier = RegionClassifier(open_model(needed.classifier), names) if needed.classifier else None
@@ -172,12 +172,15 @@ def load_sam_analyzer(recipe: Recipe, models_dir: Path, backend: str = "onnxrunt
     return SamAnalyzer(recipe, proposals, classifier, segmenter, hashes)
 
 
-def _backbone_proposer(vision: BackboneVision, models_dir: Path, names: list[str], backend: str, threads: int,
+def _backbone_proposer(recipe: Recipe, models_dir: Path, names: list[str], backend: str, threads: int,
                        hashes: dict[str, str]):
-    """The recipe's head on its backbone; the head must have been trained on that backbone at the recipe's short side."""
+    """The recipe's head on its backbone; the head must have been trained on that backbone at the
+    recipe's short side, on views preprocessed as the recipe's."""
     from station.vision.backbone import load_backbone_proposer
 
-    found, model_hashes = load_backbone_proposer(models_dir, vision.head, names, backend, threads, vision.edge_margin_cells)
+    vision: BackboneVision = recipe.vision
+    found, model_hashes = load_backbone_proposer(models_dir, vision.head, names, backend, threads, vision.edge_margin_cells,
+                                                 recipe.preprocess)
     head = found.head.metadata
     if head.extra.get("backbone") != vision.backbone:
         raise ModelError(f"model {vision.head}: trained on backbone {head.extra.get('backbone')!r}, the recipe names "

@@ -331,6 +331,23 @@ def test_backbone_recipe_refuses_a_head_trained_at_another_size(models_dir, trai
         build_inspector(loaded, models_dir)
 
 
+def test_backbone_recipe_refuses_a_head_trained_on_other_preprocessing(models_dir, trained, tiles, tmp_path):
+    """`station train` records the views' preprocessing in the head; a recipe whose [preprocess]
+    would show the head other pixels is refused at load, naming the setting."""
+    backbone, head, _ = trained
+    meta = write_head(head, models_dir, "tile-head-eq", ["blowhole"], backbone, SETTINGS, {"cells": 0},
+                      preprocess=Preprocess(to_gray=True, equalize_adapthist=True))
+    assert meta.extra["preprocess"]["equalize_adapthist"] is True and "to_gray" not in meta.extra["preprocess"]
+    name = {'head = "tile-head"': 'head = "tile-head-eq"'}
+    raw = backbone_recipe(tmp_path / "raw.toml", mask_source="proposal", **name)
+    with pytest.raises(ModelError, match=r"tile-head-eq was trained on views preprocessed with equalize_adapthist True \(the recipe: False\)"):
+        build_inspector(raw, models_dir)
+    same = backbone_recipe(tmp_path / "eq.toml", mask_source="proposal", **name,
+                           **{"to_gray = true": "to_gray = false\nequalize_adapthist = true"})
+    insp = inspect_views(same, build_inspector(same, models_dir), [View("top", tiles[1][0].image)])
+    assert not insp.verdict.failsafe, insp.verdict.reason  # inspected: the equalised view went through the head
+
+
 @pytest.fixture(scope="module")
 def with_sam(models_dir, sam_models_dir):
     """The module's models dir with the LiteMedSAM pair linked in (pulled from ../shared)."""
