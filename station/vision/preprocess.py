@@ -11,7 +11,6 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
-
 from skimage import exposure
 
 from station.images import check_image
