@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import func, select
@@ -189,6 +190,23 @@ async def test_csv_export_one_row_per_defect_in_local_time(hmi, monkeypatch):
     assert got == expected
 
 
+@asynccontextmanager
+async def engineer_on_history(tmp_path, parts: int, **sections):
+    """A station of its own (``sections``: more station file sections) with ``parts`` inspected,
+    and emil (engineer) on its history page; yields (ctx, user)."""
+    station = make_station(tmp_path, history=True, **sections)
+    station.start()
+    try:
+        async with simulated_hmi(station) as (ctx, new_user):
+            ctx.auth.create_user("emil", "engineer", "engineer-pass-1", "test")
+            run_parts(station, parts)
+            user = await login(new_user(), "emil", "/history")
+            await user.should_see(f"{parts} inspections match", retries=30)
+            yield ctx, user
+    finally:
+        station.stop()
+
+
 async def test_times_are_shown_and_read_in_the_stations_zone_not_the_machines(tmp_path, monkeypatch):
     """The history page shows stored times, and reads a From without offset, in the station
     file's [shifts] timezone (as the CSV and the shift report do), whatever the machine's zone."""
@@ -198,16 +216,10 @@ async def test_times_are_shown_and_read_in_the_stations_zone_not_the_machines(tm
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     kolkata = zoneinfo.ZoneInfo("Asia/Kolkata")  # +05:30: a machine-time reading is 5.5 h off
-    station = make_station(tmp_path, history=True, shifts={"timezone": "Asia/Kolkata"})
-    station.start()
     try:
-        async with simulated_hmi(station) as (ctx, new_user):
-            ctx.auth.create_user("emil", "engineer", "engineer-pass-1", "test")
-            run_parts(station, 6)
+        async with engineer_on_history(tmp_path, 6, shifts={"timezone": "Asia/Kolkata"}) as (ctx, user):
             with ctx.store.session() as s:
                 times = {p.id: p.triggered_at for p in s.scalars(select(InspectionRow)).all()}
-            user = await login(new_user(), "emil", "/history")
-            await user.should_see("6 inspections match", retries=30)
             shown = {r["id"]: r["time"] for r in only(user, "history-table").rows}
             assert shown == {i: t.astimezone(kolkata).strftime("%Y-%m-%d %H:%M:%S") for i, t in times.items()}
             oldest = min(times.values()).astimezone(kolkata).replace(microsecond=0)
@@ -219,7 +231,6 @@ async def test_times_are_shown_and_read_in_the_stations_zone_not_the_machines(tm
             user.find(marker="apply").click()
             await user.should_see("6 inspections match", retries=30)
     finally:
-        station.stop()
         monkeypatch.undo()
         time.tzset()
 
@@ -227,18 +238,9 @@ async def test_times_are_shown_and_read_in_the_stations_zone_not_the_machines(tm
 async def test_csv_export_with_the_station_files_decimal_comma(tmp_path):
     """[export] decimal_separator = ",": the HMI's download is the semicolon form Excel reads in
     a decimal-comma locale, every row as wide as its header."""
-    station = make_station(tmp_path, history=True, export={"decimal_separator": ","})
-    station.start()
-    try:
-        async with simulated_hmi(station) as (ctx, new_user):
-            ctx.auth.create_user("emil", "engineer", "engineer-pass-1", "test")
-            run_parts(station, 6)
-            user = await login(new_user(), "emil", "/history")
-            await user.should_see("6 inspections match", retries=30)
-            user.find(marker="export").click()
-            text = (await user.download.next(timeout=10)).content.decode("utf-8-sig")
-    finally:
-        station.stop()
+    async with engineer_on_history(tmp_path, 6, export={"decimal_separator": ","}) as (ctx, user):
+        user.find(marker="export").click()
+        text = (await user.download.next(timeout=10)).content.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
     assert len(rows) == 7 and len({len(r) for r in rows}) == 1 and "timings_ms.total" in rows[0]
     total = [r[rows[0].index("timings_ms.total")] for r in rows[1:]]
