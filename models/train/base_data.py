@@ -17,10 +17,10 @@ that names ``--base-data`` (give it) and ``--no-base-data`` (train on the review
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from station.inference.metadata import sha256_file
 from station.paths import REPO_ROOT
 from station.recipe import LoadedRecipe
 from station.vision.dataset import group_of, read_manifest
@@ -47,16 +47,12 @@ class BaseData:
                 "found_in": self.found_in}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def given_base_data(manifest: Path, group_by: str | None) -> BaseData:
     """``--base-data MANIFEST`` (with ``--group-by COLUMN``)."""
     manifest = Path(manifest).resolve()
     if not manifest.is_file():
         raise BaseDataMissing(f"--base-data {manifest}: no such manifest")
-    return BaseData(manifest, _sha256(manifest), group_by, "--base-data")
+    return BaseData(manifest, sha256_file(manifest), group_by, "--base-data")
 
 
 def recorded_base_data(loaded: LoadedRecipe, models_dir: Path) -> BaseData:
@@ -77,7 +73,7 @@ def recorded_base_data(loaded: LoadedRecipe, models_dir: Path) -> BaseData:
         found = next((p.resolve() for p in where if p.is_file()), None)
         if found is None:
             raise BaseDataMissing(f"recipe {name}: its training set {recorded} (record {path.name}) is not here: {hint}")
-        digest = _sha256(found)
+        digest = sha256_file(found)
         if digest != data.get("manifest_sha256"):
             raise BaseDataMissing(f"recipe {name}: its training set {found} changed since {path.name} was written: {hint}")
         return BaseData(found, digest, data.get("group_by"), str(path))
