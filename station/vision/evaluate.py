@@ -105,15 +105,24 @@ def auroc(bad: np.ndarray, good: np.ndarray) -> float | None:
     return float((bad[:, None] > good[None, :]).mean() + 0.5 * (bad[:, None] == good[None, :]).mean())
 
 
-def part_auroc(results: list[ImageResult], good_class: str) -> float | None:
-    """AUROC over parts (``ImageResult.group``): a part scores the max over its views and is
-    defective when any of its views is; None without both kinds of part."""
+def split_parts(results: list[ImageResult], good_class: str) -> tuple[list[list[ImageResult]], list[list[ImageResult]]]:
+    """(defective parts, good parts), each part its views (``ImageResult.group``): a part is
+    defective when any of its views is (the station rejects a part on any view)."""
     parts: dict[str, list[ImageResult]] = defaultdict(list)
     for r in results:
         parts[r.group].append(r)
-    bad = np.array([max(r.score for r in v) for v in parts.values() if any(r.truth != good_class for r in v)])
-    good = np.array([max(r.score for r in v) for v in parts.values() if all(r.truth == good_class for r in v)])
-    return auroc(bad, good)
+    bad = [v for v in parts.values() if any(r.truth != good_class for r in v)]
+    return bad, [v for v in parts.values() if all(r.truth == good_class for r in v)]
+
+
+def part_auroc(results: list[ImageResult], good_class: str) -> float | None:
+    """AUROC over parts (``split_parts``): a part scores the max over its views; None without
+    both kinds of part."""
+    return _parts_auroc(*split_parts(results, good_class))
+
+
+def _parts_auroc(bad: list[list[ImageResult]], good: list[list[ImageResult]]) -> float | None:
+    return auroc(np.array([max(r.score for r in v) for v in bad]), np.array([max(r.score for r in v) for v in good]))
 
 
 def operating_point(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01) -> dict:
@@ -309,11 +318,7 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
         per_class[cls] = entry
     out["per_class"] = per_class
     if grouped:
-        parts: dict[str, list[ImageResult]] = defaultdict(list)
-        for r in results:
-            parts[r.group].append(r)
-        bad_parts = [v for v in parts.values() if any(r.truth != good_class for r in v)]
-        good_parts = [v for v in parts.values() if all(r.truth == good_class for r in v)]
+        bad_parts, good_parts = split_parts(results, good_class)
         out["part_detection_rate"] = _rate(sum(any(r.rejected for r in v) for v in bad_parts), len(bad_parts))
         out["part_false_reject_rate"] = _rate(sum(any(r.rejected for r in v) for v in good_parts), len(good_parts))
 
@@ -324,8 +329,8 @@ def summarise(results: list[ImageResult], skipped: list[SkippedRow], good_class:
         out["part_defective_review_rate"] = _rate(sum(part_reviewed(v) for v in bad_parts), len(bad_parts))
         out["part_review_rate"] = _rate(sum(part_reviewed(v) for v in good_parts), len(good_parts))
         out["part_false_reject_ci95"] = wilson_interval(sum(any(r.rejected for r in v) for v in good_parts), len(good_parts))
-        out["part_auroc"] = part_auroc(results, good_class)
-        out["parts"] = len(parts)
+        out["part_auroc"] = _parts_auroc(bad_parts, good_parts)
+        out["parts"] = len(bad_parts) + len(good_parts)
         out["defective_parts"] = len(bad_parts)
         out["good_parts"] = len(good_parts)
     lat = defaultdict(list)
