@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from nicegui import app, ui
@@ -48,7 +49,7 @@ class HmiContext:
     def archive_dir(self) -> Path:
         return Path(self.station.config.archive.dir)
 
-    @property
+    @cached_property  # read once: pages ask per row and per part, and the station file does not change
     def zone(self) -> dt.tzinfo:
         """The station's local time, in which every page shows and reads times (as exports and
         reports do): the station file's ``[shifts] timezone``, else the system's."""
