@@ -162,6 +162,11 @@ class ModelVision(Strict):
     edge_margin_px: int = Field(default=0, ge=0)
     # 0: SAM encodes the whole view; else a window this many native px around each finding
     tile_px: int = Field(default=0, ge=0)
+    # a region's own outline (classes with mask_source = "proposal"; the box SAM is prompted with
+    # for the others) is its pixels of defect probability from this on; None: the whole region,
+    # grown down to half of proposal_threshold. Whether there is a finding and its confidence come
+    # from the region either way (a region seeded below this keeps its whole outline)
+    outline_at: float | None = Field(default=None, gt=0, lt=1)
 
 
 class SamVision(ModelVision):

@@ -30,7 +30,10 @@ its findings, and only its own false positives cost false rejects (measured on t
 tiles, models/trained/README.md).
 
 Regions are hysteresis components of the defect probability ``1 - p(background)``: seeded
-above ``threshold`` and grown down to half of it. Coordinates are view px.
+above ``threshold`` and grown down to half of it. Coordinates are view px. A region's outline
+(its mask, box and area) is the whole region, or with ``outline_at`` (recipe
+``vision.outline_at``) its pixels from that probability on (``outline``): the region decides
+whether there is a finding and its score, the outline only where its edge is drawn.
 
 ``edge_margin_px`` (recipe ``vision.edge_margin_px``): no region is seeded, and no region's
 score is taken, within that many px of the view's edge; a region seeded further in still grows
@@ -50,7 +53,7 @@ import numpy as np
 from station.inference.base import InferenceModel
 from station.inference.metadata import ModelError
 from station.vision.features import FEATURE_SET, pixel_features
-from station.vision.regions import components
+from station.vision.regions import box_of, components
 from station.vision.segmentation import EncodedView
 
 BACKGROUND = "background"
@@ -79,7 +82,7 @@ class Proposer(ABC):
 
     def find(self, grey: np.ndarray, threshold: float, max_regions: int, roi: np.ndarray | None = None,
              features: np.ndarray | None = None, encoded: EncodedView | None = None,
-             edge_margin_px: int = 0) -> list[Proposal]:
+             edge_margin_px: int = 0, outline_at: float | None = None) -> list[Proposal]:
         probs = self.probabilities(grey, features, encoded)
         p = cv2.GaussianBlur(1.0 - probs[0], (0, 0), SMOOTH_SIGMA_PX)
         if roi is not None:
@@ -93,9 +96,20 @@ class Proposer(ABC):
             if not (seeds & region.mask).any():
                 continue
             cls = probs[1:, region.mask].mean(axis=1)
-            out.append(Proposal(region.mask, region.box, region.area_px, float(inner[region.mask].max()), cls / max(cls.sum(), 1e-6)))
+            mask = outline(region.mask, p, outline_at)
+            out.append(Proposal(mask, box_of(mask), int(mask.sum()), float(inner[region.mask].max()), cls / max(cls.sum(), 1e-6)))
         out.sort(key=lambda r: -r.score)
         return out[:max_regions]
+
+
+def outline(region: np.ndarray, p: np.ndarray, outline_at: float | None) -> np.ndarray:
+    """The outline of a found region (bool HxW): its pixels of defect probability ``p`` at least
+    ``outline_at``; the whole region when that is None or leaves no pixel (a region seeded below
+    it keeps its grown outline: a finding is never lost to its outline)."""
+    if outline_at is None:
+        return region
+    tight = region & (p >= outline_at)
+    return tight if tight.any() else region
 
 
 def _inner(p: np.ndarray, margin_px: int) -> np.ndarray:

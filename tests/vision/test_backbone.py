@@ -27,7 +27,8 @@ from station.vision.backbone import (
 from station.vision.dataset import load_samples, read_manifest
 from station.vision.inspector import build_inspector
 from station.vision.preprocess import preprocess_image
-from station.vision.proposals import ProposalStage
+from station.vision.proposals import ProposalStage, outline
+from station.vision.regions import box_of
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
@@ -215,6 +216,57 @@ def test_findings_respect_the_roi_and_the_edge_margin(models_dir, tiles, trained
         assert not mask[seed]  # seeded beside the cut blowhole, not on it (it may grow up to the edge)
 
 
+def test_outline_at_draws_the_surer_pixels_of_each_region_and_never_loses_a_finding(models_dir, tiles, trained):
+    """``vision.outline_at``: the same findings with the same scores, each outlined by its pixels
+    from that probability on (box, area and shape follow the outline); a region whose peak is
+    below it keeps its whole grown outline."""
+    proposer, _ = load_backbone_proposer(models_dir, "tile-head", ["blowhole"])
+    blowhole = next(s for s in tiles[1] if s.row.label == "blowhole")
+    p = 1 - proposer.probabilities(blowhole.image)[0]
+    grown = proposer.find(blowhole.image, 0.5, 5)
+    tight = proposer.find(blowhole.image, 0.5, 5, outline_at=0.9)
+    assert grown and [f.score for f in tight] == [f.score for f in grown]
+    assert grown[0].score > 0.9  # the blowhole's peak is above the outline level: its outline shrinks to it
+    for g, t in zip(grown, tight):
+        assert t.mask.sum() <= g.mask.sum() and not (t.mask & ~g.mask).any()
+        assert t.area_px == int(t.mask.sum()) and t.box == box_of(t.mask)
+        assert t.shape.major_axis_px <= g.shape.major_axis_px + 1e-6
+        if g.score >= 0.9:
+            assert (p[t.mask] >= 0.9).all() and t.mask.sum() < g.mask.sum()
+        else:
+            assert (t.mask == g.mask).all()
+    assert (tight[0].mask & blowhole.mask).any()
+    above_every_peak = float(np.nextafter(np.float32(max(f.score for f in grown)), np.float32(1.0)))
+    kept = proposer.find(blowhole.image, 0.5, 5, outline_at=above_every_peak)
+    assert [(f.mask == g.mask).all() for f, g in zip(kept, grown)] == [True] * len(grown)
+
+
+def test_the_recipes_outline_at_reaches_the_analyzer(models_dir, trained, tiles, tmp_path):
+    from station.vision.sam_analyzer import load_sam_analyzer
+
+    blowhole = next(s for s in tiles[1] if s.row.label == "blowhole")
+    areas = {}
+    for level in (None, 0.9):
+        extra = {} if level is None else {"edge_margin_cells = 0": f"edge_margin_cells = 0\noutline_at = {level}"}
+        recipe = backbone_recipe(tmp_path / "r.toml", mask_source="proposal", **extra).recipe
+        assert recipe.vision.outline_at == level
+        defects = load_sam_analyzer(recipe, models_dir).find(View(camera="top", image=blowhole.image))
+        assert defects
+        areas[level] = [d.area_px for d in defects]
+    assert len(areas[0.9]) == len(areas[None]) and sum(areas[0.9]) < sum(areas[None])
+
+
+def test_outline_keeps_the_region_when_no_pixel_reaches_the_level():
+    region = np.zeros((6, 6), bool)
+    region[1:5, 1:5] = True
+    p = np.where(region, 0.6, 0.1)
+    p[2, 2] = 0.95
+    assert (outline(region, p, None) == region).all()
+    assert outline(region, p, 0.9).sum() == 1 and outline(region, p, 0.9)[2, 2]
+    assert (outline(region, p, 0.99) == region).all()
+    assert not outline(region, np.full((6, 6), 0.99), 0.9)[0, 0]  # never outside its region
+
+
 # ---- refusals --------------------------------------------------------------------------------
 def test_cell_targets_label_covered_cells_and_ignore_slivers():
     mask = np.zeros((32, 48), bool)
@@ -320,7 +372,8 @@ def test_backbone_recipe_is_validated_at_load_and_names_its_models(tmp_path):
     assert recipe_models(backbone_recipe(tmp_path / "p.toml", mask_source="proposal").recipe).names == ["efficientnet-lite0", "tile-head"]
     for bad, match in [({'head = "tile-head"\n': ""}, "head"), ({"short_side = 160": "short_side = 150"}, "multiple of 32"),
                        ({'backbone = "efficientnet-lite0"': 'backbone = "resnet50"'}, "backbone"),
-                       ({"edge_margin_cells = 0": "edge_margin_cells = -1"}, "edge_margin_cells")]:
+                       ({"edge_margin_cells = 0": "edge_margin_cells = -1"}, "edge_margin_cells"),
+                       ({"edge_margin_cells = 0": "edge_margin_cells = 0\noutline_at = 1.0"}, "outline_at")]:
         with pytest.raises(ConfigError, match=match):
             backbone_recipe(tmp_path / "bad.toml", **bad)
 
