@@ -342,8 +342,8 @@ def test_steel_strip_needs_no_sam_model_and_the_doctor_agrees(tmp_path: Path):
     station.write_text(f'station_id = "steel"\nrecipes_dir = "{REPO / "recipes"}"\nactive_recipe = "steel-strip"\n'
                        f'models_dir = "models"\n[[cameras]]\ntype = "simulated"\nname = "top"\n[plc]\nport = {free_port()}\n')
     pulled = ensure_recipe_models(REPO / "recipes" / "steel-strip.toml", tmp_path / "models")
-    assert {r.name for r in pulled} == {"steel-strip-proposals", "steel-strip-classifier"}
+    assert {r.name for r in pulled} == {"efficientnet-lite0", "steel-strip-backbone-head"}
     report = run_doctor(station, paths=NO_BOARD)
     models = {c.name: c.status for c in report.checks if c.name.startswith("model")}
-    assert models == {"model:steel-strip-proposals": "ok", "model:steel-strip-classifier": "ok"}, report.render()
+    assert models == {"model:efficientnet-lite0": "ok", "model:steel-strip-backbone-head": "ok"}, report.render()
     assert report.ok
