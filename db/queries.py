@@ -116,6 +116,11 @@ class YieldBucket:
     def yield_pct(self) -> float:
         return 100.0 * self.passed / self.total if self.total else 0.0
 
+    def local_start(self, zone: dt.tzinfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        """The bucket's start on ``zone``'s clock, minutes included: a UTC hour starts at :30 or
+        :45 in some zones (India, Nepal), and labelling it "HH:00" would shift it."""
+        return self.start.astimezone(zone).strftime(fmt)
+
 
 @dataclass(frozen=True)
 class ShiftYield:

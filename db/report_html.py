@@ -133,7 +133,7 @@ def render_html(r: ShiftReport, archive_dir: Path | None) -> str:
     out += ["<h2>Yield per hour</h2>"]
     if r.hours:
         out.append(_table("hours", ["hour", "#parts", "#pass", "#reject", "#review", "#yield", ""], [
-            [_t(b.start, z, "%Y-%m-%d %H:00"), b.total, b.passed, b.rejected, b.reviewed, f"{b.yield_pct:.1f} %",
+            [b.local_start(z), b.total, b.passed, b.rejected, b.reviewed, f"{b.yield_pct:.1f} %",
              f'<div class="bar pass" style="width:{b.yield_pct:.1f}%"></div>'] for b in r.hours]))
 
     out += ["<h2>Recipe versions in use</h2>", _table(

@@ -103,7 +103,7 @@ def yield_hour_options(hours, zone: dt.tzinfo) -> dict:
         "tooltip": {"trigger": "axis"},
         "legend": {"textStyle": {"color": "#e5e7eb"}, "top": 30},
         "grid": {"top": 70},
-        "xAxis": {"type": "category", "data": [b.start.astimezone(zone).strftime("%m-%d %H:00") for b in hours], **AXIS},
+        "xAxis": {"type": "category", "data": [b.local_start(zone, "%m-%d %H:%M") for b in hours], **AXIS},
         "yAxis": {"type": "value", "name": "%", "min": 0, "max": 100, **AXIS},
         "series": [{"name": "yield %", "type": "bar", "data": [round(b.yield_pct, 1) for b in hours],
                     "itemStyle": {"color": "#4ade80"},

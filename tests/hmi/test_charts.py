@@ -46,3 +46,20 @@ async def test_charts_with_no_data_say_so(hmi):
     user = await login(new_user(), "emil", "/charts")
     await user.should_see("No inspections in this window.")
     assert only(user, "chart-pareto").options["series"][0]["data"] == []
+
+
+def test_hour_labels_are_the_buckets_start_on_the_station_clock_with_its_minutes():
+    """The hourly buckets are UTC hours; in India or Nepal such an hour starts at :30 or :45 local
+    time, and the chart (and the HTML report, same helper) say so instead of "HH:00"."""
+    import datetime as dt
+    import zoneinfo
+
+    from station.db.queries import YieldBucket
+    from station.hmi.pages.charts import yield_hour_options
+
+    hours = [YieldBucket(dt.datetime(2026, 12, 5, h, tzinfo=dt.timezone.utc), 10, 9, 1) for h in (0, 1)]
+    labels = {z: yield_hour_options(hours, zoneinfo.ZoneInfo(z))["xAxis"]["data"]
+              for z in ("Asia/Kolkata", "Asia/Kathmandu", "Europe/Berlin")}
+    assert labels == {"Asia/Kolkata": ["12-05 05:30", "12-05 06:30"], "Asia/Kathmandu": ["12-05 05:45", "12-05 06:45"],
+                      "Europe/Berlin": ["12-05 01:00", "12-05 02:00"]}
+    assert hours[0].local_start(zoneinfo.ZoneInfo("Asia/Kolkata")) == "2026-12-05 05:30"
