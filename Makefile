@@ -46,7 +46,7 @@ test-fast: venv lint
 
 lint: venv
 	$(BIN)/ruff check station db hmi models tests tools
-	rm -rf $(VENV)/lint-target
+	rm -rf $(VENV)/lint-target build  # setuptools keeps modules a move or delete left in build/lib
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --target $(VENV)/lint-target . 2>/dev/null
 	cd $(VENV)/lint-target && PYTHONPATH=. ../bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
 

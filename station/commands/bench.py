@@ -36,7 +36,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     view_size = None
     if args.view_size:
-        from station.inference.convert_backbone import parse_view_size
+        from station.vision.convert_backbone import parse_view_size
 
         try:
             view_size = parse_view_size(args.view_size)

@@ -147,7 +147,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _convert_recipe_backbone(args: argparse.Namespace):
     from station.commands.common import resolve_recipe
     from station.inference.convert import ConversionError
-    from station.inference.convert_backbone import DEFAULT_HELD_BACK, convert_backbone, parse_view_size
+    from station.vision.convert_backbone import DEFAULT_HELD_BACK, convert_backbone, parse_view_size
 
     view_size = parse_view_size(args.view_size)
     loaded = resolve_recipe(args.recipe, args.recipes_dir)

@@ -101,7 +101,7 @@ def test_a_form_no_view_of_the_recipe_can_use_is_refused_at_load(models):
 
 
 def test_decision_parity_counts_the_verdicts_other_features_flip(models, tiles, repo_root):
-    from station.inference.convert_backbone import RecordedFeatures, decision_parity
+    from station.vision.convert_backbone import RecordedFeatures, decision_parity
 
     loaded = load_recipe(repo_root / "recipes" / "magnetic-tile.toml")
     reference, _ = load_backbone_proposer(models, HEAD, CLASSES, "onnxruntime", 1, 2)
@@ -167,7 +167,7 @@ def test_real_conversion_refuses_flipped_verdicts_and_installs_a_form_that_keeps
     """rknn-toolkit2 in its own venv builds the backbone at 384x320 and runs it in its simulator."""
     from station.inference import convert
     from station.inference.convert import ConversionError
-    from station.inference.convert_backbone import convert_backbone
+    from station.vision.convert_backbone import convert_backbone
 
     venv = repo_root / "var" / "rknn-venv"
     manifest = shared_dir / "data" / "magnetic-tile-train" / "manifest.csv"
