@@ -165,7 +165,8 @@ class ModelVision(Strict):
     # a region's own outline (classes with mask_source = "proposal"; the box SAM is prompted with
     # for the others) is its pixels of defect probability from this on; None: the whole region,
     # grown down to half of proposal_threshold. Whether there is a finding and its confidence come
-    # from the region either way (a region seeded below this keeps its whole outline)
+    # from the region either way (a region seeded below this keeps its whole outline); the area
+    # rules judge the outline, as they judge a SAM outline
     outline_at: float | None = Field(default=None, gt=0, lt=1)
 
 

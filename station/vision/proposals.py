@@ -105,7 +105,8 @@ class Proposer(ABC):
 def outline(region: np.ndarray, p: np.ndarray, outline_at: float | None) -> np.ndarray:
     """The outline of a found region (bool HxW): its pixels of defect probability ``p`` at least
     ``outline_at``; the whole region when that is None or leaves no pixel (a region seeded below
-    it keeps its grown outline: a finding is never lost to its outline)."""
+    the level keeps its grown outline, so no finding is left without one). The class's area
+    rules (min_area_px, mm²) then judge the outline, as they judge a SAM outline."""
     if outline_at is None:
         return region
     tight = region & (p >= outline_at)
