@@ -41,10 +41,16 @@ def test_live_view_changes_as_parts_are_inspected(demo, browser):
              what="the live image to load")
     assert banner.text in ("PASS", "REJECT")
     browser.save_screenshot(str(ARTIFACTS / "operator.png"))
-    # a reject shows its reason next to the overlay (about a third of the demo's parts)
-    wait_for(lambda: banner.text == "REJECT", 60, "a rejected part")
-    reason = browser.find_element(By.XPATH, "//*[contains(text(),'zone') or contains(text(),'mm²')]")
-    assert reason.text
+    # a reject shows its reason next to the overlay (about a third of the demo's parts); banner and
+    # reason are read in one go: the next part may replace both between two separate reads
+
+    def rejected_with_reason() -> str | None:
+        if banner.text != "REJECT":
+            return None
+        shown = browser.find_elements(By.XPATH, "//*[contains(text(),'zone') or contains(text(),'mm²')]")
+        return shown[0].text if shown and banner.text == "REJECT" else None
+
+    assert wait_for(rejected_with_reason, 60, "a rejected part with its reason")
     browser.save_screenshot(str(ARTIFACTS / "operator-reject.png"))
 
 
