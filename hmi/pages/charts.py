@@ -19,6 +19,7 @@ from station.db.filters import HistoryFilter
 from station.db.queries import HistoryQueries
 from station.db.shift_report import shift_window
 from station.shifts import ShiftPlan
+from station.hmi.pages.latest import LatestAnswer
 from station.hmi.pages.layout import frame, guard
 
 WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
@@ -174,9 +175,14 @@ def register(ctx) -> None:
         for key, chart in charts.items():
             chart.on_point_click(lambda e, key=key: drill(key, e))
 
+        answers = LatestAnswer()
+
         async def refresh() -> None:
             # off the event loop: a 7-day query of 160-200 ms froze every browser's live view
+            mine = answers.ticket()
             data = await run.io_bound(chart_data, queries, window.value, ctx.station.config.shifts.plan())
+            if answers.stale(mine):  # the window was changed again while this one was queried
+                return
             shown.clear()
             shown.update(data)
             builders = {"pareto": pareto_options, "hours": lambda hours: yield_hour_options(hours, data["plan"].zone()),

@@ -21,6 +21,7 @@ from station.db.localtime import local_text
 from station.db.queries import HistoryQueries
 from station.hmi.auth import allows, session_user
 from station.hmi.history_export import history_csv, latest_reviews
+from station.hmi.pages.latest import LatestAnswer
 from station.hmi.pages.layout import badge, current_user, frame, guard, verdict_look
 from station.hmi.store import REVIEW_LABELS, StoreError
 
@@ -57,6 +58,7 @@ class HistoryView:
         self.filter = HistoryFilter()
         self.offset = 0
         self.total = 0
+        self.answers = LatestAnswer()  # a slower earlier query never replaces a later one's rows
 
     @classmethod
     async def build(cls, ctx, queries: HistoryQueries, start: dict[str, str] | None = None) -> "HistoryView":
@@ -152,7 +154,11 @@ class HistoryView:
         return page, self.q.count(flt, check=False), latest_reviews(self.q, [r["id"] for r in page.items])
 
     async def load(self) -> None:
-        page, self.total, reviews = await run.io_bound(self._fetch, self.filter, self.offset)
+        mine = self.answers.ticket()
+        page, total, reviews = await run.io_bound(self._fetch, self.filter, self.offset)
+        if self.answers.stale(mine):  # the filter or page changed again while this one was queried
+            return
+        self.total = total
         self.table.rows = [
             {
                 "id": r["id"],

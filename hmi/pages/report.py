@@ -17,6 +17,7 @@ from station.db.queries import HistoryQueries
 from station.db.report_html import render_html
 from station.db.shift_report import build_report, current_shift, report_window
 from station.hmi.auth import allows, session_user
+from station.hmi.pages.latest import LatestAnswer
 from station.hmi.pages.layout import frame, guard
 
 WHOLE_DAY = "day"
@@ -73,12 +74,19 @@ def register(ctx) -> None:
         frame_el = ui.element("iframe").props("id=report-frame").style(
             "width:100%; height:80vh; border:0; background:#fff").mark("report-frame")
 
+        answers = LatestAnswer()
+
         async def refresh() -> None:
             shift, date = shift_in.value or "", date_in.value or ""
+            mine = answers.ticket()
             try:
                 text = await run.io_bound(report_html, ctx, queries, shift, date, "", "")
             except FilterError as exc:
-                error.set_text(f"{exc.field}: {exc.message}")
+                text, problem = None, f"{exc.field}: {exc.message}"
+            if answers.stale(mine):  # Show was clicked again while this report was built
+                return
+            if text is None:
+                error.set_text(problem)
                 return
             error.set_text("")
             # the HMI may not be framed (hmi/security.py: X-Frame-Options DENY), so the frame

@@ -26,6 +26,7 @@ from station.db.queries import HistoryQueries
 from station.hmi.auth import allows
 from station.hmi.labelling import SamOutliner, normalise_box, segmentation_of, svg_path
 from station.hmi.pages.history import check_comment, local_time
+from station.hmi.pages.latest import LatestAnswer
 from station.hmi.pages.layout import VERDICT_TEXT, badge, current_user, frame, guard, verdict_look
 from station.recipe import Recipe, load_recipe
 
@@ -93,6 +94,7 @@ class ReviewQueue:
         self.labels = labels
         self.offset = 0
         self.total = 0
+        self.answers = LatestAnswer()  # a slower earlier query never replaces a later one's rows
 
     async def build(self) -> None:
         with ui.row().classes("w-full items-center gap-3 px-4"):
@@ -126,8 +128,12 @@ class ReviewQueue:
 
     async def load(self) -> None:
         verdicts = ("review", "reject", "pass") if self.verdict.value == "all" else (self.verdict.value,)
-        items, self.total = await run.io_bound(self.labels.queue, verdicts=verdicts, status=self.status.value,
-                                               limit=PAGE_SIZE, offset=self.offset)
+        mine = self.answers.ticket()
+        items, total = await run.io_bound(self.labels.queue, verdicts=verdicts, status=self.status.value,
+                                          limit=PAGE_SIZE, offset=self.offset)
+        if self.answers.stale(mine):  # the choice changed again while this one was queried
+            return
+        self.total = total
         rows = []
         for it in items:
             word, colour = verdict_look(it.outcome)

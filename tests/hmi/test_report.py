@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import threading
 
 import pytest
 import simplejpeg
@@ -62,6 +63,50 @@ async def test_report_page_shows_the_shift_with_embedded_pictures(hmi):
     await user.should_see("is not a date", retries=30)
     bad = await user.http_client.get("/hmi/report?shift=noon")
     assert bad.status_code == 400 and "unknown shift 'noon'" in bad.text
+
+
+async def test_a_report_asked_for_earlier_never_replaces_the_answer_to_a_later_one(hmi, monkeypatch):
+    """Show clicked twice: the first report is still being built (a slow history) when the second
+    answers; the first, finishing last, must not replace the second on the page."""
+    ctx, new_user = hmi
+    # the page module the HMI just mounted (NiceGUI's test reset re-imports the app's modules)
+    from station.hmi.pages import report as report_page
+
+    real = report_page.report_html
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def first_held(ctx_, queries, shift, date, since, until):
+        if date != "2026-01-05":
+            return real(ctx_, queries, shift, date, since, until)
+        started.set()
+        release.wait(20)
+        try:
+            return real(ctx_, queries, shift, date, since, until)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(report_page, "report_html", first_held)
+    user = await login(new_user(), "emil", "/report")
+    await user.should_see(marker="report-frame", retries=30)
+    only(user, "report-date").value = "2026-01-05"
+    user.find(marker="report-show").click()
+    for _ in range(100):
+        if started.is_set():
+            break
+        await asyncio.sleep(0.05)
+    assert started.is_set()
+    only(user, "report-date").value = "2026-02-30"
+    user.find(marker="report-show").click()
+    await user.should_see("is not a date", retries=30)
+    release.set()
+    for _ in range(200):
+        if finished.is_set():
+            break
+        await asyncio.sleep(0.05)
+    assert finished.is_set()
+    await asyncio.sleep(0.3)  # the held refresh resumes on the event loop after its thread returns
+    assert "is not a date" in only(user, "report-error").text
+    assert "2026-01-05" not in only(user, "report-link").props["href"]
 
 
 async def test_report_needs_an_engineer(hmi):
