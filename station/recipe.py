@@ -163,11 +163,11 @@ class ModelVision(Strict):
     # 0: SAM encodes the whole view; else a window this many native px around each finding
     tile_px: int = Field(default=0, ge=0)
     # a region's own outline (classes with mask_source = "proposal"; the box SAM is prompted with
-    # for the others) is its pixels of defect probability from this on; None: the whole region,
-    # grown down to half of proposal_threshold. Whether there is a finding and its confidence come
-    # from the region either way (a region seeded below this keeps its whole outline); the area
-    # rules judge the outline, as they judge a SAM outline
-    outline_at: float | None = Field(default=None, gt=0, lt=1)
+    # for the others) is its pixels of defect probability from this fraction of the region's
+    # peak on; None: the whole region, grown down to half of proposal_threshold. Whether there is
+    # a finding and its confidence come from the region either way; the area rules judge the
+    # outline, as they judge a SAM outline
+    outline_at_peak: float | None = Field(default=None, gt=0, lt=1)
 
 
 class SamVision(ModelVision):

@@ -103,7 +103,8 @@ def train_backbone_recipe(loaded: LoadedRecipe, manifest: Path, out_dir: Path, w
         "data": data,
         "seed": seed,
         "backbone": {"name": vision.backbone, "sha256": backbone.sha256, "short_side": vision.short_side},
-        "head_settings": {"c": settings.c, "flip_tta": settings.flip_tta, "edge_margin_cells": vision.edge_margin_cells},
+        "head_settings": {"c": settings.c, "flip_tta": settings.flip_tta, "edge_margin_cells": vision.edge_margin_cells,
+                          "outline_at_peak": vision.outline_at_peak},  # the held-out IoU depends on it
     }
     t0 = time.monotonic()
     feats = backbone_features(samples, backbone, settings, recipe.preprocess)

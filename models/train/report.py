@@ -35,7 +35,8 @@ def report(record: dict) -> str:
         bb, hs = record["backbone"], record.get("head_settings", {})
         out += ["", f"Backbone: {bb['name']} (sha256 {bb['sha256'][:12]}…) at short side {bb['short_side']} px; per-cell "
                     f"logistic-regression head, C {hs.get('c')}, flip averaging {hs.get('flip_tta')}, edge margin "
-                    f"{hs.get('edge_margin_cells')} cells"]
+                    f"{hs.get('edge_margin_cells')} cells"
+                    + (f", outlines at {hs['outline_at_peak']} of each region's peak" if hs.get("outline_at_peak") else "")]
         nets = None
     elif "proposals" in record:  # entries {kind, opinion}, grouped by opinion
         groups: dict[int, list[str]] = {}

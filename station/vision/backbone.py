@@ -240,11 +240,11 @@ class BackboneProposer(Proposer):
 
     def find(self, grey: np.ndarray, threshold: float, max_regions: int, roi: np.ndarray | None = None,
              features: BackboneFeatures | None = None, encoded: EncodedView | None = None,
-             edge_margin_px: int = 0, outline_at: float | None = None) -> list[Finding]:
+             edge_margin_px: int = 0, outline_at_peak: float | None = None) -> list[Finding]:
         """Regions of defect probability: seeded above ``threshold`` (not within ``edge_margin_px``
         of the view's edge nor in its outer ``edge_cells`` cells, nor outside ``roi``), grown down
         to half of it; highest score first. A finding's mask, box, area and shape are its region's
-        outline (``station.vision.proposals.outline``: with ``outline_at``, its surer pixels).
+        outline (``station.vision.proposals.outline``: with ``outline_at_peak``, its surer pixels).
         A region's class distribution: the summed class probabilities of its ``TYPE_CELLS`` most
         defective cells (cells whose centre lies in the region; the best-measured naming rule)."""
         feats = self.features(grey) if features is None else features
@@ -272,8 +272,8 @@ class BackboneProposer(Proposer):
                 mine = np.array([_nearest_cell((r, c), cells.shape[1:], feats.model_hw, feats.view_hw)])
             top = mine[np.argsort(-cell_defect.reshape(-1)[mine])[:TYPE_CELLS]]
             cls = cells[1:].reshape(len(self.classes), -1)[:, top].sum(axis=1)
-            mask = outline(labels == props.label, p, outline_at)
-            drawn = props if outline_at is None else measure.regionprops(mask.astype(np.uint8))[0]
+            mask = outline(labels == props.label, p, outline_at_peak)
+            drawn = props if outline_at_peak is None else measure.regionprops(mask.astype(np.uint8))[0]
             y0, x0, y1, x1 = drawn.bbox
             out.append(Finding(mask, (int(x0), int(y0), int(x1), int(y1)), int(drawn.area),
                                float(props.intensity_max), cls / max(float(cls.sum()), 1e-6), region_shape(drawn)))

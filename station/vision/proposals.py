@@ -31,9 +31,10 @@ tiles, models/trained/README.md).
 
 Regions are hysteresis components of the defect probability ``1 - p(background)``: seeded
 above ``threshold`` and grown down to half of it. Coordinates are view px. A region's outline
-(its mask, box and area) is the whole region, or with ``outline_at`` (recipe
-``vision.outline_at``) its pixels from that probability on (``outline``): the region decides
-whether there is a finding and its score, the outline only where its edge is drawn.
+(its mask, box and area) is the whole region, or with ``outline_at_peak`` (recipe
+``vision.outline_at_peak``) its pixels from that fraction of the region's peak probability on
+(``outline``): the region decides whether there is a finding and its score, the outline only
+where its edge is drawn.
 
 ``edge_margin_px`` (recipe ``vision.edge_margin_px``): no region is seeded, and no region's
 score is taken, within that many px of the view's edge; a region seeded further in still grows
@@ -82,7 +83,7 @@ class Proposer(ABC):
 
     def find(self, grey: np.ndarray, threshold: float, max_regions: int, roi: np.ndarray | None = None,
              features: np.ndarray | None = None, encoded: EncodedView | None = None,
-             edge_margin_px: int = 0, outline_at: float | None = None) -> list[Proposal]:
+             edge_margin_px: int = 0, outline_at_peak: float | None = None) -> list[Proposal]:
         probs = self.probabilities(grey, features, encoded)
         p = cv2.GaussianBlur(1.0 - probs[0], (0, 0), SMOOTH_SIGMA_PX)
         if roi is not None:
@@ -96,21 +97,22 @@ class Proposer(ABC):
             if not (seeds & region.mask).any():
                 continue
             cls = probs[1:, region.mask].mean(axis=1)
-            mask = outline(region.mask, p, outline_at)
+            mask = outline(region.mask, p, outline_at_peak)
             out.append(Proposal(mask, box_of(mask), int(mask.sum()), float(inner[region.mask].max()), cls / max(cls.sum(), 1e-6)))
         out.sort(key=lambda r: -r.score)
         return out[:max_regions]
 
 
-def outline(region: np.ndarray, p: np.ndarray, outline_at: float | None) -> np.ndarray:
-    """The outline of a found region (bool HxW): its pixels of defect probability ``p`` at least
-    ``outline_at``; the whole region when that is None or leaves no pixel (a region seeded below
-    the level keeps its grown outline, so no finding is left without one). The class's area
-    rules (min_area_px, mm²) then judge the outline, as they judge a SAM outline."""
-    if outline_at is None:
+def outline(region: np.ndarray, p: np.ndarray, at_peak: float | None) -> np.ndarray:
+    """The outline of a found region (bool HxW): its pixels whose defect probability ``p`` is at
+    least ``at_peak`` times the region's highest; the whole region when that is None. Relative to
+    each region's own peak, a weak region is drawn by its surer pixels as a strong one is (a
+    fixed level left every region seeded below it at its whole grown extent; measured on the
+    steel strip, models/trained/README.md). Never empty: the peak pixel is always in. The
+    class's area rules (min_area_px, mm²) then judge the outline, as they judge a SAM outline."""
+    if at_peak is None:
         return region
-    tight = region & (p >= outline_at)
-    return tight if tight.any() else region
+    return region & (p >= at_peak * float(p[region].max()))
 
 
 def _inner(p: np.ndarray, margin_px: int) -> np.ndarray:

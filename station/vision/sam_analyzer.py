@@ -91,7 +91,7 @@ class SamAnalyzer:
         # a proposal head on SAM embeddings needs the view encoded first; the outlines reuse it
         encoded = self.segmenter.encode(view.image) if self.proposals.embedding_input else None
         found = self.proposals.find(grey, vision.proposal_threshold, vision.max_proposals, roi, encoded=encoded,
-                                    edge_margin_px=vision.edge_margin_px, outline_at=vision.outline_at)
+                                    edge_margin_px=vision.edge_margin_px, outline_at_peak=vision.outline_at_peak)
         if not found:
             return []
         cls_probs = None

@@ -313,13 +313,13 @@ def test_the_recipes_edge_margin_reaches_the_analyzer(tmp_path, sam_models_dir):
     assert min(d.box[0] for d in found[4]) >= 28
 
 
-def test_outline_at_tightens_a_nets_regions_outline_but_keeps_the_finding(tmp_path):
+def test_outline_at_peak_tightens_a_nets_regions_outline_but_keeps_the_finding(tmp_path):
     stage = ProposalStage(grey_model(tmp_path, "a", 0.5), ["blowhole"])
     grey = part_with_edge_marks()
     grown = sorted(stage.find(grey, 0.6, 8), key=lambda f: f.box)
-    tight = sorted(stage.find(grey, 0.6, 8, outline_at=0.69), key=lambda f: f.box)
+    tight = sorted(stage.find(grey, 0.6, 8, outline_at_peak=0.98), key=lambda f: f.box)
     assert len(grown) == len(tight) == 3 and [f.score for f in tight] == [f.score for f in grown]
-    for g, t in zip(grown, tight):  # the blurred rim (0.3-0.69) is left out, the mark's core stays
+    for g, t in zip(grown, tight):  # the blurred rim (below 98 % of the 0.7 peak) is left out, the core stays
         assert 0 < t.area_px == int(t.mask.sum()) < g.area_px and not (t.mask & ~g.mask).any()
         x0, y0, x1, y1 = t.box
         assert t.mask[y0:y1, x0:x1].sum() == t.area_px and g.box[0] <= x0 and x1 <= g.box[2]

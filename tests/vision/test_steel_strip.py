@@ -1,5 +1,5 @@
 """The shipped steel-strip recipe, wired as a plant would run it: its committed head on the
-backbone pulled from the wheel, outlines at the recipe's ``outline_at``, on real NEU views of
+backbone pulled from the wheel, outlines at the recipe's ``outline_at_peak``, on real NEU views of
 each class. The views are among those the head was trained on: this checks the recipe and its
 files work together, not accuracy (that is the record's held-out folds, models/trained/README.md)."""
 
@@ -18,10 +18,10 @@ from tests.conftest import REPO_ROOT
 
 def test_shipped_steel_recipe_rejects_names_and_outlines_real_views(tmp_path, shared_dir):
     loaded = load_recipe(REPO_ROOT / "recipes" / "steel-strip.toml")
-    assert loaded.recipe.vision.analyzer == "backbone" and loaded.recipe.vision.outline_at == 0.95
+    assert loaded.recipe.vision.analyzer == "backbone" and loaded.recipe.vision.outline_at_peak == 0.96
     ensure_recipe_models(loaded.path, tmp_path)
     inspector = build_inspector(loaded, tmp_path)
-    grown = build_inspector(load_recipe(loaded.path, loaded.text.replace("outline_at = 0.95\n", "")), tmp_path)
+    grown = build_inspector(load_recipe(loaded.path, loaded.text.replace("outline_at_peak = 0.96\n", "")), tmp_path)
     rows = read_manifest(shared_dir / "data" / "steel-strip-train" / "manifest.csv")
     picked = [r for c in ("inclusion", "patches", "scratches") for r in [r for r in rows if r.label == c][:2]]
     samples, skipped = load_samples(picked)
@@ -38,7 +38,7 @@ def test_shipped_steel_recipe_rejects_names_and_outlines_real_views(tmp_path, sh
         wide = np.zeros(s.mask.shape, bool)
         for d in inspect_views(loaded, grown, view, sequence=1, part_id=1).defects:
             wide |= d.mask
-        assert (union & s.mask).any() and union.sum() < wide.sum()  # the outline at 0.95 is tighter than the region
+        assert (union & s.mask).any() and union.sum() < wide.sum()  # the outline at 96 % of each peak is tighter than the region
         ious["outline"].append((union & s.mask).sum() / (union | s.mask).sum())
         ious["region"].append((wide & s.mask).sum() / (wide | s.mask).sum())
     assert np.mean(ious["outline"]) > np.mean(ious["region"]), ious  # and fits the masks better
