@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
+import threading
 from contextlib import asynccontextmanager
 
 import pytest
@@ -39,6 +41,53 @@ async def test_history_lists_and_filters(hmi):
     user.find(marker="apply").click()
     expected = count(ctx, InspectionRow.outcome == "reject", InspectionRow.part_id == 3)
     await user.should_see(f"{expected} inspections match", retries=30)
+
+
+async def test_rows_of_an_earlier_filter_never_replace_those_of_a_later_one(hmi, monkeypatch):
+    """Apply clicked twice: the first filter's query is still running (a slow history) when the
+    second's answers; the first, finishing last, must not put its rows under the second's filter."""
+    ctx, new_user = hmi
+    run_parts(ctx.station, 10)
+    # the page module the HMI just mounted (NiceGUI's test reset re-imports the app's modules)
+    from station.hmi.pages.history import HistoryView
+
+    real = HistoryView._fetch
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def first_held(view, flt, offset):
+        if flt.verdict != "reject":
+            return real(view, flt, offset)
+        started.set()
+        release.wait(20)
+        try:
+            return real(view, flt, offset)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(HistoryView, "_fetch", first_held)
+    passes = count(ctx, InspectionRow.outcome == "pass")
+    assert 0 < passes < 10
+    user = await login(new_user(), "emil", "/history")
+    await user.should_see("10 inspections match", retries=30)
+    only(user, "f-verdict").value = "reject"
+    user.find(marker="apply").click()
+    await wait_for(started)
+    only(user, "f-verdict").value = "pass"
+    user.find(marker="apply").click()
+    await user.should_see(f"{passes} inspections match", retries=30)
+    release.set()
+    await wait_for(finished)
+    await asyncio.sleep(0.3)  # the held query's coroutine resumes on the event loop after its thread returns
+    assert only(user, "history-summary").text == f"{passes} inspections match"
+    assert {r["verdict"] for r in only(user, "history-table").rows} == {"PASS"}
+
+
+async def wait_for(event: threading.Event, seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.05)
+    assert event.is_set()
 
 
 async def test_bad_filters_are_refused_on_the_field(hmi):
