@@ -116,6 +116,17 @@ async def wait_rendered(ctx, sequence: int, timeout_s: float = 10.0) -> None:
     raise AssertionError(f"HMI did not render part {sequence}; latest {ctx.state.latest()}")
 
 
+async def wait_set(event, timeout_s: float = 10.0) -> None:
+    """Wait until a ``threading.Event`` set by a thread (a held query) is set; fail if it is not."""
+    import asyncio
+
+    for _ in range(int(timeout_s / 0.05)):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.05)
+    assert event.is_set(), f"not set within {timeout_s} s"
+
+
 def run_parts(station, n: int, first_id: int = 1) -> int:
     """Inspect ``n`` parts one after another; returns the last sequence (history flushed)."""
     seq = 0

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from station.db.models import InspectionRow, ReviewRow
 from station.db.queries import HistoryQueries
-from tests.hmi.conftest import field_error, login, only, run_parts, simulated_hmi
+from tests.hmi.conftest import field_error, login, only, run_parts, simulated_hmi, wait_set
 from tests.hmi.stand import make_station
 
 pytestmark = pytest.mark.asyncio
@@ -71,23 +71,15 @@ async def test_rows_of_an_earlier_filter_never_replace_those_of_a_later_one(hmi,
     await user.should_see("10 inspections match", retries=30)
     only(user, "f-verdict").value = "reject"
     user.find(marker="apply").click()
-    await wait_for(started)
+    await wait_set(started)
     only(user, "f-verdict").value = "pass"
     user.find(marker="apply").click()
     await user.should_see(f"{passes} inspections match", retries=30)
     release.set()
-    await wait_for(finished)
+    await wait_set(finished)
     await asyncio.sleep(0.3)  # the held query's coroutine resumes on the event loop after its thread returns
     assert only(user, "history-summary").text == f"{passes} inspections match"
     assert {r["verdict"] for r in only(user, "history-table").rows} == {"PASS"}
-
-
-async def wait_for(event: threading.Event, seconds: float = 10) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if event.is_set():
-            return
-        await asyncio.sleep(0.05)
-    assert event.is_set()
 
 
 async def test_bad_filters_are_refused_on_the_field(hmi):

@@ -17,7 +17,7 @@ from station.db.models import DefectRow, ImageRow, InspectionRow
 from station.db.shift_report import current_shift, shift_window
 from station.shifts import ShiftPlan, system_zone_name
 from tests.report_page import Page
-from tests.hmi.conftest import login, only, run_parts
+from tests.hmi.conftest import login, only, run_parts, wait_set
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,20 +90,12 @@ async def test_a_report_asked_for_earlier_never_replaces_the_answer_to_a_later_o
     await user.should_see(marker="report-frame", retries=30)
     only(user, "report-date").value = "2026-01-05"
     user.find(marker="report-show").click()
-    for _ in range(100):
-        if started.is_set():
-            break
-        await asyncio.sleep(0.05)
-    assert started.is_set()
+    await wait_set(started)
     only(user, "report-date").value = "2026-02-30"
     user.find(marker="report-show").click()
     await user.should_see("is not a date", retries=30)
     release.set()
-    for _ in range(200):
-        if finished.is_set():
-            break
-        await asyncio.sleep(0.05)
-    assert finished.is_set()
+    await wait_set(finished)
     await asyncio.sleep(0.3)  # the held refresh resumes on the event loop after its thread returns
     assert "is not a date" in only(user, "report-error").text
     assert "2026-01-05" not in only(user, "report-link").props["href"]
