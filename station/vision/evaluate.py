@@ -125,6 +125,14 @@ def _parts_auroc(bad: list[list[ImageResult]], good: list[list[ImageResult]]) ->
     return auroc(np.array([max(r.score for r in v) for v in bad]), np.array([max(r.score for r in v) for v in good]))
 
 
+def score_threshold(good: np.ndarray, max_false_reject: float = 0.01) -> float:
+    """The lowest score threshold (reject when score > threshold) that rejects at most
+    ``max_false_reject`` of the ``good`` scores (0.0 when there are none)."""
+    allowed = int(np.floor(max_false_reject * len(good)))
+    ranked = np.sort(np.asarray(good, dtype=float))[::-1]
+    return float(ranked[allowed]) if allowed < len(ranked) else 0.0
+
+
 def operating_point(results: list[ImageResult], good_class: str, max_false_reject: float = 0.01) -> dict:
     """AUROC of the image score (defective vs good), and the detection rate at the lowest score
     threshold that rejects at most ``max_false_reject`` of the good images (the baselines' metric;
@@ -133,9 +141,7 @@ def operating_point(results: list[ImageResult], good_class: str, max_false_rejec
     good = np.array([r.score for r in results if r.truth == good_class])
     if not len(bad) or not len(good):
         return {}
-    allowed = int(np.floor(max_false_reject * len(good)))
-    ranked = np.sort(good)[::-1]
-    threshold = float(ranked[allowed]) if allowed < len(ranked) else 0.0  # reject when score > threshold
+    threshold = score_threshold(good, max_false_reject)
     return {"auroc": auroc(bad, good), "threshold_at_1pct_false_reject": threshold,
             "detection_at_1pct_false_reject": float((bad > threshold).mean()),
             "false_reject_at_threshold": float((good > threshold).mean())}
@@ -152,9 +158,7 @@ def threshold_for(results: list[ImageResult], good_class: str, max_false_reject:
         parts: dict[str, float] = defaultdict(float)
         for r in good:
             parts[r.group] = max(parts[r.group], r.score)
-        ranked = sorted(parts.values(), reverse=True)
-        allowed = int(np.floor(max_false_reject * len(ranked)))
-        candidates.append(ranked[allowed] if allowed < len(ranked) else 0.0)
+        candidates.append(score_threshold(np.array(list(parts.values())), max_false_reject))
     return float(max(candidates))
 
 
