@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="outline every class this way in the CV folds (proposal: no SAM encoder runs, much faster)")
     p.add_argument("--proposal-steps", type=int, default=None, metavar="N",
                    help="training steps of a U-Net proposal stage (recipe vision.proposal_net = \"unet\"; default 2500: ~8 min on 2 cores)")
+    p.add_argument("--learning-curve", metavar="FRACTIONS",
+                   help="backbone recipe, --data: instead of training, measure how the held-out ranking and the 1 %% point "
+                        "grow with the training parts: each fold's head trained on these shares of its training parts "
+                        "(e.g. 0.25,0.5,0.75; the full set is added), judged on the whole held-out fold; report to "
+                        "--out/<recipe>.learning-curve.json, no model kept")
+    p.add_argument("--draws", type=int, default=3, help="--learning-curve: draws of training parts per fraction (default 3)")
     _history_args(p)
     p.add_argument("--holdout", type=float, default=None, metavar="SHARE",
                    help=f"--from-history: keep this share of the reviewed parts out of the training, so the validation judges "
@@ -243,6 +249,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from station.vision.dataset import ManifestError
 
     command = "station " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    if args.from_history and args.learning_curve is not None:
+        print("error: --learning-curve goes with --data (a manifest with a part column), not --from-history", file=sys.stderr)
+        return 2
     if args.from_history:
         return _usage_errors(_train_from_history, args, command)
     if any(getattr(args, k) is not None for k in ("config", "url", "archive", "since", "until", "station_id", "holdout",
@@ -252,6 +261,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     loaded = resolve_recipe(args.recipe, args.recipes_dir)
     out = args.out or DEFAULT_OUT
+    if args.learning_curve is not None:
+        return _learning_curve(args, loaded, out, command)
     try:
         record = train_recipe(
             loaded, args.data, out, args.work_dir / loaded.recipe.name, args.models_dir or Path("var/models"), args.group_by,
@@ -263,6 +274,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print_record(record)
     print(f"trained {', '.join(record['final']['sha256'])} into {out}"
           + (f"; {loaded.path} now uses them" if args.update_recipe else f" (the recipe {loaded.path} is unchanged)"))
+    return 0
+
+
+def _learning_curve(args: argparse.Namespace, loaded, out: Path, command: str) -> int:
+    from station.models.train.learning_curve import format_report, learning_curve, parse_fractions, write_report
+    from station.vision.dataset import ManifestError
+
+    if args.update_recipe:
+        print("error: --learning-curve trains no model to put in the recipe: drop --update-recipe", file=sys.stderr)
+        return 2
+    try:
+        fractions = parse_fractions(args.learning_curve)
+        report = learning_curve(loaded, args.data, args.models_dir or Path("var/models"), args.group_by, args.folds,
+                                args.seed, fractions, args.draws, command)
+    except (ManifestError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    print(f"report: {write_report(report, out)}")
     return 0
 
 
