@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from station.db.models import InspectionRow
 from station.app import Station
 from station.demo import demo_config
+from station.inspection import RejectReason
 
 
 class Recorder:
@@ -54,8 +55,14 @@ def test_every_published_verdict_is_in_the_history(tmp_path, demo_models):
             assert r.recipe_hash == insp.recipe_hash and r.recipe_name == "demo-part"
             if r.outcome == "reject":  # the default image policy archives every reject …
                 # … or, when the queued images outgrow their memory bound (a loaded machine: seen
-                # once in a full run), stores the verdict without them and counts them as dropped
-                assert {i.kind for i in r.images} >= {"raw"} or r.images_dropped > 0, (r.sequence, r.images_dropped)
+                # once in a full run), stores the verdict without them and counts them as dropped;
+                # a part whose budget ran out before its image was acquired has none to archive
+                # (a loaded machine: seen once in make test-fast beside a training run)
+                not_acquired = not insp.views and insp.failure is not None and insp.failure.reason is RejectReason.TIMEOUT
+                assert {i.kind for i in r.images} >= {"raw"} or r.images_dropped > 0 or not_acquired, (
+                    r.sequence, r.images_dropped, r.reason)
+                if not_acquired:
+                    assert not r.images and r.reason == insp.verdict.reason
                 for img in r.images:
                     assert (tmp_path / "var" / "images" / img.path).stat().st_size == img.bytes
     assert writer.stats.lost == 0 and writer.stats.written == len(seqs)
